@@ -1,0 +1,116 @@
+"""Service configuration: one frozen dataclass per service, every default visible in it.
+
+Sources, weakest first: the dataclass defaults, an optional TOML file (`PUSHWIRE_CONFIG`;
+top-level keys, then the `[<service>]` table), environment variables `PUSHWIRE_<FIELD>`, then
+`PUSHWIRE_<SERVICE>_<FIELD>`. Values are converted to the field's type and validated at start;
+anything wrong raises ConfigError naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.kit.errors import ConfigError
+
+DEV_HOME = Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")).expanduser()
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Fields every service has. Service configs subclass this and add their own."""
+
+    instance: str = ""                 # unique instance id; empty: <service>-<random>
+    bind: str = "127.0.0.1"            # listen address
+    advertise: str = "127.0.0.1"       # address other services and clients use
+    idc: str = "dc1"
+    discovery: str = f"file:{DEV_HOME / 'dev' / 'discovery'}"   # or zk://host:port/chroot
+    grpc_port: int = 0                 # 0: pick a free port (published in discovery)
+    metrics_port: int = 0              # 0: no separate /metrics listener
+    log_level: str = "info"
+    log_hot_path: bool = False         # per-message debug logs
+    rpc_batch_max: int = 256           # items per internal RPC batch (DESIGN.md §5)
+    rpc_linger_ms: float = 1.0         # wait this long for a batch to fill
+    rpc_workers: int = 4               # calls in flight per (target, method)
+    rpc_queue: int = 20000             # queued items per (target, method)
+    rpc_timeout_s: float = 5.0         # deadline of every internal call
+    shutdown_grace_s: float = 5.0
+
+    def validate(self) -> None:
+        """Raise ConfigError on a value that cannot work; subclasses extend."""
+        for name in ("grpc_port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be a port number")
+        for name in ("rpc_batch_max", "rpc_workers", "rpc_queue"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.rpc_timeout_s <= 0 or self.rpc_linger_ms < 0:
+            raise ConfigError("rpc_timeout_s must be > 0 and rpc_linger_ms >= 0")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("log_level must be debug, info, warning or error")
+
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+def load(cls: type[C], service: str, env: Mapping[str, str] | None = None,
+         **overrides: Any) -> C:
+    """Build `cls` for `service` from defaults, TOML, environment and explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = env.get("PUSHWIRE_CONFIG")
+    if path:
+        values.update(_from_toml(Path(path), service))
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        for var in (f"PUSHWIRE_{f.name.upper()}", f"PUSHWIRE_{service.upper()}_{f.name.upper()}"):
+            if var in env:
+                values[f.name] = _convert(env[var], hints[f.name], var)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"unknown {service} settings: {', '.join(sorted(unknown))}")
+    try:
+        config = cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad {service} configuration: {exc}") from exc
+    if not config.instance:
+        config = replace(config, instance=f"{service}-{uuid.uuid4().hex[:8]}")
+    config.validate()
+    return config
+
+
+def _from_toml(path: Path, service: str) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    top = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    section = data.get(service, {})
+    return {**top, **section}
+
+
+def _convert(raw: str, kind: Any, var: str) -> Any:
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if typing.get_origin(kind) is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") \
+            from exc

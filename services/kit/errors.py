@@ -1,0 +1,92 @@
+"""The one exception tree of pushwire.
+
+    PushwireError                 code, fatal, public message; internal detail goes to logs
+    ├── ConfigError               bad configuration at start-up (fatal for the process)
+    ├── ProtocolError             a client broke docs/protocol.md (fatal: close)
+    ├── AuthError                 bad, expired or revoked token / API key (fatal: close)
+    ├── LimitError                a bound was hit: body size, rate, connections (per call)
+    ├── NotFound                  unknown app, message, instance
+    ├── Unavailable               a dependency cannot be reached now (retry later)
+    │   └── Overloaded            a task pool refused work (queue full, policy "reject")
+    └── StoreError                Redis / MySQL / SQLite failed underneath (from the boundary)
+
+Foreign exceptions (grpc, redis, aiomysql, kazoo) are translated in their boundary modules
+with `raise ... from exc`. Codes are stable and documented in docs/protocol.md §7; HTTP and
+gRPC status mappings live next to each boundary (services/kit/http.py, services/kit/rpc).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class PushwireError(Exception):
+    """Base error; `code` is the machine code clients see, `fatal` closes a connection."""
+
+    code: ClassVar[int] = 1000
+    fatal: ClassVar[bool] = False
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
+        super().__init__(message or self.__class__.__name__)
+        self.message = message or self.__class__.__name__
+        self.detail = detail  # for logs only
+
+
+class ConfigError(PushwireError):
+    code = 1001
+    fatal = True
+
+
+class ProtocolError(PushwireError):
+    code = 1002
+    fatal = True
+    http_status = 400
+
+
+class BadRequest(PushwireError):
+    code = 1003
+    http_status = 400
+
+
+class AuthError(PushwireError):
+    code = 1004
+    fatal = True
+    http_status = 401
+
+
+class LimitError(PushwireError):
+    code = 1005
+    http_status = 429
+
+
+class NotFound(PushwireError):
+    code = 1006
+    http_status = 404
+
+
+class Unavailable(PushwireError):
+    code = 1007
+    http_status = 503
+
+
+class Overloaded(Unavailable):
+    code = 1008
+    http_status = 503
+
+
+class StoreError(PushwireError):
+    code = 1009
+    http_status = 503
+
+
+BY_CODE: dict[int, type[PushwireError]] = {
+    cls.code: cls
+    for cls in (PushwireError, ConfigError, ProtocolError, BadRequest, AuthError, LimitError,
+                NotFound, Unavailable, Overloaded, StoreError)
+}
+
+
+def from_code(code: int, message: str) -> PushwireError:
+    """Rebuild an error carried across a service boundary by its code."""
+    return BY_CODE.get(code, PushwireError)(message)

@@ -1,0 +1,68 @@
+"""Process lifecycle: uvloop, one TaskGroup for every long-lived loop, ordered shutdown.
+
+A service entry point is `lifecycle.run(serve)` where `serve(life)` starts its servers, spawns
+its loops with `life.spawn`, waits for `life.stopping`, then shuts down in its fixed order
+(deregister, stop accepting, drain, flush, close stores). A loop that crashes cancels the
+group, so the process exits non-zero and its supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import uvloop
+
+log = logging.getLogger("pushwire.lifecycle")
+
+
+class Lifecycle:
+    """Owns the service's loops and its stop signal."""
+
+    def __init__(self, group: asyncio.TaskGroup) -> None:
+        self.stopping = asyncio.Event()
+        self._group = group
+        self._loops: list[asyncio.Task[Any]] = []
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a long-lived loop in the service's group; it is cancelled by `cancel_loops`."""
+        task = self._group.create_task(coro, name=name)
+        self._loops.append(task)
+        return task
+
+    def stop(self) -> None:
+        """Ask the service to shut down (signal handlers call this)."""
+        if not self.stopping.is_set():
+            log.info("stopping")
+            self.stopping.set()
+
+    def cancel_loops(self) -> None:
+        """Cancel every spawned loop; the group awaits them."""
+        for task in self._loops:
+            task.cancel()
+
+
+async def _main(serve: Callable[[Lifecycle], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    async with asyncio.TaskGroup() as group:
+        life = Lifecycle(group)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, life.stop)
+        try:
+            await serve(life)
+        finally:
+            life.cancel_loops()
+
+
+def run(serve: Callable[[Lifecycle], Awaitable[None]]) -> int:
+    """Run a service to completion on uvloop; return the process exit code."""
+    failed = False
+    try:
+        uvloop.run(_main(serve))
+    except* Exception:
+        log.exception("service failed")
+        failed = True
+    return 1 if failed else 0

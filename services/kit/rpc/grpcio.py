@@ -1,0 +1,132 @@
+"""The grpc boundary: channels, server start-up, and error translation in both directions.
+
+Client side: `Channels.get(addr)` gives one long-lived HTTP/2 channel per target (many calls
+in flight on it); `translate_call` maps AioRpcError to our tree. Server side: `servicer`
+decorates a gRPC method so a PushwireError becomes a status with our code in trailing
+metadata (`pw-code`), and anything else becomes INTERNAL without leaking details.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from services.kit.errors import (
+    BadRequest,
+    NotFound,
+    Overloaded,
+    PushwireError,
+    Unavailable,
+    from_code,
+)
+
+log = logging.getLogger("pushwire.rpc")
+T = TypeVar("T")
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+class Channels:
+    """One channel per target address; stubs built by the caller from `get`."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, target: str) -> grpc.aio.Channel:
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self._channels[target] = channel
+        return channel
+
+    async def drop(self, target: str) -> None:
+        channel = self._channels.pop(target, None)
+        if channel is not None:
+            await channel.close()
+
+    async def close(self) -> None:
+        for target in list(self._channels):
+            await self.drop(target)
+
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+              grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED}
+
+
+async def translate_call(target: str, call: Awaitable[T]) -> T:
+    """Await a stub call, mapping grpc errors into the PushwireError tree."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        if code in _TRANSIENT:
+            raise Unavailable(f"{target}: {code.name.lower()}", detail=exc.details() or "") \
+                from exc
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise Overloaded(f"{target} overloaded", detail=exc.details() or "") from exc
+        ours = dict(exc.trailing_metadata() or ()).get("pw-code")
+        if ours is not None:
+            raise from_code(int(ours), exc.details() or "") from exc
+        raise PushwireError(f"{target}: {code.name.lower()}", detail=exc.details() or "") \
+            from exc
+
+
+_STATUS = {BadRequest: grpc.StatusCode.INVALID_ARGUMENT, NotFound: grpc.StatusCode.NOT_FOUND,
+           Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable: grpc.StatusCode.UNAVAILABLE}
+
+
+def _status_of(exc: PushwireError) -> grpc.StatusCode:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def servicer(method: Method) -> Method:
+    """Decorate a servicer method: our errors become statuses, others INTERNAL (logged)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except PushwireError as exc:
+            context.set_trailing_metadata((("pw-code", str(exc.code)),))
+            await context.abort(_status_of(exc), exc.message)
+        except Exception:
+            log.exception("%s failed", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    return wrapper
+
+
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
+
+
+async def start_server(bind: str, port: int, servicers: Iterable[Registration]) \
+        -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server with [(add_XServicer_to_server, impl)]; return it and its port."""
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    for add, impl in servicers:
+        add(impl, server)
+    bound = server.add_insecure_port(f"{bind}:{port}")
+    if bound == 0:
+        raise Unavailable(f"cannot bind gRPC on {bind}:{port}")
+    await server.start()
+    return server, bound

@@ -1,0 +1,230 @@
+"""A pipe batches items for one (target, method) and sends them with a fixed worker pool.
+
+    caller --call()/post()--> bounded queue --> N workers --> send(batch) --> results to callers
+
+A batch leaves when it holds `batch_max` items, or `linger` after its first item, whichever
+comes first; while every worker is busy, items pile up and the next batch is bigger, so
+load raises the batch size rather than the number of calls (SEED-360.md lessons 1-3).
+
+When the queue is full the pipe's overflow policy decides — only the caller knows which is
+right for its interface (SEED-360.md lesson 2):
+- REJECT: raise Overloaded to the caller at once;
+- RETRY:  wait for room (and re-send failed batches) with backoff until `retry_for`, then
+          raise Overloaded / the last error;
+- DROP:   discard the item and count it; `call` raises Dropped, `post` just counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from services.kit import metrics
+from services.kit.errors import Overloaded, PushwireError, Unavailable
+
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+log = logging.getLogger("pushwire.rpc")
+
+Send = Callable[[list[I], float], Awaitable[Sequence[R]]]
+"""send(items, timeout_s) -> one result per item, in order; raises PushwireError."""
+
+
+class Overflow(StrEnum):
+    REJECT = "reject"
+    RETRY = "retry"
+    DROP = "drop"
+
+
+class Dropped(Overloaded):
+    """The item was discarded under the DROP policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipeOptions:
+    batch_max: int = 256
+    linger_s: float = 0.001
+    workers: int = 4
+    queue_max: int = 20000
+    timeout_s: float = 5.0
+    overflow: Overflow = Overflow.REJECT
+    retry_for_s: float = 10.0
+
+
+_Entry = tuple[Any, "asyncio.Future[Any] | None"]
+
+
+class Pipe(Generic[I, R]):
+    """Batching client for one (target, method). Start it, use it, close it."""
+
+    def __init__(self, name: str, send: Send[I, R], options: PipeOptions) -> None:
+        self.name = name
+        self._send = send
+        self._opts = options
+        self._queue: asyncio.Queue[_Entry] = asyncio.Queue(options.queue_max)
+        self._workers: list[asyncio.Task[None]] = []
+        self._depth = metrics.RPC_QUEUE_DEPTH.labels(name)
+        self._size = metrics.RPC_BATCH_SIZE.labels(name)
+        self._latency = metrics.RPC_LATENCY.labels(name)
+        self._failed = metrics.RPC_FAILED.labels(name)
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start the workers (owned by this pipe, cancelled by `close`)."""
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._work(), name=f"pipe:{self.name}:{i}")
+                         for i in range(self._opts.workers)]
+
+    async def close(self) -> None:
+        """Stop the workers; queued items fail with Unavailable."""
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+        while not self._queue.empty():
+            _, fut = self._queue.get_nowait()
+            if fut is not None and not fut.done():
+                fut.set_exception(Unavailable(f"{self.name} closed"))
+        self._depth.set(0)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def call(self, item: I) -> R:
+        """Send `item` in a batch and return its result (or raise its error)."""
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._enqueue((item, fut))
+        return await fut
+
+    async def post(self, item: I) -> None:
+        """Send `item` without waiting for its result; failures are logged and counted."""
+        await self._enqueue((item, None))
+
+    async def _enqueue(self, entry: _Entry) -> None:
+        if not self._workers:
+            raise Unavailable(f"{self.name} is not running")
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            await self._overflow(entry)
+        self._depth.set(self._queue.qsize())
+
+    async def _overflow(self, entry: _Entry) -> None:
+        policy = self._opts.overflow
+        if policy is Overflow.RETRY:
+            deadline = time.monotonic() + self._opts.retry_for_s
+            delay = 0.005
+            while time.monotonic() < deadline:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.5)
+                if not self._queue.full():
+                    self._queue.put_nowait(entry)
+                    return
+        metrics.RPC_REJECTED.labels(self.name, policy.value).inc()
+        if policy is Overflow.DROP:
+            self.dropped += 1
+            if entry[1] is not None:
+                raise Dropped(f"{self.name} queue full, item dropped")
+            return
+        raise Overloaded(f"{self.name} queue full")
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            self._take(batch)
+            if len(batch) < self._opts.batch_max and self._opts.linger_s > 0:
+                await asyncio.sleep(self._opts.linger_s)
+                self._take(batch)
+            self._depth.set(self._queue.qsize())
+            await self._deliver(batch)
+
+    def _take(self, batch: list[_Entry]) -> None:
+        while len(batch) < self._opts.batch_max and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _deliver(self, batch: list[_Entry]) -> None:
+        items = [item for item, _ in batch]
+        self._size.observe(len(items))
+        try:
+            results = await self._send_with_policy(items)
+        except PushwireError as exc:
+            self._fail(batch, exc)
+            return
+        except Exception as exc:  # a bug in send(): fail the callers, keep the worker
+            log.exception("%s: send failed", self.name)
+            self._fail(batch, Unavailable(f"{self.name} failed", detail=repr(exc)))
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+
+    async def _send_with_policy(self, items: list[I]) -> Sequence[R]:
+        deadline = time.monotonic() + self._opts.retry_for_s
+        delay = 0.02
+        while True:
+            started = time.perf_counter()
+            try:
+                results = await self._send(items, self._opts.timeout_s)
+                self._latency.observe(time.perf_counter() - started)
+                return results
+            except Unavailable:
+                if self._opts.overflow is not Overflow.RETRY or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 1.0)
+
+    def _fail(self, batch: list[_Entry], exc: PushwireError) -> None:
+        self._failed.inc(len(batch))
+        posted = 0
+        for _, fut in batch:
+            if fut is None:
+                posted += 1
+            elif not fut.done():
+                fut.set_exception(exc)
+        if posted:
+            log.warning("%s: %d posted items failed: %s %s", self.name, posted, exc.message,
+                        exc.detail)
+
+
+class PipeSet(Generic[I, R]):
+    """One pipe per target address, made on first use, closed when the target goes away."""
+
+    def __init__(self, name: str, make_send: Callable[[str], Send[I, R]],
+                 options: PipeOptions) -> None:
+        self.name = name
+        self._make_send = make_send
+        self._opts = options
+        self._pipes: dict[str, Pipe[I, R]] = {}
+
+    def pipe(self, target: str) -> Pipe[I, R]:
+        """The pipe to `target`, started if new."""
+        pipe = self._pipes.get(target)
+        if pipe is None:
+            pipe = Pipe(f"{self.name}@{target}", self._make_send(target), self._opts)
+            pipe.start()
+            self._pipes[target] = pipe
+        return pipe
+
+    async def call(self, target: str, item: I) -> R:
+        return await self.pipe(target).call(item)
+
+    async def post(self, target: str, item: I) -> None:
+        await self.pipe(target).post(item)
+
+    async def retain(self, targets: set[str]) -> None:
+        """Close the pipes of targets not in `targets` (after a discovery change)."""
+        for target in list(self._pipes.keys() - targets):
+            await self._pipes.pop(target).close()
+
+    async def close(self) -> None:
+        await self.retain(set())
