@@ -130,3 +130,28 @@ async def start_server(bind: str, port: int, servicers: Iterable[Registration]) 
         raise Unavailable(f"cannot bind gRPC on {bind}:{port}")
     await server.start()
     return server, bound
+
+
+def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], method: str,
+           build: Callable[[list[Any]], Any], split: Callable[[Any, int], list[Any]]) \
+        -> Callable[[str], Callable[[list[Any], float], Awaitable[list[Any]]]]:
+    """A Pipe send-factory for one batch method: target -> send(items, timeout) -> results.
+
+    `build(items)` makes the request, `split(reply, n)` returns one result per item.
+    """
+
+    def make(target: str) -> Callable[[list[Any], float], Awaitable[list[Any]]]:
+        rpc = getattr(stub_class(channels.get(target)), method)
+
+        async def send(items: list[Any], timeout: float) -> list[Any]:
+            reply = await translate_call(target, rpc(build(items), timeout=timeout))
+            return split(reply, len(items))
+
+        return send
+
+    return make
+
+
+def no_results(_reply: Any, n: int) -> list[None]:
+    """`split` for methods whose reply carries nothing per item."""
+    return [None] * n

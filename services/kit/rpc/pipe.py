@@ -75,6 +75,7 @@ class Pipe(Generic[I, R]):
         self._latency = metrics.RPC_LATENCY.labels(name)
         self._failed = metrics.RPC_FAILED.labels(name)
         self.dropped = 0
+        self._busy = 0
 
     def start(self) -> None:
         """Start the workers (owned by this pipe, cancelled by `close`)."""
@@ -106,9 +107,44 @@ class Pipe(Generic[I, R]):
         await self._enqueue((item, fut))
         return await fut
 
+    async def call_many(self, items: Sequence[I]) -> list[R]:
+        """Send many items (batched like single calls) and return their results in order.
+
+        Waits on futures, not tasks: no task per item. The first error is raised.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = []
+        for item in items:
+            fut: asyncio.Future[R] = loop.create_future()
+            await self._enqueue((item, fut))
+            futures.append(fut)
+        return list(await asyncio.gather(*futures))
+
     async def post(self, item: I) -> None:
         """Send `item` without waiting for its result; failures are logged and counted."""
         await self._enqueue((item, None))
+
+    def post_nowait(self, item: I) -> bool:
+        """`post` from synchronous code (a protocol callback): when the queue is full the
+        item is dropped and counted whatever the policy; returns False then."""
+        if self._workers:
+            try:
+                self._queue.put_nowait((item, None))
+                return True
+            except asyncio.QueueFull:
+                pass
+        metrics.RPC_REJECTED.labels(self.name, Overflow.DROP.value).inc()
+        self.dropped += 1
+        return False
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every queued item was sent (for shutdown); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.qsize() or self._busy:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _enqueue(self, entry: _Entry) -> None:
         if not self._workers:
@@ -146,7 +182,11 @@ class Pipe(Generic[I, R]):
                 await asyncio.sleep(self._opts.linger_s)
                 self._take(batch)
             self._depth.set(self._queue.qsize())
-            await self._deliver(batch)
+            self._busy += 1
+            try:
+                await self._deliver(batch)
+            finally:
+                self._busy -= 1
 
     def _take(self, batch: list[_Entry]) -> None:
         while len(batch) < self._opts.batch_max and not self._queue.empty():
@@ -220,6 +260,24 @@ class PipeSet(Generic[I, R]):
 
     async def post(self, target: str, item: I) -> None:
         await self.pipe(target).post(item)
+
+    def post_nowait(self, target: str, item: I) -> bool:
+        return self.pipe(target).post_nowait(item)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait for every pipe to send what it holds; False if one timed out."""
+        results = [await pipe.drain(timeout_s) for pipe in list(self._pipes.values())]
+        return all(results)
+
+    async def call_many(self, pairs: Sequence[tuple[str, I]]) -> list[R]:
+        """Results for [(target, item)] in order; items for one target share its batches."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = []
+        for target, item in pairs:
+            fut: asyncio.Future[R] = loop.create_future()
+            await self.pipe(target)._enqueue((item, fut))
+            futures.append(fut)
+        return list(await asyncio.gather(*futures))
 
     async def retain(self, targets: set[str]) -> None:
         """Close the pipes of targets not in `targets` (after a discovery change)."""

@@ -1,0 +1,244 @@
+"""`pushwire dev`: the whole cluster as separate processes on this machine, supervised.
+
+Embedded default: file-backed discovery, in-memory hot store, SQLite durable store, all under
+<PUSHWIRE_HOME>/dev (default ~/.pushwire/dev). `--real` uses ZooKeeper, Redis and MySQL on
+127.0.0.1 (as `scripts/infra up` provides); PUSHWIRE_DISCOVERY, PUSHWIRE_SAVER_HOT and
+PUSHWIRE_SAVER_DURABLE override either. A child that dies is restarted (with backoff) and
+logged; Ctrl-C or SIGTERM stops every child, in order, and leaves no process behind (children
+also get SIGKILL if the supervisor itself is killed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cli import cluster as clusterfile
+from services.kit.config import DEV_HOME
+from services.kit.discovery import AppConfig, Discovery, connect
+
+REAL = {
+    "discovery": "zk://127.0.0.1:2181/pushwire",
+    "hot": "redis://127.0.0.1:6379/0",
+    "durable": "mysql://pushwire:pushwire@127.0.0.1:3306/pushwire",
+}
+# Stop order: entry points first, state holders last.
+STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
+
+
+@dataclass
+class Child:
+    name: str
+    kind: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started: float = 0.0
+    retry_at: float = 0.0
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+def add_parser(subs: Any) -> None:
+    p = subs.add_parser("dev", help="run the whole cluster on this machine (Ctrl-C stops it)",
+                        description=__doc__)
+    p.add_argument("--real", action="store_true",
+                   help="use ZooKeeper, Redis and MySQL on 127.0.0.1 instead of the embedded "
+                        "stand-ins")
+    p.add_argument("--rooms", type=int, default=1, help="room instances (ports 8200, 8201, …)")
+    p.add_argument("--home", type=Path, default=DEV_HOME / "dev",
+                   help="state directory (default: %(default)s)")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--ready-timeout", type=float, default=30.0)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rooms < 1:
+        print("pushwire dev: --rooms must be >= 1", file=sys.stderr)
+        return 2
+    args.home.mkdir(parents=True, exist_ok=True)
+    try:
+        return asyncio.run(Supervisor(args).main())
+    except KeyboardInterrupt:
+        return 130
+
+
+def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
+    """The shared environment and the children to start."""
+    home: Path = args.home
+    urls = REAL if args.real else {
+        "discovery": f"file:{home / 'discovery'}",
+        "hot": "memory:",
+        "durable": f"sqlite:{home / 'pushwire.db'}",
+    }
+    common = {
+        "PUSHWIRE_DISCOVERY": os.environ.get("PUSHWIRE_DISCOVERY", urls["discovery"]),
+        "PUSHWIRE_LOG_LEVEL": args.log_level,
+        "PUSHWIRE_SAVER_HOT": os.environ.get("PUSHWIRE_SAVER_HOT", urls["hot"]),
+        "PUSHWIRE_SAVER_DURABLE": os.environ.get("PUSHWIRE_SAVER_DURABLE", urls["durable"]),
+    }
+    children = [
+        Child("register", "register", {"PUSHWIRE_REGISTER_GRPC_PORT": "9100",
+                                       "PUSHWIRE_REGISTER_METRICS_PORT": "9101"}),
+        Child("saver", "saver", {"PUSHWIRE_SAVER_GRPC_PORT": "9200",
+                                 "PUSHWIRE_SAVER_METRICS_PORT": "9201"}),
+        Child("coordinator", "coordinator", {"PUSHWIRE_COORDINATOR_GRPC_PORT": "9300",
+                                             "PUSHWIRE_COORDINATOR_METRICS_PORT": "9301"}),
+    ]
+    for i in range(args.rooms):
+        children.append(Child(f"room-{i}", "room", {
+            "PUSHWIRE_ROOM_INSTANCE": f"room-{i}",
+            "PUSHWIRE_ROOM_WS_PORT": str(8200 + i),
+            "PUSHWIRE_ROOM_GRPC_PORT": str(9400 + i),
+            "PUSHWIRE_ROOM_METRICS_PORT": str(9410 + i)}))
+    children += [
+        Child("center", "center", {"PUSHWIRE_CENTER_HTTP_PORT": "8100",
+                                   "PUSHWIRE_CENTER_GRPC_PORT": "9500"}),
+        Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": "8000"}),
+    ]
+    return common, children
+
+
+def demo_app(home: Path) -> AppConfig:
+    """The demo app, with credentials made once and kept in the state directory."""
+    path = home / "demo-app.json"
+    if path.exists():
+        return AppConfig.from_json(path.read_bytes())
+    app = AppConfig(id="demo", secrets=(secrets.token_urlsafe(24),),
+                    api_keys=(secrets.token_urlsafe(24),))
+    home.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(app.to_json())
+    return app
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Supervisor:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.common, self.children = plan(args)
+        self.stopping = asyncio.Event()
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        home: Path = self.args.home
+        discovery = connect(self.common["PUSHWIRE_DISCOVERY"])
+        await discovery.start(("dispatcher", "center", "room", "coordinator", "saver",
+                               "register"))
+        app = demo_app(home)
+        if discovery.app(app.id) is None:
+            await discovery.put_app(app)
+        try:
+            for child in self.children:
+                self.start(child)
+            ready = await self.wait_ready(discovery)
+            if ready:
+                self.report(app)
+            else:
+                print("pushwire dev: the cluster did not come up; see the logs above",
+                      file=sys.stderr)
+                return 1
+            await self.supervise()
+            return 0
+        finally:
+            self.stop_all()
+            await discovery.close()
+
+    def start(self, child: Child) -> None:
+        env = {**os.environ, **self.common, **child.env}
+        command = [sys.executable, "-m", f"services.{child.kind}.main"]
+        child.proc = subprocess.Popen(command, env=env,
+                                      preexec_fn=_die_with_parent)
+        child.started = time.monotonic()
+
+    async def wait_ready(self, discovery: Discovery) -> bool:
+        deadline = time.monotonic() + self.args.ready_timeout
+        wanted = {c.kind: sum(1 for x in self.children if x.kind == c.kind)
+                  for c in self.children}
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if all(len(discovery.instances(k)) >= n for k, n in wanted.items()) \
+                    and await self._answers("http://127.0.0.1:8000/v1/route?app=demo&uid=probe"):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _answers(self, url: str) -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    def report(self, app: AppConfig) -> None:
+        cluster = clusterfile.Cluster(
+            dispatcher="http://127.0.0.1:8000", center="http://127.0.0.1:8100",
+            discovery=self.common["PUSHWIRE_DISCOVERY"],
+            apps={app.id: {"secret": app.secrets[0], "api_key": app.api_keys[0]}})
+        clusterfile.save(cluster, self.args.home / "cluster.json")
+        rooms = ", ".join(f"ws://127.0.0.1:{8200 + i}/" for i in range(self.args.rooms))
+        print(f"""pushwire dev is up ({'real servers' if self.args.real else 'embedded'})
+  dispatcher   http://127.0.0.1:8000/v1/route
+  center       http://127.0.0.1:8100/v1/apps/demo/push
+  room         {rooms}
+  register     grpc 127.0.0.1:9100    saver grpc 127.0.0.1:9200    coordinator grpc 127.0.0.1:9300
+  discovery    {self.common['PUSHWIRE_DISCOVERY']}
+  demo app     id demo  secret {app.secrets[0]}  api key {app.api_keys[0]}
+Try:  pushwire listen --app demo --uid u1      (another shell)
+      pushwire push --app demo --uid u1 --data hello
+Ctrl-C stops the cluster.""", flush=True)
+
+    async def supervise(self) -> None:
+        while not self.stopping.is_set():
+            for child in self.children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    self.restart(child)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.2)
+
+    def restart(self, child: Child) -> None:
+        """Restart a dead child, backing off when it keeps dying young."""
+        assert child.proc is not None
+        now = time.monotonic()
+        if not child.retry_at:
+            child.restarts = 0 if now - child.started > 30 else child.restarts + 1
+            child.retry_at = now + min(0.1 * 2 ** child.restarts, 5.0)
+            print(f"pushwire dev: {child.name} exited with {child.proc.returncode}; "
+                  f"restarting (restart {child.restarts})", file=sys.stderr, flush=True)
+        if now >= child.retry_at:
+            child.retry_at = 0.0
+            self.start(child)
+
+    def stop_all(self) -> None:
+        """SIGTERM in STOP_ORDER, then SIGKILL what is still alive after the grace period."""
+        for kind in STOP_ORDER:
+            group = [c for c in self.children if c.kind == kind and c.proc is not None]
+            for child in group:
+                if child.proc is not None and child.proc.poll() is None:
+                    child.proc.terminate()
+            for child in group:
+                assert child.proc is not None
+                try:
+                    child.proc.wait(timeout=8)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()

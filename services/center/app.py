@@ -1,0 +1,47 @@
+"""center's wiring: HTTP API, gRPC face, clients of saver, register and rooms."""
+
+from __future__ import annotations
+
+from services.center.api import CenterApi
+from services.center.config import CenterConfig
+from services.center.push import Pusher
+from services.center.servicer import CenterServicer
+from services.coordinator.client import CoordinatorClient
+from services.kit import http
+from services.kit.host import hosted
+from services.kit.lifecycle import Lifecycle
+from services.kit.pb import center_pb2_grpc
+from services.kit.rpc.grpcio import Channels, start_server
+from services.register.client import RegisterClient
+from services.room.client import RoomClient
+from services.saver.client import SaverClient
+
+
+async def serve(config: CenterConfig, life: Lifecycle) -> None:
+    """Run one center instance until SIGTERM."""
+    async with hosted("center", config, life, watch=("saver", "register", "room",
+                                                          "coordinator")) as host:
+        channels = Channels()
+        options = host.pipe_options()
+        saver = SaverClient(host.discovery, channels, options)
+        register = RegisterClient(host.discovery, channels, options)
+        rooms = RoomClient(host.discovery, channels, options)
+        pusher = Pusher(saver, register, rooms)
+        api = CenterApi(config, host.discovery, pusher,
+                        CoordinatorClient(host.discovery, channels))
+        web_app = http.application(client_max_size=4 * 1024 * 1024)
+        web_app.add_routes(api.routes())
+        runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
+        server, grpc_port = await start_server(
+            config.bind, config.grpc_port,
+            [(center_pb2_grpc.add_CenterServicer_to_server, CenterServicer(host.discovery,
+                                                                           pusher))])
+        await host.announce({"http": f"{config.advertise}:{http_port}",
+                             "grpc": f"{config.advertise}:{grpc_port}"})
+        await life.stopping.wait()
+        await runner.shutdown()
+        await server.stop(config.shutdown_grace_s)
+        await runner.cleanup()
+        for client in (rooms, register, saver):
+            await client.close()
+        await channels.close()

@@ -1,0 +1,82 @@
+"""What every service process does around its own work: logs, discovery, metrics, announce.
+
+    async with hosted("register", config, watch=("register", "room")) as host:
+        server, port = await start_server(...)
+        seq = await host.announce({"grpc": f"{config.advertise}:{port}"})
+        await host.life.stopping.wait()
+        ...ordered shutdown...
+
+Leaving the block withdraws the instance, closes discovery and the metrics listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+from aiohttp import web
+
+from services.kit import http
+from services.kit.config import ServiceConfig
+from services.kit.discovery import Discovery, Instance, connect
+from services.kit.lifecycle import Lifecycle
+from services.kit.rpc.pipe import Overflow, PipeOptions
+
+
+@dataclass
+class Host:
+    kind: str
+    config: ServiceConfig
+    life: Lifecycle
+    discovery: Discovery
+    log: logging.Logger
+    instance: Instance | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    async def announce(self, addresses: dict[str, str], capacity: int = 0) -> int:
+        """Publish this instance in discovery; returns its unique sequence number."""
+        self.instance = Instance(kind=self.kind, id=self.config.instance, idc=self.config.idc,
+                                 addresses={**addresses, **self.extra}, capacity=capacity,
+                                 pid=os.getpid())
+        seq = await self.discovery.announce(self.instance)
+        self.log.info("announced %s %s", self.instance.id, self.instance.addresses)
+        return seq
+
+    async def publish(self, addresses: dict[str, str]) -> None:
+        """Add addresses to the announced instance (e.g. once a server listens)."""
+        assert self.instance is not None, "announce first"
+        merged = {**self.instance.addresses, **addresses}
+        self.instance = replace(self.instance, addresses=merged)
+        await self.discovery.update(self.instance)
+
+    def pipe_options(self, overflow: Overflow = Overflow.REJECT,
+                     retry_for_s: float = 10.0) -> PipeOptions:
+        """RPC pipe options from the service's config with the interface's overflow policy."""
+        c = self.config
+        return PipeOptions(batch_max=c.rpc_batch_max, linger_s=c.rpc_linger_ms / 1000,
+                           workers=c.rpc_workers, queue_max=c.rpc_queue,
+                           timeout_s=c.rpc_timeout_s, overflow=overflow, retry_for_s=retry_for_s)
+
+
+@asynccontextmanager
+async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
+                 watch: tuple[str, ...] = ()) -> AsyncIterator[Host]:
+    """Set up logs, discovery (watching `watch` kinds and apps) and /metrics for a service."""
+    log = logging.getLogger(f"pushwire.{kind}")
+    discovery = connect(config.discovery)
+    await discovery.start(watch)
+    runner: web.AppRunner | None = None
+    host = Host(kind, config, life, discovery, log)
+    try:
+        if config.metrics_port:
+            runner, port = await http.start_site(http.application(), config.bind,
+                                                 config.metrics_port)
+            host.extra["metrics"] = f"{config.advertise}:{port}"
+        yield host
+    finally:
+        await discovery.close()
+        if runner is not None:
+            await runner.cleanup()

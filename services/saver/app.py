@@ -1,0 +1,75 @@
+"""saver's wiring: hot and durable stores, Inboxes, gRPC face, metrics.
+
+Start-up: announce without addresses (for the unique node number of the id generator), open
+the stores and recover the hot store if it was lost, serve gRPC, then publish the address so
+callers find it. Shutdown: stop gRPC (finishing calls in flight), stop the loops, commit the
+write-behind and close the stores; leaving `hosted` withdraws the instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from prometheus_client import Gauge
+
+from services.kit.host import hosted
+from services.kit.lifecycle import Lifecycle
+from services.kit.pb import saver_pb2_grpc
+from services.kit.rpc.grpcio import start_server
+from services.saver.config import SaverConfig
+from services.saver.durable import DurableStore, MysqlDurableStore, SqliteDurableStore
+from services.saver.hot import HotStore, MemoryHotStore, RedisHotStore
+from services.saver.ids import IdGenerator
+from services.saver.inbox import Inboxes, InboxStats, Limits
+from services.saver.servicer import SaverServicer
+
+STATS = Gauge("pushwire_saver_inbox", "saver inbox counters (services/saver/inbox.py)",
+              ["what"])
+
+
+def hot_store(config: SaverConfig) -> HotStore:
+    if config.hot == "memory:":
+        return MemoryHotStore()
+    return RedisHotStore(config.hot, config.key_prefix, timeout_s=config.rpc_timeout_s)
+
+
+def durable_store(config: SaverConfig) -> DurableStore:
+    if config.durable.startswith("sqlite:"):
+        return SqliteDurableStore(config.durable.removeprefix("sqlite:"))
+    return MysqlDurableStore(config.durable, timeout_s=config.rpc_timeout_s)
+
+
+async def serve(config: SaverConfig, life: Lifecycle) -> None:
+    """Run one saver instance until SIGTERM."""
+    async with hosted("saver", config, life) as host:
+        def limits(app: str) -> Limits:
+            found = host.discovery.app(app)
+            return Limits.of(found) if found is not None else Limits()
+
+        node = await host.announce({})
+        inboxes = Inboxes(hot_store(config), durable_store(config), IdGenerator(node),
+                          limits=limits, write_behind_max=config.write_behind_max,
+                          write_behind_ms=config.write_behind_ms,
+                          write_behind_queue=config.write_behind_queue,
+                          loss_check_s=config.loss_check_s)
+        await inboxes.start()
+        loops = life.spawn(inboxes.run(), "saver-inboxes")
+        life.spawn(_export(inboxes.stats), "saver-metrics")
+        server, port = await start_server(
+            config.bind, config.grpc_port,
+            [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes))])
+        await host.publish({"grpc": f"{config.advertise}:{port}"})
+        await life.stopping.wait()
+
+        await server.stop(config.shutdown_grace_s)
+        loops.cancel()
+        await asyncio.gather(loops, return_exceptions=True)
+        await inboxes.close()
+
+
+async def _export(stats: InboxStats) -> None:
+    while True:
+        for name, value in dataclasses.asdict(stats).items():
+            STATS.labels(name).set(value)
+        await asyncio.sleep(1.0)

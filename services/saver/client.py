@@ -1,0 +1,85 @@
+"""How other services talk to saver: batched pipes, routed by user so one inbox stays on one
+saver instance (its write-behind keeps the inbox's order).
+
+Overflow policies: Store rejects (center answers 503 and the business retries: nothing was
+accepted), Ack retries (a lost ACK means a redelivery), Load retries briefly (a connecting
+client would otherwise miss its offline messages until the next connect).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.kit.discovery import Discovery
+from services.kit.errors import Unavailable
+from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
+from services.kit.rpc.grpcio import Channels, no_results, sender, translate_call
+from services.kit.rpc.peers import Peers, user_key
+from services.kit.rpc.pipe import Overflow, PipeOptions, PipeSet
+
+
+class SaverClient:
+    def __init__(self, discovery: Discovery, channels: Channels, options: PipeOptions) -> None:
+        self.peers = Peers(discovery, "saver")
+        self._channels = channels
+        stub = saver_pb2_grpc.SaverStub
+        retrying = replace(options, overflow=Overflow.RETRY)
+        self._store: PipeSet[saver_pb2.StoreItem, saver_pb2.StoreResult] = PipeSet(
+            "saver.store", sender(channels, stub, "Store",
+                                  lambda items: saver_pb2.StoreRequest(items=items),
+                                  lambda reply, _n: list(reply.results)), options)
+        self._ack: PipeSet[saver_pb2.AckItem, None] = PipeSet(
+            "saver.ack", sender(channels, stub, "Ack",
+                                lambda items: saver_pb2.AckRequest(items=items), no_results),
+            retrying)
+        self._load: PipeSet[saver_pb2.LoadItem, saver_pb2.Inbox] = PipeSet(
+            "saver.load", sender(channels, stub, "Load",
+                                 lambda items: saver_pb2.LoadRequest(items=items),
+                                 lambda reply, _n: list(reply.inboxes)),
+            replace(options, overflow=Overflow.RETRY, retry_for_s=2.0))
+        self._pending: PipeSet[common_pb2.UserRef, int] = PipeSet(
+            "saver.pending", sender(channels, stub, "Pending",
+                                    lambda items: saver_pb2.PendingQuery(users=items),
+                                    lambda reply, _n: list(reply.counts)), options)
+
+    def _owner(self, app: str, uid: str) -> str:
+        return self.peers.owner(user_key(app, uid))
+
+    async def store(self, items: list[saver_pb2.StoreItem]) -> list[saver_pb2.StoreResult]:
+        """Store each item (returns once in the hot store, or durable when asked)."""
+        return await self._store.call_many([(self._owner(i.app, i.uid), i) for i in items])
+
+    async def ack(self, item: saver_pb2.AckItem) -> None:
+        """Consume one message (fire and forget, retried)."""
+        await self._ack.post(self._owner(item.app, item.uid), item)
+
+    def ack_nowait(self, item: saver_pb2.AckItem) -> bool:
+        """`ack` from a protocol callback; False when dropped (the message is redelivered)."""
+        try:
+            target = self._owner(item.app, item.uid)
+        except Unavailable:
+            return False
+        return self._ack.post_nowait(target, item)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Send the queued ACKs (at shutdown)."""
+        await self._ack.drain(timeout_s)
+
+    async def load(self, item: saver_pb2.LoadItem) -> saver_pb2.Inbox:
+        """A user's pending messages, oldest first, bounded by item.limit."""
+        return await self._load.call(self._owner(item.app, item.uid), item)
+
+    async def pending(self, app: str, uids: list[str]) -> list[int]:
+        pairs = [(self._owner(app, uid), common_pb2.UserRef(app=app, uid=uid)) for uid in uids]
+        return await self._pending.call_many(pairs)
+
+    async def status(self, app: str, message_id: int, timeout: float) -> saver_pb2.MessageState:
+        """Where one message stands; any saver can answer (they share the stores)."""
+        target = self.peers.owner(f"{app}\x00{message_id}")
+        stub = saver_pb2_grpc.SaverStub(self._channels.get(target))
+        return await translate_call(target, stub.Status(
+            saver_pb2.MessageQuery(app=app, id=message_id), timeout=timeout))
+
+    async def close(self) -> None:
+        for pipes in (self._store, self._ack, self._load, self._pending):
+            await pipes.close()

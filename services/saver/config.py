@@ -1,0 +1,27 @@
+"""saver's configuration (every default here; env PUSHWIRE_SAVER_<FIELD>)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.kit.config import DEV_HOME, ServiceConfig
+from services.kit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SaverConfig(ServiceConfig):
+    grpc_port: int = 9200
+    hot: str = "memory:"                                   # or redis://host:port/db
+    durable: str = f"sqlite:{DEV_HOME / 'dev' / 'pushwire.db'}"   # or mysql://u:p@h:port/db
+    key_prefix: str = "pw"
+    write_behind_max: int = 512        # rows per durable batch
+    write_behind_ms: float = 20.0      # wait this long for a durable batch to fill
+    write_behind_queue: int = 100_000  # rows waiting for the durable store (bound)
+    loss_check_s: float = 1.0          # how often to check whether Redis lost our data
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.hot.startswith(("memory:", "redis://", "rediss://", "unix://")):
+            raise ConfigError("PUSHWIRE_SAVER_HOT must be memory: or a redis:// URL")
+        if not self.durable.startswith(("sqlite:", "mysql://")):
+            raise ConfigError("PUSHWIRE_SAVER_DURABLE must be sqlite:PATH or a mysql:// URL")

@@ -1,0 +1,66 @@
+"""saver's gRPC face: protobuf in, domain dataclasses to Inboxes, protobuf out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.kit.errors import PushwireError
+from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
+from services.kit.rpc.grpcio import servicer
+from services.saver.inbox import AckItem, Inboxes, LoadItem, StoredMessage, StoreItem
+
+
+def message_pb(m: StoredMessage) -> common_pb2.Message:
+    return common_pb2.Message(id=m.id, app=m.app, uid=m.uid, data=m.data,
+                              created_ms=m.created_ms, expires_ms=m.expires_ms, device=m.device)
+
+
+def _store_result(result: StoredMessage | PushwireError) -> saver_pb2.StoreResult:
+    if isinstance(result, PushwireError):
+        return saver_pb2.StoreResult(status=common_pb2.Status(code=result.code,
+                                                              detail=result.message))
+    return saver_pb2.StoreResult(message=message_pb(result))
+
+
+class SaverServicer(saver_pb2_grpc.SaverServicer):
+    def __init__(self, inboxes: Inboxes) -> None:
+        self.inboxes = inboxes
+
+    @servicer
+    async def Store(self, request: saver_pb2.StoreRequest, context: Any) \
+            -> saver_pb2.StoreReply:
+        items = [StoreItem(i.app, i.uid, i.data, i.ttl_s, i.device, i.durable)
+                 for i in request.items]
+        results = await self.inboxes.store(items)
+        return saver_pb2.StoreReply(results=[_store_result(r) for r in results])
+
+    @servicer
+    async def Ack(self, request: saver_pb2.AckRequest, context: Any) -> saver_pb2.AckReply:
+        items = [AckItem(i.app, i.uid, i.id, i.session_id) for i in request.items]
+        return saver_pb2.AckReply(removed=await self.inboxes.ack(items))
+
+    @servicer
+    async def Load(self, request: saver_pb2.LoadRequest, context: Any) -> saver_pb2.LoadReply:
+        items = [LoadItem(i.app, i.uid, i.device, i.limit, i.session_id) for i in request.items]
+        inboxes = await self.inboxes.load(items)
+        return saver_pb2.LoadReply(inboxes=[
+            saver_pb2.Inbox(messages=[message_pb(m) for m in box.messages],
+                            remaining=box.remaining) for box in inboxes])
+
+    @servicer
+    async def Status(self, request: saver_pb2.MessageQuery, context: Any) \
+            -> saver_pb2.MessageState:
+        status = await self.inboxes.status(request.app, request.id)
+        if status is None:
+            return saver_pb2.MessageState(found=False)
+        return saver_pb2.MessageState(found=True, state=status.state,
+                                      message=message_pb(status.message),
+                                      deliveries=status.deliveries,
+                                      delivered_to=list(status.delivered_to),
+                                      acked_ms=status.acked_ms)
+
+    @servicer
+    async def Pending(self, request: saver_pb2.PendingQuery, context: Any) \
+            -> saver_pb2.PendingReply:
+        counts = await self.inboxes.pending([(u.app, u.uid) for u in request.users])
+        return saver_pb2.PendingReply(counts=counts)
