@@ -1,0 +1,260 @@
+"""A real pushwire cluster for integration tests: every service its own OS process.
+
+    async with Cluster(tmp_path, real=True) as cluster:
+        await cluster.push("u1", "hello")
+
+`real=True` uses ZooKeeper, Redis and MariaDB on 127.0.0.1 (PUSHWIRE_TEST_ZK,
+PUSHWIRE_TEST_REDIS, PUSHWIRE_TEST_MYSQL; `scripts/infra up` provides them), isolated per
+cluster: its own ZooKeeper chroot, Redis key prefix and MySQL database, all removed at the
+end. `real=False` is the embedded default of `pushwire dev` (files, memory, SQLite).
+Ports are free ones picked at start, so a running `pushwire dev` does not interfere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+import aiohttp
+
+from services.kit import token
+from services.kit.discovery import AppConfig, Discovery, connect
+
+TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
+TEST_REDIS = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+TEST_MYSQL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
+KINDS = ("register", "saver", "coordinator", "room", "center", "dispatcher")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    kind: str
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    real: bool = True
+    rooms: int = 1
+    centers: int = 1
+    app: AppConfig = field(default_factory=lambda: AppConfig(
+        id="demo", secrets=("test-secret",), api_keys=("test-key",)))
+    env: dict[str, str] = field(default_factory=dict)       # extra env for every service
+    procs: dict[str, Proc] = field(default_factory=dict)
+    discovery: Discovery | None = None
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Cluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    @property
+    def urls(self) -> dict[str, str]:
+        if self.real:
+            db = TEST_MYSQL.rsplit("/", 1)[0] + f"/pushwire_t{self.tag}"
+            return {"discovery": f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout=2",
+                    "hot": TEST_REDIS, "durable": db, "prefix": f"pwt{self.tag}"}
+        return {"discovery": f"file:{self.tmp / 'discovery'}", "hot": "memory:",
+                "durable": f"sqlite:{self.tmp / 'pushwire.db'}", "prefix": "pw"}
+
+    async def start(self) -> None:
+        if self.real:
+            await self._create_database()
+        self.discovery = connect(self.urls["discovery"])
+        await self.discovery.start(KINDS)
+        await self.discovery.put_app(self.app)
+        self._plan()
+        for proc in self.procs.values():
+            self.spawn(proc.name)
+        await self.wait_ready()
+
+    def _plan(self) -> None:
+        u = self.urls
+        common = {"PUSHWIRE_DISCOVERY": u["discovery"], "PUSHWIRE_SAVER_HOT": u["hot"],
+                  "PUSHWIRE_SAVER_DURABLE": u["durable"], "PUSHWIRE_SAVER_KEY_PREFIX": u["prefix"],
+                  "PUSHWIRE_LOG_LEVEL": "info", "PUSHWIRE_GRPC_PORT": "0",
+                  **self.env}
+        plan: list[tuple[str, str, dict[str, str]]] = [
+            ("register", "register", {}), ("saver", "saver", {}),
+            ("coordinator", "coordinator", {})]
+        for i in range(self.rooms):
+            plan.append((f"room-{i}", "room", {"PUSHWIRE_ROOM_INSTANCE": f"room-{i}",
+                                               "PUSHWIRE_ROOM_WS_PORT": str(free_port())}))
+        for i in range(self.centers):
+            plan.append((f"center-{i}", "center", {"PUSHWIRE_CENTER_INSTANCE": f"center-{i}",
+                                                   "PUSHWIRE_CENTER_HTTP_PORT": str(free_port())}))
+        plan.append(("dispatcher", "dispatcher",
+                     {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(free_port())}))
+        for name, kind, env in plan:
+            self.procs[name] = Proc(name, kind, {**common, **env})
+
+    def spawn(self, name: str) -> None:
+        """Start (or restart) one service process; its output goes to tmp/<name>.log."""
+        proc = self.procs[name]
+        proc.log = self.tmp / f"{name}.log"
+        with proc.log.open("ab") as out:
+            proc.popen = subprocess.Popen(
+                [sys.executable, "-m", f"services.{proc.kind}.main"],
+                env={**os.environ, **proc.env}, stdout=out, stderr=subprocess.STDOUT)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every process is announced with its addresses and the dispatcher routes."""
+        assert self.discovery is not None
+        deadline = time.monotonic() + timeout
+        wanted = {k: sum(1 for p in self.procs.values() if p.kind == k) for k in KINDS}
+        while time.monotonic() < deadline:
+            self._check_alive()
+            live = {k: [i for i in self.discovery.instances(k) if i.addresses.get("grpc")
+                        or i.addresses.get("http")] for k in KINDS}
+            if all(len(live[k]) >= n for k, n in wanted.items()) and await self._routes():
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"cluster not ready: {self.logs_tail()}")
+
+    def _check_alive(self) -> None:
+        for proc in self.procs.values():
+            if proc.popen is not None and proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}: "
+                                   f"{self.logs_tail(proc.name)}")
+
+    async def _routes(self) -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(
+                    f"{self.dispatcher}/v1/route", params={"app": self.app.id, "uid": "probe"},
+                    timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    # --- addresses and credentials -------------------------------------------------------------
+
+    @property
+    def dispatcher(self) -> str:
+        return f"http://127.0.0.1:{self.procs['dispatcher'].env['PUSHWIRE_DISPATCHER_HTTP_PORT']}"
+
+    def center(self, i: int = 0) -> str:
+        port = self.procs[f"center-{i}"].env["PUSHWIRE_CENTER_HTTP_PORT"]
+        return f"http://127.0.0.1:{port}"
+
+    def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
+        return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
+                          device=device)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.app.api_keys[0]}"}
+
+    # --- business API ----------------------------------------------------------------------------
+
+    async def api(self, method: str, path: str, center: int = 0, **kwargs: Any) \
+            -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s, s.request(
+                method, f"{self.center(center)}{path}", headers=self.headers, **kwargs) as resp:
+            return resp.status, await resp.json()
+
+    async def push(self, uids: list[str] | str, data: str, **extra: Any) -> tuple[int, Any]:
+        uids = [uids] if isinstance(uids, str) else uids
+        return await self.api("POST", f"/v1/apps/{self.app.id}/push",
+                              json={"uids": uids, "data": data, **extra})
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        assert proc.popen is not None
+        proc.popen.send_signal(sig)
+        proc.popen.wait(timeout=15)
+
+    def logs_tail(self, name: str | None = None, lines: int = 30) -> str:
+        names = [name] if name else list(self.procs)
+        out = []
+        for n in names:
+            log = self.procs[n].log
+            if log and log.exists():
+                out.append(f"--- {n}\n" + "\n".join(log.read_text().splitlines()[-lines:]))
+        return "\n".join(out)
+
+    # --- tear-down -------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        for kind in ("dispatcher", "center", "room", "coordinator", "saver", "register"):
+            group = [p for p in self.procs.values() if p.kind == kind and p.popen is not None]
+            for p in group:
+                if p.popen is not None and p.popen.poll() is None:
+                    p.popen.terminate()
+            for p in group:
+                assert p.popen is not None
+                try:
+                    p.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.popen.kill()
+                    p.popen.wait()
+        if self.discovery is not None:
+            await self.discovery.close()
+        if self.real:
+            await self._cleanup_real()
+
+    async def _create_database(self) -> None:
+        import aiomysql
+
+        parts = urlparse(TEST_MYSQL)
+        conn = await aiomysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                                      user=parts.username or "root",
+                                      password=parts.password or "")
+        async with conn.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE IF NOT EXISTS pushwire_t{self.tag}")
+        conn.close()
+
+    async def _cleanup_real(self) -> None:
+        import aiomysql
+        from kazoo.client import KazooClient
+        from redis.asyncio import Redis
+
+        parts = urlparse(TEST_MYSQL)
+        conn = await aiomysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                                      user=parts.username or "root",
+                                      password=parts.password or "")
+        async with conn.cursor() as cur:
+            await cur.execute(f"DROP DATABASE IF EXISTS pushwire_t{self.tag}")
+        conn.close()
+        redis = Redis.from_url(TEST_REDIS)
+        keys = [k async for k in redis.scan_iter(match=f"pwt{self.tag}:*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await redis.delete(*keys[i:i + 500])
+        await redis.aclose()
+
+        def drop_chroot() -> None:
+            zk = KazooClient(hosts=TEST_ZK)
+            zk.start(timeout=10)
+            zk.delete(f"/pushwire-test-{self.tag}", recursive=True)
+            zk.stop()
+            zk.close()
+
+        await asyncio.to_thread(drop_chroot)
