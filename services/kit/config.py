@@ -64,10 +64,12 @@ def load(cls: type[C], service: str, env: Mapping[str, str] | None = None,
     """Build `cls` for `service` from defaults, TOML, environment and explicit overrides."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
     path = env.get("PUSHWIRE_CONFIG")
     if path:
-        values.update(_from_toml(Path(path), service))
-    hints = typing.get_type_hints(cls)
+        for name, value in _from_toml(Path(path), service).items():
+            values[name] = _check(value, hints[name], f"{path}: {name}") \
+                if name in hints else value
     for f in fields(cls):
         for var in (f"PUSHWIRE_{f.name.upper()}", f"PUSHWIRE_{service.upper()}_{f.name.upper()}"):
             if var in env:
@@ -94,6 +96,21 @@ def _from_toml(path: Path, service: str) -> dict[str, Any]:
     top = {k: v for k, v in data.items() if not isinstance(v, dict)}
     section = data.get(service, {})
     return {**top, **section}
+
+
+def _check(value: Any, kind: Any, where: str) -> Any:
+    """A TOML value as the field's type: strings are parsed like env values, ints widen to
+    floats, lists become tuples; anything else of the wrong type is a ConfigError."""
+    if isinstance(value, str) and kind is not str:
+        return _convert(value, kind, where)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typing.get_origin(kind) is tuple and isinstance(value, list):
+        return tuple(str(v) for v in value)
+    expected = typing.get_origin(kind) or kind
+    if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
+        raise ConfigError(f"{where} must be a {getattr(kind, '__name__', kind)}")
+    return value
 
 
 def _convert(raw: str, kind: Any, var: str) -> Any:

@@ -62,10 +62,10 @@ class RegisterClient:
                  for uid in uids]
         return await self._lookup.call_many(pairs)
 
-    async def flush(self, target: str, room: str, sessions: list[Session], timeout: float) \
-            -> None:
+    async def flush(self, target: str, room: str, sessions: list[Session], as_of_ms: int,
+                    timeout: float) -> None:
         """Re-state all sessions of `room` owned by `target` (cold standby)."""
-        request = register_pb2.FlushRequest(room=room, sessions=sessions)
+        request = register_pb2.FlushRequest(room=room, sessions=sessions, as_of_ms=as_of_ms)
         await translate_call(target, self._stub(target).Flush(request, timeout=timeout))
 
     async def count(self, app: str, timeout: float) -> tuple[int, int]:

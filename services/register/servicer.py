@@ -37,7 +37,7 @@ class RegisterServicer(register_pb2_grpc.RegisterServicer):
 
     @servicer
     async def Flush(self, request: register_pb2.FlushRequest, context: Any) -> common_pb2.Empty:
-        self.index.flush(request.room, list(request.sessions))
+        self.index.flush(request.room, list(request.sessions), request.as_of_ms)
         return EMPTY
 
     @servicer

@@ -54,9 +54,16 @@ class SessionIndex:
     def lookup(self, app: str, uid: str) -> list[common_pb2.Session]:
         return list(self._by_user.get((app, uid), {}).values())
 
-    def flush(self, room: str, sessions: list[common_pb2.Session]) -> None:
-        """Replace what we know of `room` with `sessions` (a room's re-flush)."""
-        self.drop_room(room)
+    def flush(self, room: str, sessions: list[common_pb2.Session], as_of_ms: int) -> None:
+        """Replace what we know of `room` with its snapshot `sessions` taken at `as_of_ms`.
+
+        Sessions of the room registered after the snapshot (since_ms > as_of_ms) stay: their
+        Online may have overtaken the flush.
+        """
+        for app, uid, sid in list(self._by_room.get(room, ())):
+            session = self._by_user.get((app, uid), {}).get(sid)
+            if session is not None and session.since_ms <= as_of_ms:
+                self._remove((app, uid), sid, room)
         for session in sessions:
             self.online(session)
 

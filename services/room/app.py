@@ -20,6 +20,7 @@ from services.room.gateway import Gateway
 from services.room.protocol import Timeouts
 from services.room.server import RoomServer
 from services.room.servicer import RoomServicer
+from services.room.standby import Standby
 from services.saver.client import SaverClient
 
 
@@ -44,6 +45,10 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         await host.announce({"ws": f"{ws_host}:{server.port}",
                              "grpc": f"{config.advertise}:{grpc_port}"},
                             capacity=config.max_connections)
+        standby = Standby(config.instance, server.hub, register, gateway, config.rpc_timeout_s)
+        host.discovery.listen(standby.on_discovery)
+        standby.on_discovery("register")
+        life.spawn(standby.run(), "room-standby")
         life.spawn(server.run(), "room-sweep")
         life.spawn(_report_load(host, server, gateway, config.load_report_s), "room-load")
         await life.stopping.wait()

@@ -121,11 +121,37 @@ class Gateway:
         except PushwireError as exc:
             log.warning("%r: offline load failed: %s", conn, exc.message)
             return
+        self._push_round(conn, inbox)
+
+    def _push_round(self, conn: Connection, inbox: saver_pb2.Inbox) -> None:
+        replay = conn.extra
+        if conn.closed or not isinstance(replay, Replay):
+            return
         replay.outstanding = {m.id for m in inbox.messages}
         replay.more = inbox.remaining > 0
         for message in inbox.messages:
             if not conn.push(message):
                 return
+
+    async def replay_all(self, conns: list[Connection], chunk: int = 1000) -> None:
+        """Load and push pending messages for many connections (after a re-flush: pushes
+        stored while register was unreachable reached no room). Batched through the pipe."""
+        for start in range(0, len(conns), chunk):
+            part = [c for c in conns[start:start + chunk] if not c.closed]
+            items = [saver_pb2.LoadItem(app=c.app, uid=c.uid, device=c.device,
+                                        limit=self.config.replay_batch, session_id=c.session_id)
+                     for c in part]
+            try:
+                inboxes = await self.saver.load_many(items)
+            except PushwireError as exc:
+                log.warning("replay of %d sessions failed: %s", len(part), exc.message)
+                return
+            for conn, inbox in zip(part, inboxes, strict=True):
+                self._push_round(conn, inbox)
+
+    def session_of(self, conn: Connection, version: int = 1) -> common_pb2.Session:
+        """The register record of a live connection."""
+        return self._session(conn.app, conn.uid, conn.device, conn.session_id, version)
 
     def _session(self, app: str, uid: str, device: str, sid: str, version: int) \
             -> common_pb2.Session:

@@ -69,6 +69,10 @@ class SaverClient:
         """A user's pending messages, oldest first, bounded by item.limit."""
         return await self._load.call(self._owner(item.app, item.uid), item)
 
+    async def load_many(self, items: list[saver_pb2.LoadItem]) -> list[saver_pb2.Inbox]:
+        """`load` for many users at once, in order."""
+        return await self._load.call_many([(self._owner(i.app, i.uid), i) for i in items])
+
     async def pending(self, app: str, uids: list[str]) -> list[int]:
         pairs = [(self._owner(app, uid), common_pb2.UserRef(app=app, uid=uid)) for uid in uids]
         return await self._pending.call_many(pairs)

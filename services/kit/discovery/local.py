@@ -3,7 +3,7 @@
 Stand-in for ZooKeeper behind the same interface. An instance file names its owner's pid; a
 reader ignores files whose pid is gone, so an instance is "ephemeral" for exactly as long as
 its process lives (sooner than ZooKeeper's session timeout). Writes are atomic renames; the
-view is refreshed by polling mtimes every `poll_s` (cheap at dev scale).
+view is refreshed by re-reading the folder every `poll_s` (cheap at dev scale).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ class LocalDiscovery:
         self._kinds: tuple[str, ...] = ()
         self._instances: dict[str, list[Instance]] = {}
         self._apps: dict[str, AppConfig] = {}
-        self._stamps: dict[str, object] = {}
         self._listeners: list[Listener] = []
         self._mine: Path | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -113,7 +112,10 @@ class LocalDiscovery:
         if notify:
             for kind in changed:
                 for listener in self._listeners:
-                    listener(kind)
+                    try:
+                        listener(kind)
+                    except Exception:
+                        log.exception("discovery listener failed on %s", kind)
 
     def _next_seq(self) -> int:
         path = self.root / "seq"

@@ -33,12 +33,14 @@ class LookupReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SessionList, _Mapping]]] = ...) -> None: ...
 
 class FlushRequest(_message.Message):
-    __slots__ = ("room", "sessions")
+    __slots__ = ("room", "sessions", "as_of_ms")
     ROOM_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_MS_FIELD_NUMBER: _ClassVar[int]
     room: str
     sessions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Session]
-    def __init__(self, room: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[_common_pb2.Session, _Mapping]]] = ...) -> None: ...
+    as_of_ms: int
+    def __init__(self, room: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[_common_pb2.Session, _Mapping]]] = ..., as_of_ms: _Optional[int] = ...) -> None: ...
 
 class DropRoomRequest(_message.Message):
     __slots__ = ("room",)

@@ -75,7 +75,8 @@ class Pipe(Generic[I, R]):
         self._latency = metrics.RPC_LATENCY.labels(name)
         self._failed = metrics.RPC_FAILED.labels(name)
         self.dropped = 0
-        self._busy = 0
+        self._busy = 0                  # batches taken from the queue and not yet answered
+        self._collect = asyncio.Lock()
 
     def start(self) -> None:
         """Start the workers (owned by this pipe, cancelled by `close`)."""
@@ -163,6 +164,8 @@ class Pipe(Generic[I, R]):
             while time.monotonic() < deadline:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.5)
+                if not self._workers:
+                    raise Unavailable(f"{self.name} closed")
                 if not self._queue.full():
                     self._queue.put_nowait(entry)
                     return
@@ -176,17 +179,25 @@ class Pipe(Generic[I, R]):
 
     async def _work(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            self._take(batch)
-            if len(batch) < self._opts.batch_max and self._opts.linger_s > 0:
-                await asyncio.sleep(self._opts.linger_s)
-                self._take(batch)
-            self._depth.set(self._queue.qsize())
-            self._busy += 1
+            batch: list[_Entry] = []
             try:
+                # One worker collects at a time, so the linger groups items even while
+                # other workers are idle; sending happens outside the lock, in parallel.
+                async with self._collect:
+                    batch.append(await self._queue.get())
+                    self._busy += 1
+                    self._take(batch)
+                    if len(batch) < self._opts.batch_max and self._opts.linger_s > 0:
+                        await asyncio.sleep(self._opts.linger_s)
+                        self._take(batch)
+                self._depth.set(self._queue.qsize())
                 await self._deliver(batch)
+            except asyncio.CancelledError:
+                self._fail(batch, Unavailable(f"{self.name} closed"))
+                raise
             finally:
-                self._busy -= 1
+                if batch:
+                    self._busy -= 1
 
     def _take(self, batch: list[_Entry]) -> None:
         while len(batch) < self._opts.batch_max and not self._queue.empty():
@@ -203,6 +214,10 @@ class Pipe(Generic[I, R]):
         except Exception as exc:  # a bug in send(): fail the callers, keep the worker
             log.exception("%s: send failed", self.name)
             self._fail(batch, Unavailable(f"{self.name} failed", detail=repr(exc)))
+            return
+        if len(results) != len(batch):
+            self._fail(batch, Unavailable(f"{self.name} failed",
+                                          detail=f"{len(results)} results for {len(batch)} items"))
             return
         for (_, fut), result in zip(batch, results, strict=True):
             if fut is not None and not fut.done():

@@ -1,0 +1,126 @@
+"""services/dispatcher/routes.py: which room endpoints a client gets (sticky first)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from services.dispatcher.routes import RouteQuery, choose, endpoint
+from services.kit.discovery import Instance
+
+
+def room(n: int, *, host: str = "", port: int = 0, idc: str = "dc1", **fields: object) -> Instance:
+    addr = f"{host or f'10.0.0.{n}'}:{port or 9000 + n}"
+    return Instance("room", f"room-{n}", idc=idc, addresses={"ws": addr}, **fields)  # type: ignore[arg-type]
+
+
+ROOMS = [room(n) for n in range(1, 6)]
+
+
+def q(uid: str = "u1", idc: str = "dc1", failed: tuple[str, ...] = ()) -> RouteQuery:
+    return RouteQuery("chat", uid, idc, frozenset(failed))
+
+
+def addr(url: str) -> str:
+    return url.removeprefix("ws://").removesuffix("/")
+
+
+def test_endpoint_format() -> None:
+    assert endpoint(room(1)) == "ws://10.0.0.1:9001/"
+
+
+def test_sticky_room_is_stable_for_a_uid() -> None:
+    first = choose(ROOMS, q("alice"), 3)
+    assert len(first) == 3 and len(set(first)) == 3
+    assert choose(list(reversed(ROOMS)), q("alice"), 3)[0] == first[0]
+    assert choose(ROOMS, q("alice"), 1) == first[:1]
+
+
+def test_sticky_rooms_spread_evenly_over_uids() -> None:
+    counts = Counter(choose(ROOMS, q(f"user{i}"), 1)[0] for i in range(1000))
+    assert set(counts) == {endpoint(r) for r in ROOMS}
+    assert all(140 <= n <= 260 for n in counts.values()), counts
+
+
+def test_a_room_joining_moves_only_its_share_of_users() -> None:
+    grown = [*ROOMS, room(6)]
+    moved = [i for i in range(1000)
+             if choose(ROOMS, q(f"user{i}"), 1) != choose(grown, q(f"user{i}"), 1)]
+    assert all(choose(grown, q(f"user{i}"), 1) == [endpoint(room(6))] for i in moved)
+    assert 100 <= len(moved) <= 250  # about 1/6
+
+
+def test_draining_full_and_addressless_rooms_are_excluded() -> None:
+    rooms = [room(1, draining=True), room(2, load=10, capacity=10), room(3, load=9, capacity=10),
+             room(4, load=50, capacity=0), Instance("room", "room-5", addresses={"grpc": "x:1"})]
+    for i in range(50):
+        assert sorted(choose(rooms, q(f"user{i}"), 5)) == sorted(
+            [endpoint(rooms[2]), endpoint(rooms[3])])
+
+
+def test_nothing_healthy_means_no_endpoints() -> None:
+    assert choose([], q(), 3) == []
+    assert choose([room(1, draining=True)], q(), 3) == []
+
+
+@pytest.mark.parametrize("form", ["addr", "url"])
+def test_failed_endpoints_are_excluded(form: str) -> None:
+    sticky = choose(ROOMS, q("bob"), 1)[0]
+    failed = addr(sticky) if form == "addr" else sticky
+    again = choose(ROOMS, q("bob", failed=(failed,)), 5)
+    assert sticky not in again and len(again) == 4
+    assert again[0] == choose(ROOMS, q("bob"), 2)[1]  # the runner-up becomes sticky
+
+
+LOCAL = [room(n, idc="dc1") for n in range(1, 4)]
+REMOTE = [room(n, idc="dc2") for n in range(4, 7)]
+
+
+def _idcs(urls: list[str]) -> set[str]:
+    by_url = {endpoint(r): r.idc for r in LOCAL + REMOTE}
+    return {by_url[u] for u in urls}
+
+
+def test_other_idc_only_after_repeated_failures() -> None:
+    rooms = LOCAL + REMOTE
+    assert _idcs(choose(rooms, q("carol"), 6)) == {"dc1"}
+    one = (addr(endpoint(LOCAL[0])),)
+    assert _idcs(choose(rooms, q("carol", failed=one), 6)) == {"dc1"}
+    two = (addr(endpoint(LOCAL[0])), addr(endpoint(LOCAL[1])))
+    result = choose(rooms, q("carol", failed=two), 6)
+    assert _idcs(result) == {"dc1", "dc2"}
+    assert endpoint(LOCAL[0]) not in result and endpoint(LOCAL[1]) not in result
+    assert len(result) == 4
+
+
+def test_failure_threshold_is_configurable() -> None:
+    one = (addr(endpoint(LOCAL[0])),)
+    assert _idcs(choose(LOCAL + REMOTE, q("dave", failed=one), 6, failed_idc_after=1)) == \
+        {"dc1", "dc2"}
+
+
+def test_other_idc_used_when_local_has_no_healthy_room() -> None:
+    rooms = [room(1, idc="dc1", draining=True), *REMOTE]
+    assert _idcs(choose(rooms, q("erin"), 3)) == {"dc2"}
+
+
+def test_client_without_idc_gets_any_idc() -> None:
+    assert len(choose(LOCAL + REMOTE, q("frank", idc=""), 6)) == 6
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 5, 9])
+def test_group_size_is_respected(size: int) -> None:
+    result = choose(ROOMS, q("gina"), size)
+    assert len(result) == min(size, len(ROOMS)) and len(set(result)) == len(result)
+
+
+def test_distinct_hosts_preferred() -> None:
+    rooms = [room(n, host="10.1.1.1") for n in range(1, 5)] + [
+        room(5, host="10.1.1.2"), room(6, host="10.1.1.3")]
+    for i in range(100):
+        uid = f"user{i}"
+        result = choose(rooms, q(uid), 3)
+        assert result[0] == choose(rooms, q(uid), 1)[0]  # still sticky first
+        assert len({addr(u).rsplit(":", 1)[0] for u in result}) == 3
+        assert len(choose(rooms, q(uid), 6)) == 6  # same-host rooms fill the rest

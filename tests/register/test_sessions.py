@@ -1,0 +1,137 @@
+"""services/register/sessions.py: the in-memory session index of one register instance."""
+
+from __future__ import annotations
+
+from services.kit.pb import common_pb2
+from services.register.sessions import Counts, SessionIndex
+
+
+def session(sid: str, *, uid: str = "u1", app: str = "chat", room: str = "room-1",
+            version: int = 1, device: str = "phone", since_ms: int = 100) -> common_pb2.Session:
+    return common_pb2.Session(app=app, uid=uid, device=device, session_id=sid, room=room,
+                              version=version, since_ms=since_ms)
+
+
+def sids(index: SessionIndex, app: str = "chat", uid: str = "u1") -> list[str]:
+    return sorted(s.session_id for s in index.lookup(app, uid))
+
+
+def test_online_then_lookup_then_offline() -> None:
+    index = SessionIndex()
+    assert index.online(session("s1"))
+    assert index.online(session("s2", device="tablet", room="room-2"))
+    assert sids(index) == ["s1", "s2"]
+    assert index.lookup("chat", "nobody") == [] and index.lookup("mail", "u1") == []
+    assert index.offline(session("s1"))
+    assert sids(index) == ["s2"]
+    assert index.offline(session("s2", device="tablet", room="room-2"))
+    assert index.lookup("chat", "u1") == []
+    assert index.count() == Counts(0, 0)
+    assert index.rooms() == set()
+
+
+def test_offline_of_unknown_session_is_a_no_op() -> None:
+    index = SessionIndex()
+    assert not index.offline(session("s1"))
+    index.online(session("s1"))
+    assert not index.offline(session("other"))
+    assert sids(index) == ["s1"]
+
+
+def test_stale_online_is_refused() -> None:
+    index = SessionIndex()
+    assert index.online(session("s1", version=5, room="room-2"))
+    assert not index.online(session("s1", version=4, room="room-1"))
+    assert [s.room for s in index.lookup("chat", "u1")] == ["room-2"]
+    assert index.online(session("s1", version=5, room="room-2"))  # same version: refresh
+
+
+def test_stale_offline_does_not_remove_newer_online() -> None:
+    index = SessionIndex()
+    index.online(session("s1", version=3))
+    assert not index.offline(session("s1", version=2))
+    assert sids(index) == ["s1"]
+    assert index.offline(session("s1", version=3))
+    assert sids(index) == []
+
+
+def test_newer_offline_removes() -> None:
+    index = SessionIndex()
+    index.online(session("s1", version=3))
+    assert index.offline(session("s1", version=9))
+    assert sids(index) == []
+
+
+def test_session_moving_rooms_leaves_the_old_room() -> None:
+    index = SessionIndex()
+    index.online(session("s1", version=1, room="room-1"))
+    index.online(session("s1", version=2, room="room-2"))
+    assert index.rooms() == {"room-2"}
+    assert index.drop_room("room-1") == []
+    assert sids(index) == ["s1"]
+    assert [s.session_id for s in index.drop_room("room-2")] == ["s1"]
+    assert sids(index) == []
+
+
+def test_drop_room_forgets_only_that_room() -> None:
+    index = SessionIndex()
+    index.online(session("a", uid="u1", room="room-1"))
+    index.online(session("b", uid="u1", room="room-2"))
+    index.online(session("c", uid="u2", room="room-1"))
+    dropped = index.drop_room("room-1")
+    assert sorted(s.session_id for s in dropped) == ["a", "c"]
+    assert sids(index, uid="u1") == ["b"] and sids(index, uid="u2") == []
+    assert index.rooms() == {"room-2"}
+    assert index.count() == Counts(1, 1)
+    assert index.drop_room("room-1") == []
+
+
+def test_flush_replaces_what_we_know_of_a_room() -> None:
+    index = SessionIndex()
+    index.online(session("old", uid="u1", room="room-1"))
+    index.online(session("other", uid="u3", room="room-2"))
+    index.flush("room-1", [session("new1", uid="u1", room="room-1"),
+                           session("new2", uid="u2", room="room-1")], as_of_ms=200)
+    assert sids(index, uid="u1") == ["new1"]
+    assert sids(index, uid="u2") == ["new2"]
+    assert sids(index, uid="u3") == ["other"]
+    index.flush("room-1", [], as_of_ms=200)
+    assert index.rooms() == {"room-2"}
+    assert index.count() == Counts(1, 1)
+
+
+def test_flush_does_not_roll_back_a_session_that_moved_on() -> None:
+    index = SessionIndex()
+    index.online(session("s1", version=7, room="room-2"))
+    index.flush("room-1", [session("s1", version=6, room="room-1")], as_of_ms=200)
+    assert [(s.room, s.version) for s in index.lookup("chat", "u1")] == [("room-2", 7)]
+
+
+def test_flush_keeps_sessions_registered_after_its_snapshot() -> None:
+    index = SessionIndex()
+    index.online(session("gone", uid="u1", since_ms=100))
+    index.online(session("late", uid="u2", since_ms=300))   # Online overtook the flush
+    index.flush("room-1", [session("kept", uid="u3", since_ms=150)], as_of_ms=200)
+    assert sids(index, uid="u1") == []
+    assert sids(index, uid="u2") == ["late"]
+    assert sids(index, uid="u3") == ["kept"]
+
+
+def test_count_sessions_and_users_per_app() -> None:
+    index = SessionIndex()
+    index.online(session("a", uid="u1"))
+    index.online(session("b", uid="u1", device="tablet"))
+    index.online(session("c", uid="u2"))
+    index.online(session("d", uid="u1", app="mail"))
+    assert index.count("chat") == Counts(sessions=3, users=2)
+    assert index.count("mail") == Counts(sessions=1, users=1)
+    assert index.count("none") == Counts(0, 0)
+    assert index.count() == Counts(sessions=4, users=3)
+
+
+def test_same_session_id_in_two_apps_is_two_sessions() -> None:
+    index = SessionIndex()
+    index.online(session("s", app="chat"))
+    index.online(session("s", app="mail"))
+    assert index.offline(session("s", app="chat"))
+    assert sids(index, app="mail") == ["s"]
