@@ -1,9 +1,9 @@
 """The room's side of each session: auth, register, offline replay, ACK forwarding.
 
 Implements RoomBackend (services/room/backend.py) over register and saver. Per connection it
-keeps a small `Replay` (conn.extra): the ids of the current replay round still unacked and
-whether saver holds more, so the next round is loaded when the client has ACKed this one
-(DESIGN.md §2 "Connect", issue #3: bounded per connect, the rest after ACKs).
+keeps a small `ConnState` in conn.extra. Offline replay: the ids of the current round still
+unacked and whether saver holds more, so the next round is loaded when the client has ACKed
+this one (DESIGN.md §2 "Connect", issue #3: bounded per connect, the rest after ACKs).
 """
 
 from __future__ import annotations
@@ -30,14 +30,22 @@ log = logging.getLogger("pushwire.room")
 MAX_ID_LEN = 128
 
 
-class Replay:
-    """Offline replay state of one connection."""
+class ConnState:
+    """What the room keeps per authenticated connection (conn.extra)."""
 
-    __slots__ = ("more", "outstanding")
+    __slots__ = ("apps", "more", "outstanding", "topics")
 
-    def __init__(self) -> None:
-        self.outstanding: set[int] = set()
-        self.more = False
+    def __init__(self, app: str) -> None:
+        self.outstanding: set[int] = set()   # replay round not yet ACKed
+        self.more = False                    # saver holds more for the next round
+        self.apps: set[str] = {app}          # apps this connection serves (BIND adds)
+        self.topics: set[tuple[str, str]] = set()   # bound (app, topic)
+
+
+def state_of(conn: Connection) -> ConnState | None:
+    """The room's state of `conn`, None before AUTH passed."""
+    extra = conn.extra
+    return extra if isinstance(extra, ConnState) else None
 
 
 class Gateway:
@@ -70,7 +78,7 @@ class Gateway:
                      device=auth.device, now=time.time())
         session_id = secrets.token_hex(8)
         await self.register.online(self._session(auth.app, auth.uid, auth.device, session_id, 1))
-        conn.extra = Replay()
+        conn.extra = ConnState(auth.app)
         return wire_pb2.AuthReply(session_id=session_id, room=self.room,
                                   heartbeat_s=negotiate_heartbeat(auth.heartbeat_s, app))
 
@@ -78,15 +86,15 @@ class Gateway:
         self._spawn(self._replay(conn))
 
     def on_ack(self, conn: Connection, app: str, ids: tuple[int, ...]) -> None:
-        if app != conn.app:
+        state = state_of(conn)
+        if state is None or app not in state.apps:
             raise NotFound(f"this connection does not hold app {app!r}")
         for message_id in ids:
             self.saver.ack_nowait(saver_pb2.AckItem(app=app, uid=conn.uid, id=message_id,
                                                     session_id=conn.session_id))
-        replay = conn.extra
-        if isinstance(replay, Replay) and replay.outstanding:
-            replay.outstanding.difference_update(ids)
-            if not replay.outstanding and replay.more:
+        if state.outstanding:
+            state.outstanding.difference_update(ids)
+            if not state.outstanding and state.more:
                 self._spawn(self._replay(conn))
 
     async def on_up(self, conn: Connection, up: wire_pb2.Up) -> wire_pb2.UpReply:
@@ -111,8 +119,7 @@ class Gateway:
 
     async def _replay(self, conn: Connection) -> None:
         """Load one round of the user's pending messages and push them."""
-        replay = conn.extra
-        if conn.closed or not isinstance(replay, Replay):
+        if conn.closed or state_of(conn) is None:
             return
         item = saver_pb2.LoadItem(app=conn.app, uid=conn.uid, device=conn.device,
                                   limit=self.config.replay_batch, session_id=conn.session_id)
@@ -124,11 +131,11 @@ class Gateway:
         self._push_round(conn, inbox)
 
     def _push_round(self, conn: Connection, inbox: saver_pb2.Inbox) -> None:
-        replay = conn.extra
-        if conn.closed or not isinstance(replay, Replay):
+        state = state_of(conn)
+        if conn.closed or state is None:
             return
-        replay.outstanding = {m.id for m in inbox.messages}
-        replay.more = inbox.remaining > 0
+        state.outstanding = {m.id for m in inbox.messages}
+        state.more = inbox.remaining > 0
         for message in inbox.messages:
             if not conn.push(message):
                 return
