@@ -163,8 +163,8 @@ class ZkDiscovery:
 
     async def close(self) -> None:
         """Withdraw our instance, stop kazoo's threads and forget the views. Idempotent."""
+        self._closed = True  # first: kazoo threads check it before touching the client
         client, self._client = self._client, None
-        self._closed = True
         if self._republisher is not None:
             self._republisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,8 +197,9 @@ class ZkDiscovery:
         _check_name(instance.kind, "kind")
         _check_name(instance.id, "instance id")
         async with self._publish_lock:
+            seq = await self._publish(instance)
             self._mine = instance
-            return await self._publish(instance)
+            return seq
 
     async def update(self, instance: Instance) -> None:
         """Replace the data of our node (load, draining). If the node is gone (session lost),
@@ -318,17 +319,19 @@ class ZkDiscovery:
 
     def _install_watches(self) -> None:
         """Create the folders and their ChildrenWatches (blocking: runs in a thread)."""
+        client = self._client
         folders = [(self._root_path(APPS), APPS)]
         folders += [(self._folder(kind), kind) for kind in self._kinds]
         for folder, kind in folders:
-            self._client.ensure_path(folder)
-            ChildrenWatch(self._client, folder, functools.partial(self._on_children, folder, kind))
+            client.ensure_path(folder)
+            on_children = functools.partial(self._on_children, client, folder, kind)
+            ChildrenWatch(client, folder, on_children)
 
     def _on_state(self, state: str) -> None:
         """kazoo connection thread: a session state change."""
         self._post(self._state_changed, state)
 
-    def _on_children(self, folder: str, kind: str, names: list[str]) -> bool | None:
+    def _on_children(self, client: Any, folder: str, kind: str, names: list[str]) -> bool | None:
         """kazoo thread: the children of `folder` changed; watch the data of new ones."""
         if self._closed:
             return False
@@ -338,7 +341,7 @@ class ZkDiscovery:
                 if path in self._watched:
                     continue
                 self._watched.add(path)
-            DataWatch(self._client, path, functools.partial(self._on_data, kind, name, path))
+            DataWatch(client, path, functools.partial(self._on_data, kind, name, path))
         return None
 
     def _on_data(self, kind: str, name: str, path: str, data: bytes | None, stat: Any,

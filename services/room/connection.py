@@ -1,0 +1,465 @@
+"""One client connection: an asyncio.Protocol driving two sans-I/O state machines.
+
+    socket bytes -> websockets ServerProtocol (handshake, frames, ping, close handshake)
+                 -> ClientSession (services/room/protocol.py: packets, auth, heartbeat)
+                 -> RoomBackend calls (services/room/backend.py)
+
+No task per connection: timeouts come from the room's TimerWheel, and only AUTH and UP run
+as short tasks owned by the room (Context.spawn). Outgoing data frames are encoded here with
+`encode_frame` rather than by `ServerProtocol.send_binary`: a fan-out encodes one frame and
+writes the same bytes to every connection. Writes never wait: a client whose unsent bytes
+exceed `Limits.write_limit` is closed as a slow consumer (docs/protocol.md §7, 4001).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import struct
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from websockets.frames import BINARY, CLOSE, PING, PONG, Frame
+from websockets.frames import CloseCode as WsCloseCode
+from websockets.http11 import Request
+from websockets.protocol import CONNECTING, OPEN
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from services.kit.errors import LimitError, Overloaded, PushwireError
+from services.kit.pb import common_pb2, wire_pb2
+from services.kit.wire import Op
+from services.room.backend import RoomBackend
+from services.room.hub import Hub
+from services.room.protocol import (
+    SUBPROTOCOL,
+    AckReceived,
+    AuthRequested,
+    BindRequested,
+    ClientSession,
+    CloseCode,
+    Event,
+    HeartbeatReceived,
+    ProtocolViolated,
+    State,
+    Timeouts,
+    UnbindRequested,
+    UpReceived,
+    close_code_for,
+    error_packet,
+    heartbeat_reply,
+    push_packet,
+    reconnect_packet,
+    reply_packet,
+)
+from services.room.timers import TimerWheel
+
+log = logging.getLogger("pushwire.room.connection")
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+_FIN_BINARY = 0x80 | BINARY
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented WebSocket binary frame (server to client) carrying payload.
+
+    Encode once, then `write_frame` the result to every connection of a fan-out."""
+    n = len(payload)
+    if n < 126:
+        head = _SHORT.pack(_FIN_BINARY, n)
+    elif n < 65536:
+        head = _MEDIUM.pack(_FIN_BINARY, 126, n)
+    else:
+        head = _LONG.pack(_FIN_BINARY, 127, n)
+    return head + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection and per-room bounds of the connection layer."""
+
+    max_frame: int = 64 * 1024      # biggest client message; larger closes 4104
+    write_limit: int = 1 << 20      # unsent bytes to one client; more closes 4001
+    max_connections: int = 0        # open connections per room, 0: no limit; beyond: 4004
+    max_inflight: int = 8           # UP requests in flight per connection; more: ERROR
+    max_tasks: int = 10000          # AUTH/UP requests in flight per room; more: 4004 / ERROR
+
+
+class _QuietLog(logging.LoggerAdapter[logging.Logger]):
+    # websockets logs every connection open and close at INFO; at thousands of connections
+    # per second that drowns the room's own logs. Its warnings and errors still pass.
+    def isEnabledFor(self, level: int) -> bool:
+        return level >= logging.WARNING and self.logger.isEnabledFor(level)
+
+
+_WS_LOG = _QuietLog(logging.getLogger("pushwire.room.websocket"), {})
+
+# WebSocket-level failures mapped onto pushwire close codes (docs/protocol.md §7).
+_WS_FAILURES: dict[int, int] = {
+    WsCloseCode.MESSAGE_TOO_BIG: CloseCode.LIMIT,
+    WsCloseCode.PROTOCOL_ERROR: CloseCode.PROTOCOL_VIOLATION,
+    WsCloseCode.INVALID_DATA: CloseCode.PROTOCOL_VIOLATION,
+}
+
+
+class _WebSocket(ServerProtocol):
+    """websockets' server protocol with pushwire's subprotocol rule and close codes."""
+
+    def select_subprotocol(self, subprotocols: Sequence[Subprotocol]) -> Subprotocol | None:
+        # docs/protocol.md §1: "pushwire.v1" when offered; a client offering none gets the
+        # same binary protocol.
+        return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in subprotocols else None
+
+    def fail(self, code: int, reason: str = "") -> None:
+        super().fail(_WS_FAILURES.get(code, code), reason)
+
+
+class Context:
+    """What every connection of one RoomServer shares. Built by RoomServer."""
+
+    __slots__ = ("backend", "connections", "drained", "hub", "limits", "tasks", "timeouts",
+                 "wheel")
+
+    def __init__(self, backend: RoomBackend, hub: Hub[Connection],
+                 wheel: TimerWheel[Connection], timeouts: Timeouts, limits: Limits) -> None:
+        self.backend = backend
+        self.hub = hub
+        self.wheel = wheel
+        self.timeouts = timeouts
+        self.limits = limits
+        self.connections: set[Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        # Created when RoomServer.close starts (no new connections), set when none is left.
+        self.drained: asyncio.Event | None = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run a backend request as a task owned by the room; False (coro dropped) when
+        `max_tasks` are already in flight."""
+        if len(self.tasks) >= self.limits.max_tasks:
+            coro.close()
+            return False
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return True
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("backend request failed", exc_info=task.exception())
+
+
+class Connection(asyncio.Protocol):
+    """One client. Identity (`session_id`, `app`, `uid`, `device`) is set once AUTH passes;
+    `extra` is free for the backend's per-connection state (e.g. bound topics)."""
+
+    __slots__ = ("alive", "app", "ctx", "device", "extra", "inflight", "peer", "session",
+                 "session_id", "transport", "uid", "ws")
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.ws = _WebSocket(max_size=ctx.limits.max_frame, logger=_WS_LOG)
+        self.session = ClientSession(ctx.timeouts, time.monotonic())
+        self.transport: asyncio.Transport
+        self.alive = False
+        self.peer = ""
+        self.session_id = ""
+        self.app = ""
+        self.uid = ""
+        self.device = ""
+        self.inflight = 0
+        self.extra: Any = None
+
+    def __repr__(self) -> str:
+        who = f"{self.app}/{self.uid}/{self.device}"
+        return f"<Connection {self.session_id or '-'} {who} {self.peer}>"
+
+    # --- public API (backend and room) ---------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the session ended; nothing more is sent."""
+        return self.session.state is State.CLOSED
+
+    def send(self, packet: bytes) -> bool:
+        """Send one packet (services/kit/wire.py) as one binary message; False if closed."""
+        return self.write_frame(encode_frame(packet))
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a frame from `encode_frame` (shared by a fan-out); False if closed. Closes
+        with 4001 when the client's unsent bytes exceed the write limit."""
+        if self.ws.state is not OPEN:
+            return False
+        self.transport.write(frame)
+        if self.transport.get_write_buffer_size() > self.ctx.limits.write_limit:
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+        return True
+
+    def push(self, message: common_pb2.Message) -> bool:
+        """Deliver a stored unicast message as PUSH (the client ACKs it, §6)."""
+        push = wire_pb2.Push(id=message.id, app=message.app, data=message.data,
+                             created_ms=message.created_ms, kind=wire_pb2.Push.UNICAST)
+        return self.send(push_packet(push))
+
+    def move(self, endpoints: Sequence[str], after_ms: int = 0, reason: str = "moved") -> None:
+        """Send RECONNECT (go to `endpoints`) and close with 4003 (drain, rebalance)."""
+        self.send(reconnect_packet(endpoints, after_ms, reason))
+        self.close(CloseCode.MOVED, reason)
+
+    def close(self, code: int, reason: str = "", *, error_code: int = 0) -> None:
+        """End the session with a close code (docs/protocol.md §7): the ERROR or KICK that
+        explains it, then the close frame. The TCP connection closes after the client's
+        echo, or is aborted at the close timeout. Idempotent.
+
+        `close(CloseCode.KICKED, reason)` kicks; `error_code` overrides the ERROR's code."""
+        if self.closed:
+            return
+        farewell = self.session.close(code, reason, time.monotonic(), error_code)
+        if self.ws.state is OPEN:
+            if farewell:
+                self.transport.write(encode_frame(farewell))
+            self.ws.send_close(code, _short(reason))
+            self._flush()
+        elif self.ws.state is CONNECTING and self.alive:
+            self.transport.abort()       # no WebSocket yet to carry a close code
+        self._ended()
+
+    # --- timer wheel -----------------------------------------------------------------------
+
+    def deadline(self) -> float:
+        return self.session.deadline() if self.alive else math.inf
+
+    def on_deadline(self, now: float) -> None:
+        """Called by the room's sweep once `deadline()` passed: close for an auth or heartbeat
+        timeout, or abort a connection whose close (or handshake) timed out."""
+        code = self.session.timeout_code()
+        if code is None or self.ws.state is not OPEN:
+            self.transport.abort()
+        else:
+            self.close(code, "auth timeout" if code == CloseCode.AUTH_TIMEOUT else "no heartbeat")
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's TCPTransport is one without subclassing asyncio's).
+        self.transport = cast(asyncio.Transport, transport)
+        if self.ctx.drained is not None:
+            self.transport.abort()      # accepted just before the room stopped listening
+            return
+        self.alive = True
+        peer = transport.get_extra_info("peername")
+        self.peer = sys.intern(str(peer[0])) if peer else ""
+        self.ctx.connections.add(self)
+        self.ctx.wheel.schedule(self)
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        self._flush()                   # pongs, handshake rejections, close echoes
+        now = time.monotonic()
+        for event in events:
+            if self.closed:
+                break
+            if isinstance(event, Frame):
+                self._on_frame(event, now)
+            elif isinstance(event, Request):
+                self._on_handshake(event)
+        if ws.state is not OPEN and ws.state is not CONNECTING:
+            self._ws_closed()
+
+    def eof_received(self) -> None:
+        self.ws.receive_eof()
+        self._flush()
+        self._ws_closed()
+        # Returning None lets the transport close itself: nothing is written after EOF.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.receive_eof()           # idempotent; the WebSocket is CLOSED now
+        self.alive = False
+        self._ws_closed()
+        self.ctx.connections.discard(self)
+        drained = self.ctx.drained
+        if drained is not None and not self.ctx.connections:
+            drained.set()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()   # half-close; the client closes its side
+            else:
+                self.transport.close()
+
+    def _on_handshake(self, request: Request) -> None:
+        response = self.ws.accept(request)
+        self.ws.send_response(response)
+        self._flush()
+        # websockets' parser generator keeps the Request alive as a local for the life of
+        # the connection; its headers would add ~2.4 KB to every idle connection (~4 KB).
+        request.headers.clear()
+        if response.status_code != 101:
+            return                      # rejected: websockets sent EOF, the client leaves
+        limit = self.ctx.limits.max_connections
+        if limit and len(self.ctx.connections) > limit:
+            self.close(CloseCode.OVERLOADED, "room full")
+            return
+        try:
+            self.ctx.backend.admit(self)
+        except Exception as exc:
+            self._refuse_client(exc)
+
+    def _on_frame(self, frame: Frame, now: float) -> None:
+        if frame.opcode is BINARY and frame.fin:
+            for event in self.session.receive(bytes(frame.data), now):
+                if self.closed:
+                    return
+                self._dispatch(event)
+        elif frame.opcode is PING or frame.opcode is PONG:
+            self.session.touch(now)     # websockets already answered the ping
+        elif frame.opcode is not CLOSE:
+            # Text (no JSON form in pushwire.v1) or a fragment (messages are small: §1).
+            self.close(CloseCode.PROTOCOL_VIOLATION, "one binary frame per message")
+
+    def _dispatch(self, event: Event) -> None:
+        match event:
+            case HeartbeatReceived(seq=seq):
+                self.send(heartbeat_reply(seq))
+            case AckReceived(seq=seq, app=app, ids=ids):
+                try:
+                    self.ctx.backend.on_ack(self, app, ids)
+                except Exception as exc:
+                    self._refuse(seq, exc)
+            case UpReceived():
+                self._on_up(event)
+            case BindRequested(seq=seq, bind=bind):
+                self._answer_bind(Op.BIND_REPLY, seq, bind, self.ctx.backend.on_bind)
+            case UnbindRequested(seq=seq, bind=bind):
+                self._answer_bind(Op.UNBIND_REPLY, seq, bind, self.ctx.backend.on_unbind)
+            case AuthRequested():
+                self._on_auth(event)
+            case ProtocolViolated(code=code, reason=reason):
+                self.close(code, reason)
+
+    def _on_auth(self, event: AuthRequested) -> None:
+        auth = event.auth
+        self.app, self.uid, self.device = sys.intern(auth.app), auth.uid, auth.device
+        if not self.ctx.spawn(self._authenticate(event.seq, auth)):
+            self.close(CloseCode.OVERLOADED, "room busy")
+
+    async def _authenticate(self, seq: int, auth: wire_pb2.Auth) -> None:
+        try:
+            reply = await self.ctx.backend.authenticate(self, auth)
+        except Exception as exc:
+            self._refuse_client(exc)
+            return
+        self._open(seq, reply)
+
+    def _open(self, seq: int, reply: wire_pb2.AuthReply) -> None:
+        # From here on_closed is owed exactly once (backend.py); _ended pays it.
+        self.session_id = reply.session_id
+        if self.closed:                 # auth timeout or the client left while we waited
+            self._report_closed()
+            return
+        try:
+            packet = self.session.auth_ok(seq, reply, time.monotonic())
+            superseded = self.ctx.hub.add(self)
+        except ValueError:
+            log.exception("%r: unusable AuthReply %s", self, reply)
+            self.close(CloseCode.GOING_AWAY, "internal error")
+            return
+        if superseded is not None:
+            superseded.close(CloseCode.SUPERSEDED, "same device connected again")
+        self.send(packet)
+        self.ctx.wheel.schedule(self)   # the heartbeat deadline may precede the auth deadline
+        try:
+            self.ctx.backend.on_ready(self)
+        except Exception:
+            log.exception("%r: on_ready failed", self)
+
+    def _on_up(self, event: UpReceived) -> None:
+        if self.inflight >= self.ctx.limits.max_inflight:
+            self.send(error_packet(LimitError.code, "too many requests in flight", fatal=False,
+                                   seq=event.seq))
+        elif self.ctx.spawn(self._up(event.seq, event.up)):
+            self.inflight += 1
+        else:
+            self.send(error_packet(Overloaded.code, "room busy", fatal=False, seq=event.seq))
+
+    async def _up(self, seq: int, up: wire_pb2.Up) -> None:
+        try:
+            reply = await self.ctx.backend.on_up(self, up)
+        except Exception as exc:
+            self._refuse(seq, exc)
+            return
+        finally:
+            self.inflight -= 1
+        self.send(reply_packet(Op.UP_REPLY, seq, reply))
+
+    def _answer_bind(self, op: Op, seq: int, bind: wire_pb2.Bind, call: _BindCall) -> None:
+        try:
+            reply = call(self, bind)
+        except Exception as exc:
+            self._refuse(seq, exc)
+            return
+        self.send(reply_packet(op, seq, reply))
+
+    def _refuse(self, seq: int, exc: Exception) -> None:
+        """Answer a request the backend refused: ERROR echoing seq; fatal errors also close."""
+        if not isinstance(exc, PushwireError):
+            log.error("%r: backend failed", self, exc_info=exc)
+            exc = PushwireError("internal error")
+        if exc.fatal:
+            self.close(close_code_for(exc), exc.message, error_code=exc.code)
+        else:
+            self.send(error_packet(exc.code, exc.message, fatal=False, seq=seq))
+
+    def _refuse_client(self, exc: Exception) -> None:
+        """Close after `admit` or `authenticate` refused the client (docs/protocol.md §4)."""
+        if isinstance(exc, PushwireError):
+            self.close(close_code_for(exc), exc.message, error_code=exc.code)
+        else:
+            log.error("%r: backend failed", self, exc_info=exc)
+            self.close(CloseCode.GOING_AWAY, "internal error")
+
+    def _ws_closed(self) -> None:
+        """The WebSocket closed under the session (client close, WebSocket error, EOF)."""
+        if self.closed or self.ws.state is OPEN:
+            return
+        sent, rcvd = self.ws.close_sent, self.ws.close_rcvd
+        code = sent.code if sent else rcvd.code if rcvd else WsCloseCode.ABNORMAL_CLOSURE
+        self.session.close(code, "", time.monotonic())
+        self._ended()
+
+    def _ended(self) -> None:
+        """The session just entered CLOSED: leave the hub, time the close, tell the backend."""
+        self.ctx.hub.remove(self)
+        if self.alive:
+            self.ctx.wheel.schedule(self)
+        log.debug("%r closed %d", self, self.session.code)
+        if self.session_id:
+            self._report_closed()
+
+    def _report_closed(self) -> None:
+        try:
+            self.ctx.backend.on_closed(self, self.session.code)
+        except Exception:
+            log.exception("%r: on_closed failed", self)
+
+
+_BindCall = Callable[[Connection, wire_pb2.Bind], wire_pb2.BindReply]
+
+
+def _short(reason: str) -> str:
+    # A close frame carries at most 123 bytes of reason (RFC 6455 §5.5).
+    raw = reason.encode()
+    return reason if len(raw) <= 123 else raw[:123].decode(errors="ignore")

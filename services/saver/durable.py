@@ -1,0 +1,493 @@
+"""The durable store: every message's row, its state and deliveries (MySQL; SQLite for dev).
+
+The hot store serves traffic; this copy exists for recovery (rebuild Redis after a loss) and
+for the status API. Writes arrive in batches from the write-behind loop and each batch is ONE
+transaction, applied in a fixed order (inserts, deliveries, then state changes) so a state
+change never runs before the insert it refers to.
+
+The schema belongs to the project: `schema_version` records which of the ordered migrations
+ran; `start()` applies the missing ones. Only this module imports aiomysql / aiosqlite; their
+errors become StoreError here.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import sqlite3
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiomysql
+import aiosqlite
+
+from services.kit.errors import ConfigError, StoreError
+from services.saver.hot import Ref, StoredMessage
+
+PENDING, ACKED, EXPIRED, DEAD = 0, 1, 2, 3      # messages.state
+
+MAX_APP = 64               # column widths: the domain rejects longer values up front
+MAX_UID = 128
+MAX_DEVICE = 64
+DELIVERED_TO_CHARS = 255   # delivered_to keeps the first sessions, ",s1,s2", up to this size
+_IN_CHUNK = 500            # ids per "IN (...)" list
+
+_SELECT_MESSAGE = "app, id, uid, device, data, created_ms, expires_ms, deliveries"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery of a message to a session: a load on connect or an online push."""
+
+    app: str
+    id: int
+    session_id: str
+
+
+@dataclass(slots=True)
+class DurableBatch:
+    """What the write-behind loop commits in one transaction."""
+
+    inserts: list[StoredMessage] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    acked: list[tuple[Ref, int]] = field(default_factory=list)   # (message, acked at ms)
+    dead: list[Ref] = field(default_factory=list)               # redelivery guard tripped
+    expired: list[Ref] = field(default_factory=list)            # evicted by the inbox bound
+
+    def __len__(self) -> int:
+        return (len(self.inserts) + len(self.deliveries) + len(self.acked) + len(self.dead)
+                + len(self.expired))
+
+
+@dataclass(frozen=True, slots=True)
+class DurableRecord:
+    """A message's row as the status API reports it."""
+
+    message: StoredMessage
+    state: int
+    acked_ms: int
+    delivered_to: tuple[str, ...]
+
+
+class DurableStore(Protocol):
+    """Batched writes, point reads and the recovery scan over the `messages` table."""
+
+    async def start(self) -> None:
+        """Connect and bring the schema up to date; call once before anything else."""
+        ...
+
+    async def write(self, batch: DurableBatch) -> None:
+        """Apply a batch in one transaction. Safe to retry after a failure: inserts and state
+        changes are idempotent (a retried batch may count its deliveries twice)."""
+        ...
+
+    async def get(self, app: str, message_id: int) -> DurableRecord | None:
+        ...
+
+    def iter_pending(self, now_ms: int, page: int = 1000) -> AsyncIterator[list[StoredMessage]]:
+        """Pages of unacked, unexpired, not dead messages in (app, id) order (recovery)."""
+        ...
+
+    async def purge(self, now_ms: int, done_before_ms: int, limit: int = 10_000
+                    ) -> tuple[int, int]:
+        """Mark pending rows past expiry expired; delete up to `limit` rows acked before
+        `done_before_ms` and as many expired or dead rows whose expiry is before it.
+        Returns (rows marked expired, rows deleted)."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+Step = tuple[str, Sequence[Sequence[Any]]]      # SQL with "?" placeholders, rows of parameters
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn database failures into StoreError, the only durable-store error callers see."""
+    try:
+        yield
+    except (aiomysql.Error, sqlite3.Error, OSError) as exc:
+        raise StoreError("durable store unavailable", detail=f"{what}: {exc!r}") from exc
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i:i + _IN_CHUNK]
+
+
+def _in(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _by_app(refs: Sequence[Ref]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for ref in refs:
+        out[ref.app].append(ref.id)
+    return out
+
+
+def _state_steps(refs: Sequence[Ref], state: int) -> Iterator[Step]:
+    for app, ids in _by_app(refs).items():
+        for chunk in _chunks(ids):
+            sql = ("UPDATE messages SET state = ? WHERE app = ? AND state = ?"
+                   f" AND id IN ({_in(len(chunk))})")
+            yield sql, [(state, app, PENDING, *chunk)]
+
+
+def _ack_steps(acked: Sequence[tuple[Ref, int]]) -> Iterator[Step]:
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for ref, at_ms in acked:
+        groups[(ref.app, at_ms)].append(ref.id)
+    for (app, at_ms), ids in groups.items():
+        for chunk in _chunks(ids):
+            sql = ("UPDATE messages SET state = ?, acked_ms = ? WHERE app = ? AND state = ?"
+                   f" AND id IN ({_in(len(chunk))})")
+            yield sql, [(ACKED, at_ms, app, PENDING, *chunk)]
+
+
+def _delivery_groups(deliveries: Sequence[Delivery]) -> dict[tuple[str, int, str], list[int]]:
+    """Group by (app, count, ",session,..." suffix) so one UPDATE covers many messages."""
+    per_message: dict[Ref, list[str]] = defaultdict(list)
+    for d in deliveries:
+        per_message[Ref(d.app, d.id)].append(d.session_id)
+    groups: dict[tuple[str, int, str], list[int]] = defaultdict(list)
+    for ref, sessions in per_message.items():
+        suffix = "".join(f",{s}" for s in dict.fromkeys(sessions) if s)
+        groups[(ref.app, len(sessions), suffix)].append(ref.id)
+    return groups
+
+
+def _record(row: Sequence[Any]) -> DurableRecord:
+    state, acked_ms, delivered_to = row[8:11]
+    return DurableRecord(_message(row), int(state), int(acked_ms),
+                         tuple(s for s in str(delivered_to).split(",") if s))
+
+
+def _message(row: Sequence[Any]) -> StoredMessage:
+    app, mid, uid, device, data, created_ms, expires_ms, deliveries = row[:8]
+    return StoredMessage(str(app), str(uid), int(mid), bytes(data), int(created_ms),
+                         int(expires_ms), str(device), int(deliveries))
+
+
+class _SqlDurableStore(abc.ABC):
+    """The SQL both backends share; subclasses supply connections and dialect differences."""
+
+    migrations: tuple[tuple[str, ...], ...]   # migration n (1-based) = statements[n - 1]
+    insert_sql: str                          # must not fail on an existing (app, id)
+    append_sql: str                          # delivered_to + suffix (params: suffix, suffix)
+    delete_limited: str                      # DELETE ... {where} with a trailing LIMIT ?
+    scan_from: str = "messages"              # the recovery scan must walk the primary key
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _transaction(self, steps: Sequence[Step]) -> list[int]:
+        """Run every step in one transaction; return each step's affected row count."""
+
+    @abc.abstractmethod
+    async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
+    async def run(self, steps: Sequence[Step]) -> list[int]:
+        """Run SQL steps ("?" placeholders) in one transaction; affected rows per step. For
+        sibling stores sharing this pool and its migrations (services/saver/broadcasts.py)."""
+        return await self._transaction(steps)
+
+    async def rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one SELECT ("?" placeholders) and return its rows."""
+        return await self._select(sql, params)
+
+    async def _migrate(self) -> None:
+        """Apply the migrations `schema_version` does not list yet, in order."""
+        create = "CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL PRIMARY KEY)"
+        await self._transaction([(create, [()])])
+        rows = await self._select("SELECT COALESCE(MAX(version), 0) FROM schema_version", ())
+        for version, statements in enumerate(self.migrations, 1):
+            if version > int(rows[0][0]):
+                steps: list[Step] = [(s, [()]) for s in statements]
+                steps.append(("INSERT INTO schema_version (version) VALUES (?)", [(version,)]))
+                await self._transaction(steps)
+
+    async def write(self, batch: DurableBatch) -> None:
+        if len(batch):
+            await self._transaction(list(self._steps(batch)))
+
+    def _steps(self, batch: DurableBatch) -> Iterator[Step]:
+        if batch.inserts:
+            yield self.insert_sql, [
+                (m.app, m.id, m.uid, m.device, m.data, m.created_ms, m.expires_ms, m.deliveries)
+                for m in batch.inserts]
+        yield from self._delivery_steps(batch.deliveries)
+        yield from _ack_steps(batch.acked)
+        yield from _state_steps(batch.dead, DEAD)
+        yield from _state_steps(batch.expired, EXPIRED)
+
+    def _delivery_steps(self, deliveries: Sequence[Delivery]) -> Iterator[Step]:
+        for (app, count, suffix), ids in _delivery_groups(deliveries).items():
+            for chunk in _chunks(ids):
+                sql = (f"UPDATE messages SET deliveries = deliveries + ?,"
+                       f" delivered_to = {self.append_sql}"
+                       f" WHERE app = ? AND id IN ({_in(len(chunk))})")
+                yield sql, [(count, suffix, suffix, app, *chunk)]
+
+    async def get(self, app: str, message_id: int) -> DurableRecord | None:
+        sql = (f"SELECT {_SELECT_MESSAGE}, state, acked_ms, delivered_to FROM messages"
+               " WHERE app = ? AND id = ?")
+        rows = await self._select(sql, (app, message_id))
+        return _record(rows[0]) if rows else None
+
+    async def iter_pending(self, now_ms: int, page: int = 1000
+                           ) -> AsyncIterator[list[StoredMessage]]:
+        # Two simple key ranges (rest of this app, then the next apps) rather than one OR:
+        # each page then seeks to where the last one ended instead of rescanning from the start.
+        head = f"SELECT {_SELECT_MESSAGE} FROM {self.scan_from} WHERE state = ? AND expires_ms > ?"
+        same_app = f"{head} AND app = ? AND id > ? ORDER BY app, id LIMIT ?"
+        next_apps = f"{head} AND app > ? ORDER BY app, id LIMIT ?"
+        app, last = "", 0
+        while True:
+            rows = await self._select(same_app, (PENDING, now_ms, app, last, page))
+            if not rows:
+                rows = await self._select(next_apps, (PENDING, now_ms, app, page))
+            if not rows:
+                return
+            messages = [_message(r) for r in rows]
+            yield messages
+            app, last = messages[-1].app, messages[-1].id
+
+    async def purge(self, now_ms: int, done_before_ms: int, limit: int = 10_000
+                    ) -> tuple[int, int]:
+        expire = "UPDATE messages SET state = ? WHERE state = ? AND expires_ms <= ?"
+        acked = self.delete_limited.format(where="state = ? AND acked_ms <= ?")
+        ended = self.delete_limited.format(where="state IN (?, ?) AND expires_ms <= ?")
+        expired, deleted_acked, deleted_ended = await self._transaction([
+            (expire, [(EXPIRED, PENDING, now_ms)]),
+            (acked, [(ACKED, done_before_ms, limit)]),
+            (ended, [(EXPIRED, DEAD, done_before_ms, limit)]),
+        ])
+        return expired, deleted_acked + deleted_ended
+
+
+# --- MySQL / MariaDB -------------------------------------------------------------------------
+
+_MYSQL_V1 = f"""
+CREATE TABLE IF NOT EXISTS messages (
+  app VARCHAR({MAX_APP}) NOT NULL,
+  id BIGINT UNSIGNED NOT NULL,
+  uid VARCHAR({MAX_UID}) NOT NULL,
+  device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT '',
+  data MEDIUMBLOB NOT NULL,
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  state TINYINT NOT NULL DEFAULT 0,
+  deliveries INT UNSIGNED NOT NULL DEFAULT 0,
+  acked_ms BIGINT NOT NULL DEFAULT 0,
+  delivered_to VARCHAR({DELIVERED_TO_CHARS}) NOT NULL DEFAULT '',
+  PRIMARY KEY (app, id),
+  KEY messages_user (app, uid, state),
+  KEY messages_expiry (state, expires_ms)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"""
+
+# Migration 2: the apps' broadcast logs (services/saver/broadcasts.py).
+_MYSQL_V2 = f"""
+CREATE TABLE IF NOT EXISTS broadcasts (
+  app VARCHAR({MAX_APP}) NOT NULL,
+  id BIGINT UNSIGNED NOT NULL,
+  data MEDIUMBLOB NOT NULL,
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  PRIMARY KEY (app, id),
+  KEY broadcasts_expiry (expires_ms)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"""
+
+
+def _mysql_params(url: str) -> dict[str, Any]:
+    """mysql://user:pass@host:port/db -> aiomysql connect arguments."""
+    parts = urlsplit(url)
+    db = parts.path.lstrip("/")
+    if parts.scheme != "mysql" or not parts.hostname or not db:
+        raise ConfigError(f"durable store url must be mysql://user:pass@host:port/db, got {url!r}")
+    return {"host": parts.hostname, "port": parts.port or 3306, "db": db,
+            "user": unquote(parts.username or "root"), "password": unquote(parts.password or "")}
+
+
+class MysqlDurableStore(_SqlDurableStore):
+    """DurableStore on MySQL / MariaDB through an aiomysql pool."""
+
+    migrations = ((_MYSQL_V1,), (_MYSQL_V2,))
+    # Not INSERT IGNORE: it would raise a warning per duplicate (and a SHOW WARNINGS trip).
+    insert_sql = ("INSERT INTO messages (app, id, uid, device, data, created_ms, expires_ms,"
+                  " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id")
+    append_sql = (f"IF(CHAR_LENGTH(delivered_to) + CHAR_LENGTH(?) <= {DELIVERED_TO_CHARS},"
+                  " CONCAT(delivered_to, ?), delivered_to)")
+    delete_limited = "DELETE FROM messages WHERE {where} LIMIT ?"
+    # Left alone, MariaDB reads every pending row through messages_expiry and sorts them for
+    # each page: quadratic over a recovery. In key order a page costs its own rows.
+    scan_from = "messages FORCE INDEX (PRIMARY)"
+
+    def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> None:
+        self._params = _mysql_params(url)
+        self._pool_size = max(2, pool_size)    # migration holds one connection for its lock
+        self._timeout_s = timeout_s
+        self._pool: Any = None
+
+    async def start(self) -> None:
+        with _translated("connect"):
+            # sql_notes=0: "table already exists" notes would surface as Python warnings.
+            self._pool = await aiomysql.create_pool(
+                minsize=1, maxsize=self._pool_size, autocommit=False, charset="utf8mb4",
+                connect_timeout=self._timeout_s, init_command="SET SESSION sql_notes = 0",
+                **self._params)
+        await self._migrate_locked()
+
+    async def _migrate_locked(self) -> None:
+        """Migrate under a named lock so instances starting together take turns."""
+        with _translated("migrate"):
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute("SELECT GET_LOCK('pushwire_schema', %s)", (30,))
+                try:
+                    await self._migrate()
+                finally:
+                    await cur.execute("SELECT RELEASE_LOCK('pushwire_schema')")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+
+    async def _transaction(self, steps: Sequence[Step]) -> list[int]:
+        counts: list[int] = []
+        with _translated("write"):
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.cursor() as cur:
+                        for sql, rows in steps:
+                            counts.append(await self._run(cur, sql.replace("?", "%s"), rows))
+                    await conn.commit()
+                except BaseException:
+                    await _rollback(conn)
+                    raise
+        return counts
+
+    @staticmethod
+    async def _run(cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if len(rows) == 1:
+            await cur.execute(sql, tuple(rows[0]))
+        else:
+            await cur.executemany(sql, [tuple(r) for r in rows])
+        return int(cur.rowcount)
+
+    async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with _translated("read"):
+            async with self._pool.acquire() as conn, conn.cursor() as cur:
+                await cur.execute(sql.replace("?", "%s"), tuple(params))
+                rows = list(await cur.fetchall())
+                await conn.commit()    # end the read snapshot: the next read sees new rows
+        return rows
+
+
+async def _rollback(conn: Any) -> None:
+    """Roll back after a failure; a broken connection is closed by the pool anyway."""
+    try:
+        await conn.rollback()
+    except (aiomysql.Error, OSError):
+        conn.close()
+
+
+# --- SQLite (pushwire dev) -------------------------------------------------------------------
+
+_SQLITE_V1 = (
+    """CREATE TABLE IF NOT EXISTS messages (
+      app TEXT NOT NULL, id INTEGER NOT NULL, uid TEXT NOT NULL,
+      device TEXT NOT NULL DEFAULT '', data BLOB NOT NULL,
+      created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+      state INTEGER NOT NULL DEFAULT 0, deliveries INTEGER NOT NULL DEFAULT 0,
+      acked_ms INTEGER NOT NULL DEFAULT 0, delivered_to TEXT NOT NULL DEFAULT '',
+      PRIMARY KEY (app, id))""",
+    "CREATE INDEX IF NOT EXISTS messages_user ON messages (app, uid, state)",
+    "CREATE INDEX IF NOT EXISTS messages_expiry ON messages (state, expires_ms)",
+)
+_SQLITE_V2 = (
+    """CREATE TABLE IF NOT EXISTS broadcasts (
+      app TEXT NOT NULL, id INTEGER NOT NULL, data BLOB NOT NULL,
+      created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+      PRIMARY KEY (app, id))""",
+    "CREATE INDEX IF NOT EXISTS broadcasts_expiry ON broadcasts (expires_ms)",
+)
+
+
+class SqliteDurableStore(_SqlDurableStore):
+    """DurableStore in one SQLite file (or ":memory:"), for `pushwire dev` and unit tests."""
+
+    migrations = (_SQLITE_V1, _SQLITE_V2)
+    insert_sql = ("INSERT OR IGNORE INTO messages (app, id, uid, device, data, created_ms,"
+                  " expires_ms, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    append_sql = (f"CASE WHEN length(delivered_to) + length(?) <= {DELIVERED_TO_CHARS}"
+                  " THEN delivered_to || ? ELSE delivered_to END")
+    delete_limited = ("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
+                      " WHERE {where} LIMIT ?)")
+    scan_from = "messages INDEXED BY sqlite_autoindex_messages_1"     # the primary key
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()      # one connection: one transaction at a time
+
+    async def start(self) -> None:
+        with _translated("connect"):
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            with _translated("close"):
+                await self._db.close()
+            self._db = None
+
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("durable store not started")
+        return self._db
+
+    async def _transaction(self, steps: Sequence[Step]) -> list[int]:
+        db = self._conn()
+        counts: list[int] = []
+        async with self._lock:
+            with _translated("write"):
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, rows in steps:
+                        counts.append(await self._run(db, sql, rows))
+                    await db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        await db.execute("ROLLBACK")
+                    raise
+        return counts
+
+    @staticmethod
+    async def _run(db: aiosqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if len(rows) == 1:
+            cur = await db.execute(sql, tuple(rows[0]))
+        else:
+            cur = await db.executemany(sql, rows)
+        return cur.rowcount
+
+    async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        db = self._conn()
+        async with self._lock:
+            with _translated("read"):
+                async with db.execute(sql, tuple(params)) as cur:
+                    return [tuple(r) for r in await cur.fetchall()]

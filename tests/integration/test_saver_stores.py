@@ -1,0 +1,257 @@
+"""Inboxes against real Redis and real MariaDB: the Lua scripts and the SQL.
+
+PUSHWIRE_TEST_REDIS (default redis://127.0.0.1:6379/15) and PUSHWIRE_TEST_MYSQL (default
+mysql://root:@127.0.0.1:3306/pushwire_test; the database is created if missing). Each test
+uses its own key prefix and app id, and removes its keys and rows afterwards, so tests (and
+other suites sharing the servers) do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomysql
+import pytest
+import redis.asyncio
+
+from services.kit.errors import StoreError
+from services.saver.durable import ACKED, MysqlDurableStore
+from services.saver.hot import RedisHotStore, StoredMessage
+from services.saver.ids import IdGenerator
+from services.saver.inbox import AckItem, Inboxes, Limits, LoadItem, StoreItem
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+MYSQL_URL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
+LIMITS = Limits(ttl_s=60, inbox_max=3, max_deliveries=2, max_body=1024)
+
+
+DATABASE = urlsplit(MYSQL_URL).path.lstrip("/")
+
+
+async def mysql(sql: str, params: tuple[Any, ...] = (), *, use_db: bool = True) -> Any:
+    """Run one statement on a fresh connection (outside the code under test); return rows."""
+    parts = urlsplit(MYSQL_URL)
+    conn = await aiomysql.connect(host=parts.hostname, port=parts.port or 3306,
+                                  user=unquote(parts.username or "root"),
+                                  password=unquote(parts.password or ""),
+                                  db=DATABASE if use_db else None, autocommit=True)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
+    finally:
+        conn.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class World:
+    inboxes: Inboxes
+    clock: Clock
+    app: str
+    prefix: str
+
+
+def make(app: str, prefix: str) -> World:
+    """A saver's inboxes on the test servers, keys under `prefix`, its clock under test control."""
+    clock = Clock()
+    inboxes = Inboxes(RedisHotStore(REDIS_URL, prefix=prefix), MysqlDurableStore(MYSQL_URL),
+                      IdGenerator(2, clock=clock), clock=clock, limits=lambda _app: LIMITS,
+                      write_behind_ms=1)
+    return World(inboxes, clock, app, prefix)
+
+
+@pytest.fixture
+async def names() -> AsyncIterator[tuple[str, str]]:
+    """A fresh (app, key prefix) in an existing database; their rows are deleted afterwards."""
+    exists = "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s"
+    if not await mysql(exists, (DATABASE,), use_db=False):
+        await mysql(f"CREATE DATABASE `{DATABASE}`", use_db=False)
+    app, prefix = f"it{uuid.uuid4().hex[:12]}", f"pwtest:{uuid.uuid4().hex[:12]}"
+    yield app, prefix
+    await mysql("DELETE FROM messages WHERE app = %s", (app,))
+
+
+@pytest.fixture
+async def world(names: tuple[str, str]) -> AsyncIterator[World]:
+    w = make(*names)
+    await w.inboxes.start()
+    yield w
+    await w.inboxes.close()
+    await wipe(w.prefix)
+
+
+async def wipe(prefix: str) -> None:
+    """Delete every key under the prefix: to saver, the same as a Redis restart or FLUSHDB."""
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def store(w: World, *items: StoreItem) -> list[StoredMessage]:
+    results = await w.inboxes.store(list(items))
+    assert all(isinstance(r, StoredMessage) for r in results), results
+    return [r for r in results if isinstance(r, StoredMessage)]
+
+
+async def load(w: World, uid: str = "u1", device: str = "phone",
+               session: str = "s1") -> tuple[list[bytes], int]:
+    [inbox] = await w.inboxes.load([LoadItem(w.app, uid, device, 10, session)])
+    return [m.data for m in inbox.messages], inbox.remaining
+
+
+async def test_stored_message_loads_back_with_its_data(world: World) -> None:
+    a, b = await store(world, StoreItem(world.app, "u1", b"\x00bin\xff"),
+                       StoreItem(world.app, "u1", b"again"))
+    assert b.id > a.id
+    [inbox] = await world.inboxes.load([LoadItem(world.app, "u1", "phone", 1, "s1")])
+    assert [(m.id, m.data, m.deliveries, m.expires_ms) for m in inbox.messages] == [
+        (a.id, b"\x00bin\xff", 1, a.expires_ms)]
+    assert inbox.remaining == 1
+    assert await world.inboxes.pending([(world.app, "u1"), (world.app, "u2")]) == [2, 0]
+
+
+async def test_one_call_serves_a_batch_across_many_users(world: World) -> None:
+    uids = [f"user{i}" for i in range(256)]
+    stored = await store(world, *(StoreItem(world.app, uid, uid.encode()) for uid in uids))
+    inboxes = await world.inboxes.load([LoadItem(world.app, uid, "phone") for uid in uids])
+    assert [[m.data for m in i.messages] for i in inboxes] == [[uid.encode()] for uid in uids]
+    acks = [AckItem(world.app, m.uid, m.id) for m in stored]
+    assert await world.inboxes.ack(acks) == [True] * 256
+    assert await world.inboxes.pending([(world.app, uid) for uid in uids]) == [0] * 256
+
+
+async def test_ack_consumes_the_message_and_marks_the_row(world: World) -> None:
+    [m] = await store(world, StoreItem(world.app, "u1", b"hello"))
+    assert await world.inboxes.ack([AckItem(world.app, "u2", m.id)]) == [False]
+    assert await world.inboxes.ack([AckItem(world.app, "u1", m.id)]) == [True]
+    assert await load(world) == ([], 0)
+    assert await world.inboxes.ack([AckItem(world.app, "u1", m.id)]) == [False]
+    status = await world.inboxes.status(world.app, m.id)
+    assert status is not None and (status.state, status.acked_ms) == ("acked", m.created_ms)
+
+
+async def test_expired_message_is_no_longer_delivered(world: World) -> None:
+    m, _ = await store(world, StoreItem(world.app, "u1", b"short", ttl_s=1),
+                       StoreItem(world.app, "u1", b"long"))
+    world.clock.t += 2
+    assert await load(world) == ([b"long"], 0)
+    assert await world.inboxes.pending([(world.app, "u1")]) == [1]
+    expired, _ = await world.inboxes.purge()
+    assert expired >= 1
+    status = await world.inboxes.status(world.app, m.id)
+    assert status is not None and status.state == "expired"
+
+
+async def test_full_inbox_evicts_the_oldest(world: World) -> None:
+    stored = await store(world, *(StoreItem(world.app, "u1", b"%d" % i) for i in range(5)))
+    assert await load(world) == ([b"2", b"3", b"4"], 0)
+    assert world.inboxes.stats.evicted == 2
+    status = await world.inboxes.status(world.app, stored[1].id)
+    assert status is not None and status.state == "expired"
+
+
+async def test_message_for_one_device_reaches_only_that_device(world: World) -> None:
+    await store(world, StoreItem(world.app, "u1", b"tablet only", device="tablet"),
+                StoreItem(world.app, "u1", b"all"))
+    assert await load(world, device="phone") == ([b"all"], 0)
+    assert await load(world, device="tablet") == ([b"tablet only", b"all"], 0)
+    [inbox] = await world.inboxes.load([LoadItem(world.app, "u1", "tablet", 1)])
+    assert inbox.remaining == 1
+
+
+async def test_redelivery_loop_is_cut_by_dead_lettering(world: World) -> None:
+    [m] = await store(world, StoreItem(world.app, "u1", b"never acked"))
+    assert await load(world, session="s1") == ([b"never acked"], 0)
+    assert await load(world, session="s2") == ([b"never acked"], 0)
+    assert await load(world, session="s3") == ([], 0)
+    assert world.inboxes.stats.dead_lettered == 1
+    status = await world.inboxes.status(world.app, m.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s1", "s2"))
+
+
+async def test_redis_loss_is_repaired_from_mysql_with_the_same_ids(world: World) -> None:
+    kept = await store(world, StoreItem(world.app, "u1", b"a"), StoreItem(world.app, "u1", b"b"),
+                       StoreItem(world.app, "u2", b"c"))
+    [acked] = await store(world, StoreItem(world.app, "u2", b"acked"))
+    await load(world, uid="u2")
+    await world.inboxes.ack([AckItem(world.app, "u2", acked.id)])
+    await wipe(world.prefix)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        await client.script_flush()      # a restarted Redis has no cached scripts either
+    finally:
+        await client.aclose()
+    assert await world.inboxes.recover() >= 3
+    inboxes = await world.inboxes.load([LoadItem(world.app, "u1", "phone"),
+                                        LoadItem(world.app, "u2", "phone")])
+    restored = [m for i in inboxes for m in i.messages]
+    assert [(m.id, m.data) for m in restored] == [(m.id, m.data) for m in kept]
+    assert restored[-1].deliveries == 2              # loaded before the loss, and now
+    assert await world.inboxes.recover() == 0
+
+
+async def test_durable_item_is_in_mysql_when_store_returns(world: World) -> None:
+    [m] = await store(world, StoreItem(world.app, "u1", b"important", durable=True))
+    rows = await mysql("SELECT data, state FROM messages WHERE app = %s AND id = %s",
+                       (world.app, m.id))
+    assert rows == ((b"important", 0),)
+
+
+async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str]) -> None:
+    app, prefix = names
+    w = make(app, prefix)
+    await w.inboxes.start()
+    try:
+        stored = await store(w, *(StoreItem(app, f"u{i}", b"bye") for i in range(50)))
+        await w.inboxes.ack([AckItem(app, "u0", stored[0].id)])
+        assert w.inboxes.stats.write_behind_depth == 51
+        await w.inboxes.close()
+        reopened = MysqlDurableStore(MYSQL_URL)
+        await reopened.start()
+        try:
+            records = [await reopened.get(app, m.id) for m in stored]
+            assert all(r is not None for r in records)
+            assert [r.state for r in records if r is not None] == [ACKED] + [0] * 49
+        finally:
+            await reopened.close()
+    finally:
+        await wipe(prefix)
+
+
+async def test_schema_is_migrated_once(world: World) -> None:
+    again = MysqlDurableStore(MYSQL_URL)
+    await again.start()
+    await again.close()
+    assert await mysql("SELECT version FROM schema_version ORDER BY version") == ((1,),)
+
+
+async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> None:
+    hot = RedisHotStore("redis://127.0.0.1:1/0", timeout_s=0.5)
+    with pytest.raises(StoreError):
+        await hot.lost()
+    await hot.close()
+    durable = MysqlDurableStore("mysql://root:@127.0.0.1:1/pushwire_test", timeout_s=0.5)
+    with pytest.raises(StoreError):
+        await durable.start()
+    await durable.close()

@@ -1,0 +1,591 @@
+"""Connection and RoomServer over real sockets on 127.0.0.1, with the websockets client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+
+import pytest
+import uvloop
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+from websockets.typing import Subprotocol
+
+from services.kit import token, wire
+from services.kit.discovery.models import AppConfig
+from services.kit.errors import AuthError, LimitError, NotFound, ProtocolError
+from services.kit.pb import common_pb2, wire_pb2
+from services.kit.wire import Op
+from services.room.connection import Connection, Limits, encode_frame
+from services.room.protocol import CloseCode, Timeouts, negotiate_heartbeat
+from services.room.server import RoomServer
+
+SECRET = "test-secret"
+APP = AppConfig(id="app1", secrets=(SECRET,), heartbeat_min_s=1, heartbeat_default_s=30,
+                heartbeat_max_s=60)
+# Short deadlines so timeouts happen within a test: silent for 1 s * 0.3 + 0.1 -> 4002.
+TIMEOUTS = Timeouts(auth_s=0.5, heartbeat_factor=0.3, heartbeat_grace_s=0.1, close_s=1.0)
+LIMITS = Limits(max_frame=4096, write_limit=64 * 1024, max_connections=300)
+
+
+@dataclass
+class FakeBackend:
+    """Accepts tokens signed with SECRET for APP; records what the room tells it."""
+
+    auth_delay: float = 0.0
+    acks: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    ready: list[Connection] = field(default_factory=list)
+    closed: list[tuple[str, int]] = field(default_factory=list)
+    denied: set[str] = field(default_factory=set)
+    sessions: int = 0
+
+    def admit(self, conn: Connection) -> None:
+        if conn.peer in self.denied:
+            raise NotFound("access denied")
+
+    async def authenticate(self, conn: Connection, auth: wire_pb2.Auth) -> wire_pb2.AuthReply:
+        if auth.app != APP.id:
+            raise NotFound(f"unknown app {auth.app}")
+        token.verify(list(APP.secrets), auth.token, app=auth.app, uid=auth.uid,
+                     device=auth.device, now=time.time())
+        await asyncio.sleep(self.auth_delay)
+        self.sessions += 1
+        return wire_pb2.AuthReply(session_id=f"s{self.sessions}", room="room-test",
+                                  heartbeat_s=negotiate_heartbeat(auth.heartbeat_s, APP))
+
+    def on_ready(self, conn: Connection) -> None:
+        self.ready.append(conn)
+
+    def on_ack(self, conn: Connection, app: str, ids: tuple[int, ...]) -> None:
+        if app != conn.app:
+            raise NotFound(f"app {app} not bound")
+        self.acks.append((app, ids))
+
+    async def on_up(self, conn: Connection, up: wire_pb2.Up) -> wire_pb2.UpReply:
+        if up.type == "forbidden":
+            raise ProtocolError("forbidden type")
+        return wire_pb2.UpReply(outcome=wire_pb2.UpReply.DELIVERED, status=200, detail=up.type)
+
+    def on_bind(self, conn: Connection, bind: wire_pb2.Bind) -> wire_pb2.BindReply:
+        return wire_pb2.BindReply(app=bind.app, topics=bind.topics)
+
+    def on_unbind(self, conn: Connection, bind: wire_pb2.Bind) -> wire_pb2.BindReply:
+        if not bind.topics:
+            raise LimitError("name the topics")
+        return wire_pb2.BindReply(app=bind.app, topics=bind.topics)
+
+    def on_closed(self, conn: Connection, code: int) -> None:
+        self.closed.append((conn.session_id, code))
+
+
+@dataclass
+class Room:
+    server: RoomServer
+    backend: FakeBackend
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.port}/ws"
+
+
+async def start_room(backend: FakeBackend,
+                     limits: Limits = LIMITS) -> tuple[Room, asyncio.Task[None]]:
+    server = RoomServer(backend, timeouts=TIMEOUTS, limits=limits, tick_s=0.02,
+                        resolution_s=0.05)
+    await server.start("127.0.0.1", 0)
+    return Room(server, backend), asyncio.get_running_loop().create_task(server.run())
+
+
+async def stop_room(room: Room, sweeper: asyncio.Task[None]) -> None:
+    await room.server.close()
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+
+
+@pytest.fixture
+async def room() -> AsyncIterator[Room]:
+    started, sweeper = await start_room(FakeBackend())
+    yield started
+    await stop_room(started, sweeper)
+
+
+async def dial(room: Room, *, subprotocol: bool = True, **kwargs: object) -> ClientConnection:
+    offered = [Subprotocol("pushwire.v1")] if subprotocol else None
+    return await connect(room.url, subprotocols=offered, compression=None, proxy=None,
+                         ping_interval=None, open_timeout=5, **kwargs)  # type: ignore[arg-type]
+
+
+def packet(op: Op, seq: int = 0, body: bytes = b"") -> bytes:
+    return wire.encode(op, seq, body)
+
+
+def auth_packet(uid: str = "u1", device: str = "d1", *, seq: int = 1, heartbeat_s: int = 0,
+                app: str = APP.id, ttl_s: int = 600) -> bytes:
+    tok = token.mint(SECRET, app, uid, now=time.time(), ttl_s=ttl_s, device=device)
+    auth = wire_pb2.Auth(app=app, uid=uid, device=device, token=tok, heartbeat_s=heartbeat_s)
+    return packet(Op.AUTH, seq, auth.SerializeToString())
+
+
+async def receive(ws: ClientConnection) -> wire.Packet:
+    message = await asyncio.wait_for(ws.recv(), 5)
+    assert isinstance(message, bytes)
+    (only,) = list(wire.decode(message))
+    return only
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    await asyncio.wait_for(ws.wait_closed(), 5)
+    return ws.close_code
+
+
+async def authed(room: Room, uid: str = "u1", device: str = "d1",
+                 heartbeat_s: int = 0) -> tuple[ClientConnection, wire_pb2.AuthReply]:
+    ws = await dial(room)
+    await ws.send(auth_packet(uid, device, heartbeat_s=heartbeat_s))
+    reply = await receive(ws)
+    assert reply.op == Op.AUTH_REPLY
+    return ws, wire_pb2.AuthReply.FromString(reply.body)
+
+
+async def drain_until_closed(ws: ClientConnection) -> list[wire.Packet]:
+    packets: list[wire.Packet] = []
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            packets.append(await receive(ws))
+    return packets
+
+
+def error_of(p: wire.Packet) -> wire_pb2.Error:
+    assert p.op == Op.ERROR
+    return wire_pb2.Error.FromString(p.body)
+
+
+# --- encode_frame ------------------------------------------------------------------------
+
+
+def parse_frame(raw: bytes) -> Frame:
+    reader = StreamReader()
+    reader.feed_data(raw)
+    parser: Generator[None, None, Frame] = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as stop:
+        next(parser)
+    assert not reader.buffer, "frame longer than its header says"
+    frame: Frame = stop.value.value
+    return frame
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_encode_frame_is_one_unmasked_binary_frame(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    frame = parse_frame(encode_frame(payload))
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.BINARY, True, payload)
+
+
+# --- auth (docs/protocol.md §4) ------------------------------------------------------------
+
+
+async def test_auth_replies_with_session_and_negotiated_heartbeat(room: Room) -> None:
+    ws = await dial(room)
+    assert ws.subprotocol == "pushwire.v1"
+    await ws.send(auth_packet(seq=41, heartbeat_s=999))
+    reply = await receive(ws)
+    body = wire_pb2.AuthReply.FromString(reply.body)
+    assert (reply.op, reply.seq) == (Op.AUTH_REPLY, 41)
+    assert (body.session_id, body.heartbeat_s, body.room) == ("s1", 60, "room-test")
+    (conn,) = room.server.hub.sessions_of(APP.id, "u1")
+    assert (conn.session_id, conn.uid, conn.device, conn.peer) == ("s1", "u1", "d1", "127.0.0.1")
+    assert room.backend.ready == [conn]
+    await ws.close()
+
+
+async def test_client_offering_no_subprotocol_speaks_binary_too(room: Room) -> None:
+    ws = await dial(room, subprotocol=False)
+    assert ws.subprotocol is None
+    await ws.send(auth_packet())
+    assert (await receive(ws)).op == Op.AUTH_REPLY
+    await ws.close()
+
+
+@pytest.mark.parametrize(("auth", "code", "error_code"), [
+    (auth_packet(app="nope"), CloseCode.ACCESS_DENIED, NotFound.code),
+    (auth_packet(ttl_s=-10), CloseCode.TOKEN_EXPIRED, AuthError.code),
+    (packet(Op.AUTH, 1, wire_pb2.Auth(app=APP.id, uid="u1", token="v1.x.y").SerializeToString()),
+     CloseCode.AUTH_FAILED, AuthError.code),
+])
+async def test_refused_auth_sends_error_then_closes(room: Room, auth: bytes, code: CloseCode,
+                                                     error_code: int) -> None:
+    ws = await dial(room)
+    await ws.send(auth)
+    error = error_of(await receive(ws))
+    assert (error.code, error.fatal) == (error_code, True)
+    assert await close_code(ws) == code
+    assert not code.reconnect
+    assert room.server.hub.count() == 0
+    assert room.backend.closed == []
+
+
+async def test_denied_peer_is_closed_before_auth(room: Room) -> None:
+    room.backend.denied.add("127.0.0.1")
+    ws = await dial(room)
+    assert error_of(await receive(ws)).message == "access denied"
+    assert await close_code(ws) == CloseCode.ACCESS_DENIED
+
+
+async def test_no_auth_within_deadline_closes_4105(room: Room) -> None:
+    ws = await dial(room)
+    started = time.monotonic()
+    assert error_of(await receive(ws)).code == ProtocolError.code
+    assert await close_code(ws) == CloseCode.AUTH_TIMEOUT
+    assert 0.4 < time.monotonic() - started < 2.0
+
+
+async def test_heartbeats_before_auth_do_not_extend_the_auth_deadline(room: Room) -> None:
+    ws = await dial(room)
+    for seq in range(4):
+        await ws.send(packet(Op.HEARTBEAT, seq))
+        assert (await receive(ws)).seq == seq
+        await asyncio.sleep(0.1)
+    assert await close_code(ws) == CloseCode.AUTH_TIMEOUT
+
+
+async def test_slow_auth_past_the_deadline_closes_4105_and_reports_the_session() -> None:
+    started, sweeper = await start_room(FakeBackend(auth_delay=1.0))
+    try:
+        ws = await dial(started)
+        await ws.send(auth_packet())
+        assert await close_code(ws) == CloseCode.AUTH_TIMEOUT
+        await asyncio.sleep(0.8)   # authenticate returns: its session must be reported gone
+        assert started.backend.closed == [("s1", CloseCode.AUTH_TIMEOUT)]
+        assert started.server.hub.count() == 0
+    finally:
+        await stop_room(started, sweeper)
+
+
+@pytest.mark.parametrize("first", [
+    packet(Op.ACK, 1, wire_pb2.Ack(app=APP.id, ids=[1]).SerializeToString()),
+    packet(Op.PUSH, 1),
+    b"\x00\x00\x00\x10garbage-header",
+])
+async def test_protocol_violation_closes_4103(room: Room, first: bytes) -> None:
+    ws = await dial(room)
+    await ws.send(first)
+    assert error_of(await receive(ws)).code == ProtocolError.code
+    assert await close_code(ws) == CloseCode.PROTOCOL_VIOLATION
+
+
+async def test_text_frame_closes_4103(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send("{}")
+    await drain_until_closed(ws)
+    assert ws.close_code == CloseCode.PROTOCOL_VIOLATION
+
+
+async def test_second_auth_closes_4103(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send(auth_packet())
+    assert error_of(await receive(ws)).message == "AUTH while open"
+    assert await close_code(ws) == CloseCode.PROTOCOL_VIOLATION
+    assert room.backend.closed == [("s1", CloseCode.PROTOCOL_VIOLATION)]
+
+
+# --- heartbeat (§5) ------------------------------------------------------------------------
+
+
+async def test_heartbeat_is_answered_with_its_seq(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send(packet(Op.HEARTBEAT, 7))
+    assert await receive(ws) == wire.Packet(Op.HEARTBEAT_REPLY, 7, b"")
+    await ws.close()
+
+
+async def test_silent_connection_is_closed_4002(room: Room) -> None:
+    ws, reply = await authed(room, heartbeat_s=1)
+    assert reply.heartbeat_s == 1
+    started = time.monotonic()
+    assert await close_code(ws) == CloseCode.HEARTBEAT_TIMEOUT
+    assert 0.3 < time.monotonic() - started < 1.5
+    assert CloseCode.HEARTBEAT_TIMEOUT.reconnect
+    assert room.backend.closed == [("s1", CloseCode.HEARTBEAT_TIMEOUT)]
+    assert room.server.hub.count() == 0
+
+
+async def test_any_packet_keeps_the_connection_alive(room: Room) -> None:
+    ws, _ = await authed(room, heartbeat_s=1)
+    for seq in range(8):                         # 1.2 s, three times the silence limit
+        await ws.send(packet(Op.BIND, seq, wire_pb2.Bind(app=APP.id).SerializeToString()))
+        assert (await receive(ws)).op == Op.BIND_REPLY
+        await asyncio.sleep(0.15)
+    assert room.server.hub.count() == 1
+    await ws.close()
+
+
+# --- limits (§7) ---------------------------------------------------------------------------
+
+
+async def test_oversized_message_closes_4104(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send(packet(Op.HEARTBEAT, 1, bytes(LIMITS.max_frame)))
+    await drain_until_closed(ws)
+    assert ws.close_code == CloseCode.LIMIT
+    assert room.backend.closed == [("s1", CloseCode.LIMIT)]
+
+
+async def test_slow_consumer_is_closed_4001() -> None:
+    started, sweeper = await start_room(FakeBackend())
+    try:
+        ws, _ = await authed(started)
+        # The client stops reading (nobody calls recv); the room keeps pushing 16 KiB.
+        (conn,) = started.server.hub.sessions_of(APP.id, "u1")
+        message = common_pb2.Message(id=1, app=APP.id, data=bytes(16 * 1024))
+        written = 0
+        while conn.push(message):
+            written += 1
+            assert written < 100_000
+        assert conn.closed
+        pushes = await drain_until_closed(ws)
+        assert 0 < len(pushes) <= written
+        assert ws.close_code == CloseCode.SLOW_CONSUMER
+        assert started.backend.closed == [("s1", CloseCode.SLOW_CONSUMER)]
+    finally:
+        await stop_room(started, sweeper)
+
+
+async def test_connections_beyond_the_room_limit_are_closed_4004() -> None:
+    started, sweeper = await start_room(FakeBackend(), Limits(max_connections=1))
+    try:
+        first = await dial(started)
+        second = await dial(started)
+        assert error_of(await receive(second)).message == "room full"
+        assert await close_code(second) == CloseCode.OVERLOADED
+        await first.send(auth_packet())
+        assert (await receive(first)).op == Op.AUTH_REPLY
+    finally:
+        await stop_room(started, sweeper)
+
+
+# --- delivery and requests (§6) ------------------------------------------------------------
+
+
+async def test_push_reaches_the_client(room: Room) -> None:
+    ws, _ = await authed(room)
+    (conn,) = room.server.hub.sessions_of(APP.id, "u1")
+    assert conn.push(common_pb2.Message(id=12, app=APP.id, uid="u1", data=b"hello",
+                                        created_ms=1234))
+    got = await receive(ws)
+    push = wire_pb2.Push.FromString(got.body)
+    assert got.op == Op.PUSH
+    assert (push.id, push.app, push.data, push.created_ms, push.kind) == (
+        12, APP.id, b"hello", 1234, wire_pb2.Push.UNICAST)
+    await ws.close()
+
+
+async def test_one_encoded_frame_reaches_every_connection(room: Room) -> None:
+    clients = [(await authed(room, uid=f"u{i}"))[0] for i in range(3)]
+    topic = wire_pb2.Push(id=5, app=APP.id, data=b"news", kind=wire_pb2.Push.TOPIC, topic="t")
+    frame = encode_frame(wire.encode(Op.PUSH, 0, topic.SerializeToString()))
+    assert all(conn.write_frame(frame) for conn in room.server.hub.of_app(APP.id))
+    for ws in clients:
+        assert wire_pb2.Push.FromString((await receive(ws)).body) == topic
+        await ws.close()
+
+
+async def test_ack_reaches_the_backend(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send(packet(Op.ACK, 3, wire_pb2.Ack(app=APP.id, ids=[7, 8, 9]).SerializeToString()))
+    await ws.send(packet(Op.HEARTBEAT, 4))
+    assert (await receive(ws)).op == Op.HEARTBEAT_REPLY   # the ACK was handled before it
+    assert room.backend.acks == [(APP.id, (7, 8, 9))]
+    await ws.close()
+
+
+async def test_ack_of_an_unknown_app_is_a_non_fatal_error(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send(packet(Op.ACK, 3, wire_pb2.Ack(app="other", ids=[1]).SerializeToString()))
+    got = await receive(ws)
+    error = error_of(got)
+    assert (got.seq, error.code, error.fatal) == (3, NotFound.code, False)
+    await ws.send(packet(Op.HEARTBEAT, 4))
+    assert (await receive(ws)).op == Op.HEARTBEAT_REPLY
+    await ws.close()
+
+
+async def test_up_is_answered_with_up_reply(room: Room) -> None:
+    ws, _ = await authed(room)
+    up = wire_pb2.Up(app=APP.id, type="chat", body=b"hi")
+    await ws.send(packet(Op.UP, 9, up.SerializeToString()))
+    got = await receive(ws)
+    assert (got.op, got.seq) == (Op.UP_REPLY, 9)
+    assert wire_pb2.UpReply.FromString(got.body).detail == "chat"
+    await ws.close()
+
+
+async def test_fatal_up_error_closes_with_its_code(room: Room) -> None:
+    ws, _ = await authed(room)
+    up = wire_pb2.Up(app=APP.id, type="forbidden")
+    await ws.send(packet(Op.UP, 9, up.SerializeToString()))
+    assert error_of(await receive(ws)).message == "forbidden type"
+    assert await close_code(ws) == CloseCode.PROTOCOL_VIOLATION
+
+
+async def test_bind_and_unbind_are_answered(room: Room) -> None:
+    ws, _ = await authed(room)
+    bind = wire_pb2.Bind(app=APP.id, topics=["a", "b"])
+    await ws.send(packet(Op.BIND, 1, bind.SerializeToString()))
+    got = await receive(ws)
+    assert (got.op, got.seq, list(wire_pb2.BindReply.FromString(got.body).topics)) == (
+        Op.BIND_REPLY, 1, ["a", "b"])
+    await ws.send(packet(Op.UNBIND, 2, wire_pb2.Bind(app=APP.id).SerializeToString()))
+    error = error_of(await receive(ws))
+    assert (error.code, error.fatal) == (LimitError.code, False)
+    await ws.send(packet(Op.UNBIND, 3, bind.SerializeToString()))
+    assert (await receive(ws)).op == Op.UNBIND_REPLY
+    await ws.close()
+
+
+async def test_batch_of_requests_is_answered_in_order(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.send(wire.encode_batch([packet(Op.HEARTBEAT, 1), packet(Op.HEARTBEAT, 2)]))
+    assert [(await receive(ws)).seq for _ in range(2)] == [1, 2]
+    await ws.close()
+
+
+# --- ending sessions (§7) ------------------------------------------------------------------
+
+
+async def test_same_device_again_supersedes_the_old_connection(room: Room) -> None:
+    old, _ = await authed(room, device="phone")
+    new, reply = await authed(room, device="phone")
+    kick = await receive(old)
+    assert (kick.op, wire_pb2.Kick.FromString(kick.body).code) == (Op.KICK, 4106)
+    assert await close_code(old) == CloseCode.SUPERSEDED
+    (conn,) = room.server.hub.sessions_of(APP.id, "u1")
+    assert conn.session_id == reply.session_id
+    other_device, _ = await authed(room, device="tablet")
+    assert len(room.server.hub.sessions_of(APP.id, "u1")) == 2
+    await new.close()
+    await other_device.close()
+
+
+async def test_kick_sends_kick_then_closes_4102(room: Room) -> None:
+    ws, _ = await authed(room)
+    (conn,) = room.server.hub.sessions_of(APP.id, "u1")
+    conn.close(CloseCode.KICKED, "banned")
+    kick = wire_pb2.Kick.FromString((await receive(ws)).body)
+    assert (kick.code, kick.reason) == (4102, "banned")
+    assert await close_code(ws) == CloseCode.KICKED
+
+
+async def test_move_sends_reconnect_then_closes_4003(room: Room) -> None:
+    ws, _ = await authed(room)
+    (conn,) = room.server.hub.sessions_of(APP.id, "u1")
+    conn.move(["10.0.0.2:8200"], after_ms=100)
+    got = await receive(ws)
+    assert (got.op, list(wire_pb2.Reconnect.FromString(got.body).endpoints)) == (
+        Op.RECONNECT, ["10.0.0.2:8200"])
+    assert await close_code(ws) == CloseCode.MOVED
+
+
+async def read_until_dropped(reader: asyncio.StreamReader) -> bytes:
+    received = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(4096), 5):
+            received += chunk
+    return received
+
+
+async def test_a_client_that_never_answers_the_close_is_cut_off(room: Room) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    started = time.monotonic()
+    received = await read_until_dropped(reader)      # never sends AUTH nor a close frame
+    elapsed = time.monotonic() - started
+    assert received.startswith(b"HTTP/1.1 101")
+    assert CloseCode.AUTH_TIMEOUT.to_bytes(2, "big") in received
+    assert TIMEOUTS.auth_s + TIMEOUTS.close_s - 0.1 < elapsed < TIMEOUTS.auth_s + 2.5
+    assert room.server.connection_count == 0
+    writer.close()
+
+
+async def test_a_client_that_never_completes_the_handshake_is_cut_off(room: Room) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    writer.write(b"GET / HTTP/1.1\r\n")
+    assert await read_until_dropped(reader) == b""
+    assert room.server.connection_count == 0
+    writer.close()
+
+
+async def test_a_plain_http_request_is_refused(room: Room) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_until_dropped(reader)).startswith(b"HTTP/1.1 426")
+    writer.close()
+
+
+async def test_client_close_reports_the_session_gone(room: Room) -> None:
+    ws, _ = await authed(room)
+    await ws.close()
+    for _ in range(100):
+        if room.server.connection_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert room.backend.closed == [("s1", 1000)]
+    assert (room.server.hub.count(), room.server.connection_count) == (0, 0)
+
+
+async def test_server_close_closes_clients_4000(room: Room) -> None:
+    clients = [(await authed(room, uid=f"u{i}"))[0] for i in range(3)]
+    await room.server.close()
+    assert [await close_code(ws) for ws in clients] == [CloseCode.GOING_AWAY] * 3
+    assert sorted(code for _sid, code in room.backend.closed) == [CloseCode.GOING_AWAY] * 3
+    assert room.server.connection_count == 0
+
+
+async def test_200_connections_closed_by_the_server_leave_no_task() -> None:
+    before = len(asyncio.all_tasks())
+    started, sweeper = await start_room(FakeBackend())
+    clients = await asyncio.gather(*(authed(started, uid=f"u{i}") for i in range(200)))
+    assert started.server.hub.count() == 200
+    await stop_room(started, sweeper)
+    codes = await asyncio.gather(*(close_code(ws) for ws, _ in clients))
+    assert set(codes) == {CloseCode.GOING_AWAY}
+    assert started.server.connection_count == 0
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == before
+
+
+# --- the same flows on uvloop, the loop the room runs on (its transports differ) ----------
+
+ON_UVLOOP = [test_auth_replies_with_session_and_negotiated_heartbeat,
+             test_no_auth_within_deadline_closes_4105, test_silent_connection_is_closed_4002,
+             test_oversized_message_closes_4104, test_push_reaches_the_client,
+             test_ack_reaches_the_backend, test_up_is_answered_with_up_reply,
+             test_same_device_again_supersedes_the_old_connection,
+             test_client_close_reports_the_session_gone, test_server_close_closes_clients_4000]
+
+
+@pytest.mark.parametrize("case", ON_UVLOOP, ids=lambda case: case.__name__)
+def test_on_uvloop(case: Callable[[Room], Awaitable[None]]) -> None:
+    async def main() -> None:
+        started, sweeper = await start_room(FakeBackend())
+        try:
+            await case(started)
+        finally:
+            await stop_room(started, sweeper)
+
+    uvloop.run(main())
+
+
+def test_slow_consumer_on_uvloop() -> None:
+    uvloop.run(test_slow_consumer_is_closed_4001())
+
+
+def test_no_task_leak_on_uvloop() -> None:
+    uvloop.run(test_200_connections_closed_by_the_server_leave_no_task())

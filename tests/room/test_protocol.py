@@ -1,0 +1,263 @@
+"""The sans-I/O client protocol: bytes and time in, events and bytes out. No sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.kit import wire
+from services.kit.discovery.models import AppConfig
+from services.kit.errors import (
+    AuthError,
+    BadRequest,
+    LimitError,
+    NotFound,
+    Overloaded,
+    ProtocolError,
+    PushwireError,
+    StoreError,
+    Unavailable,
+)
+from services.kit.pb import wire_pb2
+from services.kit.wire import Op
+from services.room.protocol import (
+    AckReceived,
+    AuthRequested,
+    BindRequested,
+    ClientSession,
+    CloseCode,
+    HeartbeatReceived,
+    ProtocolViolated,
+    State,
+    Timeouts,
+    UnbindRequested,
+    UpReceived,
+    close_code_for,
+    negotiate_heartbeat,
+)
+
+TIMEOUTS = Timeouts(auth_s=10.0, heartbeat_factor=1.5, heartbeat_grace_s=5.0, close_s=3.0)
+AUTH = wire_pb2.Auth(app="app1", uid="u1", device="d1", token="t", heartbeat_s=60)
+
+
+def pkt(op: Op, seq: int = 0, body: bytes = b"") -> bytes:
+    return wire.encode(op, seq, body)
+
+
+def auth_message(seq: int = 1) -> bytes:
+    return pkt(Op.AUTH, seq, AUTH.SerializeToString())
+
+
+def open_session(now: float = 100.0, heartbeat_s: int = 60) -> ClientSession:
+    session = ClientSession(TIMEOUTS, now)
+    session.receive(auth_message(), now)
+    session.auth_ok(1, wire_pb2.AuthReply(session_id="s1", heartbeat_s=heartbeat_s), now)
+    return session
+
+
+def only(packet: bytes) -> wire.Packet:
+    (one,) = list(wire.decode(packet))
+    return one
+
+
+# --- close codes and negotiation (docs/protocol.md §5, §7) ---------------------------------
+
+
+def test_only_the_4000_range_tells_clients_to_reconnect() -> None:
+    assert {c for c in CloseCode if c.reconnect} == {
+        CloseCode.GOING_AWAY, CloseCode.SLOW_CONSUMER, CloseCode.HEARTBEAT_TIMEOUT,
+        CloseCode.MOVED, CloseCode.OVERLOADED}
+    assert all(4100 <= c < 4200 for c in CloseCode if not c.reconnect)
+
+
+@pytest.mark.parametrize(("exc", "code"), [
+    (AuthError("bad token signature"), CloseCode.AUTH_FAILED),
+    (AuthError("token expired"), CloseCode.TOKEN_EXPIRED),
+    (LimitError("too many connections from your address"), CloseCode.LIMIT),
+    (NotFound("unknown app"), CloseCode.ACCESS_DENIED),
+    (ProtocolError("bad field"), CloseCode.PROTOCOL_VIOLATION),
+    (Unavailable("register down"), CloseCode.OVERLOADED),
+    (Overloaded("accept rate"), CloseCode.OVERLOADED),
+    (StoreError("redis"), CloseCode.GOING_AWAY),
+    (BadRequest("?"), CloseCode.GOING_AWAY),
+])
+def test_refusals_map_to_one_close_code(exc: PushwireError, code: CloseCode) -> None:
+    assert close_code_for(exc) == code
+
+
+@pytest.mark.parametrize(("proposed", "agreed"), [(0, 240), (5, 30), (30, 30), (100, 100),
+                                                    (9999, 600)])
+def test_heartbeat_is_clamped_to_the_apps_bounds(proposed: int, agreed: int) -> None:
+    app = AppConfig(id="app1", heartbeat_min_s=30, heartbeat_default_s=240, heartbeat_max_s=600)
+    assert negotiate_heartbeat(proposed, app) == agreed
+
+
+# --- before AUTH (§4) ----------------------------------------------------------------------
+
+
+def test_auth_is_the_first_request() -> None:
+    session = ClientSession(TIMEOUTS, 0.0)
+    assert session.receive(auth_message(seq=5), 1.0) == [AuthRequested(5, AUTH)]
+    assert session.state is State.AUTHENTICATING
+
+
+def test_heartbeat_is_allowed_before_and_during_auth() -> None:
+    session = ClientSession(TIMEOUTS, 0.0)
+    assert session.receive(pkt(Op.HEARTBEAT, 3), 1.0) == [HeartbeatReceived(3)]
+    session.receive(auth_message(), 1.0)
+    assert session.receive(pkt(Op.HEARTBEAT, 4), 1.0) == [HeartbeatReceived(4)]
+
+
+@pytest.mark.parametrize("op", [Op.ACK, Op.UP, Op.BIND, Op.UNBIND, Op.PUSH, Op.AUTH_REPLY])
+def test_anything_else_before_auth_is_a_violation(op: Op) -> None:
+    session = ClientSession(TIMEOUTS, 0.0)
+    (event,) = session.receive(pkt(op, 1), 1.0)
+    assert event == ProtocolViolated(CloseCode.PROTOCOL_VIOLATION, f"{op.name} before AUTH")
+
+
+def test_requests_while_authenticating_are_violations() -> None:
+    session = ClientSession(TIMEOUTS, 0.0)
+    session.receive(auth_message(), 1.0)
+    for message in (auth_message(), pkt(Op.ACK, 2)):
+        (event,) = session.receive(message, 1.0)
+        assert isinstance(event, ProtocolViolated)
+        assert event.reason.endswith("while authenticating")
+
+
+def test_auth_ok_opens_with_the_negotiated_heartbeat_and_echoes_seq() -> None:
+    session = ClientSession(TIMEOUTS, 0.0)
+    session.receive(auth_message(seq=9), 1.0)
+    reply = wire_pb2.AuthReply(session_id="s1", heartbeat_s=45, resume_token="r", room="room1")
+    sent = only(session.auth_ok(9, reply, 2.0))
+    assert (sent.op, sent.seq, wire_pb2.AuthReply.FromString(sent.body)) == (
+        Op.AUTH_REPLY, 9, reply)
+    assert (session.state, session.heartbeat_s) == (State.OPEN, 45)
+
+
+def test_auth_ok_refuses_a_reply_without_heartbeat_or_out_of_turn() -> None:
+    session = ClientSession(TIMEOUTS, 0.0)
+    with pytest.raises(ValueError, match="while await_auth"):
+        session.auth_ok(1, wire_pb2.AuthReply(session_id="s1", heartbeat_s=30), 1.0)
+    session.receive(auth_message(), 1.0)
+    with pytest.raises(ValueError, match="heartbeat_s"):
+        session.auth_ok(1, wire_pb2.AuthReply(session_id="s1"), 1.0)
+    assert session.state is State.AUTHENTICATING
+
+
+# --- OPEN (§3, §6) -------------------------------------------------------------------------
+
+
+def test_open_session_turns_requests_into_events() -> None:
+    session = open_session()
+    up = wire_pb2.Up(app="app1", type="chat", body=b"x")
+    bind = wire_pb2.Bind(app="app1", topics=["t1"])
+    messages = [pkt(Op.ACK, 1, wire_pb2.Ack(app="app1", ids=[3, 4]).SerializeToString()),
+                pkt(Op.UP, 2, up.SerializeToString()), pkt(Op.BIND, 3, bind.SerializeToString()),
+                pkt(Op.UNBIND, 4, bind.SerializeToString()), pkt(Op.HEARTBEAT, 5)]
+    events = [event for message in messages for event in session.receive(message, 101.0)]
+    assert events == [AckReceived(1, "app1", (3, 4)), UpReceived(2, up), BindRequested(3, bind),
+                      UnbindRequested(4, bind), HeartbeatReceived(5)]
+
+
+def test_an_ack_without_ids_is_ignored() -> None:
+    session = open_session()
+    assert session.receive(pkt(Op.ACK, 1, wire_pb2.Ack(app="app1").SerializeToString()), 1) == []
+
+
+def test_batch_yields_one_event_per_packet() -> None:
+    session = open_session()
+    batch = wire.encode_batch([pkt(Op.HEARTBEAT, 1), pkt(Op.HEARTBEAT, 2)])
+    assert session.receive(batch, 101.0) == [HeartbeatReceived(1), HeartbeatReceived(2)]
+
+
+def test_a_violation_ends_the_events_of_its_message() -> None:
+    session = open_session()
+    batch = wire.encode_batch([pkt(Op.HEARTBEAT, 1), pkt(Op.PUSH, 2), pkt(Op.HEARTBEAT, 3)])
+    assert session.receive(batch, 101.0) == [
+        HeartbeatReceived(1),
+        ProtocolViolated(CloseCode.PROTOCOL_VIOLATION, "PUSH is not a client op")]
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (pkt(Op.HEARTBEAT, 1, b"abcd")[:-2], "truncated packet body"),
+    (pkt(Op.AUTH_REPLY, 1), "AUTH_REPLY is not a client op"),
+    (pkt(Op.AUTH, 1), "AUTH while open"),
+    (pkt(Op.UP, 1, b"\xff\xff\xff"), "bad packet body"),
+    (wire.encode(99, 1), "unknown op 99"),
+])
+def test_malformed_or_misplaced_packets_are_violations(message: bytes, reason: str) -> None:
+    session = open_session()
+    assert session.receive(message, 101.0) == [
+        ProtocolViolated(CloseCode.PROTOCOL_VIOLATION, reason)]
+
+
+# --- deadlines (§4, §5) --------------------------------------------------------------------
+
+
+def test_auth_deadline_does_not_move_with_heartbeats() -> None:
+    session = ClientSession(TIMEOUTS, 100.0)
+    session.receive(pkt(Op.HEARTBEAT, 1), 108.0)
+    assert session.deadline() == 110.0
+    assert not session.expired(109.9)
+    assert session.expired(110.0)
+    assert session.timeout_code() == CloseCode.AUTH_TIMEOUT
+
+
+def test_heartbeat_deadline_follows_the_last_activity() -> None:
+    session = open_session(now=100.0, heartbeat_s=60)
+    assert session.deadline() == 100.0 + 60 * 1.5 + 5.0
+    session.receive(pkt(Op.HEARTBEAT, 1), 150.0)
+    assert session.deadline() == 150.0 + 95.0
+    session.touch(200.0)                         # a WebSocket ping counts too
+    assert not session.expired(294.9)
+    assert session.expired(295.0)
+    assert session.timeout_code() == CloseCode.HEARTBEAT_TIMEOUT
+
+
+def test_closed_session_is_due_at_the_close_timeout() -> None:
+    session = open_session(now=100.0)
+    session.close(CloseCode.GOING_AWAY, "bye", 120.0)
+    assert session.deadline() == 123.0
+    assert session.timeout_code() is None
+
+
+# --- closing (§7) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "error_code"), [
+    (CloseCode.AUTH_FAILED, AuthError.code), (CloseCode.TOKEN_EXPIRED, AuthError.code),
+    (CloseCode.PROTOCOL_VIOLATION, ProtocolError.code), (CloseCode.LIMIT, LimitError.code),
+    (CloseCode.AUTH_TIMEOUT, ProtocolError.code), (CloseCode.ACCESS_DENIED, NotFound.code),
+    (CloseCode.OVERLOADED, Overloaded.code),
+])
+def test_error_closes_are_explained_by_a_fatal_error(code: CloseCode, error_code: int) -> None:
+    sent = only(ClientSession(TIMEOUTS, 0.0).close(code, "why", 1.0))
+    assert sent.op == Op.ERROR
+    assert wire_pb2.Error.FromString(sent.body) == wire_pb2.Error(code=error_code, message="why",
+                                                                  fatal=True)
+
+
+def test_the_error_code_can_be_given() -> None:
+    sent = only(ClientSession(TIMEOUTS, 0.0).close(CloseCode.ACCESS_DENIED, "deny", 1.0,
+                                                   error_code=AuthError.code))
+    assert wire_pb2.Error.FromString(sent.body).code == AuthError.code
+
+
+@pytest.mark.parametrize("code", [CloseCode.KICKED, CloseCode.SUPERSEDED])
+def test_kicks_are_explained_by_a_kick(code: CloseCode) -> None:
+    sent = only(open_session().close(code, "go away", 101.0))
+    assert (sent.op, wire_pb2.Kick.FromString(sent.body)) == (
+        Op.KICK, wire_pb2.Kick(code=code, reason="go away"))
+
+
+@pytest.mark.parametrize("code", [CloseCode.GOING_AWAY, CloseCode.SLOW_CONSUMER,
+                                  CloseCode.HEARTBEAT_TIMEOUT, CloseCode.MOVED, 1000, 1006])
+def test_other_closes_send_nothing_first(code: int) -> None:
+    assert open_session().close(code, "", 101.0) == b""
+
+
+def test_close_is_idempotent_and_keeps_the_first_code() -> None:
+    session = open_session()
+    assert session.close(CloseCode.PROTOCOL_VIOLATION, "x", 101.0)
+    assert session.close(CloseCode.GOING_AWAY, "y", 102.0) == b""
+    assert (session.state, session.code, session.deadline()) == (
+        State.CLOSED, CloseCode.PROTOCOL_VIOLATION, 104.0)
