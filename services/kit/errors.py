@@ -4,6 +4,7 @@
     ├── ConfigError               bad configuration at start-up (fatal for the process)
     ├── ProtocolError             a client broke docs/protocol.md (fatal: close)
     ├── AuthError                 bad, expired or revoked token / API key (fatal: close)
+    │   └── Kicked                the token predates a kick of its user/device (close 4102)
     ├── LimitError                a bound was hit: body size, rate, connections (per call)
     ├── NotFound                  unknown app, message, instance
     ├── Unavailable               a dependency cannot be reached now (retry later)
@@ -55,6 +56,12 @@ class AuthError(PushwireError):
     http_status = 401
 
 
+class Kicked(AuthError):
+    """The session's token was issued at or before a kick of its (app, uid[, device])."""
+
+    code = 1010
+
+
 class LimitError(PushwireError):
     code = 1005
     http_status = 429
@@ -83,7 +90,7 @@ class StoreError(PushwireError):
 BY_CODE: dict[int, type[PushwireError]] = {
     cls.code: cls
     for cls in (PushwireError, ConfigError, ProtocolError, BadRequest, AuthError, LimitError,
-                NotFound, Unavailable, Overloaded, StoreError)
+                NotFound, Unavailable, Overloaded, StoreError, Kicked)
 }
 
 

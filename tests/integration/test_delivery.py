@@ -137,13 +137,17 @@ async def private_redis(tmp: Path) -> AsyncIterator[Callable[[], Awaitable[None]
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
            "no", "--dir", str(tmp)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL)]
+
+    def launch() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+    procs = [launch()]
     await asyncio.sleep(0.3)
 
     async def restart() -> None:
         procs[-1].send_signal(signal.SIGKILL)
         procs[-1].wait()
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+        procs.append(launch())
         await asyncio.sleep(0.3)
 
     restart.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
