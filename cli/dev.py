@@ -60,6 +60,8 @@ def add_parser(subs: Any) -> None:
     p.add_argument("--rooms", type=int, default=1, help="room instances (ports 8200, 8201, …)")
     p.add_argument("--home", type=Path, default=DEV_HOME / "dev",
                    help="state directory (default: %(default)s)")
+    p.add_argument("--port-offset", type=int, default=0,
+                   help="add this to every port (to run beside another cluster)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.set_defaults(run=run)
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
     """The shared environment and the children to start."""
     home: Path = args.home
+    o: int = args.port_offset
     urls = REAL if args.real else {
         "discovery": f"file:{home / 'discovery'}",
         "hot": "memory:",
@@ -91,23 +94,23 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         "PUSHWIRE_SAVER_DURABLE": os.environ.get("PUSHWIRE_SAVER_DURABLE", urls["durable"]),
     }
     children = [
-        Child("register", "register", {"PUSHWIRE_REGISTER_GRPC_PORT": "9100",
-                                       "PUSHWIRE_REGISTER_METRICS_PORT": "9101"}),
-        Child("saver", "saver", {"PUSHWIRE_SAVER_GRPC_PORT": "9200",
-                                 "PUSHWIRE_SAVER_METRICS_PORT": "9201"}),
-        Child("coordinator", "coordinator", {"PUSHWIRE_COORDINATOR_GRPC_PORT": "9300",
-                                             "PUSHWIRE_COORDINATOR_METRICS_PORT": "9301"}),
+        Child("register", "register", {"PUSHWIRE_REGISTER_GRPC_PORT": str(9100 + o),
+                                       "PUSHWIRE_REGISTER_METRICS_PORT": str(9101 + o)}),
+        Child("saver", "saver", {"PUSHWIRE_SAVER_GRPC_PORT": str(9200 + o),
+                                 "PUSHWIRE_SAVER_METRICS_PORT": str(9201 + o)}),
+        Child("coordinator", "coordinator", {"PUSHWIRE_COORDINATOR_GRPC_PORT": str(9300 + o),
+                                             "PUSHWIRE_COORDINATOR_METRICS_PORT": str(9301 + o)}),
     ]
     for i in range(args.rooms):
         children.append(Child(f"room-{i}", "room", {
             "PUSHWIRE_ROOM_INSTANCE": f"room-{i}",
-            "PUSHWIRE_ROOM_WS_PORT": str(8200 + i),
-            "PUSHWIRE_ROOM_GRPC_PORT": str(9400 + i),
-            "PUSHWIRE_ROOM_METRICS_PORT": str(9410 + i)}))
+            "PUSHWIRE_ROOM_WS_PORT": str(8200 + o + i),
+            "PUSHWIRE_ROOM_GRPC_PORT": str(9400 + o + i),
+            "PUSHWIRE_ROOM_METRICS_PORT": str(9410 + o + i)}))
     children += [
-        Child("center", "center", {"PUSHWIRE_CENTER_HTTP_PORT": "8100",
-                                   "PUSHWIRE_CENTER_GRPC_PORT": "9500"}),
-        Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": "8000"}),
+        Child("center", "center", {"PUSHWIRE_CENTER_HTTP_PORT": str(8100 + o),
+                                   "PUSHWIRE_CENTER_GRPC_PORT": str(9500 + o)}),
+        Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(8000 + o)}),
     ]
     return common, children
 
@@ -176,7 +179,7 @@ class Supervisor:
                   for c in self.children}
         while time.monotonic() < deadline and not self.stopping.is_set():
             if all(len(discovery.instances(k)) >= n for k, n in wanted.items()) \
-                    and await self._answers("http://127.0.0.1:8000/v1/route?app=demo&uid=probe"):
+                    and await self._answers(f"{self.url(8000)}/v1/route?app=demo&uid=probe"):
                 return True
             await asyncio.sleep(0.2)
         return False
@@ -189,18 +192,23 @@ class Supervisor:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port + self.args.port_offset}"
+
     def report(self, app: AppConfig) -> None:
+        o = self.args.port_offset
         cluster = clusterfile.Cluster(
-            dispatcher="http://127.0.0.1:8000", center="http://127.0.0.1:8100",
+            dispatcher=self.url(8000), center=self.url(8100),
             discovery=self.common["PUSHWIRE_DISCOVERY"],
             apps={app.id: {"secret": app.secrets[0], "api_key": app.api_keys[0]}})
         clusterfile.save(cluster, self.args.home / "cluster.json")
-        rooms = ", ".join(f"ws://127.0.0.1:{8200 + i}/" for i in range(self.args.rooms))
+        rooms = ", ".join(f"ws://127.0.0.1:{8200 + o + i}/" for i in range(self.args.rooms))
         print(f"""pushwire dev is up ({'real servers' if self.args.real else 'embedded'})
-  dispatcher   http://127.0.0.1:8000/v1/route
-  center       http://127.0.0.1:8100/v1/apps/demo/push
+  dispatcher   {cluster.dispatcher}/v1/route
+  center       {cluster.center}/v1/apps/demo/push
   room         {rooms}
-  register     grpc 127.0.0.1:9100    saver grpc 127.0.0.1:9200    coordinator grpc 127.0.0.1:9300
+  register     grpc 127.0.0.1:{9100 + o}   saver grpc 127.0.0.1:{9200 + o}
+  coordinator  grpc 127.0.0.1:{9300 + o}
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
   demo app     id demo  secret {app.secrets[0]}  api key {app.api_keys[0]}
 Try:  pushwire listen --app demo --uid u1      (another shell)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from typing import Any
 
 SERVICES = ("dispatcher", "room", "register", "coordinator", "saver", "center")
@@ -18,7 +19,22 @@ HELP = {
 }
 
 
+CONFIGS = {
+    "dispatcher": ("services.dispatcher.config", "DispatcherConfig"),
+    "room": ("services.room.config", "RoomConfig"),
+    "register": ("services.register.config", "RegisterConfig"),
+    "coordinator": ("services.coordinator.config", "CoordinatorConfig"),
+    "saver": ("services.saver.config", "SaverConfig"),
+    "center": ("services.center.config", "CenterConfig"),
+}
+
+
 def add_parsers(subs: Any) -> None:
+    p = subs.add_parser("config", help="show a service's settings, their values and env names",
+                        description="Print every setting of SERVICE with the value it would "
+                                    "run with here (defaults, PUSHWIRE_CONFIG TOML, env).")
+    p.add_argument("service", choices=SERVICES)
+    p.set_defaults(run=show_config)
     for name in SERVICES:
         p = subs.add_parser(name, help=HELP[name], description=(
             f"Run one {name} instance. Settings come from PUSHWIRE_* / PUSHWIRE_{name.upper()}_* "
@@ -32,3 +48,22 @@ def _runner(name: str) -> Any:
         code: int = module.main()
         return code
     return run
+
+
+def show_config(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from services.kit import config
+    from services.kit.errors import ConfigError
+
+    module, cls_name = CONFIGS[args.service]
+    cls = getattr(importlib.import_module(module), cls_name)
+    try:
+        cfg = config.load(cls, args.service)
+    except ConfigError as exc:
+        print(f"pushwire config: {exc.message}", file=sys.stderr)
+        return 2
+    for f in fields(cfg):
+        env = f"PUSHWIRE_{args.service.upper()}_{f.name.upper()}"
+        print(f"{f.name:22} {getattr(cfg, f.name)!s:45} {env}")
+    return 0
