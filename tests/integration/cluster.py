@@ -64,6 +64,7 @@ class Cluster:
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    http: aiohttp.ClientSession | None = None
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -78,7 +79,7 @@ class Cluster:
     @property
     def urls(self) -> dict[str, str]:
         if self.real:
-            db = TEST_MYSQL.rsplit("/", 1)[0] + f"/pushwire_t{self.tag}"
+            db = TEST_MYSQL.rsplit("/", 1)[0] + f"/pushwire_test_{self.tag}"
             return {"discovery": f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout=2",
                     "hot": TEST_REDIS, "durable": db, "prefix": f"pwt{self.tag}"}
         return {"discovery": f"file:{self.tmp / 'discovery'}", "hot": "memory:",
@@ -100,6 +101,9 @@ class Cluster:
         common = {"PUSHWIRE_DISCOVERY": u["discovery"], "PUSHWIRE_SAVER_HOT": u["hot"],
                   "PUSHWIRE_SAVER_DURABLE": u["durable"], "PUSHWIRE_SAVER_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_LOG_LEVEL": "info", "PUSHWIRE_GRPC_PORT": "0",
+                  "PUSHWIRE_COORDINATOR_REDIS": u["hot"],
+                  "PUSHWIRE_COORDINATOR_KEY_PREFIX": u["prefix"],
+                  "PUSHWIRE_CENTER_REDIS": u["hot"], "PUSHWIRE_CENTER_KEY_PREFIX": u["prefix"],
                   **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
@@ -175,8 +179,13 @@ class Cluster:
 
     async def api(self, method: str, path: str, center: int = 0, **kwargs: Any) \
             -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.request(
-                method, f"{self.center(center)}{path}", headers=self.headers, **kwargs) as resp:
+        """Call center's HTTP API with the app's key; (status, JSON body)."""
+        if self.http is None:
+            self.http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256),
+                timeout=aiohttp.ClientTimeout(total=30))
+        async with self.http.request(method, f"{self.center(center)}{path}",
+                                     headers=self.headers, **kwargs) as resp:
             return resp.status, await resp.json()
 
     async def push(self, uids: list[str] | str, data: str, **extra: Any) -> tuple[int, Any]:
@@ -204,6 +213,9 @@ class Cluster:
     # --- tear-down -------------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
         for kind in ("dispatcher", "center", "room", "coordinator", "saver", "register"):
             group = [p for p in self.procs.values() if p.kind == kind and p.popen is not None]
             for p in group:
@@ -229,7 +241,7 @@ class Cluster:
                                       user=parts.username or "root",
                                       password=parts.password or "")
         async with conn.cursor() as cur:
-            await cur.execute(f"CREATE DATABASE IF NOT EXISTS pushwire_t{self.tag}")
+            await cur.execute(f"CREATE DATABASE IF NOT EXISTS pushwire_test_{self.tag}")
         conn.close()
 
     async def _cleanup_real(self) -> None:
@@ -242,7 +254,7 @@ class Cluster:
                                       user=parts.username or "root",
                                       password=parts.password or "")
         async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS pushwire_t{self.tag}")
+            await cur.execute(f"DROP DATABASE IF EXISTS pushwire_test_{self.tag}")
         conn.close()
         redis = Redis.from_url(TEST_REDIS)
         keys = [k async for k in redis.scan_iter(match=f"pwt{self.tag}:*", count=1000)]
