@@ -8,6 +8,8 @@ other suites sharing the servers) do not see each other's data.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import time
 import uuid
@@ -17,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomysql
+import pymysql
 import pytest
 import redis.asyncio
 
@@ -29,11 +32,26 @@ from services.saver.inbox import AckItem, Inboxes, Limits, LoadItem, StoreItem
 pytestmark = pytest.mark.integration
 
 REDIS_URL = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
-MYSQL_URL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
+# A database of this run's own (inside the test user's `pushwire_test%` grant), dropped at exit:
+# other suites' rows and schema versions never meet ours.
+_BASE_URL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
+MYSQL_URL = f"{_BASE_URL.rsplit('/', 1)[0]}/pushwire_test_s{uuid.uuid4().hex[:8]}"
 LIMITS = Limits(ttl_s=60, inbox_max=3, max_deliveries=2, max_body=1024)
 
 
 DATABASE = urlsplit(MYSQL_URL).path.lstrip("/")
+
+
+@atexit.register
+def _drop_database() -> None:
+    parts = urlsplit(MYSQL_URL)
+    with contextlib.suppress(pymysql.MySQLError):
+        conn = pymysql.connect(host=parts.hostname, port=parts.port or 3306,
+                               user=unquote(parts.username or "root"),
+                               password=unquote(parts.password or ""))
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+        conn.close()
 
 
 async def mysql(sql: str, params: tuple[Any, ...] = (), *, use_db: bool = True) -> Any:
@@ -243,7 +261,8 @@ async def test_schema_is_migrated_once(world: World) -> None:
     again = MysqlDurableStore(MYSQL_URL)
     await again.start()
     await again.close()
-    assert await mysql("SELECT version FROM schema_version ORDER BY version") == ((1,),)
+    versions = await mysql("SELECT version FROM schema_version ORDER BY version")
+    assert [v for (v,) in versions] == list(range(1, len(again.migrations) + 1))
 
 
 async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> None:
