@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import clients, dev, servicecmds
+from cli import benchcmd, broadcast, clients, dev, ops, servicecmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_parser(subs)
     servicecmds.add_parsers(subs)
     clients.add_parsers(subs)
+    broadcast.add_parsers(subs)
+    ops.add_parsers(subs)
+    benchcmd.add_parser(subs)
     return parser
 
 

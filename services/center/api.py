@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import time
 from typing import Any
 
 from aiohttp import web
 
+from services.center.broadcast import BroadcastRequest, Broadcasts, view_json
 from services.center.config import CenterConfig
 from services.center.push import Pusher, PushRequest
+from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
 from services.kit.discovery import AppConfig, Discovery
@@ -22,11 +25,14 @@ APP_KEY: web.AppKey[CenterApi] = web.AppKey("center")
 
 class CenterApi:
     def __init__(self, config: CenterConfig, discovery: Discovery, pusher: Pusher,
-                 coordinator: CoordinatorClient) -> None:
+                 coordinator: CoordinatorClient, *, topics: Topics,
+                 broadcasts: Broadcasts) -> None:
         self.config = config
         self.discovery = discovery
         self.pusher = pusher
         self.coordinator = coordinator
+        self.topics = topics
+        self.broadcasts = broadcasts
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -35,6 +41,10 @@ class CenterApi:
             web.get("/v1/apps/{app}/users/{uid}", self.user),
             web.post("/v1/apps/{app}/users/{uid}/kick", self.kick),
             web.get("/v1/health", self.health),
+            web.post("/v1/apps/{app}/topics/{topic}/publish", self.publish),
+            web.post("/v1/apps/{app}/broadcasts", self.broadcast),
+            web.get("/v1/apps/{app}/broadcasts/{id}", self.broadcast_status),
+            web.delete("/v1/apps/{app}/broadcasts/{id}", self.broadcast_cancel),
         ]
 
     def app_of(self, request: web.Request) -> AppConfig:
@@ -105,12 +115,58 @@ class CenterApi:
         fields = {k: body.get(k, "") for k in ("device", "except_device", "reason")}
         if not all(isinstance(v, str) for v in fields.values()):
             raise BadRequest("device, except_device and reason must be strings")
+        unknown = set(body) - set(fields)
+        if unknown:
+            raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
+        if len(fields["device"]) > 128 or len(fields["except_device"]) > 128:
+            raise BadRequest("device and except_device are at most 128 characters")
+        if len(fields["reason"].encode()) > 100:   # it travels in the close frame (RFC 6455)
+            raise BadRequest("reason is at most 100 bytes")
         kicked = await self.coordinator.kick(coordinator_pb2.KickRequest(
             app=app.id, uid=request.match_info["uid"], **fields), self.config.rpc_timeout_s)
         return web.json_response({"kicked": kicked})
 
+    async def publish(self, request: web.Request) -> web.Response:
+        app = self.app_of(request)
+        body = await http.json_body(request)
+        done = await self.topics.publish(app, request.match_info["topic"], _data(body))
+        return web.json_response({"rooms": done.rooms, "delivered": done.delivered,
+                                  "failed_rooms": done.failed})
+
+    async def broadcast(self, request: web.Request) -> web.Response:
+        app = self.app_of(request)
+        body = await http.json_body(request)
+        rate, ttl = body.get("rate_per_s", 0), body.get("ttl_s", 0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise BadRequest("rate_per_s must be a number")
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise BadRequest("ttl_s must be an integer")
+        view = await self.broadcasts.create(app, BroadcastRequest(_data(body), rate, ttl))
+        return web.json_response(view_json(view, _now_ms()), status=201)
+
+    async def broadcast_status(self, request: web.Request) -> web.Response:
+        app = self.app_of(request)
+        view = await self.broadcasts.get(app, _job_id(request))
+        return web.json_response(view_json(view, _now_ms()))
+
+    async def broadcast_cancel(self, request: web.Request) -> web.Response:
+        app = self.app_of(request)
+        view = await self.broadcasts.cancel(app, _job_id(request))
+        return web.json_response(view_json(view, _now_ms()))
+
     async def health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "instance": self.config.instance})
+
+
+def _job_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError as exc:
+        raise NotFound("unknown broadcast") from exc
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _data(body: dict[str, Any]) -> bytes:

@@ -1,11 +1,17 @@
-"""center's wiring: HTTP API, gRPC face, clients of saver, register and rooms."""
+"""center's wiring: HTTP API, gRPC face, clients of saver, register and rooms, broadcast jobs."""
 
 from __future__ import annotations
 
+import asyncio
+
 from services.center.api import CenterApi
+from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
+from services.center.jobs import job_store
 from services.center.push import Pusher
+from services.center.rooms import RoomCalls
 from services.center.servicer import CenterServicer
+from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
 from services.kit.host import hosted
@@ -27,8 +33,12 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         register = RegisterClient(host.discovery, channels, options)
         rooms = RoomClient(host.discovery, channels, options)
         pusher = Pusher(saver, register, rooms)
+        room_calls = RoomCalls(host.discovery, channels, options)
+        jobs = job_store(config.redis, config.key_prefix, config.rpc_timeout_s)
+        broadcasts = Broadcasts(saver, room_calls, jobs, config.instance, Settings.of(config))
         api = CenterApi(config, host.discovery, pusher,
-                        CoordinatorClient(host.discovery, channels))
+                        CoordinatorClient(host.discovery, channels),
+                        topics=Topics(room_calls), broadcasts=broadcasts)
         web_app = http.application(client_max_size=4 * 1024 * 1024)
         web_app.add_routes(api.routes())
         runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
@@ -38,10 +48,15 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
                                                                            pusher))])
         await host.announce({"http": f"{config.advertise}:{http_port}",
                              "grpc": f"{config.advertise}:{grpc_port}"})
+        driving = life.spawn(broadcasts.run(), "center-broadcasts")
         await life.stopping.wait()
         await runner.shutdown()
         await server.stop(config.shutdown_grace_s)
         await runner.cleanup()
+        driving.cancel()      # its leases expire: another center takes the shares over
+        await asyncio.gather(driving, return_exceptions=True)
         for client in (rooms, register, saver):
             await client.close()
+        await room_calls.close()
+        await jobs.close()
         await channels.close()

@@ -1,16 +1,35 @@
-"""coordinator's wiring: gRPC face over register and room clients."""
+"""coordinator's wiring: gRPC face over upstream pools, status callbacks and kicks.
+
+Shutdown order: stop gRPC (in-flight upstream batches get their answers within the grace),
+send the status events still queued, close the app pools, then the clients and the dead
+letter store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Gauge
+
 from services.coordinator.config import CoordinatorConfig
+from services.coordinator.deadletter import open_store
 from services.coordinator.kick import Kicker
 from services.coordinator.servicer import CoordinatorServicer
+from services.coordinator.status import Status
+from services.coordinator.upstream import Upstream
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import coordinator_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
+
+TASKS = Gauge("pushwire_coordinator_tasks", "asyncio tasks alive in the process")
+UPSTREAM_DEPTH = Gauge("pushwire_coordinator_upstream_queue_items",
+                       "Upstream messages waiting for a webhook worker")
+HELD = Gauge("pushwire_coordinator_status_held_events", "Offline events held by the debouncer")
 
 
 async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
@@ -20,13 +39,38 @@ async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         rooms = RoomClient(host.discovery, channels, options)
-        servicer = CoordinatorServicer(Kicker(register, rooms))
+        deadletters = open_store(config.redis, config.key_prefix, config.deadletter_max)
+        upstream = Upstream(config, host.discovery, deadletters)
+        status = Status(host.discovery, deadletters, config.status_queue,
+                        config.status_linger_ms / 1000, config.status_held_max)
+        TASKS.set_function(lambda: len(asyncio.all_tasks()))
+        UPSTREAM_DEPTH.set_function(upstream.depth)
+        HELD.set_function(lambda: status.debouncer.held)
+        servicer = CoordinatorServicer(Kicker(register, rooms, host.discovery), upstream,
+                                       status)
         server, port = await start_server(
             config.bind, config.grpc_port,
             [(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer)])
         await host.announce({"grpc": f"{config.advertise}:{port}"})
+        life.spawn(status.run(config.housekeeping_ms / 1000), "coordinator-status")
+        life.spawn(_retain(host.discovery.apps, upstream, status), "coordinator-apps")
         await life.stopping.wait()
         await server.stop(config.shutdown_grace_s)
+        status.tick()
+        await status.drain(config.shutdown_grace_s)
+        await status.close()
+        await upstream.close()
         await rooms.close()
         await register.close()
         await channels.close()
+        await deadletters.close()
+
+
+async def _retain(apps: Callable[[], dict[str, Any]], upstream: Upstream, status: Status,
+                  every_s: float = 5.0) -> None:
+    """Close the pools and senders of apps removed from discovery."""
+    while True:
+        await asyncio.sleep(every_s)
+        live = set(apps())
+        await upstream.retain(live)
+        await status.retain(live)

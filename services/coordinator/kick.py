@@ -2,14 +2,22 @@
 
 Which sessions: all of the user's, or one device, or all but one device. The rooms send KICK
 with the reason and close with the "do not reconnect" code 4102 (docs/protocol.md §7).
+
+Before any session is closed, the user's register keeps a kick mark: a token issued at or
+before the kick no longer opens a session of the kicked devices, so the kicked client cannot
+come back with its old token (docs/coordinator.md §4). The mark lives as long as the app's
+longest token (`token_max_ttl_s`).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from services.kit.pb import common_pb2, room_pb2
+from services.kit.discovery import Discovery
+from services.kit.errors import NotFound
+from services.kit.pb import common_pb2, register_pb2, room_pb2
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
 
@@ -33,12 +41,23 @@ def targets(sessions: list[common_pb2.Session], order: KickOrder) -> list[common
 
 
 class Kicker:
-    def __init__(self, register: RegisterClient, rooms: RoomClient) -> None:
+    def __init__(self, register: RegisterClient, rooms: RoomClient,
+                 discovery: Discovery) -> None:
         self.register = register
         self.rooms = rooms
+        self.discovery = discovery
 
     async def kick(self, order: KickOrder) -> int:
-        """Kick the matching sessions; returns how many connections were closed."""
+        """Revoke the user's (or device's) older tokens, then kick the matching sessions;
+        returns how many connections were closed."""
+        app = self.discovery.app(order.app)
+        if app is None:
+            raise NotFound("unknown app")
+        at_ms = int(time.time() * 1000)
+        await self.register.revoke(register_pb2.RevokeItem(
+            app=order.app, uid=order.uid, device=order.device,
+            except_device=order.except_device, at_ms=at_ms,
+            expires_ms=at_ms + app.token_max_ttl_s * 1000))
         sessions = (await self.register.lookup(order.app, [order.uid]))[0]
         by_room: dict[str, list[room_pb2.KickItem]] = defaultdict(list)
         for s in targets(sessions, order):

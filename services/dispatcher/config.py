@@ -13,6 +13,8 @@ class DispatcherConfig(ServiceConfig):
     http_port: int = 8000
     group_size: int = 3                # endpoints per reply
     route_ttl_s: int = 600             # how long a client may cache a reply
+    degraded_ttl_s: int = 60           # ... a fallback reply (failed rooms out, other IDCs in)
+    failed_idc_after: int = 2          # failures (or attempts) before other IDCs are offered
     backoff_base_ms: int = 500
     backoff_factor: float = 2.0
     backoff_jitter: float = 0.5        # +/- fraction of each delay
@@ -22,3 +24,7 @@ class DispatcherConfig(ServiceConfig):
         super().validate()
         if self.group_size < 1 or self.backoff_base_ms < 1 or self.backoff_factor < 1:
             raise ConfigError("group_size, backoff_base_ms must be >= 1, backoff_factor >= 1")
+        if min(self.route_ttl_s, self.degraded_ttl_s, self.failed_idc_after) < 1:
+            raise ConfigError("route_ttl_s, degraded_ttl_s and failed_idc_after must be >= 1")
+        if not 0 <= self.backoff_jitter <= 1 or self.backoff_max_ms < self.backoff_base_ms:
+            raise ConfigError("backoff_jitter must be in [0, 1], backoff_max_ms >= base")

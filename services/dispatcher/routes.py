@@ -1,18 +1,32 @@
 """Choosing room endpoints for a client (DESIGN.md §2 "Connect", SEED-360.md).
 
-The first endpoint is the uid's sticky room: rendezvous hashing over the healthy rooms of the
-client's IDC, so the same user keeps landing on the same room (flash-disconnect resume) and a
-room joining or leaving moves only its share of users. The rest of the group are the next
-rooms in the uid's ranking, preferring other hosts. Endpoints the client reported as failed
-are left out; once it reports `failed_idc_after` failures, other IDCs are included.
+The first endpoint is the uid's sticky room: weighted rendezvous hashing over the healthy rooms
+of the client's IDC, so the same user keeps landing on the same room (flash-disconnect resume)
+and a room joining or leaving moves only its share of users. Each room's weight is its free
+capacity (from the live load it publishes), rounded up to tenths: a room filling up takes a
+smaller share of new users, while load noise of a few percent moves nobody. The rest of the
+group are the next rooms in the uid's ranking, preferring other hosts.
+
+Endpoints the client reported as failed are left out; once it reports `failed_idc_after`
+failures (or says it is on that attempt), rooms of other IDCs are mixed in. Draining and full
+rooms are never offered. A room may publish per-ISP addresses (`ws.<isp>`): a client that
+names its ISP gets that address of the room.
+
+The room uses `rank` too (services/room/drain.py) to send clients back to their sticky room.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, zip_longest
 
 from services.kit import shards
 from services.kit.discovery import Instance
+
+WEIGHT_STEPS = 10            # weights are multiples of 1/10: stable under small load changes
+_SPAN = float(1 << 64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,28 +35,95 @@ class RouteQuery:
     uid: str
     idc: str = ""
     failed: frozenset[str] = frozenset()
+    isp: str = ""
+    attempt: int = 0             # the client's connect rounds that failed in a row
 
 
-def endpoint(room: Instance) -> str:
-    return f"ws://{room.addresses['ws']}/"
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The reply's endpoints and whether the group is a fallback (failed rooms left out, other
+    IDCs mixed in): the client should ask again sooner then."""
+
+    endpoints: list[str]
+    degraded: bool
+
+
+def address(room: Instance, isp: str = "") -> str:
+    """The room's WebSocket host:port for clients of `isp` (its default address otherwise)."""
+    return room.addresses.get(f"ws.{isp}", room.addresses["ws"]) if isp \
+        else room.addresses["ws"]
+
+
+def endpoint(room: Instance, isp: str = "") -> str:
+    return f"ws://{address(room, isp)}/"
+
+
+def weight(room: Instance) -> float:
+    """Free capacity as a fraction in (0, 1], rounded up to 1/WEIGHT_STEPS (1.0 when the room
+    publishes no capacity)."""
+    if room.capacity <= 0:
+        return 1.0
+    free = max(room.capacity - room.load, 0) / room.capacity
+    return max(math.ceil(free * WEIGHT_STEPS), 1) / WEIGHT_STEPS
+
+
+def score(uid: str, room: Instance) -> float:
+    """Weighted rendezvous score: weight / -ln(u), u uniform in (0, 1) from hash(room, uid).
+    With equal weights the order is that of plain rendezvous hashing (services/kit/shards.py)."""
+    u = (shards.score(uid, room.id) + 0.5) / _SPAN
+    return weight(room) / -math.log(u)
+
+
+def healthy(rooms: Sequence[Instance], failed: frozenset[str] = frozenset()) -> list[Instance]:
+    """Rooms that can take a client now: addressed, not draining, not full, not failed."""
+    return [r for r in rooms if "ws" in r.addresses and not r.draining
+            and (not r.capacity or r.load < r.capacity) and not _failed(r, failed)]
+
+
+def rank(uid: str, rooms: Sequence[Instance]) -> list[Instance]:
+    """`rooms` in the uid's order of preference (the first is its sticky room)."""
+    return sorted(rooms, key=lambda r: (score(uid, r), r.id), reverse=True)
 
 
 def choose(rooms: list[Instance], query: RouteQuery, group_size: int,
-           failed_idc_after: int = 2) -> list[str]:
+           failed_idc_after: int = 2) -> Choice:
     """Endpoints for `query`, sticky room first; empty when no room can take the client."""
-    healthy = [r for r in rooms if "ws" in r.addresses and not r.draining
-               and (not r.capacity or r.load < r.capacity)
-               and r.addresses["ws"] not in query.failed and endpoint(r) not in query.failed]
-    local = [r for r in healthy if not query.idc or r.idc == query.idc]
-    pool = local if local and len(query.failed) < failed_idc_after else healthy
-    by_id = {r.id: r for r in pool}
-    order = [by_id[i] for i in shards.ranked(query.uid, list(by_id))]
-    chosen: list[Instance] = []
+    usable = healthy(rooms, query.failed)
+    local = [r for r in usable if not query.idc or r.idc == query.idc]
+    remote = [r for r in usable if r not in local]
+    struggling = max(len(query.failed), query.attempt) >= failed_idc_after
+    if not local:
+        order = rank(query.uid, remote)
+    elif struggling and remote:
+        # Home first, then alternate: every group offers a way out of a broken IDC.
+        pairs = zip_longest(rank(query.uid, local), rank(query.uid, remote))
+        order = [r for r in chain.from_iterable(pairs) if r is not None]
+    else:
+        order = rank(query.uid, local)
+    chosen = _spread(order, query.isp)
+    degraded = bool(query.failed) or (struggling and bool(remote)) or not local
+    return Choice(chosen[:max(group_size, 0)], degraded and bool(chosen))
+
+
+def _spread(order: list[Instance], isp: str) -> list[str]:
+    """Endpoints in `order`, one per host first, then the rest; each address once (workers of
+    one host share their port, services/room/workers.py)."""
+    first: list[str] = []
+    later: list[str] = []
     hosts: set[str] = set()
-    for room in order:  # first pass: one per host
-        host = room.addresses["ws"].rsplit(":", 1)[0]
-        if host not in hosts:
-            chosen.append(room)
+    for room in order:
+        url = endpoint(room, isp)
+        host = address(room, isp).rsplit(":", 1)[0]
+        if host in hosts:
+            later.append(url)
+        else:
             hosts.add(host)
-    chosen += [r for r in order if r not in chosen]
-    return [endpoint(r) for r in chosen[:group_size]]
+            first.append(url)
+    return list(dict.fromkeys(first + later))
+
+
+def _failed(room: Instance, failed: frozenset[str]) -> bool:
+    if not failed:
+        return False
+    known = {v for k, v in room.addresses.items() if k == "ws" or k.startswith("ws.")}
+    return any(a in failed or f"ws://{a}/" in failed for a in known)

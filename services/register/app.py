@@ -1,11 +1,17 @@
-"""register's wiring: index, gRPC server, discovery; rooms that vanish lose their sessions."""
+"""register's wiring: index, gRPC server, discovery; rooms that vanish lose their sessions.
+
+Session transitions of apps with a status webhook go to coordinator (docs/coordinator.md §3).
+"""
 
 from __future__ import annotations
 
+from services.coordinator.client import CoordinatorClient
+from services.kit import shards
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import register_pb2_grpc
-from services.kit.rpc.grpcio import start_server
+from services.kit.rpc.grpcio import Channels, start_server
+from services.kit.rpc.peers import Peers, user_key
 from services.register.config import RegisterConfig
 from services.register.servicer import RegisterServicer
 from services.register.sessions import SessionIndex
@@ -13,8 +19,17 @@ from services.register.sessions import SessionIndex
 
 async def serve(config: RegisterConfig, life: Lifecycle) -> None:
     """Run one register instance until SIGTERM."""
-    async with hosted("register", config, life, watch=("room",)) as host:
-        index = SessionIndex()
+    async with hosted("register", config, life,
+                      watch=("room", "register", "coordinator")) as host:
+        channels = Channels()
+        coordinator = CoordinatorClient(host.discovery, channels, host.pipe_options())
+        registers = Peers(host.discovery, "register")
+
+        def owns(app: str, uid: str) -> bool:
+            owner = shards.owner(user_key(app, uid), [i.id for i in registers.all()])
+            return owner is None or owner == config.instance
+
+        index = SessionIndex(listener=coordinator.status_nowait, owns=owns)
 
         def on_change(kind: str) -> None:
             if kind != "room":
@@ -31,3 +46,6 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
         await host.announce({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await server.stop(config.shutdown_grace_s)
+        await coordinator.drain(config.shutdown_grace_s)
+        await coordinator.close()
+        await channels.close()

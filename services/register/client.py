@@ -2,7 +2,7 @@
 
 Overflow policies: Online rejects (the connecting client retries with backoff), Offline
 retries (a lost offline leaves a ghost session), Lookup rejects (the caller reports 503; a
-stored message is still delivered on the next connect).
+stored message is still delivered on the next connect), Revoke retries (a kick must stick).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from services.kit.discovery import Discovery
-from services.kit.errors import Unavailable
+from services.kit.errors import Unavailable, from_code
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc.grpcio import Channels, no_results, sender, translate_call
 from services.kit.rpc.peers import Peers, user_key
@@ -27,8 +27,16 @@ class RegisterClient:
         retrying = replace(options, overflow=Overflow.RETRY)
         stub = register_pb2_grpc.RegisterStub
         batch = register_pb2.SessionBatch
-        self._online: PipeSet[Session, None] = PipeSet("register.online", sender(
-            channels, stub, "Online", lambda items: batch(sessions=items), no_results), options)
+        self._online: PipeSet[tuple[Session, int], common_pb2.Status] = PipeSet(
+            "register.online", sender(
+                channels, stub, "Online",
+                lambda items: batch(sessions=[s for s, _ in items],
+                                    token_issued_s=[issued for _, issued in items]),
+                lambda reply, _n: list(reply.results)), options)
+        self._revoke: PipeSet[register_pb2.RevokeItem, None] = PipeSet(
+            "register.revoke", sender(channels, stub, "Revoke",
+                                      lambda items: register_pb2.RevokeBatch(items=items),
+                                      no_results), retrying)
         self._offline: PipeSet[Session, None] = PipeSet("register.offline", sender(
             channels, stub, "Offline", lambda items: batch(sessions=items), no_results), retrying)
         self._lookup: PipeSet[common_pb2.UserRef, list[Session]] = PipeSet(
@@ -40,9 +48,18 @@ class RegisterClient:
     def _stub(self, target: str) -> register_pb2_grpc.RegisterStub:
         return register_pb2_grpc.RegisterStub(self._channels.get(target))
 
-    async def online(self, session: Session) -> None:
-        """Register a session; returns once its owner stored it."""
-        await self._online.call(self.peers.owner(user_key(session.app, session.uid)), session)
+    async def online(self, session: Session, token_issued_s: int = 0) -> None:
+        """Register a session; returns once its owner stored it. Raises Kicked when the
+        session's token (`iat` = token_issued_s) predates a kick of the user or device."""
+        target = self.peers.owner(user_key(session.app, session.uid))
+        status = await self._online.call(target, (session, token_issued_s))
+        if status.code:
+            raise from_code(status.code, status.detail)
+
+    async def revoke(self, item: register_pb2.RevokeItem) -> None:
+        """Leave a kick mark with the user's owner; returns once stored (before the rooms
+        close the sessions, so a reconnect racing the kick is refused)."""
+        await self._revoke.call(self.peers.owner(user_key(item.app, item.uid)), item)
 
     async def offline(self, session: Session) -> None:
         """Unregister a session (fire and forget, retried)."""
@@ -83,5 +100,5 @@ class RegisterClient:
         await self._offline.drain(timeout_s)
 
     async def close(self) -> None:
-        for pipes in (self._online, self._offline, self._lookup):
+        for pipes in (self._online, self._offline, self._lookup, self._revoke):
             await pipes.close()

@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from services.kit.errors import Kicked
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc.grpcio import servicer
+from services.register.kicks import KickMarks, Mark
 from services.register.sessions import SessionIndex
 
 EMPTY = common_pb2.Empty()
+ADDED = common_pb2.Status()
+KICKED = common_pb2.Status(code=Kicked.code, detail="kicked")
 
 
 class RegisterServicer(register_pb2_grpc.RegisterServicer):
-    def __init__(self, index: SessionIndex) -> None:
+    def __init__(self, index: SessionIndex, marks: KickMarks | None = None) -> None:
         self.index = index
+        self.marks = KickMarks() if marks is None else marks
 
     @servicer
-    async def Online(self, request: register_pb2.SessionBatch, context: Any) -> common_pb2.Empty:
-        for session in request.sessions:
-            self.index.online(session)
+    async def Online(self, request: register_pb2.SessionBatch, context: Any) \
+            -> register_pb2.OnlineReply:
+        now_ms = int(time.time() * 1000)
+        issued = request.token_issued_s
+        results = []
+        for i, s in enumerate(request.sessions):
+            if i < len(issued) and self.marks.refuses(s.app, s.uid, s.device, issued[i], now_ms):
+                results.append(KICKED)
+                continue
+            self.index.online(s)
+            results.append(ADDED)
+        return register_pb2.OnlineReply(results=results)
+
+    @servicer
+    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) -> common_pb2.Empty:
+        now_ms = int(time.time() * 1000)
+        for i in request.items:
+            self.marks.add(i.app, i.uid, Mark(i.device, i.except_device, i.at_ms, i.expires_ms),
+                           now_ms)
         return EMPTY
 
     @servicer

@@ -1,7 +1,9 @@
 """room's wiring: WebSocket server, gateway over register/saver, gRPC face, load reports.
 
-Shutdown order: mark draining in discovery (no new routes), close every client with 4000,
-send the offline events and ACKs still queued, stop gRPC, close clients of other services.
+Shutdown order: drain (mark draining in discovery: no new routes; move the clients to other
+rooms with RECONNECT, services/room/drain.py), close the rest with 4000, unregister parked
+sessions, send the offline events and ACKs still queued, stop gRPC, close clients of other
+services.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from services.coordinator.client import CoordinatorClient
 from services.kit.host import Host, hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import room_pb2_grpc
@@ -16,8 +19,10 @@ from services.kit.rpc.grpcio import Channels, start_server
 from services.register.client import RegisterClient
 from services.room.config import RoomConfig
 from services.room.connection import Limits
+from services.room.drain import Drain, Mover, Rebalance
 from services.room.gateway import Gateway
 from services.room.protocol import Timeouts
+from services.room.redelivery import Redelivery
 from services.room.server import RoomServer
 from services.room.servicer import RoomServicer
 from services.room.standby import Standby
@@ -26,43 +31,78 @@ from services.saver.client import SaverClient
 
 async def serve(config: RoomConfig, life: Lifecycle) -> None:
     """Run one room instance until SIGTERM."""
-    async with hosted("room", config, life, watch=("register", "saver")) as host:
+    async with hosted("room", config, life,
+                      watch=("register", "saver", "coordinator", "room")) as host:
         channels = Channels()
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         saver = SaverClient(host.discovery, channels, options)
-        gateway = Gateway(config, host.discovery, register, saver)
+        coordinator = CoordinatorClient(host.discovery, channels, options)
+        gateway = Gateway(config, host.discovery, register, saver, coordinator=coordinator)
         server = RoomServer(gateway, timeouts=Timeouts(
             auth_s=config.auth_timeout_s, heartbeat_factor=config.heartbeat_factor,
             heartbeat_grace_s=config.heartbeat_grace_s), limits=Limits(
             max_frame=config.max_frame, write_limit=config.outbound_limit,
-            max_connections=config.max_connections))
-        await server.start(config.bind, config.ws_port)
+            max_connections=0))     # the access policy enforces it (and counts refusals)
+        await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
+        mover = Mover(config.instance, config.idc, host.discovery,
+                      spread_ms=config.drain_spread_ms)
+        drain = Drain(mover, server.hub, rate_per_s=config.drain_rate_per_s,
+                      mark=lambda: _mark_draining(host), stop=life.stop)
+        gateway.turn_away = drain.turn_away
         grpc_server, grpc_port = await start_server(
             config.bind, config.grpc_port,
-            [(room_pb2_grpc.add_RoomServicer_to_server, RoomServicer(gateway, server.hub))])
-        ws_host = config.ws_advertise or config.advertise
-        await host.announce({"ws": f"{ws_host}:{server.port}",
+            [(room_pb2_grpc.add_RoomServicer_to_server,
+              RoomServicer(gateway, server.hub, drain))])
+        await host.announce({**_ws_addresses(config, server.port),
                              "grpc": f"{config.advertise}:{grpc_port}"},
                             capacity=config.max_connections)
         standby = Standby(config.instance, server.hub, register, gateway, config.rpc_timeout_s)
         host.discovery.listen(standby.on_discovery)
         standby.on_discovery("register")
+        gateway.resume.epoch = lambda: standby.flushes
+        rebalance = Rebalance(mover, server.hub, after_s=config.rebalance_after_s,
+                              rate_per_s=config.rebalance_rate_per_s,
+                              draining=lambda: drain.active)
+        host.discovery.listen(rebalance.on_discovery)
+        rebalance.on_discovery("room")
         life.spawn(standby.run(), "room-standby")
+        life.spawn(rebalance.run(), "room-rebalance")
+        life.spawn(gateway.resume.run(gateway.unregister_parked), "room-resume")
         life.spawn(server.run(), "room-sweep")
+        life.spawn(Redelivery(server.hub, saver, gateway, every_s=config.redeliver_every_s,
+                              min_age_s=config.redeliver_min_age_s).run(), "room-redelivery")
         life.spawn(_report_load(host, server, gateway, config.load_report_s), "room-load")
         await life.stopping.wait()
 
-        if host.instance is not None:
-            await host.discovery.update(dataclasses.replace(host.instance, draining=True))
+        await drain.until_done(config.drain_timeout_s)
         await server.close()
+        gateway.unregister_parked(gateway.resume.release_all())
         await register.drain(config.shutdown_grace_s)
         await saver.drain(config.shutdown_grace_s)
+        await coordinator.close()
         await grpc_server.stop(1.0)
         await gateway.close()
+        await drain.close()
         await register.close()
         await saver.close()
         await channels.close()
+
+
+async def _mark_draining(host: Host) -> None:
+    """Publish draining: dispatchers stop offering this room (load reports keep the flag)."""
+    if host.instance is not None and not host.instance.draining:
+        host.instance = dataclasses.replace(host.instance, draining=True)
+        await host.discovery.update(host.instance)
+
+
+def _ws_addresses(config: RoomConfig, port: int) -> dict[str, str]:
+    """The client addresses to publish: the default one and one per ISP (`ws_isp`)."""
+    addresses = {"ws": f"{config.ws_advertise or config.advertise}:{port}"}
+    for entry in config.ws_isp:
+        isp, _, where = entry.partition("=")
+        addresses[f"ws.{isp}"] = where if ":" in where else f"{where}:{port}"
+    return addresses
 
 
 async def _report_load(host: Host, server: RoomServer, gateway: Gateway, every_s: float) -> None:

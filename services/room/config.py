@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from services.kit.config import ServiceConfig
@@ -21,6 +22,31 @@ class RoomConfig(ServiceConfig):
     heartbeat_grace_s: float = 5.0
     replay_batch: int = 100            # offline messages per load round
     load_report_s: float = 5.0         # how often the connection count goes to discovery
+    # A gRPC call costs the room ~0.4 ms of CPU whatever its size: let batches fill longer than
+    # other services do (connection storm: -22% room CPU per session; bench/RESULTS.md).
+    rpc_linger_ms: float = 5.0
+    redeliver_every_s: float = 30.0    # sweep for overdue messages of online sessions
+    redeliver_min_age_s: float = 10.0  # a message unacked this long is overdue
+    # Access policy (services/room/policy.py, docs/operations.md §2); apps add their own.
+    allow_cidrs: tuple[str, ...] = ()  # non-empty: only these client networks (else 4107)
+    deny_cidrs: tuple[str, ...] = ()   # these client networks are refused (4107)
+    ip_max_connections: int = 0        # open connections per client address, 0: no limit (4104)
+    accept_rate_per_s: float = 0.0     # new connections per second, 0: no limit (4004)
+    accept_burst: int = 0              # accepted at once above the rate; 0: one second's worth
+    up_rate_per_s: float = 20.0        # UP packets per connection per second (ERROR 1005) ...
+    up_burst: int = 40                 # ... after a burst; refused this many more times: 4104
+    # Flash-disconnect resume (services/room/resume.py, docs/protocol.md §8).
+    resume_linger_s: float = 20.0      # a dropped session is kept this long; 0: no resume
+    resume_keep: int = 64              # unacked messages kept per session for a resume
+    # Drain and rebalance (services/room/drain.py, docs/operations.md §3).
+    drain_rate_per_s: float = 2000.0   # clients sent RECONNECT per second
+    drain_spread_ms: int = 3000        # RECONNECT after_ms is spread over [0, this)
+    drain_timeout_s: float = 30.0      # SIGTERM: move clients at most this long, then close
+    rebalance_after_s: float = 30.0    # a room (re)joined this long ago gets its users back; 0: no
+    rebalance_rate_per_s: float = 200.0
+    # Workers and addresses (services/room/workers.py).
+    reuse_port: bool = False           # share ws_port with other processes (SO_REUSEPORT)
+    ws_isp: tuple[str, ...] = ()       # per-ISP addresses for clients: "isp=host[:port]"
 
     def validate(self) -> None:
         super().validate()
@@ -30,3 +56,21 @@ class RoomConfig(ServiceConfig):
             raise ConfigError("room limits must be >= 1")
         if self.auth_timeout_s <= 0 or self.heartbeat_factor < 1:
             raise ConfigError("auth_timeout_s must be > 0 and heartbeat_factor >= 1")
+        self._validate_policy()
+
+    def _validate_policy(self) -> None:
+        for entry in (*self.allow_cidrs, *self.deny_cidrs):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"bad network {entry!r} in allow_cidrs/deny_cidrs") from exc
+        if min(self.ip_max_connections, self.accept_rate_per_s, self.accept_burst,
+               self.up_rate_per_s, self.up_burst, self.resume_linger_s, self.resume_keep,
+               self.drain_spread_ms, self.rebalance_after_s) < 0:
+            raise ConfigError("room policy, resume and drain settings must be >= 0")
+        if min(self.drain_rate_per_s, self.drain_timeout_s, self.rebalance_rate_per_s) <= 0:
+            raise ConfigError("drain_rate_per_s, drain_timeout_s, rebalance_rate_per_s must be > 0")
+        for entry in self.ws_isp:
+            isp, _, where = entry.partition("=")
+            if not isp or not where or "." in isp:
+                raise ConfigError(f"ws_isp entries are isp=host[:port], got {entry!r}")

@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from prometheus_client import Counter
 from websockets.frames import BINARY, CLOSE, PING, PONG, Frame
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.http11 import Request
@@ -34,6 +35,7 @@ from services.kit.errors import LimitError, Overloaded, PushwireError
 from services.kit.pb import common_pb2, wire_pb2
 from services.kit.wire import Op
 from services.room.backend import RoomBackend
+from services.room.handshake import fast_upgrade
 from services.room.hub import Hub
 from services.room.protocol import (
     SUBPROTOCOL,
@@ -59,6 +61,11 @@ from services.room.protocol import (
 from services.room.timers import TimerWheel
 
 log = logging.getLogger("pushwire.room.connection")
+
+# Every close the room initiates, by close code (docs/protocol.md §7): refusals, timeouts,
+# slow consumers, moves. The access policy counts its reasons in pushwire_room_refused_total.
+CLOSED = Counter("pushwire_room_closed_total", "Sessions the room closed, by close code",
+                 ["code"])
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
@@ -159,8 +166,8 @@ class Connection(asyncio.Protocol):
     """One client. Identity (`session_id`, `app`, `uid`, `device`) is set once AUTH passes;
     `extra` is free for the backend's per-connection state (e.g. bound topics)."""
 
-    __slots__ = ("alive", "app", "ctx", "device", "extra", "inflight", "peer", "session",
-                 "session_id", "transport", "uid", "ws")
+    __slots__ = ("alive", "app", "ctx", "device", "extra", "fresh", "inflight", "peer",
+                 "session", "session_id", "transport", "uid", "ws")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -175,6 +182,7 @@ class Connection(asyncio.Protocol):
         self.device = ""
         self.inflight = 0
         self.extra: Any = None
+        self.fresh = True               # nothing read yet: the handshake may take the fast path
 
     def __repr__(self) -> str:
         who = f"{self.app}/{self.uid}/{self.device}"
@@ -220,6 +228,7 @@ class Connection(asyncio.Protocol):
         `close(CloseCode.KICKED, reason)` kicks; `error_code` overrides the ERROR's code."""
         if self.closed:
             return
+        CLOSED.labels(code).inc()
         farewell = self.session.close(code, reason, time.monotonic(), error_code)
         if self.ws.state is OPEN:
             if farewell:
@@ -259,6 +268,14 @@ class Connection(asyncio.Protocol):
         self.ctx.wheel.schedule(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.fresh:
+            self.fresh = False
+            upgrade = fast_upgrade(data, SUBPROTOCOL)
+            if upgrade is not None:
+                self._upgraded(upgrade.response)
+                data = upgrade.rest
+                if not data or self.closed:
+                    return
         ws = self.ws
         ws.receive_data(data)
         events = ws.events_received()
@@ -309,6 +326,16 @@ class Connection(asyncio.Protocol):
         request.headers.clear()
         if response.status_code != 101:
             return                      # rejected: websockets sent EOF, the client leaves
+        self._admit()
+
+    def _upgraded(self, response: bytes) -> None:
+        """The handshake fast path (services/room/handshake.py) accepted the request: answer
+        101 and go on with a WebSocket that starts OPEN (no request parser kept alive)."""
+        self.ws = _WebSocket(state=OPEN, max_size=self.ctx.limits.max_frame, logger=_WS_LOG)
+        self.transport.write(response)
+        self._admit()
+
+    def _admit(self) -> None:
         limit = self.ctx.limits.max_connections
         if limit and len(self.ctx.connections) > limit:
             self.close(CloseCode.OVERLOADED, "room full")
@@ -437,6 +464,8 @@ class Connection(asyncio.Protocol):
             return
         sent, rcvd = self.ws.close_sent, self.ws.close_rcvd
         code = sent.code if sent else rcvd.code if rcvd else WsCloseCode.ABNORMAL_CLOSURE
+        if sent and not self.ws.close_rcvd_then_sent:
+            CLOSED.labels(code).inc()       # the WebSocket layer failed it (e.g. too big)
         self.session.close(code, "", time.monotonic())
         self._ended()
 

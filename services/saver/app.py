@@ -17,8 +17,14 @@ from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import saver_pb2_grpc
 from services.kit.rpc.grpcio import start_server
+from services.saver.broadcasts import (
+    BroadcastHot,
+    BroadcastLog,
+    MemoryBroadcastHot,
+    RedisBroadcastHot,
+)
 from services.saver.config import SaverConfig
-from services.saver.durable import DurableStore, MysqlDurableStore, SqliteDurableStore
+from services.saver.durable import MysqlDurableStore, SqliteDurableStore
 from services.saver.hot import HotStore, MemoryHotStore, RedisHotStore
 from services.saver.ids import IdGenerator
 from services.saver.inbox import Inboxes, InboxStats, Limits
@@ -34,7 +40,13 @@ def hot_store(config: SaverConfig) -> HotStore:
     return RedisHotStore(config.hot, config.key_prefix, timeout_s=config.rpc_timeout_s)
 
 
-def durable_store(config: SaverConfig) -> DurableStore:
+def broadcast_hot(config: SaverConfig) -> BroadcastHot:
+    if config.hot == "memory:":
+        return MemoryBroadcastHot()
+    return RedisBroadcastHot(config.hot, config.key_prefix, timeout_s=config.rpc_timeout_s)
+
+
+def durable_store(config: SaverConfig) -> MysqlDurableStore | SqliteDurableStore:
     if config.durable.startswith("sqlite:"):
         return SqliteDurableStore(config.durable.removeprefix("sqlite:"))
     return MysqlDurableStore(config.durable, timeout_s=config.rpc_timeout_s)
@@ -48,23 +60,30 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
             return Limits.of(found) if found is not None else Limits()
 
         node = await host.announce({})
-        inboxes = Inboxes(hot_store(config), durable_store(config), IdGenerator(node),
+        durable, ids = durable_store(config), IdGenerator(node)
+        inboxes = Inboxes(hot_store(config), durable, ids,
                           limits=limits, write_behind_max=config.write_behind_max,
                           write_behind_ms=config.write_behind_ms,
                           write_behind_queue=config.write_behind_queue,
                           loss_check_s=config.loss_check_s)
         await inboxes.start()
+        broadcasts = BroadcastLog(broadcast_hot(config), durable, ids, limits=limits,
+                                  loss_check_s=config.loss_check_s)
+        await broadcasts.start()
         loops = life.spawn(inboxes.run(), "saver-inboxes")
+        log_loops = life.spawn(broadcasts.run(), "saver-broadcasts")
         life.spawn(_export(inboxes.stats), "saver-metrics")
         server, port = await start_server(
             config.bind, config.grpc_port,
-            [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes))])
+            [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))])
         await host.publish({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()
 
         await server.stop(config.shutdown_grace_s)
         loops.cancel()
-        await asyncio.gather(loops, return_exceptions=True)
+        log_loops.cancel()
+        await asyncio.gather(loops, log_loops, return_exceptions=True)
+        await broadcasts.close()
         await inboxes.close()
 
 

@@ -37,10 +37,21 @@ class SaverClient:
                                  lambda items: saver_pb2.LoadRequest(items=items),
                                  lambda reply, _n: list(reply.inboxes)),
             replace(options, overflow=Overflow.RETRY, retry_for_s=2.0))
-        self._pending: PipeSet[common_pb2.UserRef, int] = PipeSet(
-            "saver.pending", sender(channels, stub, "Pending",
-                                    lambda items: saver_pb2.PendingQuery(users=items),
-                                    lambda reply, _n: list(reply.counts)), options)
+        self._options = options
+        self._pending: dict[int, PipeSet[common_pb2.UserRef, int]] = {}
+        # The broadcast log (services/saver/broadcasts.py): appends reject (center answers
+        # 503), queries retry briefly like load (a connecting client would miss a broadcast).
+        self._append: PipeSet[saver_pb2.BroadcastAppend, saver_pb2.StoreResult] = PipeSet(
+            "saver.append_broadcast", sender(
+                channels, stub, "AppendBroadcast",
+                lambda items: saver_pb2.BroadcastAppendRequest(items=items),
+                lambda reply, _n: list(reply.results)), options)
+        self._since: PipeSet[saver_pb2.BroadcastQuery, list[common_pb2.Message]] = PipeSet(
+            "saver.broadcasts", sender(
+                channels, stub, "Broadcasts",
+                lambda items: saver_pb2.BroadcastQueryRequest(items=items),
+                lambda reply, _n: [list(x.messages) for x in reply.lists]),
+            replace(options, overflow=Overflow.RETRY, retry_for_s=2.0))
 
     def _owner(self, app: str, uid: str) -> str:
         return self.peers.owner(user_key(app, uid))
@@ -73,9 +84,21 @@ class SaverClient:
         """`load` for many users at once, in order."""
         return await self._load.call_many([(self._owner(i.app, i.uid), i) for i in items])
 
-    async def pending(self, app: str, uids: list[str]) -> list[int]:
-        pairs = [(self._owner(app, uid), common_pb2.UserRef(app=app, uid=uid)) for uid in uids]
-        return await self._pending.call_many(pairs)
+    async def pending(self, app: str, uids: list[str], min_age_ms: int = 0) -> list[int]:
+        """Pending messages of each uid; with `min_age_ms` only those stored that long ago."""
+        return await self.pending_of([(app, uid) for uid in uids], min_age_ms)
+
+    async def pending_of(self, users: list[tuple[str, str]], min_age_ms: int = 0) -> list[int]:
+        """`pending` for (app, uid) pairs of any apps, in order."""
+        pipes = self._pending.get(min_age_ms)
+        if pipes is None:
+            pipes = self._pending[min_age_ms] = PipeSet(
+                f"saver.pending.{min_age_ms}", sender(
+                    self._channels, saver_pb2_grpc.SaverStub, "Pending",
+                    lambda items: saver_pb2.PendingQuery(users=items, min_age_ms=min_age_ms),
+                    lambda reply, _n: list(reply.counts)), self._options)
+        return await pipes.call_many([(self._owner(app, uid), common_pb2.UserRef(app=app, uid=uid))
+                                      for app, uid in users])
 
     async def status(self, app: str, message_id: int, timeout: float) -> saver_pb2.MessageState:
         """Where one message stands; any saver can answer (they share the stores)."""
@@ -84,6 +107,32 @@ class SaverClient:
         return await translate_call(target, stub.Status(
             saver_pb2.MessageQuery(app=app, id=message_id), timeout=timeout))
 
+    def _log_owner(self, app: str) -> str:
+        # One saver mints every id of an app's log, so the ids (the cursors) increase.
+        return self.peers.owner(f"{app}\x00broadcast")
+
+    async def append_broadcast(self, app: str, data: bytes, ttl_s: int) -> saver_pb2.StoreResult:
+        """Append a message to the app's broadcast log; the result carries its id."""
+        item = saver_pb2.BroadcastAppend(app=app, data=data, ttl_s=ttl_s)
+        return await self._append.call(self._log_owner(app), item)
+
+    async def broadcasts(self, app: str, after: int, limit: int) -> list[common_pb2.Message]:
+        """The newest `limit` unexpired broadcasts of `app` with an id above `after`, oldest
+        first."""
+        query = saver_pb2.BroadcastQuery(app=app, after=after, limit=limit)
+        return await self._since.call(self._log_owner(app), query)
+
+    async def remove_broadcast(self, app: str, broadcast_id: int, timeout: float) -> None:
+        """Take a (cancelled) broadcast out of the app's log: no replay on connect."""
+        target = self._log_owner(app)
+        stub = saver_pb2_grpc.SaverStub(self._channels.get(target))
+        await translate_call(target, stub.RemoveBroadcast(
+            saver_pb2.BroadcastRemoveRequest(app=app, id=broadcast_id), timeout=timeout))
+
     async def close(self) -> None:
-        for pipes in (self._store, self._ack, self._load, self._pending):
+        for pending in self._pending.values():
+            await pending.close()
+        for pipes in (self._store, self._ack, self._load):
             await pipes.close()
+        await self._append.close()
+        await self._since.close()

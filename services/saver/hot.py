@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.kit.errors import StoreError
+from services.saver.ids import EPOCH_MS, id_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +106,10 @@ class HotStore(Protocol):
         """Count a delivery (a push) of each message; return the new counts (0: gone)."""
         ...
 
-    async def pending(self, users: Sequence[tuple[str, str]], now_ms: int) -> list[int]:
-        """Number of unexpired messages in each (app, uid) inbox."""
+    async def pending(self, users: Sequence[tuple[str, str]], now_ms: int,
+                      stored_before_ms: int = 0) -> list[int]:
+        """Number of unexpired messages in each (app, uid) inbox; with `stored_before_ms`,
+        only those stored at or before that time (what is overdue for an ACK)."""
         ...
 
     async def get(self, app: str, message_id: int, now_ms: int) -> StoredMessage | None:
@@ -273,10 +276,11 @@ return out
 
 # ARGV: P NOW, then per user: app uid.
 _LUA_PENDING = _LUA_COMMON + """
+-- ARGV[3]: count only messages whose id's ms part is at most this ('+inf': all)
 local out = {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   sweep(ARGV[i], ARGV[i+1])
-  out[#out + 1] = redis.call('ZCARD', (inbox_keys(ARGV[i], ARGV[i+1])))
+  out[#out + 1] = redis.call('ZCOUNT', (inbox_keys(ARGV[i], ARGV[i+1])), '-inf', ARGV[3])
 end
 return out
 """
@@ -357,10 +361,12 @@ class RedisHotStore:
             counts = await self._delivered(args=args)
         return [int(c) for c in counts]
 
-    async def pending(self, users: Sequence[tuple[str, str]], now_ms: int) -> list[int]:
+    async def pending(self, users: Sequence[tuple[str, str]], now_ms: int,
+                      stored_before_ms: int = 0) -> list[int]:
         if not users:
             return []
-        args: list[Any] = [self.prefix, now_ms]
+        cutoff = (stored_before_ms - EPOCH_MS) if stored_before_ms else "+inf"
+        args: list[Any] = [self.prefix, now_ms, cutoff]
         for app, uid in users:
             args += [app, uid]
         with _translated("pending"):
@@ -468,9 +474,13 @@ class MemoryHotStore:
     async def delivered(self, refs: Sequence[Ref]) -> list[int]:
         return [self._count(r) for r in refs]
 
-    async def pending(self, users: Sequence[tuple[str, str]], now_ms: int) -> list[int]:
+    async def pending(self, users: Sequence[tuple[str, str]], now_ms: int,
+                      stored_before_ms: int = 0) -> list[int]:
         self._sweep(now_ms)
-        return [len(self._inboxes.get(user, ())) for user in users]
+        if not stored_before_ms:
+            return [len(self._inboxes.get(user, ())) for user in users]
+        return [sum(1 for mid in self._inboxes.get(user, ()) if id_ms(mid) <= stored_before_ms)
+                for user in users]
 
     async def get(self, app: str, message_id: int, now_ms: int) -> StoredMessage | None:
         m = self._bodies.get(Ref(app, message_id))

@@ -412,9 +412,11 @@ class Inboxes:
 
     # --- queries ------------------------------------------------------------------------------
 
-    async def pending(self, users: Sequence[tuple[str, str]]) -> list[int]:
-        """Pending message count of each (app, uid)."""
-        return await self._hot.pending(users, self._now_ms())
+    async def pending(self, users: Sequence[tuple[str, str]], min_age_ms: int = 0) -> list[int]:
+        """Pending message count of each (app, uid); with `min_age_ms`, only messages stored
+        at least that long ago (overdue: their delivery or its ACK went missing)."""
+        now = self._now_ms()
+        return await self._hot.pending(users, now, now - min_age_ms if min_age_ms else 0)
 
     async def status(self, app: str, message_id: int) -> MessageStatus | None:
         """Where a message stands (None: unknown or purged)."""

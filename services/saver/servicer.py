@@ -7,6 +7,7 @@ from typing import Any
 from services.kit.errors import PushwireError
 from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
 from services.kit.rpc.grpcio import servicer
+from services.saver.broadcasts import AppendItem, BroadcastEntry, BroadcastLog, Query
 from services.saver.inbox import AckItem, Inboxes, LoadItem, StoredMessage, StoreItem
 
 
@@ -15,7 +16,15 @@ def message_pb(m: StoredMessage) -> common_pb2.Message:
                               created_ms=m.created_ms, expires_ms=m.expires_ms, device=m.device)
 
 
-def _store_result(result: StoredMessage | PushwireError) -> saver_pb2.StoreResult:
+def entry_pb(e: BroadcastEntry) -> common_pb2.Message:
+    return common_pb2.Message(id=e.id, app=e.app, data=e.data, created_ms=e.created_ms,
+                              expires_ms=e.expires_ms)
+
+
+def _store_result(result: StoredMessage | BroadcastEntry | PushwireError) \
+        -> saver_pb2.StoreResult:
+    if isinstance(result, BroadcastEntry):
+        return saver_pb2.StoreResult(message=entry_pb(result))
     if isinstance(result, PushwireError):
         return saver_pb2.StoreResult(status=common_pb2.Status(code=result.code,
                                                               detail=result.message))
@@ -23,8 +32,9 @@ def _store_result(result: StoredMessage | PushwireError) -> saver_pb2.StoreResul
 
 
 class SaverServicer(saver_pb2_grpc.SaverServicer):
-    def __init__(self, inboxes: Inboxes) -> None:
+    def __init__(self, inboxes: Inboxes, broadcasts: BroadcastLog) -> None:
         self.inboxes = inboxes
+        self.broadcasts = broadcasts
 
     @servicer
     async def Store(self, request: saver_pb2.StoreRequest, context: Any) \
@@ -62,5 +72,28 @@ class SaverServicer(saver_pb2_grpc.SaverServicer):
     @servicer
     async def Pending(self, request: saver_pb2.PendingQuery, context: Any) \
             -> saver_pb2.PendingReply:
-        counts = await self.inboxes.pending([(u.app, u.uid) for u in request.users])
+        counts = await self.inboxes.pending([(u.app, u.uid) for u in request.users],
+                                            request.min_age_ms)
         return saver_pb2.PendingReply(counts=counts)
+
+    @servicer
+    async def AppendBroadcast(self, request: saver_pb2.BroadcastAppendRequest, context: Any) \
+            -> saver_pb2.BroadcastAppendReply:
+        items = [AppendItem(i.app, i.data, i.ttl_s) for i in request.items]
+        results = await self.broadcasts.append(items)
+        return saver_pb2.BroadcastAppendReply(results=[_store_result(r) for r in results])
+
+    @servicer
+    async def Broadcasts(self, request: saver_pb2.BroadcastQueryRequest, context: Any) \
+            -> saver_pb2.BroadcastQueryReply:
+        found = await self.broadcasts.since([Query(q.app, q.after, q.limit)
+                                             for q in request.items])
+        return saver_pb2.BroadcastQueryReply(lists=[
+            saver_pb2.BroadcastList(messages=[entry_pb(e) for e in entries])
+            for entries in found])
+
+    @servicer
+    async def RemoveBroadcast(self, request: saver_pb2.BroadcastRemoveRequest, context: Any) \
+            -> common_pb2.Empty:
+        await self.broadcasts.remove(request.app, request.id)
+        return common_pb2.Empty()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from services.coordinator.kick import KickOrder, targets
+import time
+
+import pytest
+
+from services.coordinator.kick import Kicker, KickOrder, targets
+from services.kit.discovery import AppConfig
+from services.kit.errors import NotFound
 from services.kit.pb import common_pb2
 
 SESSIONS = [
@@ -36,3 +42,60 @@ def test_device_and_except_device_together() -> None:
 
 def test_no_sessions_nothing_to_kick() -> None:
     assert targets([], KickOrder("chat", "u1")) == []
+
+
+# --- Kicker: the mark goes to register before any room closes a session -----------------------
+
+class Register:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.marks: list[object] = []
+
+    async def revoke(self, item: object) -> None:
+        self.log.append("revoke")
+        self.marks.append(item)
+
+    async def lookup(self, app: str, uids: list[str]) -> list[list[common_pb2.Session]]:
+        self.log.append("lookup")
+        return [SESSIONS]
+
+
+class Rooms:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.items: list[tuple[str, object]] = []
+
+    async def kick(self, pairs: list[tuple[str, object]]) -> list[int]:
+        self.log.append("kick")
+        self.items += pairs
+        return [1] * len(pairs)
+
+
+class Apps:
+    def app(self, app_id: str) -> AppConfig | None:
+        return AppConfig(id=app_id, token_max_ttl_s=600) if app_id == "chat" else None
+
+
+async def test_kicker_marks_then_closes_the_matching_sessions() -> None:
+    log: list[str] = []
+    register, rooms = Register(log), Rooms(log)
+    kicker = Kicker(register, rooms, Apps())  # type: ignore[arg-type]
+    before = int(time.time() * 1000)
+    assert await kicker.kick(KickOrder("chat", "u1", except_device="phone", reason="bye")) == 2
+    assert log == ["revoke", "lookup", "kick"]
+    [mark] = register.marks
+    assert (mark.app, mark.uid, mark.device, mark.except_device) == (  # type: ignore[attr-defined]
+        "chat", "u1", "", "phone")
+    assert before <= mark.at_ms <= time.time() * 1000  # type: ignore[attr-defined]
+    assert mark.expires_ms == mark.at_ms + 600_000  # type: ignore[attr-defined]
+    assert [(room, item.session_id, item.code, item.reason)  # type: ignore[attr-defined]
+            for room, item in rooms.items] == [("room-1", "s2", 4102, "bye"),
+                                               ("room-1", "s4", 4102, "bye")]
+
+
+async def test_kicking_in_an_unknown_app_is_not_found() -> None:
+    log: list[str] = []
+    kicker = Kicker(Register(log), Rooms(log), Apps())  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await kicker.kick(KickOrder("ghost", "u1"))
+    assert log == []

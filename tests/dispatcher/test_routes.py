@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from services.dispatcher.routes import RouteQuery, choose, endpoint
+from services.dispatcher import routes
+from services.dispatcher.routes import RouteQuery, endpoint, rank, weight
 from services.kit.discovery import Instance
 
 
@@ -18,8 +19,13 @@ def room(n: int, *, host: str = "", port: int = 0, idc: str = "dc1", **fields: o
 ROOMS = [room(n) for n in range(1, 6)]
 
 
-def q(uid: str = "u1", idc: str = "dc1", failed: tuple[str, ...] = ()) -> RouteQuery:
-    return RouteQuery("chat", uid, idc, frozenset(failed))
+def q(uid: str = "u1", idc: str = "dc1", failed: tuple[str, ...] = (), isp: str = "",
+      attempt: int = 0) -> RouteQuery:
+    return RouteQuery("chat", uid, idc, frozenset(failed), isp, attempt)
+
+
+def choose(rooms: list[Instance], query: RouteQuery, size: int, **kw: int) -> list[str]:
+    return routes.choose(rooms, query, size, **kw).endpoints
 
 
 def addr(url: str) -> str:
@@ -124,3 +130,85 @@ def test_distinct_hosts_preferred() -> None:
         assert result[0] == choose(rooms, q(uid), 1)[0]  # still sticky first
         assert len({addr(u).rsplit(":", 1)[0] for u in result}) == 3
         assert len(choose(rooms, q(uid), 6)) == 6  # same-host rooms fill the rest
+
+
+# --- weights by free capacity ---------------------------------------------------------------
+
+def test_weight_is_free_capacity_rounded_up_to_tenths() -> None:
+    assert weight(room(1)) == 1.0                                  # no capacity published
+    assert weight(room(1, load=0, capacity=1000)) == 1.0
+    assert weight(room(1, load=30, capacity=1000)) == 1.0          # 97% free: noise, no move
+    assert weight(room(1, load=500, capacity=1000)) == 0.5
+    assert weight(room(1, load=999, capacity=1000)) == 0.1         # never 0 while not full
+
+
+def test_load_noise_moves_nobody() -> None:
+    quiet = [room(n, load=0, capacity=10_000) for n in range(1, 6)]
+    noisy = [room(n, load=n * 150, capacity=10_000) for n in range(1, 6)]
+    for i in range(500):
+        assert choose(quiet, q(f"user{i}"), 1) == choose(noisy, q(f"user{i}"), 1)
+
+
+def test_a_fuller_room_gets_fewer_new_users() -> None:
+    rooms = [room(1, load=800, capacity=1000), *(room(n, load=0, capacity=1000)
+                                                  for n in range(2, 5))]
+    counts = Counter(choose(rooms, q(f"user{i}"), 1)[0] for i in range(4000))
+    # weights 0.2 : 1 : 1 : 1 -> the full room gets about 0.2 / 3.2 of the users
+    assert 120 <= counts[endpoint(rooms[0])] <= 400, counts
+    assert all(1000 <= counts[endpoint(r)] <= 1400 for r in rooms[1:]), counts
+
+
+def test_users_leaving_a_filling_room_go_only_to_others() -> None:
+    before = [room(n, load=0, capacity=1000) for n in range(1, 5)]
+    after = [room(1, load=600, capacity=1000), *before[1:]]
+    for i in range(1000):
+        was, now = choose(before, q(f"user{i}"), 1), choose(after, q(f"user{i}"), 1)
+        if was != now:
+            assert was == [endpoint(before[0])]     # only the filling room loses users
+
+
+def test_rank_is_the_reply_order() -> None:
+    for i in range(50):
+        first = endpoint(rank(f"user{i}", ROOMS)[0])
+        assert [first] == choose(ROOMS, q(f"user{i}"), 1)
+
+
+# --- ISP, attempts, fallback replies ----------------------------------------------------------
+
+def test_isp_address_is_used_when_the_room_has_one() -> None:
+    multi = Instance("room", "room-1", addresses={"ws": "10.0.0.1:8200",
+                                                   "ws.cmcc": "203.0.113.1:8200"})
+    plain = Instance("room", "room-2", addresses={"ws": "10.0.0.2:8200"})
+    got = choose([multi, plain], q(isp="cmcc"), 2)
+    assert set(got) == {"ws://203.0.113.1:8200/", "ws://10.0.0.2:8200/"}
+    assert set(choose([multi, plain], q(isp="unicom"), 2)) == {"ws://10.0.0.1:8200/",
+                                                                "ws://10.0.0.2:8200/"}
+    # A failure reported for either address of the room excludes it.
+    assert choose([multi, plain], q(isp="cmcc", failed=("203.0.113.1:8200",)), 2) == \
+        ["ws://10.0.0.2:8200/"]
+    assert choose([multi, plain], q(failed=("10.0.0.1:8200",)), 2) == ["ws://10.0.0.2:8200/"]
+
+
+def test_attempts_alone_bring_in_other_idcs() -> None:
+    rooms = LOCAL + REMOTE
+    assert _idcs(choose(rooms, q("hank", attempt=1), 6)) == {"dc1"}
+    mixed = choose(rooms, q("hank", attempt=2), 6)
+    assert _idcs(mixed) == {"dc1", "dc2"}
+    assert mixed[0] == choose(rooms, q("hank"), 1)[0]             # home sticky still first
+    assert _idcs(mixed[:2]) == {"dc1", "dc2"}                     # a way out in any group of 2
+
+
+def test_degraded_replies_are_flagged() -> None:
+    assert not routes.choose(ROOMS, q("ivy"), 3).degraded
+    assert routes.choose(ROOMS, q("ivy", failed=(addr(endpoint(ROOMS[0])),)), 3).degraded
+    assert routes.choose(LOCAL + REMOTE, q("ivy", attempt=5), 3).degraded
+    assert routes.choose(REMOTE, q("ivy", idc="dc1"), 3).degraded       # home IDC is empty
+    assert not routes.choose([], q("ivy"), 3).degraded
+
+
+def test_workers_sharing_one_port_are_one_endpoint() -> None:
+    workers = [Instance("room", f"room-w{n}", addresses={"ws": "10.0.0.9:8200"})
+               for n in range(4)]
+    got = choose([*workers, room(1)], q("jo"), 5)
+    assert sorted(got) == sorted(["ws://10.0.0.9:8200/", endpoint(room(1))])
+    assert len(choose(workers, q("jo"), 5)) == 1

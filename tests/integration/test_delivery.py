@@ -162,7 +162,8 @@ async def test_no_message_lost_while_room_saver_register_and_redis_fail(tmp_path
     users = [f"f{i}" for i in range(200)]
     total = 10_000
     async with private_redis(tmp_path) as restart_redis:
-        env = {"PUSHWIRE_SAVER_HOT": restart_redis.url}  # type: ignore[attr-defined]
+        env = {"PUSHWIRE_SAVER_HOT": restart_redis.url,  # type: ignore[attr-defined]
+               "PUSHWIRE_ROOM_REDELIVER_EVERY_S": "2", "PUSHWIRE_ROOM_REDELIVER_MIN_AGE_S": "2"}
         async with Cluster(tmp_path, real=True, rooms=2, env=env) as cluster:
             received: collections.Counter[str] = collections.Counter()
             clients = [PushClient(cluster.dispatcher, "demo", uid, cluster.token(uid))
@@ -235,6 +236,12 @@ async def test_no_message_lost_while_room_saver_register_and_redis_fail(tmp_path
                     _, us = await cluster.api("GET", f"/v1/apps/demo/users/{uid}")
                     print(f"lost {uid} {mid} at {at:.1f}s: {st.get('state')} user {us}")
                 print("fault times", fault_times)
+                if lost:
+                    for name in ("room-0", "room-1", "center-0", "saver"):
+                        log = cluster.procs[name].log
+                        text = log.read_text() if log else ""
+                        print(name, [ln[11:160] for ln in text.splitlines()
+                                     if "WARNING" in ln or "flush" in ln or "ERROR" in ln][:25])
                 duplicates = sum(n - 1 for n in received.values() if n > 1)
                 print(f"\naccepted {len(accepted)} refused {refused} received "
                       f"{sum(1 for m in accepted if received[m])} duplicates {duplicates} "

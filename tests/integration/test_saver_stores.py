@@ -257,6 +257,16 @@ async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str]) -> 
         await wipe(prefix)
 
 
+async def test_overdue_count_in_redis(world: World) -> None:
+    await store(world, StoreItem(world.app, "u1", b"old"))
+    world.clock.t += 20
+    await store(world, StoreItem(world.app, "u1", b"new"))
+    pending = world.inboxes.pending
+    assert await pending([(world.app, "u1")], min_age_ms=10_000) == [1]
+    assert await pending([(world.app, "u1")], min_age_ms=30_000) == [0]
+    assert await pending([(world.app, "u1")]) == [2]
+
+
 async def test_schema_is_migrated_once(world: World) -> None:
     again = MysqlDurableStore(MYSQL_URL)
     await again.start()

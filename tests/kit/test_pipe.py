@@ -127,7 +127,7 @@ async def test_linger_groups_items_even_with_idle_workers(make_pipe: MakePipe) -
     still share item 1's batch instead of each idle worker sending a batch of one.
     """
     send = Recorder()
-    pipe = make_pipe(send, batch_max=100, linger_s=0.1, workers=4)
+    pipe = make_pipe(send, batch_max=100, linger_s=1.0, workers=4)   # wide: loaded machines
     calls = [spawn(pipe.call(1))]
     for i in (2, 3):
         await asyncio.sleep(0.01)

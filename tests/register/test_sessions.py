@@ -135,3 +135,57 @@ def test_same_session_id_in_two_apps_is_two_sessions() -> None:
     index.online(session("s", app="mail"))
     assert index.offline(session("s", app="chat"))
     assert sids(index, app="mail") == ["s"]
+
+
+# --- transitions told to the listener (status callbacks) ----------------------------------------
+
+def recording(owns: bool = True) -> tuple[SessionIndex, list[tuple[str, int, bool]]]:
+    told: list[tuple[str, int, bool]] = []
+    index = SessionIndex(listener=lambda s, online: told.append((s.session_id, s.version,
+                                                                   online)),
+                         owns=lambda _app, _uid: owns)
+    return index, told
+
+
+def test_online_once_per_session_and_offline_with_a_higher_version() -> None:
+    index, told = recording()
+    index.online(session("s1"))
+    index.online(session("s1"))                       # refresh: no transition
+    index.offline(session("s1", version=2))
+    index.offline(session("s1", version=3))           # already gone: nothing
+    assert told == [("s1", 1, True), ("s1", 2, False)]
+
+
+def test_offline_of_the_same_version_is_still_told_as_newer() -> None:
+    index, told = recording()
+    index.online(session("s1", version=4))
+    index.offline(session("s1", version=4))
+    assert told[-1] == ("s1", 5, False)
+
+
+def test_a_dead_room_turns_its_sessions_offline() -> None:
+    index, told = recording()
+    index.online(session("a", room="room-1"))
+    index.online(session("b", uid="u2", room="room-1"))
+    index.online(session("c", room="room-2"))
+    told.clear()
+    index.drop_room("room-1")
+    assert sorted(told) == [("a", 2, False), ("b", 2, False)]
+
+
+def test_flush_tells_only_real_changes() -> None:
+    index, told = recording()
+    index.online(session("kept", room="room-1"))
+    index.online(session("gone", uid="u2", room="room-1"))
+    told.clear()
+    index.flush("room-1", [session("kept", room="room-1"), session("new", uid="u3",
+                                                                   room="room-1")], 200)
+    assert told == [("gone", 2, False), ("new", 1, True)]
+
+
+def test_flush_does_not_report_users_that_moved_to_another_register() -> None:
+    index, told = recording(owns=False)
+    index.online(session("moved", room="room-1"))
+    told.clear()
+    index.flush("room-1", [], 200)
+    assert told == [] and index.lookup("chat", "u1") == []

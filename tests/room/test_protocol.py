@@ -9,6 +9,7 @@ from services.kit.discovery.models import AppConfig
 from services.kit.errors import (
     AuthError,
     BadRequest,
+    Kicked,
     LimitError,
     NotFound,
     Overloaded,
@@ -72,6 +73,7 @@ def test_only_the_4000_range_tells_clients_to_reconnect() -> None:
 @pytest.mark.parametrize(("exc", "code"), [
     (AuthError("bad token signature"), CloseCode.AUTH_FAILED),
     (AuthError("token expired"), CloseCode.TOKEN_EXPIRED),
+    (Kicked("kicked"), CloseCode.KICKED),
     (LimitError("too many connections from your address"), CloseCode.LIMIT),
     (NotFound("unknown app"), CloseCode.ACCESS_DENIED),
     (ProtocolError("bad field"), CloseCode.PROTOCOL_VIOLATION),

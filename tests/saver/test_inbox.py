@@ -101,6 +101,15 @@ async def test_stored_message_loads_back_with_its_data(world: World) -> None:
     assert await world.inboxes.pending([("app", "u1"), ("app", "nobody")]) == [2, 0]
 
 
+async def test_overdue_counts_only_messages_older_than_the_age(world: World) -> None:
+    await store(world, StoreItem("app", "u1", b"old"))
+    world.clock.t += 20
+    await store(world, StoreItem("app", "u1", b"new"))
+    assert await world.inboxes.pending([("app", "u1")], min_age_ms=10_000) == [1]
+    assert await world.inboxes.pending([("app", "u1")], min_age_ms=30_000) == [0]
+    assert await world.inboxes.pending([("app", "u1")]) == [2]
+
+
 async def test_load_limit_leaves_the_rest_counted_as_remaining(world: World) -> None:
     await store(world, *(StoreItem("app", "u1", b"%d" % i) for i in range(3)))
     [inbox] = await world.inboxes.load([LoadItem("app", "u1", "phone", 2)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -52,14 +53,35 @@ class AppConfig:
     max_deliveries: int = 10
     replay_max: int = 100
     compression: bool = False
-    webhook_timeout_s: float = 5.0
-    webhook_retries: int = 3
+    webhook_timeout_s: float = 5.0         # per webhook request (upstream and status)
+    webhook_retries: int = 3               # extra attempts after a failure (5xx, timeout)
+    webhook_backoff_s: float = 0.2         # first retry delay, doubled per attempt (jitter)
+    status_debounce_s: float = 3.0         # hold offline this long; a reconnect cancels it
+    status_batch_max: int = 100            # status events per webhook request
+    token_max_ttl_s: int = 30 * 86400      # longest token lifetime the rooms accept
+    # Access policy of the app's connections, on top of the room's (services/room/policy.py).
+    allow_cidrs: tuple[str, ...] = ()      # non-empty: only these client networks (4107)
+    deny_cidrs: tuple[str, ...] = ()       # these client networks are refused (4107)
+    up_rate_per_s: float = 0.0             # UP per connection per second; 0: the room's
+    up_burst: int = 0                      # 0: the room's
 
     def __post_init__(self) -> None:
         if not self.id or "/" in self.id:
             raise ConfigError(f"bad app id {self.id!r}")
         if not 1 <= self.heartbeat_min_s <= self.heartbeat_default_s <= self.heartbeat_max_s:
             raise ConfigError(f"app {self.id}: need 1 <= heartbeat min <= default <= max")
+        if self.webhook_timeout_s <= 0 or self.webhook_retries < 0 or self.webhook_backoff_s < 0:
+            raise ConfigError(f"app {self.id}: need webhook timeout > 0, retries and backoff >= 0")
+        if self.status_debounce_s < 0 or self.status_batch_max < 1 or self.token_max_ttl_s < 1:
+            raise ConfigError(f"app {self.id}: need status debounce >= 0, batch max >= 1 and "
+                              "token max TTL >= 1")
+        if self.up_rate_per_s < 0 or self.up_burst < 0:
+            raise ConfigError(f"app {self.id}: need up_rate_per_s and up_burst >= 0")
+        for entry in (*self.allow_cidrs, *self.deny_cidrs):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"app {self.id}: bad network {entry!r}") from exc
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

@@ -9,10 +9,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SessionBatch(_message.Message):
-    __slots__ = ("sessions",)
+    __slots__ = ("sessions", "token_issued_s")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ISSUED_S_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Session]
-    def __init__(self, sessions: _Optional[_Iterable[_Union[_common_pb2.Session, _Mapping]]] = ...) -> None: ...
+    token_issued_s: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[_common_pb2.Session, _Mapping]]] = ..., token_issued_s: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class OnlineReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_common_pb2.Status]
+    def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.Status, _Mapping]]] = ...) -> None: ...
+
+class RevokeItem(_message.Message):
+    __slots__ = ("app", "uid", "device", "except_device", "at_ms", "expires_ms")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    EXCEPT_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    uid: str
+    device: str
+    except_device: str
+    at_ms: int
+    expires_ms: int
+    def __init__(self, app: _Optional[str] = ..., uid: _Optional[str] = ..., device: _Optional[str] = ..., except_device: _Optional[str] = ..., at_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+
+class RevokeBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[RevokeItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[RevokeItem, _Mapping]]] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("users",)

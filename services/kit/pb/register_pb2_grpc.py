@@ -39,7 +39,7 @@ class RegisterStub:
         self.Online = channel.unary_unary(
                 '/pushwire.register.Register/Online',
                 request_serializer=pushwire_dot_register__pb2.SessionBatch.SerializeToString,
-                response_deserializer=pushwire_dot_common__pb2.Empty.FromString,
+                response_deserializer=pushwire_dot_register__pb2.OnlineReply.FromString,
                 _registered_method=True)
         self.Offline = channel.unary_unary(
                 '/pushwire.register.Register/Offline',
@@ -65,6 +65,11 @@ class RegisterStub:
                 '/pushwire.register.Register/Count',
                 request_serializer=pushwire_dot_register__pb2.CountRequest.SerializeToString,
                 response_deserializer=pushwire_dot_register__pb2.CountReply.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/pushwire.register.Register/Revoke',
+                request_serializer=pushwire_dot_register__pb2.RevokeBatch.SerializeToString,
+                response_deserializer=pushwire_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -107,13 +112,19 @@ class RegisterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Revoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegisterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Online': grpc.unary_unary_rpc_method_handler(
                     servicer.Online,
                     request_deserializer=pushwire_dot_register__pb2.SessionBatch.FromString,
-                    response_serializer=pushwire_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=pushwire_dot_register__pb2.OnlineReply.SerializeToString,
             ),
             'Offline': grpc.unary_unary_rpc_method_handler(
                     servicer.Offline,
@@ -139,6 +150,11 @@ def add_RegisterServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=pushwire_dot_register__pb2.CountRequest.FromString,
                     response_serializer=pushwire_dot_register__pb2.CountReply.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=pushwire_dot_register__pb2.RevokeBatch.FromString,
+                    response_serializer=pushwire_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -167,7 +183,7 @@ class Register:
             target,
             '/pushwire.register.Register/Online',
             pushwire_dot_register__pb2.SessionBatch.SerializeToString,
-            pushwire_dot_common__pb2.Empty.FromString,
+            pushwire_dot_register__pb2.OnlineReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -303,6 +319,33 @@ class Register:
             '/pushwire.register.Register/Count',
             pushwire_dot_register__pb2.CountRequest.SerializeToString,
             pushwire_dot_register__pb2.CountReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.register.Register/Revoke',
+            pushwire_dot_register__pb2.RevokeBatch.SerializeToString,
+            pushwire_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

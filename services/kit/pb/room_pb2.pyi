@@ -55,11 +55,113 @@ class KickReply(_message.Message):
     def __init__(self, kicked: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class InfoReply(_message.Message):
-    __slots__ = ("room", "connections", "sessions")
+    __slots__ = ("room", "connections", "sessions", "tasks", "parked", "draining")
     ROOM_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    PARKED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     room: str
     connections: int
     sessions: int
-    def __init__(self, room: _Optional[str] = ..., connections: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
+    tasks: int
+    parked: int
+    draining: bool
+    def __init__(self, room: _Optional[str] = ..., connections: _Optional[int] = ..., sessions: _Optional[int] = ..., tasks: _Optional[int] = ..., parked: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("rate_per_s", "keep_running")
+    RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    KEEP_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    rate_per_s: float
+    keep_running: bool
+    def __init__(self, rate_per_s: _Optional[float] = ..., keep_running: _Optional[bool] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("moved", "remaining", "done", "detail")
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    moved: int
+    remaining: int
+    done: bool
+    detail: str
+    def __init__(self, moved: _Optional[int] = ..., remaining: _Optional[int] = ..., done: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class PublishItem(_message.Message):
+    __slots__ = ("app", "topic", "data", "created_ms")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    topic: str
+    data: bytes
+    created_ms: int
+    def __init__(self, app: _Optional[str] = ..., topic: _Optional[str] = ..., data: _Optional[bytes] = ..., created_ms: _Optional[int] = ...) -> None: ...
+
+class PublishRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PublishItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[PublishItem, _Mapping]]] = ...) -> None: ...
+
+class PublishReply(_message.Message):
+    __slots__ = ("delivered",)
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    delivered: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, delivered: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BroadcastTask(_message.Message):
+    __slots__ = ("job", "message", "rate_per_s", "cancel")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RATE_PER_S_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    job: int
+    message: _common_pb2.Message
+    rate_per_s: float
+    cancel: bool
+    def __init__(self, job: _Optional[int] = ..., message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., rate_per_s: _Optional[float] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
+class BroadcastRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[BroadcastTask]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[BroadcastTask, _Mapping]]] = ...) -> None: ...
+
+class BroadcastState(_message.Message):
+    __slots__ = ("delivered", "total", "done", "cancelled", "unknown", "code")
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    delivered: int
+    total: int
+    done: bool
+    cancelled: bool
+    unknown: bool
+    code: int
+    def __init__(self, delivered: _Optional[int] = ..., total: _Optional[int] = ..., done: _Optional[bool] = ..., cancelled: _Optional[bool] = ..., unknown: _Optional[bool] = ..., code: _Optional[int] = ...) -> None: ...
+
+class BroadcastReply(_message.Message):
+    __slots__ = ("states",)
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedCompositeFieldContainer[BroadcastState]
+    def __init__(self, states: _Optional[_Iterable[_Union[BroadcastState, _Mapping]]] = ...) -> None: ...
+
+class AppCountRequest(_message.Message):
+    __slots__ = ("apps",)
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    apps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, apps: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AppCountReply(_message.Message):
+    __slots__ = ("connections",)
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    connections: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, connections: _Optional[_Iterable[int]] = ...) -> None: ...

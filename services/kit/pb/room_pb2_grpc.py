@@ -51,6 +51,26 @@ class RoomStub:
                 request_serializer=pushwire_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=pushwire_dot_room__pb2.InfoReply.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/pushwire.room.Room/Drain',
+                request_serializer=pushwire_dot_room__pb2.DrainRequest.SerializeToString,
+                response_deserializer=pushwire_dot_room__pb2.DrainReply.FromString,
+                _registered_method=True)
+        self.Publish = channel.unary_unary(
+                '/pushwire.room.Room/Publish',
+                request_serializer=pushwire_dot_room__pb2.PublishRequest.SerializeToString,
+                response_deserializer=pushwire_dot_room__pb2.PublishReply.FromString,
+                _registered_method=True)
+        self.Broadcast = channel.unary_unary(
+                '/pushwire.room.Room/Broadcast',
+                request_serializer=pushwire_dot_room__pb2.BroadcastRequest.SerializeToString,
+                response_deserializer=pushwire_dot_room__pb2.BroadcastReply.FromString,
+                _registered_method=True)
+        self.AppCount = channel.unary_unary(
+                '/pushwire.room.Room/AppCount',
+                request_serializer=pushwire_dot_room__pb2.AppCountRequest.SerializeToString,
+                response_deserializer=pushwire_dot_room__pb2.AppCountReply.FromString,
+                _registered_method=True)
 
 
 class RoomServicer:
@@ -74,6 +94,30 @@ class RoomServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Publish(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Broadcast(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppCount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +135,26 @@ def add_RoomServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=pushwire_dot_common__pb2.Empty.FromString,
                     response_serializer=pushwire_dot_room__pb2.InfoReply.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=pushwire_dot_room__pb2.DrainRequest.FromString,
+                    response_serializer=pushwire_dot_room__pb2.DrainReply.SerializeToString,
+            ),
+            'Publish': grpc.unary_unary_rpc_method_handler(
+                    servicer.Publish,
+                    request_deserializer=pushwire_dot_room__pb2.PublishRequest.FromString,
+                    response_serializer=pushwire_dot_room__pb2.PublishReply.SerializeToString,
+            ),
+            'Broadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.Broadcast,
+                    request_deserializer=pushwire_dot_room__pb2.BroadcastRequest.FromString,
+                    response_serializer=pushwire_dot_room__pb2.BroadcastReply.SerializeToString,
+            ),
+            'AppCount': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppCount,
+                    request_deserializer=pushwire_dot_room__pb2.AppCountRequest.FromString,
+                    response_serializer=pushwire_dot_room__pb2.AppCountReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +238,114 @@ class Room:
             '/pushwire.room.Room/Info',
             pushwire_dot_common__pb2.Empty.SerializeToString,
             pushwire_dot_room__pb2.InfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.room.Room/Drain',
+            pushwire_dot_room__pb2.DrainRequest.SerializeToString,
+            pushwire_dot_room__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Publish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.room.Room/Publish',
+            pushwire_dot_room__pb2.PublishRequest.SerializeToString,
+            pushwire_dot_room__pb2.PublishReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Broadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.room.Room/Broadcast',
+            pushwire_dot_room__pb2.BroadcastRequest.SerializeToString,
+            pushwire_dot_room__pb2.BroadcastReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppCount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.room.Room/AppCount',
+            pushwire_dot_room__pb2.AppCountRequest.SerializeToString,
+            pushwire_dot_room__pb2.AppCountReply.FromString,
             options,
             channel_credentials,
             insecure,

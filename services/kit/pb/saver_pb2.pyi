@@ -127,13 +127,73 @@ class MessageState(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., state: _Optional[str] = ..., message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., deliveries: _Optional[int] = ..., delivered_to: _Optional[_Iterable[str]] = ..., acked_ms: _Optional[int] = ...) -> None: ...
 
 class PendingQuery(_message.Message):
-    __slots__ = ("users",)
+    __slots__ = ("users", "min_age_ms")
     USERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     users: _containers.RepeatedCompositeFieldContainer[_common_pb2.UserRef]
-    def __init__(self, users: _Optional[_Iterable[_Union[_common_pb2.UserRef, _Mapping]]] = ...) -> None: ...
+    min_age_ms: int
+    def __init__(self, users: _Optional[_Iterable[_Union[_common_pb2.UserRef, _Mapping]]] = ..., min_age_ms: _Optional[int] = ...) -> None: ...
 
 class PendingReply(_message.Message):
     __slots__ = ("counts",)
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     counts: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BroadcastAppend(_message.Message):
+    __slots__ = ("app", "data", "ttl_s")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    data: bytes
+    ttl_s: int
+    def __init__(self, app: _Optional[str] = ..., data: _Optional[bytes] = ..., ttl_s: _Optional[int] = ...) -> None: ...
+
+class BroadcastAppendRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BroadcastAppend]
+    def __init__(self, items: _Optional[_Iterable[_Union[BroadcastAppend, _Mapping]]] = ...) -> None: ...
+
+class BroadcastAppendReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StoreResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StoreResult, _Mapping]]] = ...) -> None: ...
+
+class BroadcastQuery(_message.Message):
+    __slots__ = ("app", "after", "limit")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    after: int
+    limit: int
+    def __init__(self, app: _Optional[str] = ..., after: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class BroadcastQueryRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[BroadcastQuery]
+    def __init__(self, items: _Optional[_Iterable[_Union[BroadcastQuery, _Mapping]]] = ...) -> None: ...
+
+class BroadcastList(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ...) -> None: ...
+
+class BroadcastQueryReply(_message.Message):
+    __slots__ = ("lists",)
+    LISTS_FIELD_NUMBER: _ClassVar[int]
+    lists: _containers.RepeatedCompositeFieldContainer[BroadcastList]
+    def __init__(self, lists: _Optional[_Iterable[_Union[BroadcastList, _Mapping]]] = ...) -> None: ...
+
+class BroadcastRemoveRequest(_message.Message):
+    __slots__ = ("app", "id")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    id: int
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[int] = ...) -> None: ...

@@ -4,6 +4,7 @@
 import grpc
 import warnings
 
+from services.kit.pb import common_pb2 as pushwire_dot_common__pb2
 from services.kit.pb import saver_pb2 as pushwire_dot_saver__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -60,6 +61,21 @@ class SaverStub:
                 request_serializer=pushwire_dot_saver__pb2.PendingQuery.SerializeToString,
                 response_deserializer=pushwire_dot_saver__pb2.PendingReply.FromString,
                 _registered_method=True)
+        self.AppendBroadcast = channel.unary_unary(
+                '/pushwire.saver.Saver/AppendBroadcast',
+                request_serializer=pushwire_dot_saver__pb2.BroadcastAppendRequest.SerializeToString,
+                response_deserializer=pushwire_dot_saver__pb2.BroadcastAppendReply.FromString,
+                _registered_method=True)
+        self.Broadcasts = channel.unary_unary(
+                '/pushwire.saver.Saver/Broadcasts',
+                request_serializer=pushwire_dot_saver__pb2.BroadcastQueryRequest.SerializeToString,
+                response_deserializer=pushwire_dot_saver__pb2.BroadcastQueryReply.FromString,
+                _registered_method=True)
+        self.RemoveBroadcast = channel.unary_unary(
+                '/pushwire.saver.Saver/RemoveBroadcast',
+                request_serializer=pushwire_dot_saver__pb2.BroadcastRemoveRequest.SerializeToString,
+                response_deserializer=pushwire_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class SaverServicer:
@@ -95,6 +111,24 @@ class SaverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendBroadcast(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Broadcasts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveBroadcast(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SaverServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +156,21 @@ def add_SaverServicer_to_server(servicer, server):
                     servicer.Pending,
                     request_deserializer=pushwire_dot_saver__pb2.PendingQuery.FromString,
                     response_serializer=pushwire_dot_saver__pb2.PendingReply.SerializeToString,
+            ),
+            'AppendBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBroadcast,
+                    request_deserializer=pushwire_dot_saver__pb2.BroadcastAppendRequest.FromString,
+                    response_serializer=pushwire_dot_saver__pb2.BroadcastAppendReply.SerializeToString,
+            ),
+            'Broadcasts': grpc.unary_unary_rpc_method_handler(
+                    servicer.Broadcasts,
+                    request_deserializer=pushwire_dot_saver__pb2.BroadcastQueryRequest.FromString,
+                    response_serializer=pushwire_dot_saver__pb2.BroadcastQueryReply.SerializeToString,
+            ),
+            'RemoveBroadcast': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveBroadcast,
+                    request_deserializer=pushwire_dot_saver__pb2.BroadcastRemoveRequest.FromString,
+                    response_serializer=pushwire_dot_common__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +308,87 @@ class Saver:
             '/pushwire.saver.Saver/Pending',
             pushwire_dot_saver__pb2.PendingQuery.SerializeToString,
             pushwire_dot_saver__pb2.PendingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.saver.Saver/AppendBroadcast',
+            pushwire_dot_saver__pb2.BroadcastAppendRequest.SerializeToString,
+            pushwire_dot_saver__pb2.BroadcastAppendReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Broadcasts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.saver.Saver/Broadcasts',
+            pushwire_dot_saver__pb2.BroadcastQueryRequest.SerializeToString,
+            pushwire_dot_saver__pb2.BroadcastQueryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveBroadcast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.saver.Saver/RemoveBroadcast',
+            pushwire_dot_saver__pb2.BroadcastRemoveRequest.SerializeToString,
+            pushwire_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

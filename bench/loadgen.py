@@ -1,0 +1,425 @@
+"""Load-generator processes: thousands of client sessions each, driven over a pipe.
+
+    async with Fleet(processes=2) as fleet:        # parent side (bench/scenarios.py)
+        opened = await fleet.open(Spec("pushwire", count=10_000, target="127.0.0.1:8200", ...))
+        stats = await fleet.stats()                # summed over the processes
+        ...
+
+Each process (`python -m bench.loadgen`) reads one JSON command per line on stdin and answers
+one JSON line on stdout: open, stats, latencies, reset, close. A connection is one
+asyncio.Protocol (`Link`) carrying a WebSocket (bench/wsclient.py) and a protocol session
+(bench/adapters.py): no task and no stream objects per connection, so a process holds ten
+thousand of them in a few tens of MB and spends its CPU on counting. Connections leave from
+several source addresses 127.0.0.x so no single address runs out of ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import urlparse
+
+import aiohttp
+
+from bench.adapters import MqttSession, NatsSession, PushwireSession, Session, Tally
+from bench.peers import die_with_parent
+from bench.wsclient import WsClient, WsError
+from services.kit import token
+
+SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 18))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one `open` makes: `count` sessions numbered first..first+count-1.
+
+    Templates take `{i}` (the session number): uid/device (pushwire), subject (NATS),
+    topic (MQTT). `route`: ask the dispatcher at this URL for each session's room instead of
+    using `target`. `concurrency`: sessions connecting at once per process (0: all)."""
+
+    kind: str                          # pushwire | nats | mqtt
+    count: int
+    target: str = ""                   # host:port of the WebSocket listener
+    route: str = ""                    # dispatcher base URL (pushwire)
+    first: int = 0
+    concurrency: int = 256
+    timeout_s: float = 60.0
+    app: str = "bench"
+    secret: str = ""
+    uid: str = "u{i}"
+    device: str = "d{i}"
+    topics: tuple[str, ...] = ()
+    ack: bool = False
+    ready_on_push: bool = False
+    subject: str = "u.{i}"
+    topic: str = "u/{i}"
+    qos: int = 0
+    sources: tuple[str, ...] = SOURCES
+
+
+@dataclass
+class Opened:
+    """The outcome of `open` over all processes: times are time.monotonic_ns()."""
+
+    ready: int = 0
+    failed: int = 0
+    started_ns: int = 0
+    ready_ns: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return max(self.ready_ns - self.started_ns, 1) / 1e9
+
+
+@dataclass
+class Stats:
+    deliveries: int = 0
+    errors: int = 0
+    ready: int = 0
+    failed: int = 0
+    live: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+
+
+# --- the child process ------------------------------------------------------------------------
+
+class Link(asyncio.Protocol):
+    """One client connection: bytes -> WebSocket messages -> session -> bytes back."""
+
+    __slots__ = ("done", "host", "opened", "session", "transport", "worker", "ws")
+
+    def __init__(self, worker: Worker, session: Session, host: str) -> None:
+        self.worker = worker
+        self.session = session
+        self.host = host
+        self.ws = WsClient()
+        self.opened = False
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[bool] | None = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        self.transport = stream
+        self.worker.live += 1
+        stream.write(self.ws.handshake(self.host, subprotocol=self.session.subprotocol))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        ws = self.ws
+        try:
+            messages = ws.receive(data)
+        except WsError as exc:
+            self.worker.note(str(exc))
+            self._finish(False)
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        out = [ws.frame(m) for m in self.session.opening()] if ws.open and not self.opened \
+            else []
+        self.opened = ws.open
+        for message in messages:
+            for reply in self.session.on_message(message, now):
+                out.append(ws.frame(reply))
+        if ws.replies:
+            out.append(ws.take_replies())
+        if out:
+            assert self.transport is not None
+            self.transport.write(b"".join(out))
+        if self.done is not None and self.session.ready:
+            self._finish(True)
+        if ws.closed:
+            self._finish(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.live -= 1
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(ok)
+        self.done = None
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+
+class Worker:
+    """The state of one load-generator process."""
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+        self.links: list[Link] = []
+        self.live = 0
+        self.notes: dict[str, int] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    def note(self, error: str) -> None:
+        """Count an error by its text (the first few kinds go back to the parent)."""
+        if len(self.notes) < 20 or error in self.notes:
+            self.notes[error] = self.notes.get(error, 0) + 1
+
+    def session(self, spec: Spec, i: int) -> Session:
+        if spec.kind == "pushwire":
+            uid, device = spec.uid.format(i=i), spec.device.format(i=i)
+            tok = token.mint(spec.secret, spec.app, uid, now=time.time(), device=device)
+            return PushwireSession(self.tally, spec.app, uid, device, tok, ack=spec.ack,
+                                   topics=spec.topics, ready_on_push=spec.ready_on_push)
+        if spec.kind == "nats":
+            return NatsSession(self.tally, spec.subject.format(i=i))
+        if spec.kind == "mqtt":
+            return MqttSession(self.tally, f"bench-{os.getpid()}-{i}", spec.topic.format(i=i),
+                               spec.qos)
+        raise ValueError(f"unknown kind {spec.kind!r}")
+
+    async def open(self, spec: Spec) -> dict[str, Any]:
+        """Connect `spec.count` sessions; answer when all are ready, failed or timed out."""
+        self.tally.ready = self.tally.failed = 0
+        limit = asyncio.Semaphore(spec.concurrency or spec.count or 1)
+        started = time.monotonic_ns()
+        tasks = [asyncio.ensure_future(self._open_one(spec, i, limit))
+                 for i in range(spec.first, spec.first + spec.count)]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks), spec.timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        failed = spec.count - self.tally.ready
+        return {"ready": self.tally.ready, "failed": failed, "started_ns": started,
+                "ready_ns": self.tally.ready_ns, "errors": self._errors()}
+
+    async def _open_one(self, spec: Spec, i: int, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            link: Link | None = None
+            try:
+                host, port = await self._address(spec, i)
+                source = spec.sources[i % len(spec.sources)] if spec.sources else None
+                loop = asyncio.get_running_loop()
+                link = Link(self, self.session(spec, i), f"{host}:{port}")
+                await loop.create_connection(lambda: link, host, port,
+                                             local_addr=(source, 0) if source else None)
+                self.links.append(link)
+                assert link.done is not None
+                await link.done
+            except (OSError, aiohttp.ClientError, ValueError, KeyError) as exc:
+                self.note(f"{type(exc).__name__}: {exc}"[:200])
+            except asyncio.CancelledError:
+                if link is not None:
+                    link._finish(False)
+                raise
+
+    async def _address(self, spec: Spec, i: int) -> tuple[str, int]:
+        if not spec.route:
+            host, _, port = spec.target.rpartition(":")
+            return host, int(port)
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30))
+        params = {"app": spec.app, "uid": spec.uid.format(i=i)}
+        async with self._http.get(f"{spec.route}/v1/route", params=params) as resp:
+            body = await resp.json()
+            if resp.status != 200:
+                raise ValueError(f"route: {resp.status} {body}")
+        url = urlparse(body["endpoints"][0])
+        return url.hostname or "127.0.0.1", int(url.port or 80)
+
+    def stats(self) -> dict[str, Any]:
+        t = self.tally
+        return {"deliveries": t.deliveries, "errors": t.errors + sum(self.notes.values()),
+                "ready": t.ready, "failed": t.failed, "live": self.live,
+                "first_ns": t.first_ns, "last_ns": t.last_ns}
+
+    def _errors(self) -> list[str]:
+        return [f"{n}× {text}" for text, n in self.notes.items()]
+
+    async def close(self) -> None:
+        for link in self.links:
+            link.close()
+        self.links.clear()
+        if self._http is not None:
+            await self._http.close()
+        await asyncio.sleep(0.05)
+
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        cmd = command["cmd"]
+        if cmd == "open":
+            spec = dict(command["spec"])
+            spec["topics"] = tuple(spec.get("topics", ()))
+            spec["sources"] = tuple(spec.get("sources", SOURCES))
+            return await self.open(Spec(**spec))
+        if cmd == "stats":
+            return self.stats()
+        if cmd == "record":
+            self.tally.record = bool(command["on"])
+            return {"ok": True}
+        if cmd == "latencies":
+            return {"latencies": self.tally.latencies}
+        if cmd == "reset":
+            self.tally.reset()
+            return {"ok": True}
+        if cmd == "close":
+            await self.close()
+            return {"ok": True}
+        raise ValueError(f"unknown command {cmd!r}")
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one; return it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+async def serve_pipe() -> None:
+    """The child's main loop: one command per stdin line, one answer per stdout line."""
+    raise_fd_limit()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    worker = Worker()
+    while line := await reader.readline():
+        command = json.loads(line)
+        try:
+            answer = await worker.handle(command)
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+        if command["cmd"] == "close":
+            return
+    await worker.close()
+
+
+def main() -> None:
+    try:
+        import uvloop
+        uvloop.run(serve_pipe())
+    except ImportError:             # pragma: no cover - uvloop is a dependency
+        asyncio.run(serve_pipe())
+
+
+def split(spec: Spec, parts: int) -> list[Spec]:
+    """`spec` cut into `parts` consecutive ranges of sessions, each with its own sources."""
+    share = [spec.count // parts + (1 if w < spec.count % parts else 0) for w in range(parts)]
+    starts = [spec.first + sum(share[:w]) for w in range(parts)]
+    return [replace(spec, first=starts[w], count=share[w],
+                    sources=spec.sources[w::parts] or spec.sources) for w in range(parts)]
+
+
+# --- the parent side ----------------------------------------------------------------------------
+
+class Fleet:
+    """`processes` load-generator processes, addressed together."""
+
+    def __init__(self, processes: int = 2) -> None:
+        self.size = processes
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Fleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.loadgen", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, limit=1 << 26, preexec_fn=die_with_parent)
+            self._procs.append(proc)
+
+    async def _ask(self, proc: asyncio.subprocess.Process, command: dict[str, Any],
+                   timeout_s: float) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(command).encode() + b"\n")
+        await proc.stdin.drain()
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+        if not line:
+            raise RuntimeError(f"load generator {proc.pid} exited ({proc.returncode})")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"load generator {proc.pid}: {answer['error']}")
+        return answer
+
+    async def ask_all(self, make: Callable[[int], dict[str, Any]],
+                      timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Send `make(index)` to every process at once; their answers in process order."""
+        async with self._lock:
+            return list(await asyncio.gather(*(self._ask(p, make(w), timeout_s)
+                                               for w, p in enumerate(self._procs))))
+
+    async def open(self, spec: Spec) -> Opened:
+        """Open `spec.count` sessions split over the processes (each its own sources)."""
+        pieces = split(spec, self.size)
+
+        def part(w: int) -> dict[str, Any]:
+            return {"cmd": "open", "spec": asdict(pieces[w])}
+        answers = await self.ask_all(part, spec.timeout_s + 30)
+        got = [a for a in answers if a["ready"]]
+        return Opened(ready=sum(a["ready"] for a in answers),
+                      failed=sum(a["failed"] for a in answers),
+                      started_ns=min(a["started_ns"] for a in answers),
+                      ready_ns=max((a["ready_ns"] for a in got), default=0),
+                      errors=[e for a in answers for e in a["errors"]])
+
+    async def stats(self) -> Stats:
+        answers = await self.ask_all(lambda _w: {"cmd": "stats"})
+        firsts = [a["first_ns"] for a in answers if a["first_ns"]]
+        return Stats(deliveries=sum(a["deliveries"] for a in answers),
+                     errors=sum(a["errors"] for a in answers),
+                     ready=sum(a["ready"] for a in answers),
+                     failed=sum(a["failed"] for a in answers),
+                     live=sum(a["live"] for a in answers),
+                     first_ns=min(firsts, default=0),
+                     last_ns=max(a["last_ns"] for a in answers))
+
+    async def record(self, on: bool) -> None:
+        await self.ask_all(lambda _w: {"cmd": "record", "on": on})
+
+    async def latencies(self) -> list[int]:
+        answers = await self.ask_all(lambda _w: {"cmd": "latencies"}, 60)
+        return [x for a in answers for x in a["latencies"]]
+
+    async def reset(self) -> None:
+        await self.ask_all(lambda _w: {"cmd": "reset"})
+
+    async def close_links(self) -> None:
+        """Close every connection and end the processes."""
+        if self._procs:
+            with contextlib.suppress(RuntimeError, TimeoutError, ConnectionError):
+                await self.ask_all(lambda _w: {"cmd": "close"}, 30)
+
+    async def stop(self) -> None:
+        await self.close_links()
+        for proc in self._procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self._procs.clear()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Access policy of one room: who may connect, how many, how fast (docs/operations.md §2).
+
+Checked at three points, each refusal with one documented close code (docs/protocol.md §7)
+and counted in `pushwire_room_refused_total{reason}`:
+
+    WebSocket open (admit)   deny/allow lists -> 4107, room full -> 4004,
+                             connections per address -> 4104, accept rate -> 4004
+    AUTH (check_app)         the app's deny/allow lists -> 4107
+    UP (check_up)            per-connection rate: ERROR 1005, then 4104 for a client that
+                             keeps sending while refused
+
+The AUTH deadline, the biggest client message and the outbound queue bound are enforced by
+the connection layer (services/room/connection.py: 4105, 4104, 4001); their closes are
+counted there in `pushwire_room_closed_total{code}`.
+
+Nothing here runs per connection unless a limit needs it: the per-address count exists only
+with `ip_max_connections`, a rate bucket only for connections that send UP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from prometheus_client import Counter
+
+from services.kit.discovery.models import AppConfig
+from services.kit.errors import ConfigError, LimitError, NotFound, Overloaded
+from services.room.config import RoomConfig
+
+REFUSED = Counter("pushwire_room_refused_total",
+                  "Clients and requests the room's access policy refused", ["reason"])
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Reason(StrEnum):
+    DENIED = "denied"                 # address on the room's deny list, or off its allow list
+    APP_DENIED = "app_denied"         # same, with the app's lists (at AUTH)
+    ROOM_FULL = "room_full"
+    IP_LIMIT = "ip_limit"
+    ACCEPT_RATE = "accept_rate"
+    UP_RATE = "up_rate"               # one UP refused (ERROR 1005)
+    UP_RATE_CLOSED = "up_rate_closed"  # the connection closed for it (4104)
+
+
+class Verdict(Enum):
+    OK = "ok"
+    REFUSE = "refuse"                 # answer ERROR 1005, keep the connection
+    CLOSE = "close"                   # close with 4104
+
+
+def networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Parse CIDR entries ("10.0.0.0/8", "2001:db8::/32", a bare address); ConfigError."""
+    try:
+        return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+    except ValueError as exc:
+        raise ConfigError(f"bad network in {list(entries)}") from exc
+
+
+def address_of(peer: str) -> Address | None:
+    """The client's address (an IPv4-mapped IPv6 address as IPv4); None when not an IP."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def permitted(addr: Address | None, allow: tuple[Network, ...],
+              deny: tuple[Network, ...]) -> bool:
+    """False when `addr` is on the deny list, or the allow list is set and misses it. An
+    unknown address (not IP) passes only when no allow list is set."""
+    if addr is None:
+        return not allow
+    if any(addr in net for net in deny):
+        return False
+    return not allow or any(addr in net for net in allow)
+
+
+class Bucket:
+    """Token bucket: `rate` per second, at most `burst` at once; `refused` counts refusals
+    since the last success (a client that ignores them is closed)."""
+
+    __slots__ = ("burst", "rate", "refused", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.tokens = self.burst
+        self.stamp = now
+        self.refused = 0
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; True when the action may go ahead."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            self.refused = 0
+            return True
+        self.refused += 1
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The room's own limits (RoomConfig); 0 switches a limit off."""
+
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+    max_connections: int = 0
+    ip_max_connections: int = 0
+    accept_rate_per_s: float = 0.0
+    accept_burst: int = 0
+    up_rate_per_s: float = 0.0
+    up_burst: int = 0
+
+    @classmethod
+    def of(cls, config: RoomConfig) -> Rules:
+        return cls(networks(config.allow_cidrs), networks(config.deny_cidrs),
+                   config.max_connections, config.ip_max_connections, config.accept_rate_per_s,
+                   config.accept_burst, config.up_rate_per_s, config.up_burst)
+
+
+class Client(Protocol):
+    """A connection as the policy sees it (services/room/connection.py Connection)."""
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+
+C = TypeVar("C", bound=Client)
+
+
+class AccessPolicy(Generic[C]):
+    """The checks of one room; event loop only, no I/O."""
+
+    def __init__(self, rules: Rules, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rules = rules
+        self._clock = clock
+        self._accepts = Bucket(rules.accept_rate_per_s,
+                               rules.accept_burst or rules.accept_rate_per_s, clock()) \
+            if rules.accept_rate_per_s > 0 else None
+        self._by_ip: dict[str, list[C]] = {}
+        self._tracked = 0                  # entries in _by_ip, some may be closed already
+        self._up: dict[C, Bucket] = {}
+        self._app_nets: dict[tuple[tuple[str, ...], tuple[str, ...]],
+                             tuple[tuple[Network, ...], tuple[Network, ...]]] = {}
+
+    # --- WebSocket open -------------------------------------------------------------------------
+
+    def admit(self, conn: C, connections: int) -> None:
+        """Check a client whose WebSocket just opened; `connections` counts every open one,
+        this one included. Raises NotFound (4107), Overloaded (4004) or LimitError (4104)."""
+        rules = self.rules
+        if (rules.allow or rules.deny) and not permitted(address_of(conn.peer), rules.allow,
+                                                         rules.deny):
+            raise _refused(NotFound("address not allowed"), Reason.DENIED)
+        if rules.max_connections and connections > rules.max_connections:
+            raise _refused(Overloaded("room full"), Reason.ROOM_FULL)
+        if rules.ip_max_connections and self._over_ip_limit(conn, connections):
+            raise _refused(LimitError("too many connections from this address"),
+                           Reason.IP_LIMIT)
+        if self._accepts is not None and not self._accepts.take(self._clock()):
+            self._untrack(conn)
+            raise _refused(Overloaded("too many new connections, retry later"),
+                           Reason.ACCEPT_RATE)
+
+    def connections_of(self, peer: str) -> int:
+        """Open connections counted for one address (0 without `ip_max_connections`)."""
+        return sum(1 for c in self._by_ip.get(peer, ()) if c.alive)
+
+    def _over_ip_limit(self, conn: C, connections: int) -> bool:
+        """Count `conn` for its address unless the address is at its limit (True then)."""
+        if self._tracked > 2 * connections + 1024:
+            self._prune_all()
+        held = self._by_ip.setdefault(conn.peer, [])
+        live = [c for c in held if c.alive]
+        self._tracked -= len(held) - len(live)
+        held[:] = live
+        if len(held) >= self.rules.ip_max_connections:
+            return True
+        held.append(conn)
+        self._tracked += 1
+        return False
+
+    def _untrack(self, conn: C) -> None:
+        held = self._by_ip.get(conn.peer)
+        if held and held[-1] is conn:
+            held.pop()
+            self._tracked -= 1
+
+    def _prune_all(self) -> None:
+        """Drop closed connections of every address (amortised: runs when most are closed)."""
+        for peer in list(self._by_ip):
+            live = [c for c in self._by_ip[peer] if c.alive]
+            if live:
+                self._by_ip[peer] = live
+            else:
+                del self._by_ip[peer]
+        self._tracked = sum(len(v) for v in self._by_ip.values())
+
+    # --- AUTH -----------------------------------------------------------------------------------
+
+    def check_app(self, conn: C, app: AppConfig) -> None:
+        """Apply the app's address lists at AUTH; raises NotFound (4107)."""
+        if not app.allow_cidrs and not app.deny_cidrs:
+            return
+        allow, deny = self._networks_of(app)
+        if not permitted(address_of(conn.peer), allow, deny):
+            raise _refused(NotFound("address not allowed for this app"), Reason.APP_DENIED)
+
+    def _networks_of(self, app: AppConfig) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+        key = (app.allow_cidrs, app.deny_cidrs)
+        nets = self._app_nets.get(key)
+        if nets is None:
+            if len(self._app_nets) > 1024:
+                self._app_nets.clear()   # apps changed a lot: rebuild what is still used
+            nets = self._app_nets[key] = (networks(app.allow_cidrs), networks(app.deny_cidrs))
+        return nets
+
+    # --- UP -------------------------------------------------------------------------------------
+
+    def check_up(self, conn: C, app: AppConfig | None) -> Verdict:
+        """Count one UP of `conn` against its rate (the app's, else the room's)."""
+        rate, burst = self.rules.up_rate_per_s, self.rules.up_burst
+        if app is not None and app.up_rate_per_s > 0:
+            rate, burst = app.up_rate_per_s, app.up_burst or burst
+        if rate <= 0:
+            return Verdict.OK
+        now = self._clock()
+        bucket = self._up.get(conn)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._up[conn] = Bucket(rate, burst or rate, now)
+        if bucket.take(now):
+            return Verdict.OK
+        if bucket.refused > bucket.burst:
+            REFUSED.labels(Reason.UP_RATE_CLOSED).inc()
+            return Verdict.CLOSE
+        REFUSED.labels(Reason.UP_RATE).inc()
+        return Verdict.REFUSE
+
+    def forget(self, conn: C) -> None:
+        """The session ended: drop its rate state."""
+        self._up.pop(conn, None)
+
+
+E = TypeVar("E", bound=Exception)
+
+
+def _refused(exc: E, reason: Reason) -> E:
+    REFUSED.labels(reason).inc()
+    return exc

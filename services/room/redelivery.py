@@ -1,0 +1,68 @@
+"""The safety net of at-least-once delivery for clients that stay connected.
+
+A stored message normally reaches an online client right away (center → room), or at its next
+connect (offline replay). Some never do while the client stays online: a push stored while
+register or the room was unreachable, a delivery dropped under overload, a replay that failed
+while saver recovered. Every `every_s` this room asks saver which of its sessions have
+messages older than `min_age_s` still unacked (one ZCOUNT per user, batched) and replays
+those sessions that have no replay round in flight. Clients dedupe by id, so a message that
+was in fact delivered and is only slow to be ACKed costs a duplicate, never a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.kit.errors import PushwireError
+from services.room.connection import Connection
+from services.room.gateway import Gateway, state_of
+from services.room.hub import Hub
+from services.saver.client import SaverClient
+
+log = logging.getLogger("pushwire.room.redelivery")
+
+
+class Redelivery:
+    def __init__(self, hub: Hub[Connection], saver: SaverClient, gateway: Gateway, *,
+                 every_s: float, min_age_s: float, chunk: int = 1000) -> None:
+        self.hub = hub
+        self.saver = saver
+        self.gateway = gateway
+        self.every_s = every_s
+        self.min_age_ms = int(min_age_s * 1000)
+        self.chunk = chunk
+        self.replayed = 0           # sessions replayed by the net (a metric worth watching)
+
+    async def run(self) -> None:
+        """Sweep forever; runs in the room's task group until cancelled."""
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                await self.sweep()
+            except PushwireError as exc:
+                log.warning("redelivery sweep failed: %s", exc.message)
+
+    async def sweep(self) -> int:
+        """One pass over every session; returns how many were replayed."""
+        members = self.hub.members()
+        replayed = 0
+        for start in range(0, len(members), self.chunk):
+            part = [c for c in members[start:start + self.chunk] if self._idle(c)]
+            if not part:
+                continue
+            counts = await self.saver.pending_of([(c.app, c.uid) for c in part],
+                                                 self.min_age_ms)
+            overdue = [c for c, n in zip(part, counts, strict=True) if n]
+            if overdue:
+                await self.gateway.replay_all(overdue)
+                replayed += len(overdue)
+        if replayed:
+            self.replayed += replayed
+            log.info("redelivery: replayed %d sessions with overdue messages", replayed)
+        return replayed
+
+    @staticmethod
+    def _idle(conn: Connection) -> bool:
+        state = state_of(conn)
+        return not conn.closed and state is not None and not state.outstanding

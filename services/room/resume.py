@@ -1,0 +1,311 @@
+"""Flash-disconnect resume (docs/protocol.md §8, DESIGN.md §1 room).
+
+Mobile links drop constantly, and most drops last seconds. When a session drops (TCP lost,
+heartbeat timeout) the room parks it for `linger_s` instead of unregistering it: the register
+entry stays, pushes that arrive for the user are held with the session's unacked messages,
+and the session's apps and topics are remembered. A reconnect to this room whose AUTH carries
+the session's resume token (from its AUTH_REPLY) takes the parked session back: same session
+id, no register call, no saver load; the room re-binds its topics and re-sends what it held
+(the client dedupes by id). Parked sessions that nobody takes are unregistered when their
+window ends, exactly as if they had closed then.
+
+A client that reconnects to ANOTHER room gets a new session there (the token is this room's);
+this room learns nothing directly: its parked session simply expires. Until then pushes for
+the user also reach this room, which holds them in memory (bounded, never ACKed: they stay in
+saver) and drops them at expiry. A new session of the same device in THIS room (no or a stale
+resume token) supersedes the parked one at once. A kick drops parked sessions too, so a
+kicked device cannot resume.
+
+A resume token is `<session id>.<mac>`: an HMAC of the session id with a key of this room
+process, so nothing is stored per connection and a token of another room (or of this room
+before a restart) is simply not valid here.
+
+Per live connection the room keeps the unicast messages written and not yet ACKed (`Pending`,
+at most `keep`; allocated on the first push). Beyond `keep` the session is marked overflowed
+and a resume reloads from saver instead (one round trip, rare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge
+
+from services.kit.pb import common_pb2
+
+log = logging.getLogger("pushwire.room.resume")
+
+# Close codes that end a session without the client meaning it (docs/protocol.md §8): the
+# TCP connection dropped, or the room stopped hearing from the client.
+LINGER_CODES = frozenset({1006, 4002})
+MAC_LEN = 16
+
+RESUMES = Counter("pushwire_room_resumes_total", "AUTH with a resume token, by outcome",
+                  ["outcome"])
+PARKED = Gauge("pushwire_room_parked_sessions", "Dropped sessions kept for a resume")
+
+Message = common_pb2.Message
+Key = tuple[str, int]                   # (app, message id)
+
+
+class Pending:
+    """Unicast messages written to one connection and not ACKed yet (for a resume)."""
+
+    __slots__ = ("messages", "overflow")
+
+    def __init__(self) -> None:
+        self.messages: dict[Key, Message] = {}
+        self.overflow = False            # more than `keep` were pending: reload from saver
+
+
+class Holder(Protocol):
+    """The room's per-connection state (services/room/gateway.py ConnState)."""
+
+    apps: set[str]
+    topics: set[tuple[str, str]]
+    pending: Pending | None
+
+
+class Session(Protocol):
+    """A connection as this module needs it."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def app(self) -> str: ...
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+
+class Parked:
+    """A dropped session waiting for its client."""
+
+    __slots__ = ("app", "apps", "device", "epoch", "expires", "session_id", "state", "topics",
+                 "uid")
+
+    def __init__(self, conn: Session, state: Any, expires: float, epoch: int) -> None:
+        self.session_id = conn.session_id
+        self.app, self.uid, self.device = conn.app, conn.uid, conn.device
+        self.state = state                          # the ConnState, reused on resume
+        self.apps = frozenset(state.apps)           # the index empties state.apps/topics
+        self.topics = frozenset(state.topics)
+        self.expires = expires
+        self.epoch = epoch                          # re-flushes of register so far
+
+    @property
+    def pending(self) -> Pending:
+        pending: Pending | None = self.state.pending
+        if pending is None:
+            pending = self.state.pending = Pending()
+        return pending
+
+
+class Resumption:
+    """The parked sessions of one room and the resume tokens of its live ones."""
+
+    def __init__(self, linger_s: float, keep: int = 64, *, key: bytes | None = None,
+                 epoch: Callable[[], int] = lambda: 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`epoch()` counts register re-flushes (services/room/standby.py): a session parked
+        across one is no longer in register and must be registered again on resume."""
+        self.linger_s = linger_s
+        self.keep = keep
+        self._key = key or secrets.token_bytes(16)
+        self.epoch = epoch
+        self._clock = clock
+        self._by_session: dict[str, Parked] = {}
+        self._by_user: dict[tuple[str, str], list[Parked]] = {}
+        self._queue: deque[Parked] = deque()
+        self._handover: set[str] = set()
+        self._latest: dict[str, int] = {}           # newest broadcast id seen per app
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+    @property
+    def enabled(self) -> bool:
+        return self.linger_s > 0
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    def token_for(self, session_id: str) -> str:
+        """The resume token of a session (AuthReply.resume_token); "" when resume is off."""
+        if not self.enabled:
+            return ""
+        return f"{session_id}.{self._mac(session_id)}"
+
+    def session_of(self, resume_token: str) -> str | None:
+        """The session id a token names, None for a token this room did not issue."""
+        session_id, _, mac = resume_token.rpartition(".")
+        if not session_id or not hmac.compare_digest(mac, self._mac(session_id)):
+            return None
+        return session_id
+
+    def _mac(self, session_id: str) -> str:
+        return hmac.new(self._key, session_id.encode(), hashlib.sha256).hexdigest()[:MAC_LEN]
+
+    # --- live connections -----------------------------------------------------------------------
+
+    def track(self, state: Holder | None, message: Message) -> None:
+        """A unicast message was written to the connection with `state`: keep it until ACKed."""
+        if state is None or not self.enabled:
+            return
+        pending = state.pending
+        if pending is None:
+            pending = state.pending = Pending()
+        if len(pending.messages) >= self.keep:
+            pending.overflow = True
+            return
+        pending.messages[(message.app, message.id)] = message
+
+    def acked(self, state: Holder | None, app: str, ids: Iterable[int]) -> None:
+        """The client ACKed `ids` of `app`: nothing to re-send for them."""
+        if state is None or state.pending is None:
+            return
+        pending = state.pending
+        for message_id in ids:
+            pending.messages.pop((app, message_id), None)
+        if not pending.messages and not pending.overflow:
+            state.pending = None             # the common case costs no memory
+
+    def hand_over(self, conn: Session) -> None:
+        """`conn` is still open but its client came back on a new connection with its resume
+        token (the room had not noticed the drop): park it whatever its close code."""
+        self._handover.add(conn.session_id)
+
+    # --- parking --------------------------------------------------------------------------------
+
+    def park(self, conn: Session, state: Holder, code: int) -> bool:
+        """The session of `conn` ended with `code`: park it when that was a drop. Call before
+        the topic index forgets the connection. False: unregister it now."""
+        handed = conn.session_id in self._handover
+        self._handover.discard(conn.session_id)
+        if not self.enabled or not conn.session_id or (code not in LINGER_CODES and not handed):
+            return False
+        parked = Parked(conn, state, self._clock() + self.linger_s, self.epoch())
+        self._by_session[parked.session_id] = parked
+        self._queue.append(parked)          # linger_s is fixed: the queue is in expiry order
+        for app in parked.apps | {parked.app}:
+            self._by_user.setdefault((app, parked.uid), []).append(parked)
+        PARKED.set(len(self._by_session))
+        return True
+
+    def take(self, resume_token: str, app: str, uid: str, device: str) -> Parked | None:
+        """The parked session a resuming AUTH names, removed from the parking; None when the
+        token is unknown, expired, or names another user or device."""
+        session_id = self.session_of(resume_token)
+        parked = self._by_session.get(session_id) if session_id else None
+        if parked is None or (parked.app, parked.uid, parked.device) != (app, uid, device) \
+                or parked.expires <= self._clock():
+            RESUMES.labels("missed").inc()
+            return None
+        self._remove(parked)
+        RESUMES.labels("resumed").inc()
+        return parked
+
+    def stale(self, parked: Parked) -> bool:
+        """True when register was re-flushed while `parked` waited (register it again)."""
+        return parked.epoch != self.epoch()
+
+    def hold(self, message: Message, session_id: str = "") -> int:
+        """A push for a user with parked sessions (of `message.device` when set, of
+        `session_id` when set): keep it for their resume. Returns how many kept it."""
+        parked = self._by_user.get((message.app, message.uid))
+        if not parked:
+            return 0
+        kept = 0
+        for p in parked:
+            if (session_id and p.session_id != session_id) \
+                    or (message.device and p.device != message.device):
+                continue
+            pending = p.pending
+            if len(pending.messages) >= self.keep:
+                pending.overflow = True
+            else:
+                pending.messages[(message.app, message.id)] = message
+            kept += 1
+        return kept
+
+    def supersede(self, app: str, uid: str, device: str) -> list[Parked]:
+        """A new session of (app, uid, device) opened here: its parked ones are over."""
+        if not device:
+            return []
+        gone = [p for p in self._by_user.get((app, uid), ())
+                if p.app == app and p.device == device]
+        for p in gone:
+            self._remove(p)
+        return gone
+
+    def drop(self, app: str, uid: str, session_id: str = "") -> list[Parked]:
+        """Kick: remove the user's parked sessions (one of them with `session_id`)."""
+        gone = [p for p in self._by_user.get((app, uid), ())
+                if not session_id or p.session_id == session_id]
+        for p in gone:
+            self._remove(p)
+        return gone
+
+    def expire(self, now: float | None = None) -> list[Parked]:
+        """Remove and return the sessions whose window ended (the caller unregisters them)."""
+        now = self._clock() if now is None else now
+        gone = []
+        queue = self._queue
+        while queue and queue[0].expires <= now:
+            parked = queue.popleft()
+            if self._by_session.get(parked.session_id) is parked:    # not taken meanwhile
+                self._remove(parked)
+                gone.append(parked)
+        return gone
+
+    def release_all(self) -> list[Parked]:
+        """Remove and return every parked session (shutdown: unregister them)."""
+        gone = list(self._by_session.values())
+        for p in gone:
+            self._remove(p)
+        self._queue.clear()
+        return gone
+
+    async def run(self, unregister: Callable[[list[Parked]], None],
+                  every_s: float = 0.5) -> None:
+        """Expire parked sessions until cancelled; runs in the room's task group."""
+        while True:
+            await asyncio.sleep(every_s)
+            gone = self.expire()
+            if gone:
+                log.info("resume window over for %d sessions", len(gone))
+                unregister(gone)
+
+    def _remove(self, parked: Parked) -> None:
+        self._by_session.pop(parked.session_id, None)
+        for app in parked.apps | {parked.app}:
+            key = (app, parked.uid)
+            group = self._by_user.get(key)
+            if group is not None and parked in group:
+                group.remove(parked)
+                if not group:
+                    del self._by_user[key]
+        PARKED.set(len(self._by_session))
+
+    # --- broadcasts -----------------------------------------------------------------------------
+
+    def note_broadcast(self, app: str, broadcast_id: int) -> None:
+        """A broadcast of `app` started in this room (parked sessions missed it)."""
+        if broadcast_id > self._latest.get(app, 0):
+            self._latest[app] = broadcast_id
+
+    def missed(self, apps: Iterable[str], cursors: dict[str, int] | None) -> list[str]:
+        """The apps with a broadcast newer than the session's cursor (replay those)."""
+        have = cursors or {}
+        return [a for a in apps if self._latest.get(a, 0) > have.get(a, 0)]

@@ -1,0 +1,54 @@
+"""bench/loadgen.py: how sessions are split over processes, and the pipe commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.adapters import NatsSession, PushwireSession
+from bench.loadgen import SOURCES, Spec, Worker, split
+from services.kit import token
+
+
+def test_split_covers_every_session_once_with_disjoint_sources() -> None:
+    spec = Spec("pushwire", 10, first=100)
+    parts = split(spec, 3)
+    assert [(p.first, p.count) for p in parts] == [(100, 4), (104, 3), (107, 3)]
+    assert set(parts[0].sources).isdisjoint(parts[1].sources)
+    assert sorted(s for p in parts for s in p.sources) == sorted(SOURCES)
+    assert sum(p.count for p in split(Spec("nats", 2), 4)) == 2
+
+
+def test_session_templates_take_the_session_number() -> None:
+    worker = Worker()
+    session = worker.session(Spec("pushwire", 1, secret="s", app="a", uid="u{i}",
+                                  device="d{i}"), 7)
+    assert isinstance(session, PushwireSession)
+    assert (session.uid, session.device) == ("u7", "d7")
+    token.verify(["s"], session.token, app="a", uid="u7", device="d7", now=0)
+    nats = worker.session(Spec("nats", 1, subject="u.{i}"), 3)
+    assert isinstance(nats, NatsSession) and nats.subject == "u.3"
+    with pytest.raises(ValueError, match="unknown kind"):
+        worker.session(Spec("amqp", 1), 0)
+
+
+async def test_pipe_commands_count_and_reset() -> None:
+    worker = Worker()
+    worker.tally.delivered(5, 10)
+    assert (await worker.handle({"cmd": "stats"}))["deliveries"] == 5
+    assert await worker.handle({"cmd": "reset"}) == {"ok": True}
+    assert (await worker.handle({"cmd": "stats"}))["deliveries"] == 0
+    await worker.handle({"cmd": "record", "on": True})
+    worker.tally.latency(b"00000000000000000100xxxx", 150)
+    assert await worker.handle({"cmd": "latencies"}) == {"latencies": [50]}
+    with pytest.raises(ValueError, match="unknown command"):
+        await worker.handle({"cmd": "dance"})
+
+
+async def test_open_against_nothing_reports_failures_not_hangs() -> None:
+    worker = Worker()
+    answer = await worker.handle({"cmd": "open", "spec": {
+        "kind": "nats", "count": 3, "target": "127.0.0.1:9", "timeout_s": 5,
+        "sources": ["127.0.0.1"]}})
+    assert answer["ready"] == 0 and answer["failed"] == 3
+    assert any("ConnectionRefusedError" in e or "OSError" in e for e in answer["errors"])
+    await worker.close()

@@ -1,0 +1,107 @@
+"""services/dispatcher/api.py: GET /v1/route over HTTP, on a fixed view of discovery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from services.dispatcher.api import DispatcherApi
+from services.dispatcher.config import DispatcherConfig
+from services.kit import http
+from services.kit.discovery import AppConfig, Instance
+
+APP = AppConfig(id="chat", heartbeat_min_s=20, heartbeat_default_s=120, heartbeat_max_s=300)
+CONFIG = DispatcherConfig(group_size=2, route_ttl_s=600, degraded_ttl_s=45)
+
+
+@dataclass
+class View:
+    """The two calls the dispatcher makes on discovery."""
+
+    rooms: list[Instance] = field(default_factory=list)
+
+    def instances(self, kind: str) -> list[Instance]:
+        return list(self.rooms) if kind == "room" else []
+
+    def app(self, app_id: str) -> AppConfig | None:
+        return APP if app_id == APP.id else None
+
+
+def room(n: int, idc: str = "dc1", **fields: Any) -> Instance:
+    return Instance("room", f"room-{n}", idc=idc, addresses={"ws": f"10.0.0.{n}:8200"},
+                    **fields)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[ClientSession, str, View]]:
+    view = View([room(1), room(2), room(3), room(4, idc="dc2")])
+    app = http.application()
+    app.add_routes(DispatcherApi(CONFIG, view).routes())  # type: ignore[arg-type]
+    server = TestServer(app)
+    await server.start_server()
+    async with ClientSession() as session:
+        yield session, str(server.make_url("/v1/route")), view
+    await server.close()
+
+
+async def get(session: ClientSession, url: str, **params: str) -> tuple[int, dict[str, Any]]:
+    async with session.get(url, params=params) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_reply_carries_endpoints_heartbeat_backoff_and_ttl(
+        client: tuple[ClientSession, str, View]) -> None:
+    session, url, _ = client
+    status, body = await get(session, url, app="chat", uid="alice", net="cell")
+    assert status == 200
+    assert len(body["endpoints"]) == 2
+    assert all(e.startswith("ws://10.0.0.") and not e.startswith("ws://10.0.0.4")
+               for e in body["endpoints"])                       # home IDC only
+    assert body["ttl_s"] == 600
+    assert body["heartbeat"] == {"min_s": 20, "max_s": 300, "default_s": 120}
+    assert body["backoff"] == {"base_ms": 500, "factor": 2.0, "jitter": 0.5, "max_ms": 60000}
+
+
+async def test_failed_endpoints_shorten_the_ttl_and_attempts_open_other_idcs(
+        client: tuple[ClientSession, str, View]) -> None:
+    session, url, _ = client
+    _, plain = await get(session, url, app="chat", uid="bob")
+    sticky = plain["endpoints"][0].removeprefix("ws://").rstrip("/")
+    status, body = await get(session, url, app="chat", uid="bob", failed=sticky)
+    assert status == 200 and plain["endpoints"][0] not in body["endpoints"]
+    assert body["ttl_s"] == 45
+    _, struggling = await get(session, url, app="chat", uid="bob", attempt="3")
+    assert "ws://10.0.0.4:8200/" in struggling["endpoints"]
+    assert struggling["ttl_s"] == 45
+    _, other = await get(session, url, app="chat", uid="bob", idc="dc2")
+    assert other["endpoints"][0] == "ws://10.0.0.4:8200/"
+
+
+async def test_draining_and_full_rooms_are_not_offered(
+        client: tuple[ClientSession, str, View]) -> None:
+    session, url, view = client
+    view.rooms = [room(1, draining=True), room(2, load=10, capacity=10), room(3)]
+    for uid in ("a", "b", "c", "d"):
+        _, body = await get(session, url, app="chat", uid=uid)
+        assert body["endpoints"] == ["ws://10.0.0.3:8200/"]
+    view.rooms = [room(1, draining=True)]
+    status, body = await get(session, url, app="chat", uid="a")
+    assert status == 503 and body["error"]["code"] == 1007
+
+
+@pytest.mark.parametrize(("params", "status"), [
+    ({"app": "chat"}, 400), ({"uid": "u"}, 400), ({"app": "nope", "uid": "u"}, 404),
+    ({"app": "chat", "uid": "u", "attempt": "x"}, 400),
+    ({"app": "chat", "uid": "u", "attempt": "-1"}, 400),
+    ({"app": "chat", "uid": "u", "failed": ",".join(f"h{i}:1" for i in range(40))}, 400),
+])
+async def test_bad_requests(client: tuple[ClientSession, str, View], params: dict[str, str],
+                            status: int) -> None:
+    session, url, _ = client
+    got, body = await get(session, url, **params)
+    assert got == status and body["error"]["message"]

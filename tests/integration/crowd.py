@@ -1,0 +1,75 @@
+"""Many SDK clients in one test process, each recording what it received (with the time)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sdk.client import Message, PushClient
+from tests.integration.cluster import Cluster
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class Listener:
+    """One client and every message it got; a task reads its messages all along."""
+
+    client: PushClient
+    got: list[tuple[float, Message]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    @property
+    def messages(self) -> list[Message]:
+        return [m for _, m in self.got]
+
+    async def _read(self) -> None:
+        async for message in self.client.messages():
+            self.got.append((time.monotonic(), message))
+
+    async def start(self) -> Listener:
+        await self.client.connect()
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
+        await self.client.close()
+
+
+def listener(cluster: Cluster, uid: str, cursor: int = 0) -> Listener:
+    client = PushClient(cluster.dispatcher, cluster.app.id, uid, cluster.token(uid),
+                        device="d", broadcast_cursor=cursor, connect_timeout_s=60)
+    return Listener(client)
+
+
+async def crowd(cluster: Cluster, n: int, prefix: str = "u", at_once: int = 50) \
+        -> list[Listener]:
+    """n connected listeners (connected `at_once` at a time)."""
+    out: list[Listener] = []
+    for start in range(0, n, at_once):
+        out += await asyncio.gather(*(listener(cluster, f"{prefix}{i}").start()
+                                      for i in range(start, min(n, start + at_once))))
+    return out
+
+
+async def close_all(listeners: list[Listener]) -> None:
+    await asyncio.gather(*(x.close() for x in listeners))
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0,
+                     every: float = 0.1) -> T:
+    """The first truthy value `probe` returns within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)

@@ -1,0 +1,112 @@
+"""Kick end to end (issue #5): center -> coordinator -> register mark + lookup -> rooms close
+with 4102; the kicked token no longer opens a session, a token minted after the kick does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sdk.client import ClientClosed, PushClient
+from tests.integration.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+KICKED = 4102
+
+
+async def connect(cluster: Cluster, uid: str, device: str, token: str = "") -> PushClient:
+    client = PushClient(cluster.dispatcher, "demo", uid, token or cluster.token(uid),
+                        device=device, connect_timeout_s=15)
+    await client.connect()
+    return client
+
+
+async def refusal(client: PushClient) -> ClientClosed:
+    """The ClientClosed the client stopped with (it must stop within a few seconds)."""
+    with pytest.raises(ClientClosed) as info:
+        async with asyncio.timeout(10):
+            async for _ in client.messages():
+                pass
+    return info.value
+
+
+async def devices_online(cluster: Cluster, uid: str) -> list[str]:
+    status, body = await cluster.api("GET", f"/v1/apps/demo/users/{uid}")
+    assert status == 200, body
+    return sorted(s["device"] for s in body["sessions"])
+
+
+async def kick(cluster: Cluster, uid: str, **body: str) -> int:
+    status, reply = await cluster.api("POST", f"/v1/apps/demo/users/{uid}/kick", json=body)
+    assert status == 200, reply
+    return int(reply["kicked"])
+
+
+async def test_kick_one_device_all_but_one_and_all(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, real=True, rooms=2) as cluster:
+        one = {d: await connect(cluster, "one", d) for d in ("d1", "d2", "d3")}
+        spare = {d: await connect(cluster, "spare", d) for d in ("d1", "d2", "d3")}
+        every = {d: await connect(cluster, "every", d) for d in ("d1", "d2")}
+
+        assert await kick(cluster, "one", device="d2", reason="lost phone") == 1
+        closed = await refusal(one["d2"])
+        assert (closed.close_code, closed.reason) == (KICKED, "lost phone")
+        assert await devices_online(cluster, "one") == ["d1", "d3"]
+
+        assert await kick(cluster, "spare", except_device="d1") == 2
+        assert {(await refusal(spare[d])).close_code for d in ("d2", "d3")} == {KICKED}
+        assert await devices_online(cluster, "spare") == ["d1"]
+
+        # all devices, through `pushwire kick`
+        cli = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "cli.main", "kick", "--app", "demo", "--uid", "every",
+            "--reason", "banned", "--center", cluster.center(), "--api-key", "test-key"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PUSHWIRE_HOME": str(tmp_path / "home")})
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == {"kicked": 2}
+        assert [(await refusal(every[d])).reason for d in ("d1", "d2")] == ["banned"] * 2
+        assert await devices_online(cluster, "every") == []
+
+        # the others are untouched and still served
+        assert one["d1"].connected and one["d3"].connected and spare["d1"].connected
+        status, body = await cluster.api("POST", "/v1/apps/demo/users/one/kick",
+                                         json={"device": 5})
+        assert status == 400 and "strings" in body["error"]["message"]
+        status, body = await cluster.api("POST", "/v1/apps/demo/users/one/kick",
+                                         json={"devise": "d1"})
+        assert status == 400 and "devise" in body["error"]["message"]
+        for client in [*one.values(), *spare.values(), *every.values()]:
+            await client.close()
+
+
+async def test_a_kicked_token_is_refused_until_a_new_one_is_issued(tmp_path: Path) -> None:
+    async with Cluster(tmp_path, real=True) as cluster:
+        old_d1, old_d2 = cluster.token("u1", "d1"), cluster.token("u1", "d2")
+        phone = await connect(cluster, "u1", "d1", old_d1)
+        await asyncio.sleep(1.0)            # the kick falls in a later second than the tokens
+        assert await kick(cluster, "u1", device="d1") == 1
+        assert (await refusal(phone)).close_code == KICKED
+        await phone.close()
+
+        again = PushClient(cluster.dispatcher, "demo", "u1", old_d1, device="d1")
+        with pytest.raises(ClientClosed) as info:
+            await again.connect()
+        assert info.value.close_code == KICKED
+
+        other = await connect(cluster, "u1", "d2", old_d2)   # only d1 was kicked
+        assert other.connected
+
+        # a token issued after the kick (its iat is a later second) opens a session again
+        await asyncio.sleep(1.05 - time.time() % 1)
+        fresh = await connect(cluster, "u1", "d1", cluster.token("u1", "d1"))
+        assert fresh.connected and await devices_online(cluster, "u1") == ["d1", "d2"]
+        await fresh.close()
+        await other.close()
