@@ -91,6 +91,9 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         "PUSHWIRE_DISCOVERY": os.environ.get("PUSHWIRE_DISCOVERY", urls["discovery"]),
         "PUSHWIRE_LOG_LEVEL": args.log_level,
         "PUSHWIRE_SAVER_HOT": os.environ.get("PUSHWIRE_SAVER_HOT", urls["hot"]),
+        # Broadcast jobs (center) and dead letters (coordinator) share the hot Redis.
+        "PUSHWIRE_CENTER_REDIS": os.environ.get("PUSHWIRE_CENTER_REDIS", urls["hot"]),
+        "PUSHWIRE_COORDINATOR_REDIS": os.environ.get("PUSHWIRE_COORDINATOR_REDIS", urls["hot"]),
         "PUSHWIRE_SAVER_DURABLE": os.environ.get("PUSHWIRE_SAVER_DURABLE", urls["durable"]),
     }
     children = [

@@ -11,6 +11,7 @@ Leaving the block withdraws the instance, closes discovery and the metrics liste
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -51,6 +52,21 @@ class Host:
         merged = {**self.instance.addresses, **addresses}
         self.instance = replace(self.instance, addresses=merged)
         await self.discovery.update(self.instance)
+
+    async def await_peers(self, kinds: tuple[str, ...], role: str = "grpc",
+                          log_every_s: float = 5.0) -> None:
+        """Wait until discovery shows at least one instance of each kind with a `role` address.
+
+        A service announces itself only after this, so nobody is routed to an instance that
+        cannot yet reach what it depends on (a room without register or saver would refuse
+        every AUTH and drop every ACK)."""
+        waited = 0.0
+        while missing := [k for k in kinds if not any(
+                role in i.addresses for i in self.discovery.instances(k))]:
+            if waited and waited % log_every_s < 0.1:
+                self.log.warning("waiting for %s to appear in discovery", ", ".join(missing))
+            await asyncio.sleep(0.1)
+            waited = round(waited + 0.1, 1)
 
     def pipe_options(self, overflow: Overflow = Overflow.REJECT,
                      retry_for_s: float = 10.0) -> PipeOptions:

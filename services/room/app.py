@@ -54,6 +54,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             config.bind, config.grpc_port,
             [(room_pb2_grpc.add_RoomServicer_to_server,
               RoomServicer(gateway, server.hub, drain))])
+        await host.await_peers(("register", "saver"))
         await host.announce({**_ws_addresses(config, server.port),
                              "grpc": f"{config.advertise}:{grpc_port}"},
                             capacity=config.max_connections)

@@ -58,6 +58,7 @@ class Cluster:
     real: bool = True
     rooms: int = 1
     centers: int = 1
+    registers: int = 1                                       # "register", "register-1", ...
     app: AppConfig = field(default_factory=lambda: AppConfig(
         id="demo", secrets=("test-secret",), api_keys=("test-key",)))
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
@@ -92,9 +93,13 @@ class Cluster:
         await self.discovery.start(KINDS)
         await self.discovery.put_app(self.app)
         self._plan()
-        for proc in self.procs.values():
-            self.spawn(proc.name)
-        await self.wait_ready()
+        try:
+            for proc in self.procs.values():
+                self.spawn(proc.name)
+            await self.wait_ready()
+        except BaseException:
+            await self.stop()       # no process of a failed start outlives the test
+            raise
 
     def _plan(self) -> None:
         u = self.urls
@@ -108,6 +113,7 @@ class Cluster:
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
             ("coordinator", "coordinator", {})]
+        plan += [(f"register-{i}", "register", {}) for i in range(1, self.registers)]
         for i in range(self.rooms):
             plan.append((f"room-{i}", "room", {"PUSHWIRE_ROOM_INSTANCE": f"room-{i}",
                                                "PUSHWIRE_ROOM_WS_PORT": str(free_port())}))
