@@ -207,11 +207,12 @@ class Worker:
                 source = spec.sources[i % len(spec.sources)] if spec.sources else None
                 loop = asyncio.get_running_loop()
                 link = Link(self, self.session(spec, i), f"{host}:{port}")
+                done = link.done                # the link drops it once settled
+                assert done is not None
                 await loop.create_connection(lambda: link, host, port,
                                              local_addr=(source, 0) if source else None)
                 self.links.append(link)
-                assert link.done is not None
-                await link.done
+                await done
             except (OSError, aiohttp.ClientError, ValueError, KeyError) as exc:
                 self.note(f"{type(exc).__name__}: {exc}"[:200])
             except asyncio.CancelledError:

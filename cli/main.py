@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import benchcmd, broadcast, clients, dev, ops, servicecmds
+from cli import benchcmd, broadcast, clients, dev, ops, roomcmds, servicecmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     clients.add_parsers(subs)
     broadcast.add_parsers(subs)
     ops.add_parsers(subs)
+    roomcmds.add_parsers(subs)
     benchcmd.add_parser(subs)
     return parser
 

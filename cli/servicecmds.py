@@ -39,11 +39,23 @@ def add_parsers(subs: Any) -> None:
         p = subs.add_parser(name, help=HELP[name], description=(
             f"Run one {name} instance. Settings come from PUSHWIRE_* / PUSHWIRE_{name.upper()}_* "
             "environment variables and the TOML file named by PUSHWIRE_CONFIG (docs/config.md)."))
+        if name == "room":
+            p.add_argument("--workers", type=int, default=1, metavar="N",
+                           help="run N room processes sharing the WebSocket port "
+                                "(SO_REUSEPORT), each its own room instance")
         p.set_defaults(run=_runner(name))
 
 
 def _runner(name: str) -> Any:
-    def run(_args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        workers: int = getattr(args, "workers", 1)
+        if workers < 1:
+            print("pushwire room: --workers must be >= 1", file=sys.stderr)
+            return 2
+        if workers > 1:
+            from services.room import workers as room_workers
+
+            return room_workers.main(workers)
         module = importlib.import_module(f"services.{name}.main")
         code: int = module.main()
         return code

@@ -5,13 +5,16 @@
             handle(message)        # acknowledged when you ask for the next one
 
 What it does (docs/protocol.md, DESIGN.md §2 "Connect"):
-- asks the dispatcher for a route (`sdk/route.py`), tries its endpoints in order (the last
-  room that worked first, then the route's, sticky room first) and sends AUTH; a background
-  task owned by the client does this (plus one heartbeat task per connection and one task
-  that sends gathered ACKs), and `close()` ends them all;
+- asks the dispatcher for a route (`sdk/route.py`; cached per network type for the reply's
+  TTL), tries its endpoints in order (the sticky room first, then the last room that worked,
+  then the route's others) and sends AUTH; a background task owned by the client does this
+  (plus one heartbeat task per connection and one task that sends gathered ACKs), and
+  `close()` ends them all;
 - on a dropped connection or a 4000-4099 close, reconnects with the route's backoff policy
-  (`sdk/backoff.py`), reporting the endpoints that failed; follows RECONNECT instructions;
-  offers the resume token of the last session; re-binds topics when the session was not resumed;
+  (`sdk/backoff.py`), reporting the endpoints that failed and the attempt number; follows
+  RECONNECT instructions (their endpoints first, after their `after_ms`); offers the resume
+  token of the last session (§8: a flash disconnect costs the room nothing); re-binds topics
+  when the session was not resumed;
 - sends HEARTBEAT at the negotiated interval and drops a link that stops answering;
 - on a 4100-4199 close or a KICK, stops: `messages()` raises ClientClosed(code, reason);
   except 4101 (token expired) when a `renew_token` callback is given: it gets a new token
@@ -121,16 +124,20 @@ class PushClient:
                  connect_timeout_s: float | None = 30.0, open_timeout_s: float = 10.0,
                  request_timeout_s: float = 10.0,
                  renew_token: Callable[[], Awaitable[str]] | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, isp: str = "",
+                 idc: str = "") -> None:
         """`heartbeat_s` 0 lets the room choose (the app's default). `connect_timeout_s` None
         makes `connect()` wait until a session opens or the room refuses for good.
         `open_timeout_s` bounds each route request, WebSocket handshake and AUTH.
         `queue_size` bounds received messages not yet taken (a full queue stops reading: the
         room then sees a slow consumer). `dedupe_size` is how many message ids are
         remembered. `renew_token`, when given, is awaited for a fresh token after the room
-        closed with 4101 (token expired); without it 4101 stops the client like 4100."""
+        closed with 4101 (token expired); without it 4101 stops the client like 4100.
+        `net` (wifi, cell, ...) keys the route cache (`network_changed`); `isp` and `idc` are
+        passed to the dispatcher when known (docs/api.md §1.1)."""
         self.dispatcher_url = dispatcher_url
         self.app, self.uid, self.token, self.device, self.net = app, uid, token, device, net
+        self.isp, self.idc = isp, idc
         self.heartbeat_s = heartbeat_s
         self.connect_timeout_s = connect_timeout_s
         self.open_timeout_s = open_timeout_s
@@ -154,8 +161,8 @@ class PushClient:
         self._acks: dict[str, list[int]] = {}     # gathered for the next ACK packets
         self._acks_waiting = asyncio.Event()
         self._acker: asyncio.Task[None] | None = None
-        self._route: route.Route | None = None
-        self._route_expires = 0.0
+        self._routes: dict[str, tuple[route.Route, float]] = {}   # net -> (route, expiry)
+        self._attempt = 0                     # connect rounds that failed in a row
         self._backoff = Backoff()
         self._failed: dict[str, None] = {}    # host:port, oldest first
         self._good = ""                       # the endpoint of the last open session
@@ -215,6 +222,15 @@ class PushClient:
     @property
     def connected(self) -> bool:
         return self._ws is not None
+
+    def network_changed(self, net: str) -> None:
+        """The device switched networks (e.g. "wifi" -> "cell"): use that network's cached
+        route from now on, and drop the current link, which the switch usually killed without
+        a FIN. The next connection resumes the session (docs/protocol.md §8)."""
+        self.net = net
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
 
     # -- the application's side --------------------------------------------------------------
 
@@ -382,12 +398,11 @@ class PushClient:
             self._up.set()
 
     async def _keep_connected(self) -> None:
-        attempt = 0
         while True:
             if await self._one_round():
-                attempt = 0     # a session was open: the next failure starts a fresh backoff
-            delay = self._delay(attempt)
-            attempt += 1
+                self._attempt = 0   # a session was open: the next failure starts afresh
+            delay = self._delay(self._attempt)
+            self._attempt += 1
             log.debug("pushwire client %s/%s reconnects in %.2fs", self.app, self.uid, delay)
             await asyncio.sleep(delay)
 
@@ -410,7 +425,7 @@ class PushClient:
                 self.token = await self.renew_token()
                 return False
             return True
-        self._route = None      # ask the dispatcher again, now with failed=
+        self._routes.pop(self.net, None)    # ask the dispatcher again, now with failed=
         return False
 
     def _delay(self, attempt: int) -> float:
@@ -419,13 +434,15 @@ class PushClient:
         return self._backoff.delay_s(attempt, self._rand)
 
     async def _candidates(self) -> list[str]:
-        """Endpoints to try, in order: RECONNECT's, the last good one, the route's; without
-        the ones that failed since the last session (unless that leaves none)."""
+        """Endpoints to try, in order: RECONNECT's, the route's sticky room, the last good
+        one (a resume needs the same room; normally it is the sticky one), the route's
+        others; without the ones that failed since the last session (unless none is left)."""
         current = await self._current_route()
         moved = self._moved.endpoints if self._moved is not None else ()
         self._moved = None
-        everything = [e for e in dict.fromkeys([*moved, self._good,
-                                                *(current.endpoints if current else ())]) if e]
+        offered = current.endpoints if current else ()
+        everything = [e for e in dict.fromkeys([*moved, *offered[:1], self._good,
+                                                *offered[1:]]) if e]
         fresh = [e for e in everything if route.hostport(e) not in self._failed]
         if not fresh:
             self._failed.clear()
@@ -437,19 +454,21 @@ class PushClient:
         The dispatcher's refusals (unknown app, bad request) propagate: they are final.
         """
         loop = asyncio.get_running_loop()
-        if self._route is not None and loop.time() < self._route_expires:
-            return self._route
+        cached = self._routes.get(self.net)
+        if cached is not None and loop.time() < cached[1]:
+            return cached[0]
         assert self._http is not None
         try:
             fetched = await route.fetch(self._http, self.dispatcher_url, self.app, self.uid,
                                         net=self.net, failed=self._failed,
-                                        timeout_s=self.open_timeout_s)
+                                        timeout_s=self.open_timeout_s, attempt=self._attempt,
+                                        isp=self.isp, idc=self.idc)
         except (Unavailable, ProtocolError) as exc:
             log.info("pushwire client %s/%s: no route: %s", self.app, self.uid, exc.message)
             self._failed.clear()    # maybe every room was excluded: ask plainly next time
             return None
-        self._route, self._backoff = fetched, fetched.backoff
-        self._route_expires = loop.time() + fetched.ttl_s
+        self._backoff = fetched.backoff
+        self._routes[self.net] = (fetched, loop.time() + fetched.ttl_s)
         return fetched
 
     def _mark_failed(self, endpoint: str) -> None:

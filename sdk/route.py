@@ -56,24 +56,29 @@ def route_url(dispatcher_url: str) -> str:
     return dispatcher_url.rstrip("/") + "/v1/route"
 
 
-def route_params(app: str, uid: str, net: str, failed: Iterable[str]) -> dict[str, str]:
-    """The query of a route request; `failed` holds endpoints in either form."""
+def route_params(app: str, uid: str, net: str, failed: Iterable[str], *, attempt: int = 0,
+                 isp: str = "", idc: str = "") -> dict[str, str]:
+    """The query of a route request; `failed` holds endpoints in either form, `attempt` the
+    connect rounds that failed in a row (the dispatcher offers other IDCs after a few)."""
     params = {"app": app, "uid": uid, "net": net}
     reported = ",".join(dict.fromkeys(hostport(f) for f in failed))
     if reported:
         params["failed"] = reported
+    optional = {"attempt": str(attempt) if attempt > 0 else "", "isp": isp, "idc": idc}
+    params.update({k: v for k, v in optional.items() if v})
     return params
 
 
 async def fetch(http: aiohttp.ClientSession, dispatcher_url: str, app: str, uid: str, *,
-                net: str = "wifi", failed: Iterable[str] = (), timeout_s: float = 10.0) -> Route:
-    """One route request.
+                net: str = "wifi", failed: Iterable[str] = (), timeout_s: float = 10.0,
+                attempt: int = 0, isp: str = "", idc: str = "") -> Route:
+    """One route request (`route_params` for the arguments).
 
     Raises Unavailable when the dispatcher cannot be reached or answers 5xx (retry later),
     and the error named by the reply's code for 4xx (unknown app, bad request: retrying the
     same request will not help).
     """
-    params = route_params(app, uid, net, failed)
+    params = route_params(app, uid, net, failed, attempt=attempt, isp=isp, idc=idc)
     try:
         async with asyncio.timeout(timeout_s), http.get(route_url(dispatcher_url),
                                                         params=params) as response:

@@ -15,8 +15,9 @@ connection (`Connection.write_frame`); nothing here runs per connection but a sh
 - Replay (`replay`): after AUTH or BIND, the broadcasts newer than the client's cursor, from
   the app's log in saver, as one frame (bounded in count and bytes).
 
-Per connection the room remembers the newest broadcast id it sent or the client reported
-(`ConnState.cursors`), so a replay racing a live job never sends the same broadcast twice.
+Per connection the room remembers the cursor the client reported and the ids of the last
+broadcasts it sent there (`ConnState.cursors`, `ConnState.sent`), so a replay racing a live
+job, or a job started again after the room forgot it, never sends a broadcast twice.
 """
 
 from __future__ import annotations
@@ -64,23 +65,29 @@ class Target(Protocol):
 T = TypeVar("T", bound=Target)
 
 
+SENT_KEPT = 16       # broadcast ids remembered per connection (ConnState.sent)
+
+
 def take_broadcast(state: Any, app: str, broadcast_id: int) -> bool:
-    """True when `broadcast_id` of `app` is new for the connection with `state`, and record it
-    as sent; False when the connection already has it (or no longer serves the app)."""
+    """True when broadcast `broadcast_id` of `app` is new for the connection with `state`, and
+    record it as sent; False when the connection no longer serves the app, the client
+    reported a cursor at or past it, or it was sent on this connection already. Exact ids,
+    not a high-water mark: two jobs of one app may reach a connection in either order."""
     if state is None or app not in state.apps:
         return False
     cursors = state.cursors
-    if cursors is None:
-        state.cursors = {app: broadcast_id}
-        return True
-    if cursors.get(app, 0) >= broadcast_id:
+    if cursors is not None and cursors.get(app, 0) >= broadcast_id:
         return False
-    cursors[app] = broadcast_id
+    sent = state.sent
+    if broadcast_id in sent:
+        return False
+    state.sent = (*sent[1 - SENT_KEPT:], broadcast_id) if sent else (broadcast_id,)
     return True
 
 
 def note_cursor(state: Any, app: str, cursor: int) -> None:
-    """Record the cursor a client reported for `app` (AUTH, BIND): it has those broadcasts."""
+    """Record the cursor a client reported for `app` (AUTH, BIND): it has the broadcasts up
+    to that id."""
     if cursor > 0:
         if state.cursors is None:
             state.cursors = {}
@@ -259,14 +266,17 @@ class FanOut(Generic[T]):
                        targets, total=len(targets))
 
     def _remember(self, job: RoomJob[T]) -> RoomJob[T]:
-        """Keep the job for polls and re-claims; forget old finished or orphaned ones."""
+        """Keep the job for polls and re-claims, at most `keep_jobs`: beyond, forget the
+        oldest finished or long-orphaned ones, then the oldest paused ones (a re-claim of
+        one starts it again; the connections' cursors keep it from sending twice)."""
         self._jobs[job.job] = job
         now = asyncio.get_running_loop().time()
-        for old in list(self._jobs.values()):
-            if len(self._jobs) <= self.keep_jobs:
-                break
-            if old.runner is None and (old.done or now - old.polled > self.forget_s):
-                del self._jobs[old.job]
+        for old_too in (lambda j: j.done or now - j.polled > self.forget_s, lambda j: True):
+            for old in list(self._jobs.values()):
+                if len(self._jobs) <= self.keep_jobs:
+                    return job
+                if old.runner is None and old is not job and old_too(old):
+                    del self._jobs[old.job]
         return job
 
     def _start(self, job: RoomJob[T]) -> None:
@@ -297,7 +307,7 @@ class FanOut(Generic[T]):
         finally:
             job.runner = None
             if job.done:
-                job.targets = []         # free the snapshot; the counts stay for polls
+                job.targets, job.frame = [], b""    # the counts stay for polls
 
     def send(self, job: RoomJob[T], n: int) -> int:
         """Handle the next `n` connections of the job; returns frames written."""
@@ -333,17 +343,16 @@ class FanOut(Generic[T]):
         state = conn.extra
         if conn.closed or state is None:
             return 0
-        cursor = (state.cursors or {}).get(app, 0)
-        fresh = sorted((e for e in entries if e.id > cursor), key=lambda e: e.id, reverse=True)
         packets: list[bytes] = []
         size = 0
-        for entry in fresh:
+        for entry in sorted(entries, key=lambda e: e.id, reverse=True):
             packet = broadcast_packet(entry)
             if packets and size + len(packet) > self.replay_bytes:
                 break
-            packets.append(packet)
-            size += len(packet)
-        if not packets or not take_broadcast(state, app, fresh[0].id):
+            if take_broadcast(state, app, entry.id):
+                packets.append(packet)
+                size += len(packet)
+        if not packets:
             return 0
         packets.reverse()                # oldest first
         conn.write_frame(encode_frame(packets[0] if len(packets) == 1

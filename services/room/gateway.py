@@ -45,15 +45,17 @@ MAX_ID_LEN = 128
 class ConnState:
     """What the room keeps per authenticated connection (conn.extra)."""
 
-    __slots__ = ("apps", "cursors", "more", "outstanding", "pending", "topics")
+    __slots__ = ("apps", "cursors", "more", "outstanding", "pending", "sent", "topics")
 
     def __init__(self, app: str) -> None:
         self.outstanding: set[int] = set()   # replay round not yet ACKed
         self.more = False                    # saver holds more for the next round
         self.apps: set[str] = {app}          # apps this connection serves (BIND adds)
         self.topics: set[tuple[str, str]] = set()   # bound (app, topic)
-        # Newest broadcast id per app sent to (or reported by) the client: never twice.
+        # Broadcasts (fanout.py): the cursor per app the client reported (it has those), and
+        # the ids of the last ones sent on this connection: none is sent twice.
         self.cursors: dict[str, int] | None = None
+        self.sent: tuple[int, ...] = ()
         self.pending: Pending | None = None  # unicast written, not ACKed (resume.py)
 
 
@@ -102,7 +104,7 @@ class Gateway:
         the client elsewhere instead."""
         if self.turn_away is not None and self.turn_away(conn):
             return
-        self.policy.admit(conn, len(conn.ctx.connections))
+        self.policy.admit(conn)
 
     async def authenticate(self, conn: Connection, auth: wire_pb2.Auth) -> wire_pb2.AuthReply:
         app = self.discovery.app(auth.app)
@@ -275,7 +277,6 @@ class Gateway:
         session = self._session(conn.app, conn.uid, conn.device, conn.session_id, 2)
         if not self.register.offline_nowait(session):
             log.warning("%r: offline not sent (register unavailable or queue full)", conn)
-        state = state_of(conn)
         if state is not None:
             for app in state.apps - {conn.app}:
                 self.register.offline_nowait(self._guest_session(conn, app))
@@ -372,9 +373,12 @@ class Gateway:
             for conn, inbox in zip(part, inboxes, strict=True):
                 self._push_round(conn, inbox)
 
-    def session_of(self, conn: Connection, version: int = 1) -> common_pb2.Session:
-        """The register record of a live connection."""
-        return self._session(conn.app, conn.uid, conn.device, conn.session_id, version)
+    def sessions_of(self, conn: Connection) -> list[common_pb2.Session]:
+        """The register records of a live connection: its AUTH app and every bound app."""
+        state = state_of(conn)
+        apps = sorted((state.apps if state is not None else set()) - {conn.app})
+        return [self._session(conn.app, conn.uid, conn.device, conn.session_id, 1)] + [
+            self._guest_session(conn, app) for app in apps]
 
     def _session(self, app: str, uid: str, device: str, sid: str, version: int) \
             -> common_pb2.Session:

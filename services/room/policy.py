@@ -13,8 +13,10 @@ The AUTH deadline, the biggest client message and the outbound queue bound are e
 the connection layer (services/room/connection.py: 4105, 4104, 4001); their closes are
 counted there in `pushwire_room_closed_total{code}`.
 
-Nothing here runs per connection unless a limit needs it: the per-address count exists only
-with `ip_max_connections`, a rate bucket only for connections that send UP.
+The policy counts the connections it admitted (an entry per connection; per address only with
+`ip_max_connections`) and forgets closed ones by looking at them (`alive`), every PRUNE_S and
+when a limit is reached: nothing on the connection's close path. A rate bucket exists only for
+connections that send UP.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from prometheus_client import Counter
 from services.kit.discovery.models import AppConfig
 from services.kit.errors import ConfigError, LimitError, NotFound, Overloaded
 from services.room.config import RoomConfig
+
+PRUNE_S = 5.0               # closed connections leave the counts at least this often ...
+FULL_PRUNE_S = 0.5          # ... and this often while the room is at its limit
 
 REFUSED = Counter("pushwire_room_refused_total",
                   "Clients and requests the room's access policy refused", ["reason"])
@@ -152,64 +157,75 @@ class AccessPolicy(Generic[C]):
         self._accepts = Bucket(rules.accept_rate_per_s,
                                rules.accept_burst or rules.accept_rate_per_s, clock()) \
             if rules.accept_rate_per_s > 0 else None
+        self._open: dict[C, None] = {}     # admitted; closed ones leave at the next prune
         self._by_ip: dict[str, list[C]] = {}
-        self._tracked = 0                  # entries in _by_ip, some may be closed already
+        self._pruned_at = clock()
         self._up: dict[C, Bucket] = {}
         self._app_nets: dict[tuple[tuple[str, ...], tuple[str, ...]],
                              tuple[tuple[Network, ...], tuple[Network, ...]]] = {}
 
     # --- WebSocket open -------------------------------------------------------------------------
 
-    def admit(self, conn: C, connections: int) -> None:
-        """Check a client whose WebSocket just opened; `connections` counts every open one,
-        this one included. Raises NotFound (4107), Overloaded (4004) or LimitError (4104)."""
+    def admit(self, conn: C) -> None:
+        """Check a client whose WebSocket just opened and count it as open until its
+        transport is gone. Raises NotFound (4107), Overloaded (4004) or LimitError (4104)."""
         rules = self.rules
         if (rules.allow or rules.deny) and not permitted(address_of(conn.peer), rules.allow,
                                                          rules.deny):
             raise _refused(NotFound("address not allowed"), Reason.DENIED)
-        if rules.max_connections and connections > rules.max_connections:
+        now = self._clock()
+        if now - self._pruned_at >= PRUNE_S:
+            self._prune(now)
+        if rules.max_connections and self._room_full(now):
             raise _refused(Overloaded("room full"), Reason.ROOM_FULL)
-        if rules.ip_max_connections and self._over_ip_limit(conn, connections):
+        if rules.ip_max_connections and self._address_full(conn):
             raise _refused(LimitError("too many connections from this address"),
                            Reason.IP_LIMIT)
-        if self._accepts is not None and not self._accepts.take(self._clock()):
-            self._untrack(conn)
+        if self._accepts is not None and not self._accepts.take(now):
             raise _refused(Overloaded("too many new connections, retry later"),
                            Reason.ACCEPT_RATE)
+        self._count(conn)
+
+    @property
+    def open(self) -> int:
+        """Connections admitted, some of which may have closed since the last prune."""
+        return len(self._open)
 
     def connections_of(self, peer: str) -> int:
         """Open connections counted for one address (0 without `ip_max_connections`)."""
         return sum(1 for c in self._by_ip.get(peer, ()) if c.alive)
 
-    def _over_ip_limit(self, conn: C, connections: int) -> bool:
-        """Count `conn` for its address unless the address is at its limit (True then)."""
-        if self._tracked > 2 * connections + 1024:
-            self._prune_all()
-        held = self._by_ip.setdefault(conn.peer, [])
-        live = [c for c in held if c.alive]
-        self._tracked -= len(held) - len(live)
-        held[:] = live
-        if len(held) >= self.rules.ip_max_connections:
-            return True
-        held.append(conn)
-        self._tracked += 1
-        return False
+    def _room_full(self, now: float) -> bool:
+        limit = self.rules.max_connections
+        if len(self._open) >= limit and now - self._pruned_at >= FULL_PRUNE_S:
+            self._prune(now)             # closed ones may be making room: look again
+        return len(self._open) >= limit
 
-    def _untrack(self, conn: C) -> None:
+    def _address_full(self, conn: C) -> bool:
+        """Whether the address of `conn` is at its limit (its closed ones forgotten first)."""
         held = self._by_ip.get(conn.peer)
-        if held and held[-1] is conn:
-            held.pop()
-            self._tracked -= 1
+        if not held:
+            return False
+        held[:] = [c for c in held if c.alive]
+        return len(held) >= self.rules.ip_max_connections
 
-    def _prune_all(self) -> None:
-        """Drop closed connections of every address (amortised: runs when most are closed)."""
+    def _count(self, conn: C) -> None:
+        if self.rules.max_connections:
+            self._open[conn] = None
+        if self.rules.ip_max_connections:
+            self._by_ip.setdefault(conn.peer, []).append(conn)
+
+    def _prune(self, now: float) -> None:
+        """Forget connections whose transport is gone (no close hook reaches the policy for
+        connections that never authenticated: they are found here, at most PRUNE_S late)."""
+        self._pruned_at = now
+        self._open = {c: None for c in self._open if c.alive}
         for peer in list(self._by_ip):
             live = [c for c in self._by_ip[peer] if c.alive]
             if live:
                 self._by_ip[peer] = live
             else:
                 del self._by_ip[peer]
-        self._tracked = sum(len(v) for v in self._by_ip.values())
 
     # --- AUTH -----------------------------------------------------------------------------------
 

@@ -67,8 +67,9 @@ class Standby:
         conns = [c for c in self.hub.members() if not c.closed]
         by_owner: dict[str, list[common_pb2.Session]] = defaultdict(list)
         for conn in conns:
-            by_owner[self.register.peers.owner(user_key(conn.app, conn.uid))].append(
-                self.gateway.session_of(conn))
+            for session in self.gateway.sessions_of(conn):   # the AUTH app and bound apps
+                by_owner[self.register.peers.owner(user_key(session.app, session.uid))].append(
+                    session)
         for target in self.register.peers.addresses():
             await self.register.flush(target, self.room, by_owner.get(target, []), as_of_ms,
                                       self.timeout_s)

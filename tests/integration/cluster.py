@@ -62,6 +62,7 @@ class Cluster:
     app: AppConfig = field(default_factory=lambda: AppConfig(
         id="demo", secrets=("test-secret",), api_keys=("test-key",)))
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
+    proc_env: dict[str, dict[str, str]] = field(default_factory=dict)   # ... for one, by name
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -123,7 +124,7 @@ class Cluster:
         plan.append(("dispatcher", "dispatcher",
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(free_port())}))
         for name, kind, env in plan:
-            self.procs[name] = Proc(name, kind, {**common, **env})
+            self.procs[name] = Proc(name, kind, {**common, **env, **self.proc_env.get(name, {})})
 
     def spawn(self, name: str) -> None:
         """Start (or restart) one service process; its output goes to tmp/<name>.log."""

@@ -214,4 +214,41 @@ async def test_replay_keeps_the_newest_within_its_byte_bound() -> None:
     entries = [entry(i, b"x" * 100) for i in range(1, 6)]
     assert fanout.send_replay(conn, "a", entries) == 2
     assert [p.id for p in conn.pushes()] == [4, 5]
-    assert conn.extra.cursors == {"a": 5}
+    assert conn.extra.sent == (5, 4)
+
+
+async def test_the_jobs_a_room_remembers_are_bounded() -> None:
+    fanout, conns = room(2, keep_jobs=3, orphan_s=0.05)
+    for job_id in range(1, 6):
+        fanout.broadcast(task(job_id, rate=1000))
+        await until_done(fanout, job_id)
+    assert [j for j in range(1, 6) if fanout.job(j) is not None] == [3, 4, 5]
+    assert all(len(c.frames) == 5 for c in conns)
+    fanout.broadcast(task(6, rate=0.5))               # pauses: nobody polls it
+    fanout.broadcast(task(7, rate=0.5))
+    await asyncio.sleep(0.2)
+    fanout.broadcast(task(8, rate=0.5))
+    assert len([j for j in range(1, 9) if fanout.job(j) is not None]) == 3
+    # A forgotten job asks for its message again; its restart sends nothing twice.
+    assert fanout.broadcast(room_pb2.BroadcastTask(job=3)).unknown
+    await fanout.close()
+
+
+async def test_two_jobs_of_one_app_reach_a_connection_in_either_order() -> None:
+    fanout, conns = room(20)
+    fanout.broadcast(task(6, rate=20))                # the older one, slow
+    await asyncio.sleep(0.1)
+    fanout.broadcast(task(7, rate=10_000))            # a newer one overtakes it
+    await until_done(fanout, 7)
+    await until_done(fanout, 6)
+    assert all(sorted(p.id for p in c.pushes()) == [6, 7] for c in conns)
+    assert fanout.broadcast(room_pb2.BroadcastTask(job=6)).delivered == 20
+    await fanout.close()
+
+
+async def test_a_connection_remembers_a_bounded_number_of_sent_ids() -> None:
+    fanout, (conn,) = room(1)
+    for entry_id in range(1, 40):
+        fanout.send_replay(conn, "a", [entry(entry_id)])
+    assert len(conn.frames) == 39
+    assert conn.extra.sent == tuple(range(24, 40))

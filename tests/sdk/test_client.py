@@ -421,3 +421,43 @@ async def test_close_ends_messages_and_leaves_no_task(room: Room, dispatcher: Di
     left = [t for t in asyncio.all_tasks() - before
             if "aiohttp" not in repr(t)]
     assert left == []
+
+
+async def test_sticky_room_comes_before_the_last_good_one(
+        room: Room, dispatcher: Dispatcher) -> None:
+    other = await start_room("room-b")
+    dispatcher.endpoints = [room.endpoint, other.endpoint]
+    try:
+        async with client(dispatcher) as c:
+            (await room.connection()).move([other.endpoint], after_ms=10, reason="drain")
+            (await other.connection()).close(CloseCode.GOING_AWAY, "restart")
+            await room.connection()                  # back on the sticky room, not on room-b
+            assert c.session is not None and c.session.room == "room-a"
+        assert len(other.backend.auths) == 1
+    finally:
+        await stop_room(other)
+
+
+async def test_routes_are_cached_per_network_and_a_switch_resumes(
+        room: Room, dispatcher: Dispatcher) -> None:
+    async with client(dispatcher, net="wifi") as c:
+        await room.connection()
+        c.network_changed("cell")
+        await room.connection()
+        c.network_changed("wifi")
+        await room.connection()
+        assert c.net == "wifi"
+    assert [q["net"] for q in dispatcher.queries] == ["wifi", "cell"]   # wifi's was cached
+    assert [a.net for a in room.backend.auths] == ["wifi", "cell", "wifi"]
+    assert [a.resume for a in room.backend.auths] == ["", "room-a-resume-1", "room-a-resume-2"]
+    assert room.backend.closed[:2] == [1006, 1006]        # the switch dropped the link
+
+
+async def test_failed_rounds_are_counted_in_route_requests(dispatcher: Dispatcher) -> None:
+    dispatcher.endpoints = ["ws://127.0.0.1:9/"]
+    late = client(dispatcher, connect_timeout_s=0.5, isp="cmcc", idc="dc2")
+    with pytest.raises(Unavailable):
+        await late.connect()
+    assert "attempt" not in dispatcher.queries[0]
+    assert [q.get("attempt") for q in dispatcher.queries[1:3]] == ["1", "2"]
+    assert all((q["isp"], q["idc"]) == ("cmcc", "dc2") for q in dispatcher.queries)

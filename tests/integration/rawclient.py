@@ -1,0 +1,142 @@
+"""Lightweight pushwire clients for tests that hold thousands of connections in one process.
+
+One asyncio.Protocol per connection over the sans-I/O WebSocket framing of bench/wsclient.py:
+no task, no stream reader, a few hundred bytes each. It speaks just enough of
+docs/protocol.md: the handshake, AUTH (sent once the WebSocket is open), and it records every
+packet the room sends and the close code. Heartbeats, ACKs and the rest are the test's to
+send with `send`.
+
+    client = await dial("127.0.0.1", port, auth)          # AUTH_REPLY in client.reply
+    client.send(wire.encode(Op.HEARTBEAT, 2))
+    code = await client.wait_closed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from bench.wsclient import WsClient, WsError
+from services.kit import token, wire
+from services.kit.pb import wire_pb2
+from services.kit.wire import Op
+
+SUBPROTOCOL = "pushwire.v1"
+ABNORMAL = 1006
+
+
+class Raw(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    def __init__(self, host: str, auth: wire_pb2.Auth | None) -> None:
+        self.host = host
+        self.auth = auth
+        self.ws = WsClient()
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()     # WebSocket is open
+        self.replied: asyncio.Future[wire_pb2.AuthReply] = loop.create_future()
+        self.closed: asyncio.Future[int] = loop.create_future()       # the close code
+        self.packets: list[wire.Packet] = []    # everything but AUTH_REPLY, in order
+        self.seq = 1
+
+    # --- what the test uses ----------------------------------------------------------------------
+
+    @property
+    def reply(self) -> wire_pb2.AuthReply:
+        return self.replied.result()
+
+    def send(self, packet: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(self.ws.frame(packet))
+
+    def heartbeat(self) -> None:
+        self.seq += 1
+        self.send(wire.encode(Op.HEARTBEAT, self.seq))
+
+    def ack(self, app: str, ids: Iterable[int]) -> None:
+        self.send(wire.encode(Op.ACK, 0, wire_pb2.Ack(app=app, ids=list(ids))
+                              .SerializeToString()))
+
+    def of(self, op: Op) -> list[wire.Packet]:
+        return [p for p in self.packets if p.op == op]
+
+    def push_ids(self) -> list[int]:
+        return [wire_pb2.Push.FromString(p.body).id for p in self.of(Op.PUSH)]
+
+    async def wait_closed(self, timeout: float = 10.0) -> int:
+        return await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame (a flash disconnect)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        self.transport.write(self.ws.handshake(self.host, subprotocol=SUBPROTOCOL))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.ws.receive(data)
+        except WsError as exc:
+            self._fail(exc)
+            return
+        replies = self.ws.take_replies()
+        if replies and self.transport is not None:
+            self.transport.write(replies)
+        if self.ws.open and not self.opened.done():
+            self.opened.set_result(None)
+            if self.auth is not None:
+                self.send(wire.encode(Op.AUTH, 1, self.auth.SerializeToString()))
+        for message in messages:
+            for packet in wire.decode(message):
+                self._packet(packet)
+        if self.ws.closed and not self.closed.done():
+            self.closed.set_result(self.ws.close_code)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(ABNORMAL)
+        self._fail(ConnectionError("connection lost"))
+
+    def _packet(self, packet: wire.Packet) -> None:
+        if packet.op == Op.AUTH_REPLY and not self.replied.done():
+            self.replied.set_result(wire_pb2.AuthReply.FromString(packet.body))
+        else:
+            self.packets.append(packet)
+
+    def _fail(self, exc: Exception) -> None:
+        for future in (self.opened, self.replied):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()          # retrieved: a test may not wait on both
+
+
+def auth_of(app: str, secret: str, uid: str, *, device: str = "raw", heartbeat_s: int = 0,
+            resume: str = "", ttl_s: int = 3600) -> wire_pb2.Auth:
+    tok = token.mint(secret, app, uid, now=time.time(), ttl_s=ttl_s, device=device)
+    return wire_pb2.Auth(app=app, uid=uid, device=device, token=tok, heartbeat_s=heartbeat_s,
+                         resume=resume)
+
+
+async def dial(host: str, port: int, auth: wire_pb2.Auth | None = None, *,
+               source: str | None = None, timeout: float = 10.0) -> Raw:
+    """Connect (from address `source` when given) and send AUTH once open; returns at once
+    after the TCP connect: await `client.replied` or `client.closed` as the test needs."""
+    loop = asyncio.get_running_loop()
+    local = (source, 0) if source else None
+    _, client = await asyncio.wait_for(loop.create_connection(
+        lambda: Raw(f"{host}:{port}", auth), host, port, local_addr=local), timeout)
+    return client
+
+
+def endpoint_port(endpoint: str) -> tuple[str, int]:
+    """`ws://host:port/` -> (host, port)."""
+    hostport = endpoint.removeprefix("ws://").rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    return host, int(port)

@@ -1,0 +1,219 @@
+"""The access policy of real rooms (issue #6): every refusal closes with its documented code
+(docs/protocol.md §7) and is counted in the room's metrics; a flood from one address is capped
+while other addresses connect. Clients connect straight to a room (no dispatcher) from
+addresses of 127.0.0.0/8."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.kit import wire
+from services.kit.discovery import AppConfig
+from services.kit.pb import wire_pb2
+from services.kit.wire import Op
+from tests.integration.cluster import Cluster, free_port
+from tests.integration.crowd import eventually
+from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+APP = AppConfig(id="pol", secrets=("pol-secret",), api_keys=("pol-key",),
+                deny_cidrs=("127.0.0.77/32",))
+GUARDED = {"PUSHWIRE_ROOM_DENY_CIDRS": "127.0.0.66/32", "PUSHWIRE_ROOM_IP_MAX_CONNECTIONS": "20",
+           "PUSHWIRE_ROOM_MAX_CONNECTIONS": "60", "PUSHWIRE_ROOM_UP_RATE_PER_S": "0.5",
+           "PUSHWIRE_ROOM_UP_BURST": "3", "PUSHWIRE_ROOM_MAX_FRAME": "4096",
+           "PUSHWIRE_ROOM_AUTH_TIMEOUT_S": "1", "PUSHWIRE_ROOM_OUTBOUND_LIMIT": "65536",
+           "PUSHWIRE_ROOM_METRICS_PORT": str(free_port())}
+PACED = {"PUSHWIRE_ROOM_ACCEPT_RATE_PER_S": "5", "PUSHWIRE_ROOM_ACCEPT_BURST": "5",
+         "PUSHWIRE_ROOM_METRICS_PORT": str(free_port())}
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    async with Cluster(tmp_path_factory.mktemp("policy"), real=True, rooms=2, app=APP,
+                       proc_env={"room-0": GUARDED, "room-1": PACED}) as c:
+        yield c
+
+
+def room(cluster: Cluster, name: str) -> Any:
+    assert cluster.discovery is not None
+    return next(r for r in cluster.discovery.instances("room") if r.id == name)
+
+
+def address(cluster: Cluster, name: str) -> tuple[str, int]:
+    return endpoint_port(f"ws://{room(cluster, name).addresses['ws']}/")
+
+
+async def metric(cluster: Cluster, name: str, family: str, **labels: str) -> float:
+    url = f"http://{room(cluster, name).addresses['metrics']}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        text = await resp.text()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == family and all(sample.labels.get(k) == v
+                                             for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def client(cluster: Cluster, name: str, uid: str, source: str = "127.0.0.1",
+                 auth: bool = True) -> Raw:
+    host, port = address(cluster, name)
+    return await dial(host, port, auth_of(APP.id, "pol-secret", uid) if auth else None,
+                      source=source)
+
+
+def error_of(c: Raw) -> wire_pb2.Error:
+    [error] = [wire_pb2.Error.FromString(p.body) for p in c.of(Op.ERROR)][-1:]
+    return error
+
+
+async def test_deny_lists_of_the_room_and_of_the_app_close_4107(cluster: Cluster) -> None:
+    before = await metric(cluster, "room-0", "pushwire_room_refused_total", reason="denied")
+    denied = await client(cluster, "room-0", "d1", source="127.0.0.66")
+    assert await denied.wait_closed() == 4107
+    assert (error_of(denied).code, error_of(denied).fatal) == (1006, True)
+    assert not denied.replied.done() or denied.replied.exception() is not None
+    app_denied = await client(cluster, "room-0", "d2", source="127.0.0.77")
+    assert await app_denied.wait_closed() == 4107            # refused at AUTH, by the app
+    welcome = await client(cluster, "room-0", "d3", source="127.0.0.78")
+    await asyncio.wait_for(asyncio.shield(welcome.replied), 10)
+    welcome.abort()
+    assert await metric(cluster, "room-0", "pushwire_room_refused_total",
+                        reason="denied") == before + 1
+    assert await metric(cluster, "room-0", "pushwire_room_refused_total",
+                        reason="app_denied") >= 1
+
+
+async def test_a_flood_from_one_address_is_capped_while_others_connect(
+        cluster: Cluster) -> None:
+    flood = await asyncio.gather(*(client(cluster, "room-0", f"f{i}", source="127.0.0.5")
+                                   for i in range(30)))
+    others = await asyncio.gather(*(client(cluster, "room-0", f"o{i}", source=f"127.0.1.{i}")
+                                    for i in range(1, 11)))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(o.replied for o in others)), 15)
+        await asyncio.sleep(1.0)
+        open_flood = [c for c in flood if c.replied.done() and not c.closed.done()]
+        refused = [await c.wait_closed() for c in flood if c not in open_flood]
+        assert len(open_flood) == 20 and refused == [4104] * 10
+        assert {error_of(c).code for c in flood if c not in open_flood} == {1005}
+        assert not any(o.closed.done() for o in others)
+        assert await metric(cluster, "room-0", "pushwire_room_refused_total",
+                            reason="ip_limit") >= 10
+    finally:
+        for c in [*flood, *others]:
+            c.abort()
+
+
+async def test_the_global_limit_closes_4004(cluster: Cluster) -> None:
+    crowd = await asyncio.gather(*(client(cluster, "room-0", f"g{i}",
+                                          source=f"127.0.2.{i}") for i in range(1, 71)))
+    try:
+        await asyncio.sleep(2.0)
+        served = [c for c in crowd if c.replied.done() and not c.closed.done()]
+        full = [c for c in crowd if c.closed.done()]
+        assert len(served) == 60 and len(full) == 10, [
+            (c.replied.done(), c.closed.result() if c.closed.done() else None,
+             [wire_pb2.Error.FromString(p.body).message for p in c.of(Op.ERROR)])
+            for c in crowd][:3]
+        assert {c.closed.result() for c in full} == {4004}
+        assert {error_of(c).code for c in full} == {1008}
+        assert await metric(cluster, "room-0", "pushwire_room_refused_total",
+                            reason="room_full") >= 10
+    finally:
+        for c in crowd:
+            c.abort()
+
+
+async def test_the_accept_rate_closes_4004_beyond_its_burst(cluster: Cluster) -> None:
+    await asyncio.sleep(1.5)                            # the bucket refills after start-up
+    burst = await asyncio.gather(*(client(cluster, "room-1", f"r{i}", source=f"127.0.3.{i}")
+                                   for i in range(1, 16)))
+    try:
+        await asyncio.sleep(1.0)
+        refused = [c for c in burst if c.closed.done()]
+        assert 8 <= len(refused) <= 10, len(refused)      # 5 at once, ~5/s after
+        assert {c.closed.result() for c in refused} == {4004}
+        assert await metric(cluster, "room-1", "pushwire_room_refused_total",
+                            reason="accept_rate") == len(refused)
+    finally:
+        for c in burst:
+            c.abort()
+
+
+async def test_auth_deadline_and_frame_size_close_4105_and_4104(cluster: Cluster) -> None:
+    mute = await client(cluster, "room-0", "mute", auth=False)
+    assert await mute.wait_closed(5) == 4105
+    big = await client(cluster, "room-0", "big")
+    await asyncio.wait_for(asyncio.shield(big.replied), 10)
+    big.send(wire.encode(Op.HEARTBEAT, 2, b"x" * 5000))   # over max_frame 4096
+    assert await big.wait_closed(5) == 4104
+    assert await metric(cluster, "room-0", "pushwire_room_closed_total", code="4105") >= 1
+    assert await metric(cluster, "room-0", "pushwire_room_closed_total", code="4104") >= 1
+
+
+def up(seq: int) -> bytes:
+    return wire.encode(Op.UP, seq, wire_pb2.Up(app=APP.id, type="t", body=b"x")
+                       .SerializeToString())
+
+
+async def test_upstream_rate_refuses_then_closes_4104(cluster: Cluster) -> None:
+    c = await client(cluster, "room-0", "chatty")
+    await asyncio.wait_for(asyncio.shield(c.replied), 10)
+
+    def answered() -> dict[int, int]:
+        return {p.seq: p.op for p in c.packets if p.seq}
+    for seq in (1, 2, 3):
+        c.send(up(seq))
+
+    async def three() -> bool:
+        return len(answered()) == 3
+    await eventually(three, timeout=10)
+    assert set(answered().values()) == {Op.UP_REPLY}       # within the burst
+    for seq in (4, 5, 6):
+        c.send(up(seq))
+
+    async def six() -> bool:
+        return len(answered()) == 6
+    await eventually(six, timeout=10)
+    refusals = [wire_pb2.Error.FromString(p.body) for p in c.packets if p.seq in (4, 5, 6)]
+    assert [(e.code, e.fatal) for e in refusals] == [(1005, False)] * 3
+    assert not c.closed.done()
+    c.send(up(7))                                          # still going: closed
+    assert await c.wait_closed() == 4104
+    assert await metric(cluster, "room-0", "pushwire_room_refused_total",
+                        reason="up_rate_closed") == 1
+
+
+async def test_a_slow_consumer_is_closed_4001_and_its_messages_stay_stored(
+        cluster: Cluster) -> None:
+    host, port = address(cluster, "room-0")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # a reader on a slow link
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    _, slow = await asyncio.get_running_loop().create_connection(
+        lambda: Raw(f"{host}:{port}", auth_of(APP.id, "pol-secret", "slow")), sock=sock)
+    await asyncio.wait_for(asyncio.shield(slow.replied), 10)
+    assert slow.transport is not None
+    slow.transport.pause_reading()
+    for i in range(12):
+        status, body = await cluster.push("slow", f"{i % 10}" * 30_000)
+        assert status == 200, body
+
+    async def closed_slow() -> bool:
+        return await metric(cluster, "room-0", "pushwire_room_closed_total", code="4001") >= 1
+    await eventually(closed_slow, timeout=15)
+    slow.transport.resume_reading()
+    assert await slow.wait_closed(10) in (4001, 1006)       # 1006 if the room cut it first
+    status, user = await cluster.api("GET", f"/v1/apps/{APP.id}/users/slow")
+    assert status == 200 and user["pending"] == 12          # nothing was ACKed: all stored
