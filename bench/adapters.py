@@ -41,18 +41,17 @@ def stamped_ns(payload: bytes | bytearray | memoryview) -> int:
 class Tally:
     """Counters of one load-generator process, shared by all its sessions."""
 
-    __slots__ = ("deliveries", "errors", "failed", "first_ns", "last_ns", "latencies",
+    __slots__ = ("deliveries", "errors", "first_ns", "last_ns", "latencies",
                  "ready", "ready_ns", "record")
 
     def __init__(self, record: bool = False) -> None:
         self.record = record               # keep each delivery's latency
         self.ready = 0                     # sessions authenticated / subscribed
         self.ready_ns = 0                  # when the last of them became ready
-        self.failed = 0                    # connections that never became ready
         self.reset()
 
     def reset(self) -> None:
-        """Zero the delivery counters (not `ready`/`failed`: those describe the connections)."""
+        """Zero the delivery counters (not `ready`: that describes the connections)."""
         self.deliveries = 0
         self.errors = 0
         self.first_ns = 0

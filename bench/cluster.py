@@ -20,16 +20,13 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import aiohttp
-
-from bench.peers import die_with_parent, free_port
-from cli.dev import REAL, STOP_ORDER
+from cli.dev import REAL
+from cli.processes import free_port, routes, spawn_service, stop_in_order
 from services.kit.discovery import AppConfig, Discovery, connect
 
 KINDS = ("register", "saver", "coordinator", "room", "center", "dispatcher")
@@ -101,11 +98,7 @@ class BenchCluster:
         await self._wait_ready(timeout_s)
 
     def _spawn(self, name: str, kind: str, env: dict[str, str]) -> None:
-        with (self.workdir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{kind}.main"], env={**os.environ, **env},
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent)
+        self.procs[name] = spawn_service(kind, env, self.workdir / f"{name}.log")
 
     async def _wait_ready(self, timeout_s: float) -> None:
         assert self.discovery is not None
@@ -124,13 +117,7 @@ class BenchCluster:
         raise TimeoutError("pushwire cluster not ready")
 
     async def _routes(self) -> bool:
-        try:
-            async with aiohttp.ClientSession() as s, s.get(
-                    f"{self.dispatcher}/v1/route", params={"app": self.app.id, "uid": "probe"},
-                    timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        return await routes(self.dispatcher, self.app.id)
 
     @property
     def dispatcher(self) -> str:
@@ -159,18 +146,11 @@ class BenchCluster:
         return "\n".join(path.read_text().splitlines()[-lines:]) if path.exists() else ""
 
     async def stop(self) -> None:
-        for kind in STOP_ORDER:
-            group = [p for n, p in self.procs.items() if n.split("-")[0] == kind]
-            for proc in group:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in group:
-                try:
-                    await asyncio.to_thread(proc.wait, 15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        procs = [(n.split("-")[0], p) for n, p in self.procs.items()]
+        await asyncio.to_thread(stop_in_order, procs, 15.0)
         self.procs.clear()
         if self.discovery is not None:
+            if self.real:               # the run's app; its chroot's ephemeral nodes expire
+                await self.discovery.delete_app(self.app.id)
             await self.discovery.close()
             self.discovery = None

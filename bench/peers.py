@@ -14,26 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import resource
 import shutil
-import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from cli.processes import die_with_parent, free_port
+
 PACKAGES = {"nats-server": "nats-server", "mosquitto": "mosquitto"}
 BINARIES = {"nats-server": ("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"),
             "mosquitto": ("mosquitto", "/usr/sbin/mosquitto")}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def find_binary(name: str) -> str | None:
@@ -92,15 +84,6 @@ listener {port} 127.0.0.1
 listener {ws_port} 127.0.0.1
 protocol websockets
 """
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """The child gets SIGKILL when the bench dies (no server left behind), and the soft
-    open-files limit is lifted to the hard one."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_kib(pid: int) -> int:

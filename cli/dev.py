@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
@@ -24,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from cli import cluster as clusterfile
+from cli.processes import routes, spawn_service, stop_in_order
 from services.kit.config import DEV_HOME
 from services.kit.discovery import AppConfig, Discovery, connect
 
@@ -35,8 +33,6 @@ REAL = {
     "hot": "redis://127.0.0.1:6379/0",
     "durable": "mysql://pushwire:pushwire@127.0.0.1:3306/pushwire",
 }
-# Stop order: entry points first, state holders last.
-STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
 
 
 @dataclass
@@ -130,12 +126,6 @@ def demo_app(home: Path) -> AppConfig:
     return app
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Supervisor:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -170,10 +160,7 @@ class Supervisor:
             await discovery.close()
 
     def start(self, child: Child) -> None:
-        env = {**os.environ, **self.common, **child.env}
-        command = [sys.executable, "-m", f"services.{child.kind}.main"]
-        child.proc = subprocess.Popen(command, env=env,
-                                      preexec_fn=_die_with_parent)
+        child.proc = spawn_service(child.kind, {**self.common, **child.env})
         child.started = time.monotonic()
 
     async def wait_ready(self, discovery: Discovery) -> bool:
@@ -182,18 +169,10 @@ class Supervisor:
                   for c in self.children}
         while time.monotonic() < deadline and not self.stopping.is_set():
             if all(len(discovery.instances(k)) >= n for k, n in wanted.items()) \
-                    and await self._answers(f"{self.url(8000)}/v1/route?app=demo&uid=probe"):
+                    and await routes(self.url(8000), "demo"):
                 return True
             await asyncio.sleep(0.2)
         return False
-
-    async def _answers(self, url: str) -> bool:
-        try:
-            async with aiohttp.ClientSession() as session, session.get(
-                    url, timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port + self.args.port_offset}"
@@ -241,15 +220,4 @@ Ctrl-C stops the cluster.""", flush=True)
 
     def stop_all(self) -> None:
         """SIGTERM in STOP_ORDER, then SIGKILL what is still alive after the grace period."""
-        for kind in STOP_ORDER:
-            group = [c for c in self.children if c.kind == kind and c.proc is not None]
-            for child in group:
-                if child.proc is not None and child.proc.poll() is None:
-                    child.proc.terminate()
-            for child in group:
-                assert child.proc is not None
-                try:
-                    child.proc.wait(timeout=8)
-                except subprocess.TimeoutExpired:
-                    child.proc.kill()
-                    child.proc.wait()
+        stop_in_order((c.kind, c.proc) for c in self.children if c.proc is not None)

@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from cli.processes import free_port, routes, spawn_service, stop_in_order
 from services.kit import token
 from services.kit.discovery import AppConfig, Discovery, connect
 
@@ -35,12 +34,6 @@ TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
 TEST_REDIS = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TEST_MYSQL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
 KINDS = ("register", "saver", "coordinator", "room", "center", "dispatcher")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -130,10 +123,7 @@ class Cluster:
         """Start (or restart) one service process; its output goes to tmp/<name>.log."""
         proc = self.procs[name]
         proc.log = self.tmp / f"{name}.log"
-        with proc.log.open("ab") as out:
-            proc.popen = subprocess.Popen(
-                [sys.executable, "-m", f"services.{proc.kind}.main"],
-                env={**os.environ, **proc.env}, stdout=out, stderr=subprocess.STDOUT)
+        proc.popen = spawn_service(proc.kind, proc.env, proc.log)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Until every process is announced with its addresses and the dispatcher routes."""
@@ -156,13 +146,7 @@ class Cluster:
                                    f"{self.logs_tail(proc.name)}")
 
     async def _routes(self) -> bool:
-        try:
-            async with aiohttp.ClientSession() as s, s.get(
-                    f"{self.dispatcher}/v1/route", params={"app": self.app.id, "uid": "probe"},
-                    timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        return await routes(self.dispatcher, self.app.id)
 
     # --- addresses and credentials -------------------------------------------------------------
 
@@ -223,18 +207,7 @@ class Cluster:
         if self.http is not None:
             await self.http.close()
             self.http = None
-        for kind in ("dispatcher", "center", "room", "coordinator", "saver", "register"):
-            group = [p for p in self.procs.values() if p.kind == kind and p.popen is not None]
-            for p in group:
-                if p.popen is not None and p.popen.poll() is None:
-                    p.popen.terminate()
-            for p in group:
-                assert p.popen is not None
-                try:
-                    p.popen.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.popen.kill()
-                    p.popen.wait()
+        stop_in_order((p.kind, p.popen) for p in self.procs.values() if p.popen is not None)
         if self.discovery is not None:
             await self.discovery.close()
         if self.real:

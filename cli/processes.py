@@ -1,0 +1,84 @@
+"""Service processes started by a parent: `pushwire dev`, the bench and the test harness.
+
+One place for what all three need: start `python -m services.<kind>.main` so that it dies
+with its parent (PR_SET_PDEATHSIG: a killed supervisor, bench or test run leaves nothing
+behind), stop a set of them entry points first, find a free port, and ask a dispatcher
+whether the cluster routes clients yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import aiohttp
+
+# Stop order: entry points first, state holders last.
+STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """preexec_fn: own process group (a terminal's Ctrl-C reaches only the parent), SIGKILL
+    when the parent dies, and the soft open-files limit raised to the hard one."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def spawn_service(kind: str, env: Mapping[str, str], log: Path | None = None) \
+        -> subprocess.Popen[bytes]:
+    """Start one service process with `env` on top of ours; output to `log` (appended) or
+    inherited."""
+    command = [sys.executable, "-m", f"services.{kind}.main"]
+    full_env = {**os.environ, **env}
+    if log is None:
+        return subprocess.Popen(command, env=full_env, stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+
+def stop_in_order(procs: Iterable[tuple[str, subprocess.Popen[bytes]]],
+                  grace_s: float = 10.0) -> None:
+    """SIGTERM the (kind, process) pairs kind by kind in STOP_ORDER, waiting for each kind;
+    SIGKILL what outlives `grace_s`."""
+    pairs = list(procs)
+    for kind in STOP_ORDER:
+        group = [p for k, p in pairs if k == kind]
+        for proc in group:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in group:
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def routes(dispatcher: str, app: str) -> bool:
+    """True when the dispatcher answers a route for `app` (the cluster takes clients)."""
+    try:
+        async with aiohttp.ClientSession() as s, s.get(
+                f"{dispatcher}/v1/route", params={"app": app, "uid": "probe"},
+                timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
