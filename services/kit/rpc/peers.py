@@ -1,10 +1,17 @@
-"""Finding a service's instances in discovery and routing keys to them."""
+"""Finding a service's instances in discovery and routing keys to them.
+
+Routing is on every hot path (each stored message, each ACK id, each lookup), so a Peers
+keeps the live instances of its kind and the owners of recently routed keys, and drops both
+when discovery reports a change of that kind.
+"""
 
 from __future__ import annotations
 
 from services.kit import shards
 from services.kit.discovery import Discovery, Instance
 from services.kit.errors import Unavailable
+
+OWNER_CACHE = 100_000   # keys whose owner is remembered until the next change
 
 
 class Peers:
@@ -14,27 +21,46 @@ class Peers:
         self._discovery = discovery
         self.kind = kind
         self.role = role
+        self._live: list[Instance] | None = None
+        self._by_id: dict[str, str] = {}
+        self._owners: dict[str, str] = {}
+        discovery.listen(self._changed)
+
+    def _changed(self, kind: str) -> None:
+        if kind == self.kind:
+            self._live = None
+            self._owners.clear()
 
     def all(self) -> list[Instance]:
-        return [i for i in self._discovery.instances(self.kind) if self.role in i.addresses]
+        """Live instances that publish a `role` address (cached until the next change)."""
+        if self._live is None:
+            self._live = [i for i in self._discovery.instances(self.kind)
+                          if self.role in i.addresses]
+            self._by_id = {i.id: i.addresses[self.role] for i in self._live}
+        return self._live
 
     def address(self, instance_id: str) -> str | None:
         """The `role` address of one instance, or None when it is not live."""
-        for inst in self.all():
-            if inst.id == instance_id:
-                return inst.addresses[self.role]
-        return None
+        self.all()
+        return self._by_id.get(instance_id)
 
     def owner(self, key: str) -> str:
         """The address of the instance owning `key`; Unavailable when there is none."""
-        live = {i.id: i.addresses[self.role] for i in self.all()}
-        chosen = shards.owner(key, list(live))
+        found = self._owners.get(key)
+        if found is not None:
+            return found
+        self.all()
+        chosen = shards.owner(key, list(self._by_id))
         if chosen is None:
             raise Unavailable(f"no {self.kind} instance")
-        return live[chosen]
+        if len(self._owners) >= OWNER_CACHE:
+            self._owners.clear()
+        address = self._owners[key] = self._by_id[chosen]
+        return address
 
     def addresses(self) -> set[str]:
-        return {i.addresses[self.role] for i in self.all()}
+        self.all()
+        return set(self._by_id.values())
 
 
 def user_key(app: str, uid: str) -> str:
