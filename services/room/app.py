@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 
 from services.coordinator.client import CoordinatorClient
+from services.kit.errors import PushwireError
 from services.kit.host import Host, hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import room_pb2_grpc
@@ -73,7 +74,8 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         life.spawn(server.run(), "room-sweep")
         life.spawn(Redelivery(server.hub, saver, gateway, every_s=config.redeliver_every_s,
                               min_age_s=config.redeliver_min_age_s).run(), "room-redelivery")
-        life.spawn(_report_load(host, server, gateway, config.load_report_s), "room-load")
+        life.spawn(_report_load(host, server, gateway, config.load_report_s, life.stopping),
+                   "room-load")
         await life.stopping.wait()
 
         await drain.until_done(config.drain_timeout_s)
@@ -106,13 +108,18 @@ def _ws_addresses(config: RoomConfig, port: int) -> dict[str, str]:
     return addresses
 
 
-async def _report_load(host: Host, server: RoomServer, gateway: Gateway, every_s: float) -> None:
-    """Keep the connection count in discovery fresh (the dispatcher weighs rooms by it)."""
+async def _report_load(host: Host, server: RoomServer, gateway: Gateway, every_s: float,
+                       stopping: asyncio.Event) -> None:
+    """Keep the connection count in discovery fresh (the dispatcher weighs rooms by it), until
+    the room stops (discovery closes during the shutdown that follows)."""
     last = -1
-    while True:
+    while not stopping.is_set():
         await asyncio.sleep(min(every_s, 1.0))
         gateway.connections = server.connection_count
-        if host.instance is not None and gateway.connections != last:
+        if host.instance is not None and gateway.connections != last and not stopping.is_set():
             last = gateway.connections
             host.instance = host.instance.with_load(last)
-            await host.discovery.update(host.instance)
+            try:
+                await host.discovery.update(host.instance)
+            except PushwireError as exc:
+                host.log.warning("load report failed: %s", exc.message)

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 class RoomBackend(Protocol):
     def admit(self, conn: Connection) -> None:
         """The WebSocket just opened (conn.peer is known, nothing else): raise to refuse the
-        client before it may AUTH (IP deny list, per-IP limit, accept rate)."""
+        client before it may AUTH (IP deny list, per-IP limit, accept rate: the room's
+        services/room/policy.py), or close it here (a draining room sends it elsewhere)."""
         ...
 
     async def authenticate(self, conn: Connection, auth: wire_pb2.Auth) -> wire_pb2.AuthReply:

@@ -185,7 +185,7 @@ class Rebalance:
         self.after_s = after_s
         self.rate_per_s = rate_per_s
         self._draining = draining
-        self._seen: frozenset[str] | None = None
+        self._seen: frozenset[tuple[str, int]] | None = None
         self._due = 0.0
         self._wanted = asyncio.Event()
         self.moved = 0
@@ -194,8 +194,10 @@ class Rebalance:
         """Discovery listener: a room of this IDC appeared (or stopped draining)."""
         if kind != "room" or self.after_s <= 0:
             return
-        current = frozenset(r.id for r in self._pool())
-        if self._seen is not None and current - self._seen - {self.mover.me}:
+        # (id, pid): a room restarted under the same id is new too, even if discovery had
+        # not yet dropped its old entry when the new one appeared.
+        current = frozenset((r.id, r.pid) for r in self._pool() if r.id != self.mover.me)
+        if self._seen is not None and current - self._seen:
             self._due = time.monotonic() + self.after_s
             self._wanted.set()
         self._seen = current

@@ -312,7 +312,7 @@ class Gateway:
                     break
             if pending.overflow:
                 self._spawn(self._replay(conn))
-        for app in self.resume.missed(state.apps, state.cursors):
+        for app in self.resume.missed(parked):
             self._spawn(self.fanout.replay(conn, app, (state.cursors or {}).get(app, 0)))
 
     def _unregister(self, parked: Parked) -> None:
@@ -379,6 +379,12 @@ class Gateway:
         apps = sorted((state.apps if state is not None else set()) - {conn.app})
         return [self._session(conn.app, conn.uid, conn.device, conn.session_id, 1)] + [
             self._guest_session(conn, app) for app in apps]
+
+    def sessions_of_parked(self, parked: Parked) -> list[common_pb2.Session]:
+        """The register records of a parked session (still registered while it lingers)."""
+        return [self._session(parked.app, parked.uid, parked.device, parked.session_id, 1)] + [
+            self._session(app, parked.uid, parked.device, parked.session_id,
+                          next(self._versions)) for app in sorted(parked.apps - {parked.app})]
 
     def _session(self, app: str, uid: str, device: str, sid: str, version: int) \
             -> common_pb2.Session:

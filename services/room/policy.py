@@ -34,7 +34,7 @@ from services.kit.discovery.models import AppConfig
 from services.kit.errors import ConfigError, LimitError, NotFound, Overloaded
 from services.room.config import RoomConfig
 
-PRUNE_S = 5.0               # closed connections leave the counts at least this often ...
+PRUNE_S = 1.0               # closed connections leave the counts at least this often ...
 FULL_PRUNE_S = 0.5          # ... and this often while the room is at its limit
 
 REFUSED = Counter("pushwire_room_refused_total",

@@ -93,10 +93,11 @@ class Session(Protocol):
 class Parked:
     """A dropped session waiting for its client."""
 
-    __slots__ = ("app", "apps", "device", "epoch", "expires", "session_id", "state", "topics",
-                 "uid")
+    __slots__ = ("app", "apps", "device", "epoch", "expires", "latest", "session_id", "state",
+                 "topics", "uid")
 
-    def __init__(self, conn: Session, state: Any, expires: float, epoch: int) -> None:
+    def __init__(self, conn: Session, state: Any, expires: float, epoch: int,
+                 latest: dict[str, int]) -> None:
         self.session_id = conn.session_id
         self.app, self.uid, self.device = conn.app, conn.uid, conn.device
         self.state = state                          # the ConnState, reused on resume
@@ -104,6 +105,7 @@ class Parked:
         self.topics = frozenset(state.topics)
         self.expires = expires
         self.epoch = epoch                          # re-flushes of register so far
+        self.latest = latest                        # newest broadcast per app when parked
 
     @property
     def pending(self) -> Pending:
@@ -195,7 +197,9 @@ class Resumption:
         self._handover.discard(conn.session_id)
         if not self.enabled or not conn.session_id or (code not in LINGER_CODES and not handed):
             return False
-        parked = Parked(conn, state, self._clock() + self.linger_s, self.epoch())
+        apps = state.apps | {conn.app}
+        latest = {a: self._latest[a] for a in apps if a in self._latest}
+        parked = Parked(conn, state, self._clock() + self.linger_s, self.epoch(), latest)
         self._by_session[parked.session_id] = parked
         self._queue.append(parked)          # linger_s is fixed: the queue is in expiry order
         for app in parked.apps | {parked.app}:
@@ -215,6 +219,10 @@ class Resumption:
         self._remove(parked)
         RESUMES.labels("resumed").inc()
         return parked
+
+    def all(self) -> list[Parked]:
+        """Every parked session (a re-flush re-states them: they are still registered)."""
+        return list(self._by_session.values())
 
     def stale(self, parked: Parked) -> bool:
         """True when register was re-flushed while `parked` waited (register it again)."""
@@ -305,7 +313,8 @@ class Resumption:
         if broadcast_id > self._latest.get(app, 0):
             self._latest[app] = broadcast_id
 
-    def missed(self, apps: Iterable[str], cursors: dict[str, int] | None) -> list[str]:
-        """The apps with a broadcast newer than the session's cursor (replay those)."""
-        have = cursors or {}
-        return [a for a in apps if self._latest.get(a, 0) > have.get(a, 0)]
+    def missed(self, parked: Parked) -> list[str]:
+        """The apps of `parked` with a broadcast that started while it was away (replay those
+        from the log; the rest it got live)."""
+        return sorted(a for a in parked.apps | {parked.app}
+                      if self._latest.get(a, 0) > parked.latest.get(a, 0))

@@ -66,15 +66,18 @@ class Standby:
         as_of_ms = int(time.time() * 1000)
         conns = [c for c in self.hub.members() if not c.closed]
         by_owner: dict[str, list[common_pb2.Session]] = defaultdict(list)
-        for conn in conns:
-            for session in self.gateway.sessions_of(conn):   # the AUTH app and bound apps
-                by_owner[self.register.peers.owner(user_key(session.app, session.uid))].append(
-                    session)
+        sessions = [s for conn in conns for s in self.gateway.sessions_of(conn)]
+        # Parked sessions (services/room/resume.py) are still registered while they linger.
+        sessions += [s for parked in self.gateway.resume.all()
+                     for s in self.gateway.sessions_of_parked(parked)]
+        for session in sessions:
+            by_owner[self.register.peers.owner(user_key(session.app, session.uid))].append(
+                session)
         for target in self.register.peers.addresses():
             await self.register.flush(target, self.room, by_owner.get(target, []), as_of_ms,
                                       self.timeout_s)
         self.flushes += 1
-        log.info("re-flushed %d sessions to %d register instances", len(conns),
+        log.info("re-flushed %d sessions to %d register instances", len(sessions),
                  len(self.register.peers.addresses()))
         await self.gateway.replay_all(conns)
         return len(conns)

@@ -139,13 +139,20 @@ def test_supersede_drop_expire_and_release() -> None:
     assert len(store) == 0
 
 
-def test_missed_broadcasts_are_named_per_app() -> None:
+def test_broadcasts_started_while_parked_are_named() -> None:
     store = parked_store(Clock())
     store.note_broadcast("app1", 50)
-    store.note_broadcast("app1", 40)
-    assert store.missed({"app1", "app2"}, {"app1": 49}) == ["app1"]
-    assert store.missed({"app1"}, {"app1": 50}) == []
-    assert store.missed({"app1"}, None) == ["app1"]
+    state = ConnState("app1")
+    state.apps.add("app2")
+    store.park(Sess("s1"), state, 1006)
+    store.note_broadcast("app1", 40)                      # older: nothing new
+    parked = store.take(store.token_for("s1"), "app1", "u1", "d1")
+    assert parked is not None and store.missed(parked) == []
+    store.park(Sess("s1"), parked.state, 1006)
+    store.note_broadcast("app2", 7)
+    store.note_broadcast("app3", 9)                       # not an app of the session
+    again = store.take(store.token_for("s1"), "app1", "u1", "d1")
+    assert again is not None and store.missed(again) == ["app2"]
 
 
 # --- through the Gateway ----------------------------------------------------------------------

@@ -97,3 +97,11 @@ async def test_fetch_errors(dispatcher: tuple[str, list[dict[str, str]]]) -> Non
             await route.fetch(http, url, "demo", "busy")     # 503 with a non-JSON body
         with pytest.raises(Unavailable, match="unreachable"):
             await route.fetch(http, "http://127.0.0.1:9", "demo", "u1", timeout_s=2)
+
+
+def test_attempt_isp_and_idc_are_sent_only_when_known() -> None:
+    params = route.route_params("demo", "u1", "cell", [], attempt=3, isp="cmcc", idc="dc2")
+    assert params == {"app": "demo", "uid": "u1", "net": "cell", "attempt": "3",
+                      "isp": "cmcc", "idc": "dc2"}
+    assert route.route_params("demo", "u1", "cell", [], attempt=0) == {
+        "app": "demo", "uid": "u1", "net": "cell"}

@@ -1,0 +1,41 @@
+"""services/room/workers.py: each worker's settings and the shared port (the processes
+themselves run in tests/integration/test_workers.py)."""
+
+from __future__ import annotations
+
+import socket
+
+from services.room.config import RoomConfig
+from services.room.workers import plan, reserve
+
+
+def test_each_worker_is_its_own_instance_on_the_shared_port() -> None:
+    workers = plan(RoomConfig(instance="room-a", grpc_port=9400, metrics_port=9600), 3, 8200)
+    assert [w.env["PUSHWIRE_ROOM_INSTANCE"] for w in workers] == [
+        "room-a-w0", "room-a-w1", "room-a-w2"]
+    assert {w.env["PUSHWIRE_ROOM_WS_PORT"] for w in workers} == {"8200"}
+    assert {w.env["PUSHWIRE_ROOM_REUSE_PORT"] for w in workers} == {"1"}
+    assert [w.env["PUSHWIRE_ROOM_GRPC_PORT"] for w in workers] == ["9400", "9401", "9402"]
+    assert [w.env["PUSHWIRE_ROOM_METRICS_PORT"] for w in workers] == ["9600", "9601", "9602"]
+    free = plan(RoomConfig(instance="r", grpc_port=0), 2, 8300)
+    assert {w.env["PUSHWIRE_ROOM_GRPC_PORT"] for w in free} == {"0"}
+    assert {w.env["PUSHWIRE_ROOM_METRICS_PORT"] for w in free} == {"0"}
+
+
+def test_the_reserved_port_can_be_shared_by_listeners() -> None:
+    holder = reserve("127.0.0.1", 0)
+    port = holder.getsockname()[1]
+    listeners = []
+    try:
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            listeners.append(sock)
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        for sock in listeners:
+            sock.close()
+        holder.close()
