@@ -9,7 +9,6 @@ from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
 from services.center.push import Pusher
-from services.center.rooms import RoomCalls
 from services.center.servicer import CenterServicer
 from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
@@ -33,12 +32,11 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         register = RegisterClient(host.discovery, channels, options)
         rooms = RoomClient(host.discovery, channels, options)
         pusher = Pusher(saver, register, rooms)
-        room_calls = RoomCalls(host.discovery, channels, options)
         jobs = job_store(config.redis, config.key_prefix, config.rpc_timeout_s)
-        broadcasts = Broadcasts(saver, room_calls, jobs, config.instance, Settings.of(config))
+        broadcasts = Broadcasts(saver, rooms, jobs, config.instance, Settings.of(config))
         api = CenterApi(config, host.discovery, pusher,
                         CoordinatorClient(host.discovery, channels),
-                        topics=Topics(room_calls), broadcasts=broadcasts)
+                        topics=Topics(rooms), broadcasts=broadcasts)
         web_app = http.application(client_max_size=4 * 1024 * 1024)
         web_app.add_routes(api.routes())
         runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
@@ -57,6 +55,5 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         await asyncio.gather(driving, return_exceptions=True)
         for client in (rooms, register, saver):
             await client.close()
-        await room_calls.close()
         await jobs.close()
         await channels.close()

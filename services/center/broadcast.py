@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 from services.center.config import CenterConfig
 from services.center.jobs import CANCELLED, DONE, GONE, Claim, JobSpec, JobStore, JobView
-from services.center.rooms import RoomCalls
 from services.kit.discovery import AppConfig
 from services.kit.errors import (
     BadRequest,
@@ -38,6 +37,7 @@ from services.kit.errors import (
     from_code,
 )
 from services.kit.pb import common_pb2, room_pb2
+from services.room.client import RoomClient
 from services.saver.client import SaverClient
 
 log = logging.getLogger("pushwire.center.broadcast")
@@ -76,7 +76,7 @@ class BroadcastRequest:
 class Broadcasts:
     """Create, show and cancel jobs; `run()` drives shares (in the center's task group)."""
 
-    def __init__(self, saver: SaverClient, rooms: RoomCalls, store: JobStore, instance: str,
+    def __init__(self, saver: SaverClient, rooms: RoomClient, store: JobStore, instance: str,
                  settings: Settings = Settings(),
                  clock: Callable[[], float] = time.time) -> None:
         self.saver = saver

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.center.rooms import RoomCalls
 from services.kit.discovery import AppConfig
 from services.kit.errors import BadRequest, LimitError, PushwireError, Unavailable
 from services.kit.pb import room_pb2
+from services.room.client import RoomClient
 from services.room.topics import MAX_TOPIC_LEN
 
 log = logging.getLogger("pushwire.center.topics")
@@ -28,7 +28,7 @@ class Published:
 
 
 class Topics:
-    def __init__(self, rooms: RoomCalls, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, rooms: RoomClient, clock: Callable[[], float] = time.time) -> None:
         self.rooms = rooms
         self._clock = clock
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import uvloop
 
+from services.kit.errors import PushwireError
+
 log = logging.getLogger("pushwire.lifecycle")
 
 
@@ -43,6 +45,19 @@ class Lifecycle:
         """Cancel every spawned loop; the group awaits them."""
         for task in self._loops:
             task.cancel()
+
+
+async def every(period_s: float, job: Callable[[], Awaitable[object]],
+                logger: logging.Logger = log) -> None:
+    """Run `job` every `period_s` until cancelled; a PushwireError is logged and the loop
+    goes on (the next period may succeed), anything else ends the loop (a bug)."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await job()
+        except PushwireError as exc:
+            logger.warning("%s failed: %s (%s)", getattr(job, "__name__", job), exc.message,
+                           exc.detail)
 
 
 async def _main(serve: Callable[[Lifecycle], Awaitable[None]]) -> None:

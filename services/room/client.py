@@ -1,15 +1,17 @@
 """How center and coordinator reach connections: batched pipes to each room instance.
 
 Deliver drops under overload (the message is stored; the user gets it on the next connect or
-the next load round), Kick retries (a kick must happen).
+the redelivery sweep), Kick retries (a kick must happen), the fan-out calls (publish,
+broadcast shares, connection counts) reject.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from services.kit.discovery import Discovery
-from services.kit.errors import Unavailable
+from services.kit.errors import PushwireError, Unavailable
 from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, sender
 from services.kit.rpc.peers import Peers
@@ -30,6 +32,20 @@ class RoomClient:
                                 lambda items: room_pb2.KickRequest(items=items),
                                 lambda reply, _n: list(reply.kicked)),
             replace(options, overflow=Overflow.RETRY))
+        # Fan-out calls (center): topic publish, broadcast shares, connection counts. They
+        # reject when full: the caller answers 503, or retries the poll on its next tick.
+        self._publish: PipeSet[room_pb2.PublishItem, int] = PipeSet(
+            "room.publish", sender(channels, stub, "Publish",
+                                   lambda items: room_pb2.PublishRequest(items=items),
+                                   lambda reply, _n: list(reply.delivered)), options)
+        self._broadcast: PipeSet[room_pb2.BroadcastTask, room_pb2.BroadcastState] = PipeSet(
+            "room.broadcast", sender(channels, stub, "Broadcast",
+                                     lambda items: room_pb2.BroadcastRequest(tasks=items),
+                                     lambda reply, _n: list(reply.states)), options)
+        self._count: PipeSet[str, int] = PipeSet(
+            "room.app_count", sender(channels, stub, "AppCount",
+                                     lambda items: room_pb2.AppCountRequest(apps=items),
+                                     lambda reply, _n: list(reply.connections)), options)
 
     def _target(self, room: str) -> str:
         address = self.peers.address(room)
@@ -48,6 +64,41 @@ class RoomClient:
     async def kick(self, pairs: list[tuple[str, room_pb2.KickItem]]) -> list[int]:
         return await self._kick.call_many([(self._target(r), k) for r, k in pairs])
 
+    def rooms(self) -> dict[str, str]:
+        """Live room instances: id -> gRPC address."""
+        return {i.id: i.addresses[self.peers.role] for i in self.peers.all()}
+
+    async def publish(self, item: room_pb2.PublishItem) -> dict[str, int | PushwireError]:
+        """Hand one topic publish to every live room; connections written, or the error,
+        per room."""
+        rooms = self.rooms()
+        results = await asyncio.gather(*(self._publish.call(a, item) for a in rooms.values()),
+                                       return_exceptions=True)
+        return {room: _outcome(r) for room, r in zip(rooms, results, strict=True)}
+
+    async def broadcast(self, room: str, task: room_pb2.BroadcastTask) \
+            -> room_pb2.BroadcastState | None:
+        """Start, poll or cancel a broadcast share on `room`; None when the room is gone."""
+        address = self.peers.address(room)
+        if address is None:
+            return None
+        return await self._broadcast.call(address, task)
+
+    async def app_counts(self, app: str) -> dict[str, int | PushwireError]:
+        """Connections serving `app` in each live room (or why a room did not answer)."""
+        rooms = self.rooms()
+        results = await asyncio.gather(*(self._count.call(a, app) for a in rooms.values()),
+                                       return_exceptions=True)
+        return {room: _outcome(r) for room, r in zip(rooms, results, strict=True)}
+
     async def close(self) -> None:
-        await self._deliver.close()
-        await self._kick.close()
+        for pipes in (self._deliver, self._kick, self._publish, self._broadcast, self._count):
+            await pipes.close()
+
+
+def _outcome(result: int | BaseException) -> int | PushwireError:
+    if isinstance(result, PushwireError):
+        return result
+    if isinstance(result, BaseException):
+        raise result
+    return result

@@ -25,16 +25,16 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services.kit.errors import BadRequest, LimitError, PushwireError, StoreError
+from services.kit.lifecycle import every
 from services.saver.durable import MAX_APP
+from services.saver.hot import translated
 from services.saver.ids import IdGenerator
 from services.saver.inbox import Limits, default_limits
 
@@ -138,8 +138,8 @@ class BroadcastLog:
     async def run(self) -> None:
         """Watch for a lost hot copy and purge expired rows, until cancelled."""
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_every(self._loss_check_s, self.recover))
-            tg.create_task(_every(self._purge_every_s, self.purge))
+            tg.create_task(every(self._loss_check_s, self.recover))
+            tg.create_task(every(self._purge_every_s, self.purge))
 
     async def close(self) -> None:
         await self._hot.close()
@@ -205,15 +205,6 @@ class BroadcastLog:
         """Delete expired durable rows; returns how many."""
         (deleted,) = await self._durable.run([(_PURGE, [(self._now_ms(),)])])
         return deleted
-
-
-async def _every(period_s: float, job: Callable[[], Awaitable[object]]) -> None:
-    while True:
-        await asyncio.sleep(period_s)
-        try:
-            await job()
-        except PushwireError as exc:
-            log.warning("%s failed: %s (%s)", getattr(job, "__name__", job), exc, exc.detail)
 
 
 # --- Redis -----------------------------------------------------------------------------------
@@ -286,14 +277,6 @@ def _hid(entry_id: int) -> str:
     return f"{entry_id:016x}"
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreError("hot store unavailable", detail=f"redis {what}: {exc!r}") from exc
-
-
 class RedisBroadcastHot:
     """BroadcastHot on Redis."""
 
@@ -311,7 +294,7 @@ class RedisBroadcastHot:
         for e in entries:
             args += [e.app, _hid(e.id), e.expires_ms,
                      _TIMES.pack(e.created_ms, e.expires_ms) + e.data]
-        with _translated("append"):
+        with translated("append"):
             await self._append(args=args)
 
     async def since(self, queries: Sequence[Query], now_ms: int) -> list[list[BroadcastEntry]]:
@@ -320,7 +303,7 @@ class RedisBroadcastHot:
         args: list[Any] = [self.prefix, now_ms]
         for q in queries:
             args += [q.app, _hid(q.after), q.limit]
-        with _translated("since"):
+        with translated("since"):
             flat: list[Any] = await self._since(args=args)
         out: list[list[BroadcastEntry]] = []
         pos = 0
@@ -340,7 +323,7 @@ class RedisBroadcastHot:
 
     async def remove(self, app: str, entry_id: int) -> None:
         p, h = self.prefix, _hid(entry_id)
-        with _translated("remove"):
+        with translated("remove"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.zrem(f"{p}:b:{app}", h)
                 pipe.zrem(f"{p}:bx:{app}", h)
@@ -348,15 +331,15 @@ class RedisBroadcastHot:
                 await pipe.execute()
 
     async def mark(self) -> None:
-        with _translated("mark"):
+        with translated("mark"):
             await self._redis.set(f"{self.prefix}:{_ALIVE}", b"1")
 
     async def lost(self) -> bool:
-        with _translated("lost"):
+        with translated("lost"):
             return not await self._redis.exists(f"{self.prefix}:{_ALIVE}")
 
     async def close(self) -> None:
-        with _translated("close"):
+        with translated("close"):
             await self._redis.aclose()
 
 

@@ -297,7 +297,7 @@ def _text(raw: Any) -> str:
 
 
 @contextmanager
-def _translated(what: str) -> Iterator[None]:
+def translated(what: str) -> Iterator[None]:
     """Turn redis failures into StoreError, the only hot-store error callers see."""
     try:
         yield
@@ -326,7 +326,7 @@ class RedisHotStore:
         for m, bound in zip(messages, bounds, strict=True):
             args += [m.app, m.uid, _hid(m.id), m.id >> _TIME_BITS, m.device, m.created_ms,
                      m.expires_ms, m.data, bound, m.deliveries]
-        with _translated("store"):
+        with translated("store"):
             flat = await self._store(args=args)
         return [Ref(_text(flat[i]), int(_text(flat[i + 1]), 16)) for i in range(0, len(flat), 2)]
 
@@ -336,7 +336,7 @@ class RedisHotStore:
         args: list[Any] = [self.prefix, now_ms]
         for r in refs:
             args += [r.app, r.uid, _hid(r.id)]
-        with _translated("ack"):
+        with translated("ack"):
             flags: bytes = await self._ack(args=args)
         return [f == ord("1") for f in flags]
 
@@ -346,7 +346,7 @@ class RedisHotStore:
         args: list[Any] = [self.prefix, now_ms]
         for q in requests:
             args += [q.app, q.uid, q.device, q.limit, q.max_deliveries]
-        with _translated("load"):
+        with translated("load"):
             blob: bytes = await self._load(args=args)
         reader = _Reader(blob)
         return [reader.load_result(q) for q in requests]
@@ -357,7 +357,7 @@ class RedisHotStore:
         args: list[Any] = [self.prefix, 0]
         for r in refs:
             args += [r.app, _hid(r.id)]
-        with _translated("delivered"):
+        with translated("delivered"):
             counts = await self._delivered(args=args)
         return [int(c) for c in counts]
 
@@ -369,13 +369,13 @@ class RedisHotStore:
         args: list[Any] = [self.prefix, now_ms, cutoff]
         for app, uid in users:
             args += [app, uid]
-        with _translated("pending"):
+        with translated("pending"):
             counts = await self._pending(args=args)
         return [int(c) for c in counts]
 
     async def get(self, app: str, message_id: int, now_ms: int) -> StoredMessage | None:
         key = f"{self.prefix}:m:{app}/{_hid(message_id)}"
-        with _translated("get"):
+        with translated("get"):
             fields: list[Any] = await self._redis.hmget(key, ["u", "d", "b", "c", "x", "n"])
         u, d, b, c, x, n = fields
         if b is None or int(x) <= now_ms:
@@ -383,15 +383,15 @@ class RedisHotStore:
         return StoredMessage(app, _text(u), message_id, b, int(c), int(x), _text(d), int(n))
 
     async def mark(self) -> None:
-        with _translated("mark"):
+        with translated("mark"):
             await self._redis.set(f"{self.prefix}:alive", b"1")
 
     async def lost(self) -> bool:
-        with _translated("lost"):
+        with translated("lost"):
             return not await self._redis.exists(f"{self.prefix}:alive")
 
     async def close(self) -> None:
-        with _translated("close"):
+        with translated("close"):
             await self._redis.aclose()
 
 

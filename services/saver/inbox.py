@@ -24,13 +24,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
 
 from services.kit.discovery.models import AppConfig
 from services.kit.errors import BadRequest, LimitError, PushwireError, StoreError
+from services.kit.lifecycle import every
 from services.saver.durable import (
     ACKED,
     DEAD,
@@ -281,8 +282,8 @@ class Inboxes:
         """The write-behind, loss-watch and purge loops; runs until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._behind.run())
-            tg.create_task(self._every(self._loss_check_s, self.recover))
-            tg.create_task(self._every(self._purge_every_s, self.purge))
+            tg.create_task(every(self._loss_check_s, self.recover))
+            tg.create_task(every(self._purge_every_s, self.purge))
 
     async def close(self) -> None:
         """Commit the write-behind buffer, then close both stores. Call after `run` ended."""
@@ -291,15 +292,6 @@ class Inboxes:
         finally:
             await self._durable.close()
             await self._hot.close()
-
-    @staticmethod
-    async def _every(period_s: float, job: Callable[[], Awaitable[object]]) -> None:
-        while True:
-            await asyncio.sleep(period_s)
-            try:
-                await job()
-            except PushwireError as exc:
-                log.warning("%s failed: %s (%s)", getattr(job, "__name__", job), exc, exc.detail)
 
     # --- store --------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ class Saver:
 
 
 class Rooms:
-    """RoomCalls over in-process rooms; `down` rooms fail their calls."""
+    """RoomClient over in-process rooms; `down` rooms fail their calls."""
 
     def __init__(self, sizes: dict[str, int], **fanout: Any) -> None:
         self.fanouts: dict[str, FanOut[Conn]] = {}
