@@ -22,8 +22,8 @@ else
 fi
 if [ "$found" = no ] || [ -n "$secret$key" ]; then
     set -- "$app"
-    if [ -n "$secret" ] || [ "$found" = no ]; then set -- "$@" --secret "${secret:-$(random)}"; fi
-    if [ -n "$key" ] || [ "$found" = no ]; then set -- "$@" --api-key "${key:-$(random)}"; fi
+    if [ -n "$secret" ] || [ "$found" = no ]; then set -- "$@" --secret="${secret:-$(random)}"; fi
+    if [ -n "$key" ] || [ "$found" = no ]; then set -- "$@" --api-key="${key:-$(random)}"; fi
     pushwire app set "$@" >/dev/null
     [ "$found" = no ] && echo "init: created app $app"
 fi
