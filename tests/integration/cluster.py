@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.processes import free_port, routes, spawn_service, stop_in_order
 from services.kit import token
@@ -56,6 +57,7 @@ class Cluster:
         id="demo", secrets=("test-secret",), api_keys=("test-key",)))
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
     proc_env: dict[str, dict[str, str]] = field(default_factory=dict)   # ... for one, by name
+    metrics: tuple[str, ...] = ()                            # processes serving /metrics
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -117,6 +119,8 @@ class Cluster:
         plan.append(("dispatcher", "dispatcher",
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(free_port())}))
         for name, kind, env in plan:
+            if name in self.metrics:
+                env[f"PUSHWIRE_{kind.upper()}_METRICS_PORT"] = str(free_port())
             self.procs[name] = Proc(name, kind, {**common, **env, **self.proc_env.get(name, {})})
 
     def spawn(self, name: str) -> None:
@@ -157,6 +161,12 @@ class Cluster:
     def center(self, i: int = 0) -> str:
         port = self.procs[f"center-{i}"].env["PUSHWIRE_CENTER_HTTP_PORT"]
         return f"http://127.0.0.1:{port}"
+
+    async def metric(self, name: str, family: str, **labels: str) -> float:
+        """A sample of process `name`'s /metrics (it must be in `metrics`); 0 when absent."""
+        proc = self.procs[name]
+        port = proc.env[f"PUSHWIRE_{proc.kind.upper()}_METRICS_PORT"]
+        return await metric(f"127.0.0.1:{port}", family, **labels)
 
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
@@ -250,3 +260,16 @@ class Cluster:
             zk.close()
 
         await asyncio.to_thread(drop_chroot)
+
+
+async def metric(address: str, family: str, **labels: str) -> float:
+    """The value of the first sample named `family` with `labels` served by the /metrics
+    listener at `address` (host:port); 0 when there is none."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://{address}/metrics") as resp:
+        text = await resp.text()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == family and all(sample.labels.get(k) == v
+                                             for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
