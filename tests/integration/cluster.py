@@ -25,11 +25,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+import grpc.aio
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.processes import free_port, routes, spawn_service, stop_in_order
 from services.kit import token
-from services.kit.discovery import AppConfig, Discovery, connect
+from services.kit.discovery import AppConfig, Discovery, Instance, connect
+from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
 
 TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
 TEST_REDIS = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -58,6 +60,7 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
     proc_env: dict[str, dict[str, str]] = field(default_factory=dict)   # ... for one, by name
     metrics: tuple[str, ...] = ()                            # processes serving /metrics
+    session_timeout_s: float = 2.0                          # ZooKeeper sessions (real=True)
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -77,7 +80,8 @@ class Cluster:
     def urls(self) -> dict[str, str]:
         if self.real:
             db = TEST_MYSQL.rsplit("/", 1)[0] + f"/pushwire_test_{self.tag}"
-            return {"discovery": f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout=2",
+            zk = f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout={self.session_timeout_s:g}"
+            return {"discovery": zk,
                     "hot": TEST_REDIS, "durable": db, "prefix": f"pwt{self.tag}"}
         return {"discovery": f"file:{self.tmp / 'discovery'}", "hot": "memory:",
                 "durable": f"sqlite:{self.tmp / 'pushwire.db'}", "prefix": "pw"}
@@ -161,6 +165,17 @@ class Cluster:
     def center(self, i: int = 0) -> str:
         port = self.procs[f"center-{i}"].env["PUSHWIRE_CENTER_HTTP_PORT"]
         return f"http://127.0.0.1:{port}"
+
+    def room(self, name: str) -> Instance:
+        """Room `name` as discovery shows it (its addresses)."""
+        assert self.discovery is not None
+        found = [r for r in self.discovery.instances("room") if r.id == name]
+        assert found, f"{name} is not in discovery"
+        return found[0]
+
+    async def room_info(self, name: str) -> room_pb2.InfoReply:
+        """Room `name`'s own counts (Info RPC): connections, sessions, tasks, parked."""
+        return await room_info(self.room(name).addresses["grpc"])
 
     async def metric(self, name: str, family: str, **labels: str) -> float:
         """A sample of process `name`'s /metrics (it must be in `metrics`); 0 when absent."""
@@ -273,3 +288,11 @@ async def metric(address: str, family: str, **labels: str) -> float:
                                              for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+async def room_info(address: str) -> room_pb2.InfoReply:
+    """The Info RPC of the room whose gRPC listens at `address`."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
+            common_pb2.Empty(), timeout=10)
+        return reply

@@ -50,11 +50,22 @@ def listener(cluster: Cluster, uid: str, cursor: int = 0) -> Listener:
 
 async def crowd(cluster: Cluster, n: int, prefix: str = "u", at_once: int = 50) \
         -> list[Listener]:
-    """n connected listeners (connected `at_once` at a time)."""
+    """n connected listeners (connected `at_once` at a time). When one cannot connect, the
+    others are closed before the error is raised: nothing is left open."""
     out: list[Listener] = []
-    for start in range(0, n, at_once):
-        out += await asyncio.gather(*(listener(cluster, f"{prefix}{i}").start()
-                                      for i in range(start, min(n, start + at_once))))
+    try:
+        for start in range(0, n, at_once):
+            batch = [listener(cluster, f"{prefix}{i}")
+                     for i in range(start, min(n, start + at_once))]
+            out += batch
+            failed = [r for r in await asyncio.gather(*(x.start() for x in batch),
+                                                      return_exceptions=True)
+                      if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
+    except BaseException:
+        await close_all(out)
+        raise
     return out
 
 
