@@ -107,5 +107,10 @@ def test_dev_cluster_listen_push_and_clean_stop(tmp_path: Path) -> None:
             listen.kill()
         dev.send_signal(signal.SIGINT)
         dev.communicate(timeout=30)      # drains and closes its output
-    time.sleep(0.5)
-    assert not {pid for pid in children if Path(f"/proc/{pid}").exists()}
+    # pushwire dev has exited; its children are gone too (bounded wait: the kernel reaps
+    # them a moment after their parent, PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 15
+    while (left := {pid for pid in children if Path(f"/proc/{pid}").exists()}) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left
