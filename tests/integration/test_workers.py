@@ -11,12 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc.aio
 import pytest
 
+from cli.processes import free_port
 from services.kit.discovery import Instance
-from services.kit.pb import common_pb2, room_pb2_grpc
-from tests.integration.cluster import Cluster, free_port
+from tests.integration.cluster import Cluster, room_info
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, dial
 
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 async def connections(room: Instance) -> int:
-    async with grpc.aio.insecure_channel(room.addresses["grpc"]) as channel:
-        reply = await room_pb2_grpc.RoomStub(channel).Info(common_pb2.Empty(), timeout=10)
-        return int(reply.connections)
+    return int((await room_info(room.addresses["grpc"])).connections)
 
 
 async def test_workers_share_the_port_and_are_supervised(tmp_path: Path) -> None:
