@@ -154,7 +154,18 @@ class Cluster:
                                    f"{self.logs_tail(proc.name)}")
 
     async def _routes(self) -> bool:
-        return await routes(self.dispatcher, self.app.id)
+        """The dispatcher routes clients and sees every room: a client routed before it saw a
+        room would not land on its sticky room."""
+        rooms = sum(1 for p in self.procs.values() if p.kind == "room")
+        if not await routes(self.dispatcher, self.app.id):
+            return False
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"{self.dispatcher}/v1/health",
+                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status == 200 and (await resp.json())["rooms"] >= rooms
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     # --- addresses and credentials -------------------------------------------------------------
 
