@@ -1,4 +1,5 @@
-"""The seam between the room's connection layer and the rest of the room (services/room/app.py).
+"""The seam between the room's connection layer and the rest of the room: services/room/sessions.py
+implements it.
 
 A Connection (services/room/connection.py) calls its RoomBackend at these points of the
 client protocol (docs/protocol.md). Errors are services/kit/errors.py exceptions:

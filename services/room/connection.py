@@ -58,6 +58,7 @@ from services.room.protocol import (
     reconnect_packet,
     reply_packet,
 )
+from services.room.state import ConnState
 from services.room.timers import TimerWheel
 
 log = logging.getLogger("pushwire.room.connection")
@@ -164,10 +165,10 @@ class Context:
 
 class Connection(asyncio.Protocol):
     """One client. Identity (`session_id`, `app`, `uid`, `device`) is set once AUTH passes;
-    `extra` is free for the backend's per-connection state (e.g. bound topics)."""
+    `state` is the room's state of the connection once AUTH passed (services/room/state.py)."""
 
-    __slots__ = ("alive", "app", "ctx", "device", "extra", "fresh", "inflight", "peer",
-                 "session", "session_id", "transport", "uid", "ws")
+    __slots__ = ("alive", "app", "ctx", "device", "fresh", "inflight", "peer", "session",
+                 "session_id", "state", "transport", "uid", "ws")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -181,7 +182,7 @@ class Connection(asyncio.Protocol):
         self.uid = ""
         self.device = ""
         self.inflight = 0
-        self.extra: Any = None
+        self.state: ConnState | None = None
         self.fresh = True               # nothing read yet: the handshake may take the fast path
 
     def __repr__(self) -> str:

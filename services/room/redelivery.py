@@ -16,7 +16,7 @@ import logging
 
 from services.kit.errors import PushwireError
 from services.room.connection import Connection
-from services.room.gateway import Gateway, state_of
+from services.room.delivery import Delivery
 from services.room.hub import Hub
 from services.saver.client import SaverClient
 
@@ -24,11 +24,11 @@ log = logging.getLogger("pushwire.room.redelivery")
 
 
 class Redelivery:
-    def __init__(self, hub: Hub[Connection], saver: SaverClient, gateway: Gateway, *,
-                 every_s: float, min_age_s: float, chunk: int = 1000) -> None:
+    def __init__(self, hub: Hub[Connection], saver: SaverClient, delivery: Delivery[Connection],
+                 *, every_s: float, min_age_s: float, chunk: int = 1000) -> None:
         self.hub = hub
         self.saver = saver
-        self.gateway = gateway
+        self.delivery = delivery
         self.every_s = every_s
         self.min_age_ms = int(min_age_s * 1000)
         self.chunk = chunk
@@ -55,7 +55,7 @@ class Redelivery:
                                                  self.min_age_ms)
             overdue = [c for c, n in zip(part, counts, strict=True) if n]
             if overdue:
-                await self.gateway.replay_all(overdue)
+                await self.delivery.replay_all(overdue)
                 replayed += len(overdue)
         if replayed:
             self.replayed += replayed
@@ -64,5 +64,5 @@ class Redelivery:
 
     @staticmethod
     def _idle(conn: Connection) -> bool:
-        state = state_of(conn)
-        return not conn.closed and state is not None and not state.outstanding
+        state = conn.state
+        return not conn.closed and state is not None and not state.replaying

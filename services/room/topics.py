@@ -6,7 +6,8 @@
                                                            the AUTH app is in the room's Hub)
 
 The reverse direction (what one connection holds) lives in the connection's own state
-(`Holdings`: the room's ConnState), so dropping a connection costs what it held, not a scan.
+(`Holdings`: services/room/state.py ConnState), so dropping a connection costs what it held,
+not a scan.
 Plain dicts used as ordered sets; event loop only. Audience lookups return new lists: a write
 can close a slow consumer, which leaves the index while the caller iterates.
 """
@@ -22,7 +23,7 @@ MAX_TOPICS = 64              # topics bound per connection (all apps together)
 MAX_APPS = 8                 # apps one connection serves (AUTH app included)
 
 
-class Member(Protocol):
+class Listener(Protocol):
     """A connection as the index needs it (hashable by identity)."""
 
     @property
@@ -39,7 +40,7 @@ class Holdings(Protocol):
     topics: set[tuple[str, str]]
 
 
-M = TypeVar("M", bound=Member)
+M = TypeVar("M", bound=Listener)
 
 
 class TopicIndex(Generic[M]):
