@@ -77,10 +77,10 @@ def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
     policy: AccessPolicy[Connection] = AccessPolicy(Rules.of(config))
     presence = Presence(config.instance, register)
     delivery = Delivery(hub, topics, saver, resume, tasks, replay_batch=config.replay_batch)
+    admission = Admission(discovery, policy)
     sessions = Sessions(
-        config.instance, policy=policy, admission=Admission(discovery, policy),
-        presence=presence, delivery=delivery,
-        bindings=Bindings(discovery, topics, presence, delivery, fanout, tasks),
+        config.instance, policy=policy, admission=admission, presence=presence,
+        delivery=delivery, bindings=Bindings(admission, topics, presence, delivery, fanout, tasks),
         upstream=Upstream(discovery, policy, coordinator), topics=topics, fanout=fanout,
         resume=resume, tasks=tasks, turn_away=turn_away)
     return Parts(hub, tasks, resume, topics, fanout, presence, delivery, sessions)

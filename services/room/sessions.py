@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from services.kit.errors import Kicked
 from services.kit.pb import wire_pb2
 from services.kit.tasks import TaskSet
 from services.room.admission import Admission
@@ -100,13 +102,18 @@ class Sessions:
         parked = self.resume.take(auth.resume, auth.app, auth.uid, auth.device)
         if parked is None:
             return None
+        state = parked.state
+        apps, topics = set(parked.apps), set(parked.topics)
         if self.resume.stale(parked):
             # register forgot the session in a re-flush while it was parked.
             await self.presence.online(parked, parked.app, issued)
-            for app in sorted(parked.apps - {parked.app}):
-                await self.presence.online(parked, app)
-        state = parked.state
-        state.apps, state.topics = set(parked.apps), set(parked.topics)
+            for app in sorted(apps - {parked.app}):
+                try:
+                    await self.presence.online(parked, app, state.issued(app))
+                except Kicked:      # kicked from that app meanwhile: resume without it
+                    apps.discard(app)
+                    topics = {(a, t) for a, t in topics if a != app}
+        state.apps, state.topics = apps, topics
         state.note_cursor(auth.app, auth.broadcast_cursor)
         conn.state = state
         self._attaching[conn] = parked
@@ -131,7 +138,8 @@ class Sessions:
     async def on_up(self, conn: Connection, up: wire_pb2.Up) -> wire_pb2.UpReply:
         return await self.upstream.up(conn, up)
 
-    def on_bind(self, conn: Connection, bind: wire_pb2.Bind) -> wire_pb2.BindReply:
+    def on_bind(self, conn: Connection, bind: wire_pb2.Bind) \
+            -> wire_pb2.BindReply | Coroutine[Any, Any, wire_pb2.BindReply]:
         return self.bindings.bind(conn, bind)
 
     def on_unbind(self, conn: Connection, bind: wire_pb2.Bind) -> wire_pb2.BindReply:
@@ -180,7 +188,7 @@ class Sessions:
         not ACKed (and what arrived while it was away), and the broadcasts it missed."""
         state = parked.state
         topics, state.topics = state.topics, set()
-        for app in sorted(parked.apps | {conn.app}, key=lambda a: a != conn.app):
+        for app in sorted(state.apps | {conn.app}, key=lambda a: a != conn.app):
             self.topics.join(conn, state, app, guest=app != conn.app)
             names = [t for a, t in topics if a == app]
             if names:

@@ -6,6 +6,8 @@ change through its own methods, except `apps` and `topics`, which the topic inde
 (services/room/topics.py) keeps in step with its maps.
 
     apps, topics        the apps it serves (AUTH app, then BIND) and the (app, topic) bound
+    bound_issued        the issue time of the token each app bound with BIND was admitted
+                        with (a resume after a register re-flush registers it again)
     cursors, sent       broadcasts: the cursor the client reported per app, the ids last sent
                         (services/room/fanout.py: none is sent twice on one connection)
     pending             unicast written and not ACKed, for a resume (docs/protocol.md §8)
@@ -38,16 +40,30 @@ class Pending:
 class ConnState:
     """The room's state of one authenticated connection; see the module docstring."""
 
-    __slots__ = ("apps", "cursors", "more", "outstanding", "pending", "sent", "topics")
+    __slots__ = ("apps", "bound_issued", "cursors", "more", "outstanding", "pending", "sent",
+                 "topics")
 
     def __init__(self, app: str) -> None:
         self.apps: set[str] = {app}
         self.topics: set[tuple[str, str]] = set()
+        self.bound_issued: dict[str, int] | None = None     # allocated by the first BIND
         self.cursors: dict[str, int] | None = None
         self.sent: tuple[int, ...] = ()
         self.pending: Pending | None = None     # allocated on the first unacked push
         self.outstanding: set[int] = set()
         self.more = False
+
+    # --- apps bound with BIND ------------------------------------------------------------------
+
+    def note_bound(self, app: str, issued: int) -> None:
+        """`app` was bound with a token issued at `issued` (unix s)."""
+        if self.bound_issued is None:
+            self.bound_issued = {}
+        self.bound_issued[app] = issued
+
+    def issued(self, app: str) -> int:
+        """The issue time of the token `app` was bound with (0: unknown)."""
+        return (self.bound_issued or {}).get(app, 0)
 
     # --- broadcasts -----------------------------------------------------------------------------
 

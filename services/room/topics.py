@@ -58,8 +58,7 @@ class TopicIndex(Generic[M]):
     def join(self, member: M, held: Holdings, app: str, *, guest: bool = False) -> None:
         """Add `member` to the audience of `app`: after AUTH (the AUTH app) and after a BIND
         of another app (`guest`: unicast for that app finds it here). Idempotent."""
-        if app not in held.apps and len(held.apps) >= self.max_apps:
-            raise LimitError(f"a connection serves at most {self.max_apps} apps")
+        self.check_join(held, app)
         held.apps.add(app)
         self._by_app.setdefault(app, {})[member] = None
         if guest:
@@ -81,16 +80,27 @@ class TopicIndex(Generic[M]):
         beyond `max_topics` (nothing is bound then)."""
         if app not in held.apps:
             raise BadRequest(f"bind app {app!r} first")
+        wanted = self.check_bind(held, app, topics)
+        for topic in wanted:
+            held.topics.add((app, topic))
+            self._by_topic.setdefault((app, topic), {})[member] = None
+        return sorted(t for a, t in held.topics if a == app)
+
+    def check_join(self, held: Holdings, app: str) -> None:
+        """Raise LimitError when the connection cannot serve `app` too (`max_apps`)."""
+        if app not in held.apps and len(held.apps) >= self.max_apps:
+            raise LimitError(f"a connection serves at most {self.max_apps} apps")
+
+    def check_bind(self, held: Holdings, app: str, topics: list[str]) -> list[str]:
+        """The topics of `app` in `topics` not bound yet; raises BadRequest for a bad name,
+        LimitError beyond `max_topics`. Changes nothing."""
         wanted = [t for t in dict.fromkeys(topics) if (app, t) not in held.topics]
         for topic in wanted:
             if not topic or len(topic) > MAX_TOPIC_LEN:
                 raise BadRequest(f"topic names are 1-{MAX_TOPIC_LEN} characters")
         if len(held.topics) + len(wanted) > self.max_topics:
             raise LimitError(f"a connection binds at most {self.max_topics} topics")
-        for topic in wanted:
-            held.topics.add((app, topic))
-            self._by_topic.setdefault((app, topic), {})[member] = None
-        return sorted(t for a, t in held.topics if a == app)
+        return wanted
 
     def unbind(self, member: M, held: Holdings, app: str, topics: list[str] | tuple[()]) \
             -> list[str]:

@@ -1,0 +1,171 @@
+"""BIND of another app on a real cluster (issue #10, Deliver 4): the checks of AUTH and the kick
+check of register run before anything is bound; a refusal is a non-fatal ERROR and the
+connection goes on serving its AUTH app; a token minted after a kick binds and gets live
+pushes. Raw clients connect straight to the room (from addresses of 127.0.0.0/8)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from services.kit import token, wire
+from services.kit.discovery import AppConfig
+from services.kit.pb import wire_pb2
+from services.kit.wire import Op
+from tests.integration.cluster import Cluster
+from tests.integration.crowd import eventually
+from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+DENIED = "127.0.0.88"
+OTHER = AppConfig(id="other", secrets=("other-secret",), api_keys=("other-key",),
+                  token_max_ttl_s=3600, deny_cidrs=(f"{DENIED}/32",))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    async with Cluster(tmp_path_factory.mktemp("bind"), real=True) as c:
+        assert c.discovery is not None
+        await c.discovery.put_app(OTHER)
+        yield c
+
+
+async def call(cluster: Cluster, method: str, path: str, key: str = "other-key",
+               **kwargs: Any) -> tuple[int, Any]:
+    """center's HTTP API with the API key of an app."""
+    async with aiohttp.ClientSession() as http, http.request(
+            method, f"{cluster.center()}{path}", headers={"Authorization": f"Bearer {key}"},
+            **kwargs) as resp:
+        return resp.status, await resp.json()
+
+
+async def connect(cluster: Cluster, uid: str, source: str = "127.0.0.1") -> Raw:
+    """A raw client authenticated with the cluster's app ("demo") as (uid, device "raw")."""
+    assert cluster.discovery is not None
+    (room,) = cluster.discovery.instances("room")
+    host, port = endpoint_port(f"ws://{room.addresses['ws']}/")
+    client = await dial(host, port, auth_of(cluster.app.id, cluster.app.secrets[0], uid),
+                        source=source)
+    await asyncio.wait_for(asyncio.shield(client.replied), 10)
+    return client
+
+
+def other_token(uid: str, ttl_s: int = 600) -> str:
+    return token.mint("other-secret", "other", uid, now=time.time(), ttl_s=ttl_s, device="raw")
+
+
+async def answer(client: Raw, op: Op, seq: int, body: bytes) -> wire.Packet:
+    """Send one request and return the packet that answers it (same seq)."""
+    client.send(wire.encode(op, seq, body))
+
+    async def replied() -> wire.Packet | None:
+        return next((p for p in client.packets if p.seq == seq), None)
+    return await eventually(replied, timeout=10, every=0.02)
+
+
+async def bind(client: Raw, seq: int, app: str, tok: str, topics: tuple[str, ...] = ()) \
+        -> wire.Packet:
+    return await answer(client, Op.BIND, seq, wire_pb2.Bind(
+        app=app, token=tok, topics=list(topics)).SerializeToString())
+
+
+async def kick(cluster: Cluster, uid: str) -> None:
+    status, body = await call(cluster, "POST", f"/v1/apps/other/users/{uid}/kick", json={})
+    assert status == 200, body
+
+
+async def next_second() -> None:
+    """Tokens carry whole seconds: a kick refuses those issued in its second or before."""
+    await asyncio.sleep(1.05 - time.time() % 1)
+
+
+async def online(cluster: Cluster, uid: str) -> bool:
+    status, user = await call(cluster, "GET", f"/v1/apps/other/users/{uid}")
+    assert status == 200, user
+    return bool(user["online"])
+
+
+async def still_served(cluster: Cluster, client: Raw, uid: str, seq: int) -> None:
+    """The connection answers heartbeats and gets pushes of its AUTH app."""
+    assert (await answer(client, Op.HEARTBEAT, seq, b"")).op == Op.HEARTBEAT_REPLY
+    status, body = await cluster.push(uid, "still here")
+    assert status == 200 and body["online_sessions"] == 1, body
+
+    async def pushed() -> bool:
+        return any(wire_pb2.Push.FromString(p.body).data == b"still here"
+                   for p in client.of(Op.PUSH))
+    await eventually(pushed, timeout=10)
+    assert not client.closed.done()
+
+
+def error(packet: wire.Packet) -> wire_pb2.Error:
+    assert packet.op == Op.ERROR, packet
+    return wire_pb2.Error.FromString(packet.body)
+
+
+async def test_a_token_minted_after_a_kick_binds_and_gets_live_pushes(cluster: Cluster) -> None:
+    client = await connect(cluster, "fresh")
+    try:
+        await kick(cluster, "fresh")            # a kick of the user in "other", long ago
+        await next_second()
+        reply = await bind(client, 2, "other", other_token("fresh"))
+        assert reply.op == Op.BIND_REPLY, error(reply)
+        assert await online(cluster, "fresh")
+        status, body = await call(cluster, "POST", "/v1/apps/other/push",
+                                  json={"uids": ["fresh"], "data": "live"})
+        assert status == 200 and body["online_sessions"] == 1, body
+
+        async def got() -> list[wire_pb2.Push]:
+            return [p for p in (wire_pb2.Push.FromString(q.body) for q in client.of(Op.PUSH))
+                    if p.app == "other" and p.data == b"live"]
+        (push,) = await eventually(got, timeout=10)
+        assert push.kind == wire_pb2.Push.UNICAST
+    finally:
+        client.abort()
+
+
+async def test_a_token_issued_before_a_kick_is_refused_and_the_connection_goes_on(
+        cluster: Cluster) -> None:
+    client = await connect(cluster, "kicked")
+    try:
+        old = other_token("kicked")
+        await next_second()
+        await kick(cluster, "kicked")
+        refused = error(await bind(client, 2, "other", old, ("alerts",)))
+        assert (refused.code, refused.fatal) == (1003, False) and "kick" in refused.message
+        assert not await online(cluster, "kicked")
+        status, body = await call(cluster, "POST", "/v1/apps/other/topics/alerts/publish",
+                                  json={"data": "for other"})
+        assert status == 200 and body["delivered"] == 0, body
+        await still_served(cluster, client, "kicked", 3)
+    finally:
+        client.abort()
+
+
+@pytest.mark.parametrize(("case", "app", "ttl_s", "source", "code", "text"), [
+    ("lifetime", "other", 7200, "127.0.0.1", 1003, "token_max_ttl_s"),
+    ("address", "other", 600, DENIED, 1006, "address not allowed"),
+    ("unknown", "nope", 600, "127.0.0.1", 1006, "unknown app"),
+])
+async def test_auths_checks_refuse_the_bind_and_bind_nothing(
+        cluster: Cluster, case: str, app: str, ttl_s: int, source: str, code: int,
+        text: str) -> None:
+    uid = f"checked-{case}"
+    client = await connect(cluster, uid, source=source)
+    try:
+        refused = error(await bind(client, 2, app, other_token(uid, ttl_s), ("alerts",)))
+        assert (refused.code, refused.fatal) == (code, False) and text in refused.message
+        assert not await online(cluster, uid)
+        status, body = await call(cluster, "POST", "/v1/apps/other/topics/alerts/publish",
+                                  json={"data": "for other"})
+        assert status == 200 and body["delivered"] == 0, body
+        await still_served(cluster, client, uid, 3)
+    finally:
+        client.abort()
