@@ -76,7 +76,8 @@ def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
     fanout = FanOut(topics, saver, started=resume.note_broadcast)
     policy: AccessPolicy[Connection] = AccessPolicy(Rules.of(config))
     presence = Presence(config.instance, register)
-    delivery = Delivery(hub, topics, saver, resume, tasks, replay_batch=config.replay_batch)
+    delivery = Delivery(hub, topics, saver, resume, tasks, discovery,
+                        replay_batch=config.replay_batch)
     admission = Admission(discovery, policy)
     sessions = Sessions(
         config.instance, policy=policy, admission=admission, presence=presence,

@@ -75,6 +75,7 @@ class Bindings:
             removed = self.topics.unbind(conn, state, app, list(bind.topics))
         else:
             removed = self.topics.leave(conn, state, app)
+            state.unbound(app)
             self.presence.offline(conn, [app])
         return Reply(app=app, topics=removed)
 

@@ -20,10 +20,10 @@ A resume token is `<session id>.<mac>`: an HMAC of the session id with a key of 
 process, so nothing is stored per connection and a token of another room (or of this room
 before a restart) is simply not valid here.
 
-Per live connection the room keeps the unicast messages written and not yet ACKed
-(`ConnState.pending`, services/room/state.py: at most `keep`, allocated on the first push).
-Beyond `keep` the session is marked overflowed and a resume reloads from saver instead (one
-round trip, rare).
+Per connection the room keeps the unicast messages written and not yet ACKed
+(`ConnState.unacked`, services/room/state.py): their ids, and at most `keep` of the messages
+themselves. A resume re-sends those; when some unacked ids have no message kept, it reloads
+from saver instead (one round trip, rare).
 """
 
 from __future__ import annotations
@@ -120,11 +120,10 @@ class Resumption:
 
     # --- live connections -----------------------------------------------------------------------
 
-    def track(self, state: ConnState, message: Message) -> None:
-        """A unicast message was written to the connection with `state`: keep it until ACKed
-        (when resume is on)."""
-        if self.enabled:
-            state.remember(message, self.keep)
+    @property
+    def keeping(self) -> int:
+        """Unacked messages kept per session for a resume (0: resume is off)."""
+        return self.keep if self.enabled else 0
 
     def hand_over(self, conn: Member) -> None:
         """`conn` is still open but its client came back on a new connection with its resume
@@ -175,9 +174,10 @@ class Resumption:
         """This room re-stated its sessions to register (services/room/standby.py)."""
         self.epoch += 1
 
-    def hold(self, message: Message, session_id: str = "") -> int:
+    def hold(self, message: Message, session_id: str = "", *, limit: int) -> int:
         """A push for a user with parked sessions (of `message.device` when set, of
-        `session_id` when set): keep it for their resume. Returns how many kept it."""
+        `session_id` when set): keep it for their resume, at most `limit` ids per app (the
+        app's inbox_max). Returns how many kept it."""
         parked = self._by_user.get((message.app, message.uid))
         if not parked:
             return 0
@@ -186,7 +186,7 @@ class Resumption:
             if (session_id and p.session_id != session_id) \
                     or (message.device and p.device != message.device):
                 continue
-            p.state.remember(message, self.keep)
+            p.state.written(message, self.keep, limit)
             kept += 1
         return kept
 

@@ -193,10 +193,10 @@ class Sessions:
             names = [t for a, t in topics if a == app]
             if names:
                 self.topics.bind(conn, state, app, names)
-        pending = state.take_pending()
-        if pending is not None:
-            self.delivery.write_all(conn, sorted(pending.messages.values(), key=lambda m: m.id))
-            if pending.overflow:
-                self.delivery.replay_soon(conn)
+        unacked = state.unacked
+        if unacked is not None:     # still ACKable on the new connection
+            self.delivery.write_all(conn, unacked.messages(), again=True)
+            if unacked.overflow:
+                self.delivery.replay_soon(conn, again=True)
         for app in self.resume.missed(parked):
             self.tasks.spawn(self.fanout.replay(conn, app, state.cursor(app)))

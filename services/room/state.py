@@ -10,7 +10,8 @@ change through its own methods, except `apps` and `topics`, which the topic inde
                         with (a resume after a register re-flush registers it again)
     cursors, sent       broadcasts: the cursor the client reported per app, the ids last sent
                         (services/room/fanout.py: none is sent twice on one connection)
-    pending             unicast written and not ACKed, for a resume (docs/protocol.md §8)
+    unacked             unicast written to it and not ACKed: the ids it may ACK, and the
+                        messages a resume re-sends (docs/protocol.md §6, §8)
     outstanding, more   the offline replay round in flight (DESIGN.md §2 "Connect": bounded
                         per connect, the next round once the client ACKed this one)
 """
@@ -24,24 +25,83 @@ from services.kit.pb import common_pb2
 SENT_KEPT = 16                  # broadcast ids remembered per connection
 
 Message = common_pb2.Message
-Key = tuple[str, int]           # (app, message id)
 
 
-class Pending:
-    """Unicast messages written to one connection and not ACKed yet (for a resume)."""
+class Unacked:
+    """Unicast messages written to one connection (or held for it while it was parked) and not
+    ACKed yet, per app, oldest first.
 
-    __slots__ = ("messages", "overflow")
+    Its ids are what the connection may ACK: the room sends saver only those, and answers an
+    ACK naming others with a non-fatal ERROR 1006 (docs/protocol.md §6). Bounded per app by
+    the app's `inbox_max` (the `limit` of `add`): saver keeps at most that many messages per
+    user inbox and evicts the oldest beyond, so a client never holds more unacked messages of
+    an app than that, and an id pushed out here is gone from saver too. The first `keep`
+    messages themselves are kept for a resume (docs/protocol.md §8, room setting
+    `resume_keep`); beyond, only their ids, and a resume reloads from saver (`overflow`).
+    """
+
+    __slots__ = ("by_app", "kept")
 
     def __init__(self) -> None:
-        self.messages: dict[Key, Message] = {}
-        self.overflow = False            # more than `keep` were pending: reload from saver
+        self.by_app: dict[str, dict[int, Message | None]] = {}
+        self.kept = 0                    # entries holding their message
+
+    def __len__(self) -> int:
+        return sum(len(ids) for ids in self.by_app.values())
+
+    @property
+    def overflow(self) -> bool:
+        """Some unacked ids have no message kept: a resume loads them from saver."""
+        return len(self) > self.kept
+
+    def add(self, message: Message, keep: int, limit: int) -> bool:
+        """Record `message` as written; False when it was recorded already (and not ACKed
+        since). Keeps the message itself while fewer than `keep` are kept; beyond `limit`
+        ids of the app, forgets the oldest."""
+        ids = self.by_app.setdefault(message.app, {})
+        known = message.id in ids
+        if ids.get(message.id) is None and self.kept < keep:
+            ids[message.id] = message
+            self.kept += 1
+        elif not known:
+            ids[message.id] = None
+        while len(ids) > limit:
+            if ids.pop(next(iter(ids))) is not None:
+                self.kept -= 1
+        return not known
+
+    def take(self, app: str, ids: Iterable[int]) -> list[int]:
+        """Remove the ACKed `ids` of `app`; return those that were recorded, in order."""
+        held = self.by_app.get(app)
+        if not held:
+            return []
+        taken = []
+        for message_id in ids:
+            if message_id in held:
+                if held.pop(message_id) is not None:
+                    self.kept -= 1
+                taken.append(message_id)
+        if not held:
+            del self.by_app[app]
+        return taken
+
+    def forget(self, app: str) -> None:
+        """The connection no longer serves `app` (UNBIND): its ids are not ACKable here."""
+        for message in (self.by_app.pop(app, None) or {}).values():
+            if message is not None:
+                self.kept -= 1
+
+    def messages(self) -> list[Message]:
+        """The messages kept, oldest id first (a resume re-sends them)."""
+        return sorted((m for ids in self.by_app.values() for m in ids.values()
+                       if m is not None), key=lambda m: m.id)
 
 
 class ConnState:
     """The room's state of one authenticated connection; see the module docstring."""
 
-    __slots__ = ("apps", "bound_issued", "cursors", "more", "outstanding", "pending", "sent",
-                 "topics")
+    __slots__ = ("apps", "bound_issued", "cursors", "more", "outstanding", "sent", "topics",
+                 "unacked")
 
     def __init__(self, app: str) -> None:
         self.apps: set[str] = {app}
@@ -49,7 +109,8 @@ class ConnState:
         self.bound_issued: dict[str, int] | None = None     # allocated by the first BIND
         self.cursors: dict[str, int] | None = None
         self.sent: tuple[int, ...] = ()
-        self.pending: Pending | None = None     # allocated on the first unacked push
+        self.unacked: Unacked | None = None     # allocated by the first write, freed when
+                                                # everything written was ACKed
         self.outstanding: set[int] = set()
         self.more = False
 
@@ -92,33 +153,31 @@ class ConnState:
         self.sent = (*sent[1 - SENT_KEPT:], broadcast_id) if sent else (broadcast_id,)
         return True
 
-    # --- unicast not ACKed (resume) -------------------------------------------------------------
+    # --- unicast written, not ACKed --------------------------------------------------------------
 
-    def remember(self, message: Message, keep: int) -> None:
-        """Keep a unicast message written (or held for a parked session) until it is ACKed,
-        at most `keep` of them: beyond, mark the overflow (a resume reloads from saver)."""
-        pending = self.pending
-        if pending is None:
-            pending = self.pending = Pending()
-        if len(pending.messages) >= keep:
-            pending.overflow = True
-        else:
-            pending.messages[(message.app, message.id)] = message
+    def written(self, message: Message, keep: int, limit: int) -> bool:
+        """Record a unicast message written to this connection (or held for it while parked)
+        until the client ACKs it (`Unacked.add`); False when it was recorded already."""
+        if self.unacked is None:
+            self.unacked = Unacked()
+        return self.unacked.add(message, keep, limit)
 
-    def forget_acked(self, app: str, ids: Iterable[int]) -> None:
-        """The client ACKed `ids` of `app`: nothing to re-send for them."""
-        pending = self.pending
-        if pending is None:
-            return
-        for message_id in ids:
-            pending.messages.pop((app, message_id), None)
-        if not pending.messages and not pending.overflow:
-            self.pending = None              # the common case costs no memory
+    def acked(self, app: str, ids: Iterable[int]) -> list[int]:
+        """The client ACKed `ids` of `app`: those it was written and had not ACKed yet, which
+        are forgotten now (the others are unknown here)."""
+        if self.unacked is None:
+            return []
+        taken = self.unacked.take(app, ids)
+        if not self.unacked.by_app:
+            self.unacked = None                 # the common case costs no memory
+        return taken
 
-    def take_pending(self) -> Pending | None:
-        """What a resumed session re-sends: the pending messages, handed over once."""
-        pending, self.pending = self.pending, None
-        return pending
+    def unbound(self, app: str) -> None:
+        """The connection stopped serving `app` (UNBIND of a bound app)."""
+        if self.unacked is not None:
+            self.unacked.forget(app)
+            if not self.unacked.by_app:
+                self.unacked = None
 
     # --- offline replay rounds ------------------------------------------------------------------
 

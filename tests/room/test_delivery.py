@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.kit.discovery.models import AppConfig
 from services.kit.errors import NotFound
 from services.kit.pb import common_pb2
 from services.kit.tasks import TaskSet
@@ -16,6 +17,11 @@ from services.room.topics import TopicIndex
 from tests.room.fakes import Conn, Saver
 
 
+class Apps:
+    def app(self, app_id: str) -> AppConfig | None:
+        return AppConfig(id=app_id, inbox_max=50)
+
+
 class Room:
     def __init__(self, replay_batch: int = 100) -> None:
         self.hub: Hub[Conn] = Hub()
@@ -23,8 +29,9 @@ class Room:
         self.saver = Saver()
         self.resume = Resumption(10.0, keep=8)
         self.tasks = TaskSet("test")
-        self.delivery = Delivery(self.hub, self.topics, self.saver, self.resume,  # type: ignore[arg-type]
-                                 self.tasks, replay_batch=replay_batch)
+        self.delivery = Delivery(self.hub, self.topics, self.saver,  # type: ignore[arg-type]
+                                 self.resume, self.tasks, Apps(),  # type: ignore[arg-type]
+                                 replay_batch=replay_batch)
 
     def connect(self, session_id: str, app: str = "a", uid: str = "u1",
                 device: str = "d1") -> Conn:
@@ -65,22 +72,41 @@ def test_deliver_writes_to_every_target_and_holds_for_parked_sessions() -> None:
     assert room.resume.park(dropped, dropped.state, 1006)
     assert room.delivery.deliver(message(7)) == 1
     assert live.pushed == [7]
-    assert live.state is not None and live.state.pending is not None     # kept for a resume
-    assert dropped.state.pending is not None and ("a", 7) in dropped.state.pending.messages
+    assert live.state is not None and live.state.unacked is not None     # ACKable, kept
+    assert dropped.state.unacked is not None and [m.id for m in dropped.state.unacked.messages()
+                                                  ] == [7]
     assert room.delivery.deliver(message(8), session_id="s9") == 0      # not here
     live.closed = True
     assert room.delivery.deliver(message(9)) == 0
 
 
-def test_an_ack_goes_to_saver_for_the_app_the_connection_holds() -> None:
+def test_an_ack_sends_saver_only_the_ids_written_here_and_counts_the_others() -> None:
     room = Room()
-    conn = room.connect("s1")
+    conn, other = room.connect("s1"), room.connect("s2", device="d2")
     room.delivery.write(conn, message(7))
+    room.delivery.write(other, message(8))
     room.delivery.acked(conn, "a", (7,))
     assert [(a.app, a.uid, a.id, a.session_id) for a in room.saver.acks] == [("a", "u1", 7, "s1")]
-    assert conn.state is not None and conn.state.pending is None
-    with pytest.raises(NotFound):
+    assert conn.state is not None and conn.state.unacked is None
+    room.delivery.write(conn, message(9))
+    with pytest.raises(NotFound, match="3 of 4 acknowledged ids"):
+        room.delivery.acked(conn, "a", (7, 8, 9, 2**63))   # ACKed already, another's, unknown
+    assert room.saver.acked == [7, 9]
+    with pytest.raises(NotFound, match="does not hold app"):
         room.delivery.acked(conn, "b", (7,))
+
+
+def test_a_message_is_written_once_per_connection_until_acked_unless_again() -> None:
+    room = Room()
+    conn = room.connect("s1")
+    assert room.delivery.deliver(message(7)) == 1
+    room.delivery.write_all(conn, [message(7), message(8)])     # a replay round racing it
+    assert conn.pushed == [7, 8]
+    room.delivery.write(conn, message(7), again=True)          # the sweep, a resume
+    assert conn.pushed == [7, 8, 7]
+    room.delivery.acked(conn, "a", (7,))
+    room.delivery.write(conn, message(7))                      # a copy after the ACK
+    assert conn.pushed == [7, 8, 7, 7]
 
 
 async def test_replay_is_bounded_per_round_and_the_next_follows_the_acks() -> None:

@@ -97,25 +97,22 @@ def test_take_checks_identity_and_window() -> None:
     assert store.take(store.token_for("s2"), "app1", "u1", "d1") is None   # window over
 
 
-def test_unacked_messages_are_tracked_only_when_resume_is_on() -> None:
-    state = ConnState("app1")
-    Resumption(0.0).track(state, message(1))
-    assert state.pending is None
-    parked_store(Clock(), keep=2).track(state, message(1))
-    assert state.pending is not None and set(state.pending.messages) == {("app1", 1)}
+def test_messages_are_kept_for_a_resume_only_when_resume_is_on() -> None:
+    assert Resumption(0.0, keep=5).keeping == 0
+    assert parked_store(Clock(), keep=2).keeping == 2
 
 
 def test_pushes_for_parked_sessions_are_held() -> None:
     store = parked_store(Clock(), keep=3)
     store.park(Sess("s1", device="phone"), ConnState("app1"), 1006)
     store.park(Sess("s2", device="pad"), ConnState("app1"), 1006)
-    assert store.hold(message(1)) == 2                      # every device of the user
-    assert store.hold(message(2, device="pad")) == 1        # one device's
-    assert store.hold(message(3), session_id="s1") == 1
-    assert store.hold(message(4, uid="nobody")) == 0
+    assert store.hold(message(1), limit=100) == 2                      # every device of the user
+    assert store.hold(message(2, device="pad"), limit=100) == 1        # one device's
+    assert store.hold(message(3), session_id="s1", limit=100) == 1
+    assert store.hold(message(4, uid="nobody"), limit=100) == 0
     phone = store.take(store.token_for("s1"), "app1", "u1", "phone")
-    assert phone is not None and phone.state.pending is not None
-    assert sorted(k[1] for k in phone.state.pending.messages) == [1, 3]
+    assert phone is not None and phone.state.unacked is not None
+    assert [m.id for m in phone.state.unacked.messages()] == [1, 3]
 
 
 def test_supersede_drop_expire_and_release() -> None:

@@ -30,21 +30,42 @@ def test_sent_ids_are_bounded() -> None:
     assert state.sent == tuple(range(SENT_KEPT, 2 * SENT_KEPT))
 
 
-def test_unacked_messages_are_kept_until_acked_and_bounded() -> None:
+def test_what_was_written_is_ackable_once_and_then_costs_nothing() -> None:
     state = ConnState("a")
-    state.remember(message(1), keep=2)
-    state.remember(message(2), keep=2)
-    assert state.pending is not None and set(state.pending.messages) == {("a", 1), ("a", 2)}
-    state.forget_acked("b", [1])                       # ids of another app: not these
-    assert len(state.pending.messages) == 2
-    state.forget_acked("a", [1, 2])
-    assert state.pending is None                       # costs nothing once all are acked
-    for mid in (3, 4, 5):
-        state.remember(message(mid), keep=2)
-    pending = state.take_pending()
-    assert pending is not None and pending.overflow
-    assert set(pending.messages) == {("a", 3), ("a", 4)}
-    assert state.take_pending() is None                # handed over once
+    assert state.written(message(1), keep=8, limit=100)
+    assert not state.written(message(1), keep=8, limit=100)     # already, not ACKed since
+    assert state.written(message(2), keep=8, limit=100)
+    assert state.acked("b", [1]) == []                 # ids of another app: not these
+    assert state.acked("a", [3, 1, 1]) == [1]          # 3 was never written, 1 only once
+    assert state.acked("a", [2]) == [2]
+    assert state.unacked is None                       # all ACKed: nothing allocated
+
+
+def test_the_first_keep_messages_are_kept_for_a_resume_the_rest_as_ids() -> None:
+    state = ConnState("a")
+    for mid in (3, 1, 2):
+        state.written(message(mid), keep=2, limit=100)
+    unacked = state.unacked
+    assert unacked is not None and len(unacked) == 3 and unacked.overflow
+    assert [m.id for m in unacked.messages()] == [1, 3]        # by id
+    state.acked("a", [3])
+    state.written(message(2), keep=2, limit=100)       # written again: now kept too
+    assert [m.id for m in unacked.messages()] == [1, 2] and not unacked.overflow
+
+
+def test_ids_are_bounded_per_app_by_the_inbox_the_oldest_go_first() -> None:
+    state = ConnState("a")
+    state.apps.add("b")
+    for mid in range(1, 6):
+        state.written(message(mid), keep=2, limit=3)
+    state.written(message(1, app="b"), keep=2, limit=3)
+    assert state.acked("a", [1, 2]) == []              # pushed out: gone from saver too
+    unacked = state.unacked
+    assert unacked is not None and len(unacked) == 4
+    assert [(m.app, m.id) for m in unacked.messages()] == [("b", 1), ("a", 5)]   # freed slots
+    assert state.acked("a", [3, 4, 5]) == [3, 4, 5]
+    state.unbound("b")                                 # UNBIND: not ACKable here any more
+    assert state.unacked is None
 
 
 def test_a_replay_round_asks_for_the_next_once_fully_acked() -> None:

@@ -1,7 +1,10 @@
-"""BIND of another app on a real cluster (issue #10, Deliver 4): the checks of AUTH and the kick
-check of register run before anything is bound; a refusal is a non-fatal ERROR and the
-connection goes on serving its AUTH app; a token minted after a kick binds and gets live
-pushes. Raw clients connect straight to the room (from addresses of 127.0.0.0/8)."""
+"""BIND and ACK on a real cluster (issue #10, Deliver 4 and 7): the room's checks of what a
+connection asks for. BIND of another app runs the checks of AUTH and the kick check of
+register before anything is bound; a refusal is a non-fatal ERROR and the connection goes on
+serving its AUTH app; a token minted after a kick binds and gets live pushes. An ACK reaches
+saver only for ids the connection was sent (live, in an offline round, by the redelivery
+sweep, before a resume); others get one non-fatal ERROR 1006 saying how many. Raw clients
+connect straight to the room (from addresses of 127.0.0.0/8)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ OTHER = AppConfig(id="other", secrets=("other-secret",), api_keys=("other-key",)
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path_factory.mktemp("bind"), real=True) as c:
+    # The redelivery sweep runs every second here: messages left unacked come again.
+    sweep = {"PUSHWIRE_ROOM_REDELIVER_EVERY_S": "1", "PUSHWIRE_ROOM_REDELIVER_MIN_AGE_S": "1"}
+    async with Cluster(tmp_path_factory.mktemp("bind"), real=True, env=sweep) as c:
         assert c.discovery is not None
         await c.discovery.put_app(OTHER)
         yield c
@@ -46,13 +51,14 @@ async def call(cluster: Cluster, method: str, path: str, key: str = "other-key",
         return resp.status, await resp.json()
 
 
-async def connect(cluster: Cluster, uid: str, source: str = "127.0.0.1") -> Raw:
+async def connect(cluster: Cluster, uid: str, source: str = "127.0.0.1",
+                  resume: str = "") -> Raw:
     """A raw client authenticated with the cluster's app ("demo") as (uid, device "raw")."""
     assert cluster.discovery is not None
     (room,) = cluster.discovery.instances("room")
     host, port = endpoint_port(f"ws://{room.addresses['ws']}/")
-    client = await dial(host, port, auth_of(cluster.app.id, cluster.app.secrets[0], uid),
-                        source=source)
+    client = await dial(host, port, auth_of(cluster.app.id, cluster.app.secrets[0], uid,
+                                            resume=resume), source=source)
     await asyncio.wait_for(asyncio.shield(client.replied), 10)
     return client
 
@@ -169,3 +175,95 @@ async def test_auths_checks_refuse_the_bind_and_bind_nothing(
         await still_served(cluster, client, uid, 3)
     finally:
         client.abort()
+
+
+# --- ACK ----------------------------------------------------------------------------------------
+
+async def push(cluster: Cluster, uid: str, data: str) -> int:
+    status, body = await cluster.push(uid, data)
+    assert status == 200, body
+    return int(body["messages"][0]["id"])
+
+
+async def received(client: Raw, message_id: int, copies: int = 1) -> None:
+    async def enough() -> bool:
+        return client.push_ids().count(message_id) >= copies
+    await eventually(enough, timeout=15, every=0.02)
+
+
+async def ack(client: Raw, seq: int, app: str, ids: list[int]) -> None:
+    client.send(wire.encode(Op.ACK, seq, wire_pb2.Ack(app=app, ids=ids).SerializeToString()))
+
+
+async def refusal_of_ack(client: Raw, seq: int, app: str, ids: list[int]) -> wire_pb2.Error:
+    return error(await answer(client, Op.ACK, seq, wire_pb2.Ack(app=app, ids=ids)
+                              .SerializeToString()))
+
+
+async def acked(cluster: Cluster, message_id: int) -> None:
+    """Until saver reports the message ACKed (deleted from the inbox)."""
+    async def state() -> bool:
+        status, body = await cluster.api("GET", f"/v1/apps/demo/messages/{message_id}")
+        assert status == 200, body
+        return bool(body["state"] == "acked")
+    await eventually(state, timeout=15)
+
+
+async def quiet_acks(client: Raw, seq: int, app: str, ids: list[int]) -> None:
+    """ACK `ids`, then prove with a heartbeat behind it that no ERROR answered the ACK."""
+    await ack(client, seq, app, ids)
+    assert (await answer(client, Op.HEARTBEAT, seq + 1, b"")).op == Op.HEARTBEAT_REPLY
+    assert client.of(Op.ERROR) == []
+
+
+async def test_an_ack_of_ids_not_held_gets_1006_the_real_one_is_deleted(
+        cluster: Cluster) -> None:
+    client = await connect(cluster, "acker")
+    try:
+        real = await push(cluster, "acker", "real")
+        await received(client, real)
+        refused = await refusal_of_ack(client, 7, "demo", [real, real + 1, 2**63])
+        assert (refused.code, refused.fatal) == (1006, False)
+        assert refused.message.startswith("2 of 3 acknowledged ids")
+        await acked(cluster, real)                        # the known one went to saver
+        again = await refusal_of_ack(client, 8, "demo", [real])   # ACKed already
+        assert again.message.startswith("1 of 1 ")
+        await still_served(cluster, client, "acker", 9)
+    finally:
+        client.abort()
+
+
+async def test_ids_of_an_offline_round_and_of_the_redelivery_sweep_are_ackable(
+        cluster: Cluster) -> None:
+    stored = [await push(cluster, "offline", f"m{i}") for i in range(3)]
+    client = await connect(cluster, "offline")
+    try:
+        for message_id in stored:
+            await received(client, message_id)
+        await quiet_acks(client, 2, "demo", stored)
+        for message_id in stored:
+            await acked(cluster, message_id)
+        late = await push(cluster, "offline", "left unacked")
+        await received(client, late, copies=2)            # the sweep sent it again
+        await quiet_acks(client, 4, "demo", [late])
+        await acked(cluster, late)
+    finally:
+        client.abort()
+
+
+async def test_ids_sent_before_a_resume_are_ackable_on_the_resumed_connection(
+        cluster: Cluster) -> None:
+    first = await connect(cluster, "flash")
+    second: Raw | None = None
+    try:
+        message_id = await push(cluster, "flash", "before the drop")
+        await received(first, message_id)
+        first.abort()                                     # the link drops: parked
+        second = await connect(cluster, "flash", resume=first.reply.resume_token)
+        assert second.reply.resumed
+        await received(second, message_id)
+        await quiet_acks(second, 2, "demo", [message_id])
+        await acked(cluster, message_id)
+    finally:
+        if second is not None:
+            second.abort()
