@@ -70,7 +70,11 @@ def other_token(uid: str, ttl_s: int = 600) -> str:
 async def answer(client: Raw, op: Op, seq: int, body: bytes) -> wire.Packet:
     """Send one request and return the packet that answers it (same seq)."""
     client.send(wire.encode(op, seq, body))
+    return await reply_to(client, seq)
 
+
+async def reply_to(client: Raw, seq: int) -> wire.Packet:
+    """The packet that answers the request with `seq`, once it came."""
     async def replied() -> wire.Packet | None:
         return next((p for p in client.packets if p.seq == seq), None)
     return await eventually(replied, timeout=10, every=0.02)
@@ -111,6 +115,26 @@ async def still_served(cluster: Cluster, client: Raw, uid: str, seq: int) -> Non
     assert not client.closed.done()
 
 
+async def other_reaches_nobody(cluster: Cluster, client: Raw) -> None:
+    """A topic publish and a broadcast of "other" reach no connection of this room (the
+    refused BIND named the topic): nothing of the app was bound."""
+    status, body = await call(cluster, "POST", "/v1/apps/other/topics/alerts/publish",
+                              json={"data": "for other"})
+    assert status == 200 and body["delivered"] == 0, body
+    status, job = await call(cluster, "POST", "/v1/apps/other/broadcasts",
+                             json={"data": "to all of other", "rate_per_s": 1000})
+    assert status == 201, job
+
+    async def ended() -> dict[str, Any] | None:
+        status, body = await call(cluster, "GET", f"/v1/apps/other/broadcasts/{job['id']}")
+        assert status == 200, body
+        return body if body["state"] != "running" else None
+    done = await eventually(ended, timeout=15, every=0.1)
+    assert (done["state"], done["delivered"]) == ("done", 0), done
+    assert [p for p in client.of(Op.PUSH) if wire_pb2.Push.FromString(p.body).app == "other"
+            ] == []
+
+
 def error(packet: wire.Packet) -> wire_pb2.Error:
     assert packet.op == Op.ERROR, packet
     return wire_pb2.Error.FromString(packet.body)
@@ -147,9 +171,7 @@ async def test_a_token_issued_before_a_kick_is_refused_and_the_connection_goes_o
         refused = error(await bind(client, 2, "other", old, ("alerts",)))
         assert (refused.code, refused.fatal) == (1003, False) and "kick" in refused.message
         assert not await online(cluster, "kicked")
-        status, body = await call(cluster, "POST", "/v1/apps/other/topics/alerts/publish",
-                                  json={"data": "for other"})
-        assert status == 200 and body["delivered"] == 0, body
+        await other_reaches_nobody(cluster, client)
         await still_served(cluster, client, "kicked", 3)
     finally:
         client.abort()
@@ -169,9 +191,7 @@ async def test_auths_checks_refuse_the_bind_and_bind_nothing(
         refused = error(await bind(client, 2, app, other_token(uid, ttl_s), ("alerts",)))
         assert (refused.code, refused.fatal) == (code, False) and text in refused.message
         assert not await online(cluster, uid)
-        status, body = await call(cluster, "POST", "/v1/apps/other/topics/alerts/publish",
-                                  json={"data": "for other"})
-        assert status == 200 and body["delivered"] == 0, body
+        await other_reaches_nobody(cluster, client)
         await still_served(cluster, client, uid, 3)
     finally:
         client.abort()
@@ -191,13 +211,8 @@ async def received(client: Raw, message_id: int, copies: int = 1) -> None:
     await eventually(enough, timeout=15, every=0.02)
 
 
-async def ack(client: Raw, seq: int, app: str, ids: list[int]) -> None:
-    client.send(wire.encode(Op.ACK, seq, wire_pb2.Ack(app=app, ids=ids).SerializeToString()))
-
-
-async def refusal_of_ack(client: Raw, seq: int, app: str, ids: list[int]) -> wire_pb2.Error:
-    return error(await answer(client, Op.ACK, seq, wire_pb2.Ack(app=app, ids=ids)
-                              .SerializeToString()))
+def ack_packet(seq: int, ids: list[int], app: str = "demo") -> bytes:
+    return wire.encode(Op.ACK, seq, wire_pb2.Ack(app=app, ids=ids).SerializeToString())
 
 
 async def acked(cluster: Cluster, message_id: int) -> None:
@@ -211,7 +226,7 @@ async def acked(cluster: Cluster, message_id: int) -> None:
 
 async def quiet_acks(client: Raw, seq: int, app: str, ids: list[int]) -> None:
     """ACK `ids`, then prove with a heartbeat behind it that no ERROR answered the ACK."""
-    await ack(client, seq, app, ids)
+    client.send(ack_packet(seq, ids, app))
     assert (await answer(client, Op.HEARTBEAT, seq + 1, b"")).op == Op.HEARTBEAT_REPLY
     assert client.of(Op.ERROR) == []
 
@@ -222,12 +237,16 @@ async def test_an_ack_of_ids_not_held_gets_1006_the_real_one_is_deleted(
     try:
         real = await push(cluster, "acker", "real")
         await received(client, real)
-        refused = await refusal_of_ack(client, 7, "demo", [real, real + 1, 2**63])
+        # One BATCH, handled in order: an ACK with one known id of three, then the known id
+        # again (ACKed already by then).
+        client.send(wire.encode_batch([ack_packet(7, [real, real + 1, 2**63]),
+                                       ack_packet(8, [real])]))
+        refused, again = [error(await reply_to(client, seq)) for seq in (7, 8)]
         assert (refused.code, refused.fatal) == (1006, False)
         assert refused.message.startswith("2 of 3 acknowledged ids")
+        assert (again.code, again.fatal) == (1006, False)
+        assert again.message.startswith("1 of 1 acknowledged ids")
         await acked(cluster, real)                        # the known one went to saver
-        again = await refusal_of_ack(client, 8, "demo", [real])   # ACKed already
-        assert again.message.startswith("1 of 1 ")
         await still_served(cluster, client, "acker", 9)
     finally:
         client.abort()
