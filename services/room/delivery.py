@@ -31,7 +31,7 @@ from services.kit.discovery import AppConfig, Discovery
 from services.kit.errors import NotFound, PushwireError
 from services.kit.pb import common_pb2, saver_pb2
 from services.kit.tasks import TaskSet
-from services.room.hub import Hub
+from services.room.hub import Hub, Member
 from services.room.resume import Resumption
 from services.room.state import ConnState
 from services.room.topics import TopicIndex
@@ -40,22 +40,10 @@ from services.saver.client import SaverClient
 log = logging.getLogger("pushwire.room.delivery")
 
 
-class Recipient(Protocol):
+class Recipient(Member, Protocol):
     """A connection as delivery uses it (services/room/connection.py Connection)."""
 
     state: ConnState | None
-
-    @property
-    def session_id(self) -> str: ...
-
-    @property
-    def app(self) -> str: ...
-
-    @property
-    def uid(self) -> str: ...
-
-    @property
-    def device(self) -> str: ...
 
     @property
     def closed(self) -> bool: ...

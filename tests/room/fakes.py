@@ -63,6 +63,7 @@ class Saver:
     stored: list[common_pb2.Message] = field(default_factory=list)
     loads: int = 0
     acks: list[saver_pb2.AckItem] = field(default_factory=list)
+    pending_asked: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def acked(self) -> list[int]:
@@ -81,6 +82,11 @@ class Saver:
     async def load_many(self, items: list[saver_pb2.LoadItem]) -> list[saver_pb2.Inbox]:
         self.loads += len(items)
         return [self.inbox(i) for i in items]
+
+    async def pending_of(self, users: list[tuple[str, str]], min_age_ms: int) -> list[int]:
+        self.pending_asked += users
+        return [sum(1 for m in self.stored if (m.app, m.uid) == user and m.id not in self.acked)
+                for user in users]
 
     def ack_nowait(self, item: saver_pb2.AckItem) -> bool:
         self.acks.append(item)
