@@ -80,7 +80,7 @@ def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
                         replay_batch=config.replay_batch)
     admission = Admission(discovery, policy)
     sessions = Sessions(
-        config.instance, policy=policy, admission=admission, presence=presence,
+        config.instance, hub=hub, policy=policy, admission=admission, presence=presence,
         delivery=delivery, bindings=Bindings(admission, topics, presence, delivery, fanout, tasks),
         upstream=Upstream(discovery, policy, coordinator), topics=topics, fanout=fanout,
         resume=resume, tasks=tasks, turn_away=turn_away)

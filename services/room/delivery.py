@@ -84,11 +84,12 @@ class Delivery(Generic[R]):
     def deliver(self, message: common_pb2.Message, session_id: str = "") -> int:
         """Deliver a stored message from center to its targets here (all of the user's, or
         the session `session_id`); hold it for the user's parked sessions. Returns how many
-        connections it was written to."""
-        written = sum(1 for conn in self.targets(message.app, message.uid, message.device,
-                                                 session_id) if self.write(conn, message))
+        connections it was written to. The one place of live delivery: offline rounds are
+        loads, which saver counts itself."""
+        written = [conn for conn in self.targets(message.app, message.uid, message.device,
+                                                 session_id) if self.write(conn, message)]
         self.resume.hold(message, session_id, limit=self._inbox_max(message.app))
-        return written
+        return len(written)
 
     def write(self, conn: R, message: common_pb2.Message, *, again: bool = False) -> bool:
         """Write one unicast message to `conn`, recorded there until ACKed; False when the

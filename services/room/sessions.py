@@ -23,6 +23,7 @@ from services.room.binding import Bindings
 from services.room.connection import Connection
 from services.room.delivery import Delivery
 from services.room.fanout import FanOut
+from services.room.hub import Hub
 from services.room.policy import AccessPolicy
 from services.room.presence import Identity, Presence
 from services.room.protocol import CloseCode, negotiate_heartbeat
@@ -37,14 +38,15 @@ log = logging.getLogger("pushwire.room.sessions")
 class Sessions:
     """RoomBackend of one room instance."""
 
-    def __init__(self, room: str, *, policy: AccessPolicy[Connection], admission: Admission,
-                 presence: Presence, delivery: Delivery[Connection], bindings: Bindings,
-                 upstream: Upstream, topics: TopicIndex[Connection],
+    def __init__(self, room: str, *, hub: Hub[Connection], policy: AccessPolicy[Connection],
+                 admission: Admission, presence: Presence, delivery: Delivery[Connection],
+                 bindings: Bindings, upstream: Upstream, topics: TopicIndex[Connection],
                  fanout: FanOut[Connection], resume: Resumption, tasks: TaskSet,
                  turn_away: Callable[[Connection], bool] | None = None) -> None:
         """`turn_away(conn)` sends a new client elsewhere while the room drains
         (services/room/drain.py); True when it did."""
         self.room = room
+        self.hub = hub
         self.policy = policy
         self.admission = admission
         self.presence = presence
@@ -93,7 +95,7 @@ class Sessions:
         register or saver call unless register was re-flushed meanwhile. None: no such
         session here (the caller opens a new one)."""
         session_id = self.resume.session_of(auth.resume)
-        live = conn.ctx.hub.get(session_id) if session_id else None
+        live = self.hub.get(session_id) if session_id else None
         if live is not None and (live.app, live.uid, live.device) == (auth.app, auth.uid,
                                                                        auth.device):
             # The client noticed the drop before the room did: its old link is dead.
@@ -113,6 +115,7 @@ class Sessions:
                 except Kicked:      # kicked from that app meanwhile: resume without it
                     apps.discard(app)
                     topics = {(a, t) for a, t in topics if a != app}
+                    state.unbound(app)
         state.apps, state.topics = apps, topics
         state.note_cursor(auth.app, auth.broadcast_cursor)
         conn.state = state

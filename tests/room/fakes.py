@@ -37,15 +37,18 @@ class Conn:
 
 @dataclass
 class Register:
-    """register as the room uses it: online (awaited, refuses `kicked` uids), offline_nowait."""
+    """register as the room uses it: online (awaited, refuses `kicked` uids or "app/uid"s),
+    offline_nowait."""
 
+    asked: list[tuple[str, int]] = field(default_factory=list)     # (app, token issue time)
     onlines: list[tuple[common_pb2.Session, int]] = field(default_factory=list)
     offline: list[common_pb2.Session] = field(default_factory=list)
     kicked: set[str] = field(default_factory=set)
     full: bool = False
 
     async def online(self, session: common_pb2.Session, issued: int = 0) -> None:
-        if session.uid in self.kicked:
+        self.asked.append((session.app, issued))
+        if {session.uid, f"{session.app}/{session.uid}"} & self.kicked:
             raise Kicked("kicked")
         self.onlines.append((session, issued))
 

@@ -3,7 +3,11 @@ stand-ins for register, saver and the connections (services/room/app.py assemble
 
 from __future__ import annotations
 
+import time
+
+from services.kit import token
 from services.kit.discovery.models import AppConfig
+from services.kit.pb import wire_pb2
 from services.room.app import Parts, assemble
 from services.room.config import RoomConfig
 from services.room.state import ConnState
@@ -14,7 +18,7 @@ KICKED = 4102
 
 class Apps:
     def app(self, app_id: str) -> AppConfig | None:
-        return AppConfig(id=app_id)
+        return AppConfig(id=app_id, secrets=("s",))
 
 
 def room(register: Register) -> Parts:
@@ -75,3 +79,25 @@ def test_a_closed_session_goes_offline_for_every_app_a_dropped_one_is_parked() -
     assert parts.sessions.parked == 1 and len(register.offline) == 2
     parts.sessions.unregister_parked(parts.resume.release_all())
     assert [s.session_id for s in register.offline[2:]] == ["s2"]
+
+
+async def test_a_resume_after_a_reflush_registers_again_without_an_app_kicked_meanwhile(
+        ) -> None:
+    register = Register()
+    parts = room(register)
+    conn = connect(parts, "s1")
+    assert conn.state is not None
+    parts.topics.join(conn, conn.state, "b", guest=True)  # type: ignore[arg-type]
+    parts.topics.bind(conn, conn.state, "b", ["alerts"])  # type: ignore[arg-type]
+    conn.state.note_bound("b", 123)                    # bound with a token issued at 123
+    drop(parts, conn)
+    parts.resume.reflushed()                           # register forgot the parked session
+    register.kicked.add("b/u1")                        # and "b" kicked the user meanwhile
+    back = Conn("", "a", "u1", "d1")
+    minted = int(time.time())
+    auth = wire_pb2.Auth(app="a", uid="u1", device="d1", resume=parts.resume.token_for("s1"),
+                         token=token.mint("s", "a", "u1", now=minted, device="d1"))
+    reply = await parts.sessions.authenticate(back, auth)  # type: ignore[arg-type]
+    assert reply.resumed and reply.session_id == "s1"
+    assert register.asked[-2:] == [("a", minted), ("b", 123)]   # each with its own token
+    assert back.state is not None and back.state.apps == {"a"} and back.state.topics == set()
