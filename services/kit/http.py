@@ -1,7 +1,7 @@
 """aiohttp plumbing shared by the HTTP services: the JSON error layer, bodies, site start-up.
 
 Every answer that is not a success is `{"error": {"code": <int>, "message": "<text>"}}`
-(docs/api.md "Errors and limits"):
+(docs/api.md §3):
 
     PushwireError raised by a handler -> STATUS by class (walking the MRO), the error's code;
                                          the message only when the status is 4xx, else a
@@ -68,7 +68,7 @@ FRAMEWORK: dict[int, tuple[int, str]] = {
     408: (BadRequest.code, "request body not received in time"),
     413: (TooLarge.code, "request body too large"),
     414: (BadRequest.code, "request line too long"),
-    415: (BadRequest.code, "Content-Type must be application/json"),
+    415: (BadRequest.code, "send JSON: Content-Type application/json, no Content-Encoding"),
     431: (BadRequest.code, "request headers too large"),
 }
 
@@ -144,14 +144,19 @@ _JSON_TYPE = re.compile(r"application/([\w.+-]+\+)?json", re.ASCII)
 
 
 async def json_body(request: web.Request, schema: Schema) -> dict[str, Any]:
-    """The request's JSON object body checked by `schema`: 415 for a non-JSON content type,
-    408 when it does not arrive within the read timeout, 413 over the size bound, 400 for a
-    body that is not one UTF-8 JSON object or does not fit the schema."""
+    """The request's JSON object body checked by `schema`: 415 for a non-JSON content type or
+    any content coding (bodies are never inflated: no zip bombs), 413 over the size bound, 408
+    when it does not arrive within the read timeout, 400 for a body that is not one UTF-8
+    JSON object or does not fit the schema."""
     ctype = request.headers.get("Content-Type")
     if ctype is not None and (not _JSON_TYPE.fullmatch(request.content_type)
-                              or request.charset not in (None, "utf-8", "utf8")):
+                              or (request.charset or "utf-8").lower() not in ("utf-8", "utf8")):
+        raise web.HTTPUnsupportedMediaType()
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         raise web.HTTPUnsupportedMediaType()
     limits = request.app.get(LIMITS, Limits())
+    if (request.content_length or 0) > limits.max_body:       # refused before it is sent
+        raise web.HTTPRequestEntityTooLarge(limits.max_body, request.content_length or 0)
     try:
         async with asyncio.timeout(limits.read_timeout_s):
             raw = await request.read() if request.body_exists else b""
@@ -213,7 +218,7 @@ class _Runner(web.AppRunner):
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve `app`; return the runner (clean up to stop) and the bound port."""
-    runner = _Runner(app, access_log=None, handle_signals=False)
+    runner = _Runner(app, access_log=None, handle_signals=False, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -1,7 +1,7 @@
 """Bounds every service agrees on, so that what one service accepts the next one stores.
 
 A uid or device id the room lets AUTH must also fit saver's columns, register's kick marks
-and center's API; one constant here, imported by each of them (docs/api.md "Limits").
+and center's API; one constant here, imported by each of them (docs/api.md §3.2).
 """
 
 from __future__ import annotations

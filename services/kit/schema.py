@@ -9,7 +9,7 @@ out of range, text that is not valid Unicode). Types are small frozen dataclasse
 `check(name, value) -> value`; they never trust Python's leniency: `true` is not an integer,
 NaN is not a number, "١٢" is not a decimal id, a lone surrogate is not text. Pure: no I/O, so
 services/kit/http.py and the services' APIs share it and tests/kit/test_schema.py needs no
-network. Limits are in docs/api.md ("Errors and limits").
+network. The limits are listed in docs/api.md §3.2.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ and no response body carries an internal address or exception text (docs/api.md 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import re
@@ -279,7 +280,24 @@ async def test_too_many_uids_is_a_400(world: World) -> None:
 async def test_a_body_that_is_not_json_by_its_type_is_a_415(world: World, ctype: str) -> None:
     answer = await world.call("POST", f"{APP}/push", data=b'{"uids": ["u1"], "data": "x"}',
                               headers={"Content-Type": ctype})
-    assert answer.error(415, 1003) == "Content-Type must be application/json"
+    assert answer.error(415, 1003) == MEDIA
+
+
+MEDIA = "send JSON: Content-Type application/json, no Content-Encoding"
+
+
+async def test_a_compressed_body_is_a_415(world: World) -> None:
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024))          # 64 MiB of JSON whitespace
+    answer = await world.call("POST", f"{APP}/push", data=io.BytesIO(bomb), headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert answer.error(415, 1003) == MEDIA
+
+
+async def test_a_declared_length_over_the_bound_is_a_413_before_the_body(world: World) -> None:
+    answer = await world.raw(b"POST /v1/apps/demo/push HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                             b"Bearer test-key\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 5000000000\r\n\r\n{")
+    assert answer.error(413, 1005) == "request body too large"
 
 
 async def test_json_types_and_no_type_are_accepted(world: World) -> None:
