@@ -12,12 +12,13 @@ from services.center.config import CenterConfig
 from services.center.push import Pusher, PushRequest
 from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
-from services.kit import http, schema
+from services.kit import http
 from services.kit.discovery import AppConfig, Discovery
 from services.kit.errors import AuthError, NotFound
 from services.kit.pb import coordinator_pb2
 from services.kit.schema import (
     DEVICE,
+    ID,
     MAX_TTL_S,
     UID,
     Base64,
@@ -104,7 +105,7 @@ class CenterApi:
 
     async def message(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        message_id = schema.ID.check("message id", request.match_info["id"])
+        message_id = ID.check("message id", request.match_info["id"])
         state = await self.pusher.saver.status(app.id, message_id, self.config.rpc_timeout_s)
         if not state.found:
             raise NotFound("unknown message")
@@ -117,7 +118,7 @@ class CenterApi:
 
     async def user(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        uid = schema.UID.check("uid", request.match_info["uid"])
+        uid = UID.check("uid", request.match_info["uid"])
         sessions = (await self.pusher.register.lookup(app.id, [uid]))[0]
         pending = (await self.pusher.saver.pending(app.id, [uid]))[0]
         return web.json_response({
@@ -128,7 +129,7 @@ class CenterApi:
 
     async def kick(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        uid = schema.UID.check("uid", request.match_info["uid"])
+        uid = UID.check("uid", request.match_info["uid"])
         body = await http.json_body(request, KICK) if request.body_exists else KICK.parse({})
         kicked = await self.coordinator.kick(coordinator_pb2.KickRequest(
             app=app.id, uid=uid, **body), self.config.rpc_timeout_s)
@@ -151,13 +152,13 @@ class CenterApi:
 
     async def broadcast_status(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        view = await self.broadcasts.get(app, schema.ID.check("broadcast id",
+        view = await self.broadcasts.get(app, ID.check("broadcast id",
                                                               request.match_info["id"]))
         return web.json_response(view_json(view, _now_ms()))
 
     async def broadcast_cancel(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        view = await self.broadcasts.cancel(app, schema.ID.check("broadcast id",
+        view = await self.broadcasts.cancel(app, ID.check("broadcast id",
                                                                  request.match_info["id"]))
         return web.json_response(view_json(view, _now_ms()))
 
