@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from services.kit.errors import Kicked
+from services.kit.limits import MAX_ID_LEN
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.register.kicks import KickMarks, Mark
@@ -39,6 +40,8 @@ class RegisterServicer(register_pb2_grpc.RegisterServicer):
     async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) -> common_pb2.Empty:
         now_ms = int(time.time() * 1000)
         for i in request.items:
+            if max(len(i.uid), len(i.device), len(i.except_device)) > MAX_ID_LEN:
+                continue            # no session has such an id: the room refuses it at AUTH
             self.marks.add(i.app, i.uid, Mark(i.device, i.except_device, i.at_ms, i.expires_ms),
                            now_ms)
         return EMPTY

@@ -26,6 +26,7 @@ from services.kit.errors import (
     NotFound,
     PushwireError,
 )
+from services.kit.limits import MAX_ID_LEN
 from services.kit.pb import common_pb2, coordinator_pb2, saver_pb2, wire_pb2
 from services.register.client import RegisterClient
 from services.room.config import RoomConfig
@@ -38,8 +39,6 @@ from services.room.topics import TopicIndex
 from services.saver.client import SaverClient
 
 log = logging.getLogger("pushwire.room")
-
-MAX_ID_LEN = 128
 
 
 class ConnState:

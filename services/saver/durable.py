@@ -26,13 +26,14 @@ import aiomysql
 import aiosqlite
 
 from services.kit.errors import ConfigError, StoreError
+from services.kit.limits import MAX_ID_LEN
 from services.saver.hot import Ref, StoredMessage
 
 PENDING, ACKED, EXPIRED, DEAD = 0, 1, 2, 3      # messages.state
 
 MAX_APP = 64               # column widths: the domain rejects longer values up front
-MAX_UID = 128
-MAX_DEVICE = 64
+MAX_UID = MAX_ID_LEN       # uid and device: the bound every service shares
+MAX_DEVICE = MAX_ID_LEN
 DELIVERED_TO_CHARS = 255   # delivered_to keeps the first sessions, ",s1,s2", up to this size
 _IN_CHUNK = 500            # ids per "IN (...)" list
 
@@ -309,6 +310,10 @@ CREATE TABLE IF NOT EXISTS broadcasts (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 """
 
+# Migration 3: device ids as long as uids (they were VARCHAR(64): a 65-128 character device
+# passed the room but saver refused its pushes).
+_MYSQL_V3 = f"ALTER TABLE messages MODIFY device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT ''"
+
 
 def _mysql_params(url: str) -> dict[str, Any]:
     """mysql://user:pass@host:port/db -> aiomysql connect arguments."""
@@ -323,7 +328,7 @@ def _mysql_params(url: str) -> dict[str, Any]:
 class MysqlDurableStore(_SqlDurableStore):
     """DurableStore on MySQL / MariaDB through an aiomysql pool."""
 
-    migrations = ((_MYSQL_V1,), (_MYSQL_V2,))
+    migrations = ((_MYSQL_V1,), (_MYSQL_V2,), (_MYSQL_V3,))
     # Not INSERT IGNORE: it would raise a warning per duplicate (and a SHOW WARNINGS trip).
     insert_sql = ("INSERT INTO messages (app, id, uid, device, data, created_ms, expires_ms,"
                   " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id")

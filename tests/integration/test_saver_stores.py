@@ -24,6 +24,7 @@ import pytest
 import redis.asyncio
 
 from services.kit.errors import StoreError
+from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
@@ -273,6 +274,25 @@ async def test_schema_is_migrated_once(world: World) -> None:
     await again.close()
     versions = await mysql("SELECT version FROM schema_version ORDER BY version")
     assert [v for (v,) in versions] == list(range(1, len(again.migrations) + 1))
+
+
+async def test_migration_3_widens_device_to_the_shared_id_limit(world: World) -> None:
+    """A database from before migration 3 (device VARCHAR(64)) takes devices as long as the
+    room accepts once a saver starts on it."""
+    await mysql("ALTER TABLE messages MODIFY device VARCHAR(64) NOT NULL DEFAULT ''")
+    await mysql("DELETE FROM schema_version WHERE version = 3")
+    upgraded = MysqlDurableStore(MYSQL_URL)
+    await upgraded.start()
+    await upgraded.close()
+    width = await mysql("SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE"
+                        " TABLE_SCHEMA = %s AND TABLE_NAME = 'messages' AND COLUMN_NAME = "
+                        "'device'", (DATABASE,))
+    assert width == ((MAX_ID_LEN,),)
+    device = "d" * MAX_ID_LEN
+    [stored] = await store(world, StoreItem(world.app, "u1", b"hi", device=device, durable=True))
+    rows = await mysql("SELECT device FROM messages WHERE app = %s AND id = %s",
+                       (world.app, stored.id))
+    assert rows == ((device,),)
 
 
 async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> None:
