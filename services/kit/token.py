@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from services.kit.errors import AuthError
 
 PREFIX = "v1"
+# The longest uid or device id anywhere: room AUTH, center's API, register's kick marks,
+# saver's inboxes (a uid is 1-MAX_ID_LEN characters, a device id 0-MAX_ID_LEN).
+MAX_ID_LEN = 128
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,9 @@ class Cluster:
                   "PUSHWIRE_COORDINATOR_REDIS": u["hot"],
                   "PUSHWIRE_COORDINATOR_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_CENTER_REDIS": u["hot"], "PUSHWIRE_CENTER_KEY_PREFIX": u["prefix"],
+                  # Kick marks: the shared Redis, or (embedded) a SQLite file of the cluster's.
+                  "PUSHWIRE_REGISTER_REDIS": u["hot"], "PUSHWIRE_REGISTER_KEY_PREFIX": u["prefix"],
+                  "PUSHWIRE_REGISTER_KICKS_FILE": str(self.tmp / "kicks.db"),
                   **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
