@@ -293,6 +293,7 @@ class SqliteKickStore:
             self._db = await aiosqlite.connect(self.path, timeout=self._timeout_s,
                                                isolation_level=None)
             await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = NORMAL")   # survives a process crash
             await self._db.execute(_SCHEMA)
 
     def _conn(self) -> aiosqlite.Connection:
