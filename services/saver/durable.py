@@ -28,13 +28,14 @@ import aiomysql
 import aiosqlite
 
 from services.kit.errors import ConfigError, StoreError
+from services.kit.token import MAX_ID_LEN
 from services.saver.hot import Ref, StoredMessage
 
 PENDING, ACKED, EXPIRED, DEAD = 0, 1, 2, 3      # messages.state
 
 MAX_APP = 64               # column widths: the domain rejects longer values up front
-MAX_UID = 128
-MAX_DEVICE = 64
+MAX_UID = MAX_ID_LEN       # 128, as everywhere (services/kit/token.py)
+MAX_DEVICE = MAX_ID_LEN    # 64 before migration 3
 DELIVERED_TO_CHARS = 255   # delivered_to keeps the first sessions, ",s1,s2", up to this size
                            # (a session delivered again is appended again; read distinct)
 _IN_CHUNK = 500            # ids per "IN (...)" list
@@ -290,7 +291,7 @@ CREATE TABLE IF NOT EXISTS messages (
   app VARCHAR({MAX_APP}) NOT NULL,
   id BIGINT UNSIGNED NOT NULL,
   uid VARCHAR({MAX_UID}) NOT NULL,
-  device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT '',
+  device VARCHAR(64) NOT NULL DEFAULT '',
   data MEDIUMBLOB NOT NULL,
   created_ms BIGINT NOT NULL,
   expires_ms BIGINT NOT NULL,
@@ -317,6 +318,9 @@ CREATE TABLE IF NOT EXISTS broadcasts (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 """
 
+# Migration 3: device ids as long as the room and center accept them (one limit everywhere).
+_MYSQL_V3 = f"ALTER TABLE messages MODIFY device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT ''"
+
 
 def _mysql_params(url: str) -> dict[str, Any]:
     """mysql://user:pass@host:port/db -> aiomysql connect arguments."""
@@ -331,7 +335,7 @@ def _mysql_params(url: str) -> dict[str, Any]:
 class MysqlDurableStore(_SqlDurableStore):
     """DurableStore on MySQL / MariaDB through an aiomysql pool."""
 
-    migrations = ((_MYSQL_V1,), (_MYSQL_V2,))
+    migrations = ((_MYSQL_V1,), (_MYSQL_V2,), (_MYSQL_V3,))
     # Not INSERT IGNORE: it would raise a warning per duplicate (and a SHOW WARNINGS trip).
     insert_sql = ("INSERT INTO messages (app, id, uid, device, data, created_ms, expires_ms,"
                   " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id")

@@ -24,6 +24,7 @@ import pytest
 import redis.asyncio
 
 from services.kit.errors import StoreError
+from services.kit.token import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
@@ -227,6 +228,14 @@ async def test_live_pushes_count_and_name_their_sessions_before_and_after_the_ac
     status = await world.inboxes.status(world.app, b.id)
     assert status is not None
     assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s3",))
+
+
+async def test_device_ids_of_the_one_limit_reach_mysql(world: World) -> None:
+    device = "d" * MAX_ID_LEN               # wider than migration 1's column (64)
+    [m] = await store(world, StoreItem(world.app, "u1", b"x", device=device, durable=True))
+    rows = await mysql("SELECT device FROM messages WHERE app = %s AND id = %s",
+                       (world.app, m.id))
+    assert rows == ((device,),)
 
 
 async def test_redis_loss_is_repaired_from_mysql_with_the_same_ids(world: World) -> None:

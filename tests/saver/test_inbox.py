@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from services.kit.errors import BadRequest, LimitError, NotFound, StoreError
+from services.kit.token import MAX_ID_LEN
 from services.saver.durable import ACKED, EXPIRED, DurableBatch, SqliteDurableStore
 from services.saver.hot import MemoryHotStore
 from services.saver.ids import IdGenerator
@@ -245,6 +246,14 @@ async def test_bad_items_fail_alone(world: World) -> None:
     assert isinstance(results[3], StoredMessage)
     assert await load(world) == ([b"fine"], 0)
     assert (await world.inboxes.load([LoadItem("nope", "u1", "phone")]))[0].messages == []
+
+
+async def test_ids_up_to_the_one_limit_are_stored(world: World) -> None:
+    uid, device = "u" * MAX_ID_LEN, "d" * MAX_ID_LEN
+    results = await world.inboxes.store([StoreItem("app", uid, b"x", device=device),
+                                         StoreItem("app", uid, b"x", device=device + "d")])
+    assert isinstance(results[0], StoredMessage) and isinstance(results[1], BadRequest)
+    assert await load(world, uid=uid, device=device) == ([b"x"], 0)
 
 
 async def test_status_of_unknown_message_is_none(world: World) -> None:
