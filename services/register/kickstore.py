@@ -16,24 +16,17 @@ the scope `<len(device)>:<device><except_device>`:
 
 Both keys expire with their last mark. Each call is one round trip (a Lua script), so the
 quota holds across registers adding marks at once. Redis errors become StoreError in
-services/kit/redis.py; SQLite errors become StoreError here.
+services/kit/redis.py, SQLite errors in services/kit/sqlite.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
-
-from services.kit import redis
-from services.kit.errors import StoreError
+from services.kit import redis, sqlite
 
 User = tuple[str, str]          # (app, uid)
 
@@ -269,54 +262,24 @@ _UPSERT = ("INSERT INTO kick_marks (app, uid, scope, at_ms, expires_ms) VALUES (
 _IN_CHUNK = 500
 
 
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError("kick mark store unavailable", detail=f"sqlite {what}: {exc!r}") \
-            from exc
-
-
 class SqliteKickStore:
     """KickStore in one SQLite file; several register processes may share it."""
 
     def __init__(self, path: str, *, timeout_s: float = 5.0) -> None:
         self.path = path
-        self._timeout_s = timeout_s
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()      # one connection: one transaction at a time
+        self._db = sqlite.Database(path, "kick mark store unavailable", timeout_s=timeout_s)
 
     async def start(self) -> None:
-        with _translated("open"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, timeout=self._timeout_s,
-                                               isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")   # survives a process crash
-            await self._db.execute(_SCHEMA)
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("kick mark store not started")
-        return self._db
+        await self._db.open()
+        async with self._db.transaction() as db:
+            await db.execute(_SCHEMA)
 
     async def add(self, marks: Sequence[Mark], now_ms: int, quota: int) -> list[bool]:
-        db = self._conn()
-        async with self._lock:
-            with _translated("add"):
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    kept = [await self._add(db, m, now_ms, quota) for m in marks]
-                    await db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        await db.execute("ROLLBACK")
-                    raise
-        return kept
+        async with self._db.transaction() as db:
+            return [await self._add(db, m, now_ms, quota) for m in marks]
 
     @staticmethod
-    async def _add(db: aiosqlite.Connection, m: Mark, now_ms: int, quota: int) -> bool:
+    async def _add(db: sqlite.Connection, m: Mark, now_ms: int, quota: int) -> bool:
         await db.execute("DELETE FROM kick_marks WHERE app = ? AND expires_ms <= ?",
                          (m.app, now_ms))
         async with db.execute("SELECT COUNT(*), SUM(uid = ? AND scope = ?) FROM kick_marks"
@@ -335,7 +298,7 @@ class SqliteKickStore:
         for app, names in uids.items():
             for i in range(0, len(names), _IN_CHUNK):
                 chunk = names[i:i + _IN_CHUNK]
-                for uid, scope, at, expires in await self._select(
+                for uid, scope, at, expires in await self._db.select(
                         "SELECT uid, scope, at_ms, expires_ms FROM kick_marks WHERE app = ?"
                         f" AND expires_ms > ? AND uid IN ({', '.join('?' * len(chunk))})",
                         (app, now_ms, *chunk)):
@@ -345,19 +308,9 @@ class SqliteKickStore:
         return [by_user.get(user, []) for user in users]
 
     async def count(self, app: str, now_ms: int) -> int:
-        rows = await self._select("SELECT COUNT(*) FROM kick_marks WHERE app = ?"
-                                  " AND expires_ms > ?", (app, now_ms))
+        rows = await self._db.select("SELECT COUNT(*) FROM kick_marks WHERE app = ?"
+                                     " AND expires_ms > ?", (app, now_ms))
         return int(rows[0][0])
 
-    async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        db = self._conn()
-        async with self._lock:
-            with _translated("read"):
-                async with db.execute(sql, tuple(params)) as cur:
-                    return [tuple(r) for r in await cur.fetchall()]
-
     async def close(self) -> None:
-        if self._db is not None:
-            with _translated("close"):
-                await self._db.close()
-            self._db = None
+        await self._db.close()

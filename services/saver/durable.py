@@ -6,17 +6,15 @@ transaction, applied in a fixed order (inserts, deliveries, then state changes) 
 change never runs before the insert it refers to.
 
 The schema belongs to the project: `schema_version` records which of the ordered migrations
-ran; `start()` applies the missing ones. Only this module imports aiomysql / aiosqlite; their
-errors become StoreError here.
+ran; `start()` applies the missing ones. Only this module imports aiomysql; its errors
+become StoreError here (SQLite's in services/kit/sqlite.py).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import functools
 import itertools
-import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,8 +23,8 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiomysql
-import aiosqlite
 
+from services.kit import sqlite
 from services.kit.errors import ConfigError, StoreError
 from services.kit.token import MAX_ID_LEN
 from services.saver.hot import Ref, StoredMessage
@@ -115,7 +113,7 @@ def _translated(what: str) -> Iterator[None]:
     """Turn database failures into StoreError, the only durable-store error callers see."""
     try:
         yield
-    except (aiomysql.Error, sqlite3.Error, OSError) as exc:
+    except (aiomysql.Error, OSError) as exc:
         raise StoreError("durable store unavailable", detail=f"{what}: {exc!r}") from exc
 
 
@@ -467,45 +465,21 @@ class SqliteDurableStore(_SqlDurableStore):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()      # one connection: one transaction at a time
+        self._db = sqlite.Database(path, "durable store unavailable")
 
     async def start(self) -> None:
-        with _translated("connect"):
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._db.open()
         await self._migrate()
 
     async def close(self) -> None:
-        if self._db is not None:
-            with _translated("close"):
-                await self._db.close()
-            self._db = None
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("durable store not started")
-        return self._db
+        await self._db.close()
 
     async def _transaction(self, steps: Sequence[Step]) -> list[int]:
-        db = self._conn()
-        counts: list[int] = []
-        async with self._lock:
-            with _translated("write"):
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, rows in steps:
-                        counts.append(await self._run(db, sql, rows))
-                    await db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        await db.execute("ROLLBACK")
-                    raise
-        return counts
+        async with self._db.transaction() as db:
+            return [await self._run(db, sql, rows) for sql, rows in steps]
 
     @staticmethod
-    async def _run(db: aiosqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    async def _run(db: sqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         if len(rows) == 1:
             cur = await db.execute(sql, tuple(rows[0]))
         else:
@@ -513,8 +487,4 @@ class SqliteDurableStore(_SqlDurableStore):
         return cur.rowcount
 
     async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        db = self._conn()
-        async with self._lock:
-            with _translated("read"):
-                async with db.execute(sql, tuple(params)) as cur:
-                    return [tuple(r) for r in await cur.fetchall()]
+        return await self._db.select(sql, params)

@@ -18,7 +18,7 @@ from sdk.client import ClientClosed, PushClient
 from services.kit.discovery import AppConfig
 from services.kit.token import MAX_ID_LEN
 from services.register.kickstore import KickStore, Mark, RedisKickStore
-from tests.integration.cluster import TEST_REDIS, Cluster
+from tests.integration.cluster import TEST_REDIS, Cluster, delete_keys
 from tests.register.test_kickstore import CONTRACT, IDS
 
 pytestmark = pytest.mark.integration
@@ -34,13 +34,7 @@ async def redis_store() -> AsyncIterator[RedisKickStore]:
     await store.start()
     yield store
     await store.close()
-    client = redis.asyncio.Redis.from_url(TEST_REDIS)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{store.prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(f"{store.prefix}:*")
 
 
 @pytest.mark.parametrize("check", CONTRACT, ids=IDS)

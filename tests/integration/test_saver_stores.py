@@ -29,6 +29,7 @@ from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
 from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
+from tests.integration.cluster import delete_keys
 
 pytestmark = pytest.mark.integration
 
@@ -117,13 +118,7 @@ async def world(names: tuple[str, str]) -> AsyncIterator[World]:
 
 async def wipe(prefix: str) -> None:
     """Delete every key under the prefix: to saver, the same as a Redis restart or FLUSHDB."""
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(f"{prefix}:*", REDIS_URL)
 
 
 async def store(w: World, *items: StoreItem) -> list[StoredMessage]:
