@@ -18,7 +18,7 @@ from sdk.client import ClientClosed, PushClient
 from services.kit.discovery import AppConfig
 from services.kit.token import MAX_ID_LEN
 from services.register.kickstore import KickStore, Mark, RedisKickStore
-from tests.integration.cluster import TEST_REDIS, Cluster, delete_keys
+from tests.integration.cluster import TEST_REDIS, Cluster, delete_keys, free_port
 from tests.register.test_kickstore import CONTRACT, IDS
 
 pytestmark = pytest.mark.integration
@@ -157,3 +157,21 @@ async def test_each_app_has_a_quota_of_kick_marks(tmp_path: Path, real: bool) ->
 
             code, body = await kick(cluster, "x" * (MAX_ID_LEN + 1))
             assert code == 400 and body["error"]["code"] == 1003, body
+
+
+async def test_without_its_store_a_kick_fails_and_connects_still_work(tmp_path: Path) -> None:
+    # Nothing listens on this port: the kick-mark store is unreachable from the start.
+    nowhere = {"PUSHWIRE_REGISTER_REDIS": f"redis://127.0.0.1:{free_port()}/0"}
+    async with Cluster(tmp_path, real=True, env=nowhere) as cluster:
+        code, body = await kick(cluster, "u1")
+        assert code == 503 and body["error"]["code"] == 1009, body
+        assert "127.0.0.1" not in body["error"]["message"]
+        # AUTH is admitted unchecked (kick_fail_open, the default) and pushes arrive.
+        async with PushClient(cluster.dispatcher, "demo", "u1", cluster.token("u1"),
+                              connect_timeout_s=20) as client:
+            messages = client.messages()
+            code, body = await cluster.push("u1", "still served")
+            assert code == 200 and body["online_sessions"] == 1, body
+            assert (await asyncio.wait_for(anext(messages), 10)).data == b"still served"
+            await messages.aclose()
+        assert "admitted unchecked" in cluster.logs_tail("register", lines=200)
