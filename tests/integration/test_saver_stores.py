@@ -28,7 +28,8 @@ from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
-from services.saver.inbox import AckItem, Inboxes, Limits, LoadItem, StoreItem
+from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
+from tests.integration.cluster import delete_keys
 
 pytestmark = pytest.mark.integration
 
@@ -117,13 +118,7 @@ async def world(names: tuple[str, str]) -> AsyncIterator[World]:
 
 async def wipe(prefix: str) -> None:
     """Delete every key under the prefix: to saver, the same as a Redis restart or FLUSHDB."""
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(f"{prefix}:*", REDIS_URL)
 
 
 async def store(w: World, *items: StoreItem) -> list[StoredMessage]:
@@ -207,6 +202,35 @@ async def test_redelivery_loop_is_cut_by_dead_lettering(world: World) -> None:
     status = await world.inboxes.status(world.app, m.id)
     assert status is not None
     assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s1", "s2"))
+
+
+async def test_live_pushes_count_and_name_their_sessions_before_and_after_the_ack(
+        world: World) -> None:
+    a, b = await store(world, StoreItem(world.app, "u1", b"a"), StoreItem(world.app, "u2", b"b"))
+    # One batch: two devices of u1 got a, u2's one device got b.
+    await world.inboxes.delivered([Delivery(world.app, a.id, "s1"), Delivery(world.app, a.id, "s2"),
+                                   Delivery(world.app, b.id, "s3")])
+    seen = [await world.inboxes.status(world.app, m.id) for m in (a, b)]
+    assert [(s.state, s.deliveries, s.delivered_to) for s in seen if s] == [
+        ("stored", 2, ("s1", "s2")), ("stored", 1, ("s3",))]
+    await world.inboxes.ack([AckItem(world.app, "u1", a.id, "s2")])
+    status = await world.inboxes.status(world.app, a.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("acked", 2, ("s1", "s2"))
+    # The guard counts the live push: one load more, and the next one dead-letters b.
+    assert await load(world, uid="u2", session="s3") == ([b"b"], 0)
+    assert await load(world, uid="u2", session="s4") == ([], 0)   # max_deliveries = 2
+    status = await world.inboxes.status(world.app, b.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s3",))
+
+
+async def test_device_ids_of_the_one_limit_reach_mysql(world: World) -> None:
+    device = "d" * MAX_ID_LEN               # wider than migration 1's column (64)
+    [m] = await store(world, StoreItem(world.app, "u1", b"x", device=device, durable=True))
+    rows = await mysql("SELECT device FROM messages WHERE app = %s AND id = %s",
+                       (world.app, m.id))
+    assert rows == ((device,),)
 
 
 async def test_redis_loss_is_repaired_from_mysql_with_the_same_ids(world: World) -> None:
