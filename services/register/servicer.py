@@ -25,20 +25,19 @@ class RegisterServicer(register_pb2_grpc.RegisterServicer):
     @servicer
     async def Online(self, request: register_pb2.SessionBatch, context: Any) \
             -> register_pb2.OnlineReply:
-        now_ms = int(time.time() * 1000)
-        issued: list[int | None] = list(request.token_issued_s)
-        issued += [None] * (len(request.sessions) - len(issued))
-        return register_pb2.OnlineReply(results=[
-            ADDED if self.admission.online(s, i, now_ms) else KICKED
-            for s, i in zip(request.sessions, issued, strict=False)])
+        results = await self.admission.online(request.sessions, request.token_issued_s,
+                                              int(time.time() * 1000))
+        return register_pb2.OnlineReply(results=[ADDED if ok else KICKED for ok in results])
 
     @servicer
-    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) -> common_pb2.Empty:
-        now_ms = int(time.time() * 1000)
-        for i in request.items:
-            self.admission.kick(i.app, i.uid, Mark(i.device, i.except_device, i.at_ms,
-                                                   i.expires_ms), now_ms)
-        return EMPTY
+    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) \
+            -> register_pb2.RevokeReply:
+        errors = await self.admission.kick([Mark(i.app, i.uid, i.device, i.except_device,
+                                                 i.at_ms, i.expires_ms) for i in request.items],
+                                           int(time.time() * 1000))
+        return register_pb2.RevokeReply(results=[
+            ADDED if e is None else common_pb2.Status(code=e.code, detail=e.message)
+            for e in errors])
 
     @servicer
     async def Offline(self, request: register_pb2.SessionBatch, context: Any) \

@@ -16,8 +16,7 @@ from typing import Protocol
 from services.kit import token
 from services.kit.discovery import AppConfig, Discovery
 from services.kit.errors import AuthError, LimitError, NotFound
-
-MAX_ID_LEN = 128                # uid, device, UP type
+from services.kit.limits import MAX_ID_LEN
 
 
 @dataclass(frozen=True, slots=True)

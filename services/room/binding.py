@@ -130,7 +130,7 @@ class Bindings:
             log.warning("%r: load after bind of %s: %s", conn, app, exc.message)
         else:
             if conn.state is not None and app in conn.state.apps:
-                self.delivery.write_all(conn, inbox.messages)
+                self.delivery.write_all(conn, inbox.messages, loaded=True)
         await self.fanout.replay(conn, app, cursor)
 
 

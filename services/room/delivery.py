@@ -24,7 +24,8 @@ the client has ACKed it (DESIGN.md §2 "Connect", issue #3).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from services.kit.discovery import AppConfig, Discovery
@@ -61,8 +62,9 @@ class Delivery(Generic[R]):
 
     def __init__(self, hub: Hub[R], topics: TopicIndex[R], saver: SaverClient,
                  resume: Resumption, tasks: TaskSet, discovery: Discovery, *,
-                 replay_batch: int) -> None:
+                 replay_batch: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.discovery = discovery          # the apps' inbox_max bounds what is recorded
+        self._clock = clock
         self.hub = hub
         self.topics = topics
         self.saver = saver
@@ -91,22 +93,29 @@ class Delivery(Generic[R]):
         self.resume.hold(message, session_id, limit=self._inbox_max(message.app))
         return len(written)
 
-    def write(self, conn: R, message: common_pb2.Message, *, again: bool = False) -> bool:
+    def write(self, conn: R, message: common_pb2.Message, *, again: bool = False,
+              loaded: bool = False) -> bool:
         """Write one unicast message to `conn`, recorded there until ACKed; False when the
         connection is closed. A message written to it already and not ACKed since is not
-        written twice, unless `again` (the redelivery sweep, a resume)."""
+        written twice, unless `again` (the redelivery sweep, a resume). Saver records each
+        write as a delivery (message status, redelivery limit); a load did already for
+        `loaded` messages."""
         state = conn.state
         if state is not None and not state.written(message, self.resume.keeping,
                                                    self._inbox_max(message.app)) \
                 and not again:
             return not conn.closed
-        return conn.push(message)
+        if not conn.push(message):
+            return False
+        if not loaded:
+            self.saver.delivered_nowait(message, conn.session_id)
+        return True
 
     def write_all(self, conn: R, messages: Iterable[common_pb2.Message], *,
-                  again: bool = False) -> None:
+                  again: bool = False, loaded: bool = False) -> None:
         """Write `messages` in order until one does not go out (the connection closed)."""
         for message in messages:
-            if not self.write(conn, message, again=again):
+            if not self.write(conn, message, again=again, loaded=loaded):
                 return
 
     def _inbox_max(self, app: str) -> int:
@@ -178,5 +187,5 @@ class Delivery(Generic[R]):
         state = conn.state
         if conn.closed or state is None:
             return
-        state.start_round((m.id for m in inbox.messages), inbox.remaining > 0)
-        self.write_all(conn, inbox.messages, again=again)
+        state.start_round((m.id for m in inbox.messages), inbox.remaining > 0, self._clock())
+        self.write_all(conn, inbox.messages, again=again, loaded=True)

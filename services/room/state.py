@@ -12,8 +12,9 @@ change through its own methods, except `apps` and `topics`, which the topic inde
                         (services/room/fanout.py: none is sent twice on one connection)
     unacked             unicast written to it and not ACKed: the ids it may ACK, and the
                         messages a resume re-sends (docs/protocol.md §6, §8)
-    outstanding, more   the offline replay round in flight (DESIGN.md §2 "Connect": bounded
-                        per connect, the next round once the client ACKed this one)
+    outstanding, more,  the offline replay round in flight and when it was written
+    round_at            (DESIGN.md §2 "Connect": bounded per connect, the next round once the
+                        client ACKed this one)
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ class Unacked:
 class ConnState:
     """The room's state of one authenticated connection; see the module docstring."""
 
-    __slots__ = ("apps", "bound_issued", "cursors", "more", "outstanding", "sent", "topics",
-                 "unacked")
+    __slots__ = ("apps", "bound_issued", "cursors", "more", "outstanding", "round_at", "sent",
+                 "topics", "unacked")
 
     def __init__(self, app: str) -> None:
         self.apps: set[str] = {app}
@@ -113,6 +114,7 @@ class ConnState:
                                                 # everything written was ACKed
         self.outstanding: set[int] = set()
         self.more = False
+        self.round_at = 0.0                     # time.monotonic() of the round's write
 
     # --- apps bound with BIND ------------------------------------------------------------------
 
@@ -181,10 +183,12 @@ class ConnState:
 
     # --- offline replay rounds ------------------------------------------------------------------
 
-    def start_round(self, ids: Iterable[int], more: bool) -> None:
-        """A replay round of `ids` was loaded; `more`: saver holds more after it."""
+    def start_round(self, ids: Iterable[int], more: bool, now: float) -> None:
+        """A replay round of `ids` was loaded and is written at `now`; `more`: saver holds
+        more after it."""
         self.outstanding = set(ids)
         self.more = more
+        self.round_at = now
 
     def round_acked(self, ids: Iterable[int]) -> bool:
         """The client ACKed `ids`; True when that completed the round and saver holds more
@@ -194,7 +198,7 @@ class ConnState:
         self.outstanding.difference_update(ids)
         return not self.outstanding and self.more
 
-    @property
-    def replaying(self) -> bool:
-        """A replay round is in flight (not fully ACKed)."""
-        return bool(self.outstanding)
+    def in_round(self, now: float, patience_s: float) -> bool:
+        """A replay round is in flight (not fully ACKed) and was written less than
+        `patience_s` before `now`: its ACKs may still come."""
+        return bool(self.outstanding) and now - self.round_at < patience_s

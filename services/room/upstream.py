@@ -13,8 +13,8 @@ import itertools
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
 from services.kit.errors import LimitError, NotFound
+from services.kit.limits import MAX_ID_LEN
 from services.kit.pb import coordinator_pb2, wire_pb2
-from services.room.admission import MAX_ID_LEN
 from services.room.connection import Connection
 from services.room.policy import AccessPolicy, Throttle
 from services.room.protocol import CloseCode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.kit.errors import BadRequest
 from services.kit.pb import common_pb2
 from services.register.admission import Admission
 from services.register.kicks import Mark
@@ -16,28 +17,38 @@ def session(device: str = "phone", app: str = "chat", sid: str = "s1") -> common
                               version=1)
 
 
-def kicked(device: str = "") -> Admission:
+async def kicked(device: str = "") -> Admission:
     admission = Admission(SessionIndex())
-    admission.kick("chat", "u1", Mark(device, "", KICK_MS, KICK_MS + 60_000), KICK_MS)
+    assert await admission.kick([Mark("chat", "u1", device, "", KICK_MS, KICK_MS + 60_000)],
+                                KICK_MS) == [None]
     return admission
 
 
-def test_a_token_issued_after_the_kick_registers_an_older_one_does_not() -> None:
-    admission = kicked()
-    assert not admission.online(session(), 1_700_000_000, NOW_MS)     # the kick's second
-    assert admission.index.lookup("chat", "u1") == []
-    assert admission.online(session(), 1_700_000_001, NOW_MS)
-    assert [s.session_id for s in admission.index.lookup("chat", "u1")] == ["s1"]
+def sids(admission: Admission, app: str = "chat") -> list[str]:
+    return sorted(s.session_id for s in admission.index.lookup(app, "u1"))
 
 
-def test_the_mark_covers_only_its_user_app_and_device() -> None:
-    admission = kicked(device="phone")
-    assert admission.online(session(device="tablet"), 0, NOW_MS)
-    assert admission.online(session(app="mail", sid="s2"), 0, NOW_MS)
-    assert not admission.online(session(device="phone", sid="s3"), 0, NOW_MS)
+async def test_a_token_issued_after_the_kick_registers_an_older_one_does_not() -> None:
+    admission = await kicked()
+    assert await admission.online([session("phone", sid="old"), session("pad", sid="new")],
+                                  [1_700_000_000, 1_700_000_001], NOW_MS) == [False, True]
+    assert sids(admission) == ["new"]
 
 
-def test_no_token_named_means_nothing_to_check_and_marks_expire() -> None:
-    admission = kicked()
-    assert admission.online(session(sid="flushed"), None, NOW_MS)
-    assert admission.online(session(sid="late"), 0, KICK_MS + 60_000)   # the mark expired
+async def test_the_mark_covers_only_its_user_app_and_device() -> None:
+    admission = await kicked(device="phone")
+    assert await admission.online([session("tablet", sid="t"), session(app="mail", sid="m"),
+                                   session("phone", sid="p")], [0, 0, 0], NOW_MS) == [
+        True, True, False]
+
+
+async def test_no_token_named_means_nothing_to_check_and_marks_expire() -> None:
+    admission = await kicked()
+    assert await admission.online([session(sid="flushed")], [], NOW_MS) == [True]
+    assert await admission.online([session(sid="late")], [0], KICK_MS + 60_000) == [True]
+
+
+async def test_a_bad_mark_is_refused_with_its_reason() -> None:
+    admission = Admission(SessionIndex())
+    (error,) = await admission.kick([Mark("chat", "", "", "", KICK_MS, KICK_MS + 1)], KICK_MS)
+    assert isinstance(error, BadRequest)

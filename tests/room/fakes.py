@@ -67,6 +67,7 @@ class Saver:
     loads: int = 0
     acks: list[saver_pb2.AckItem] = field(default_factory=list)
     pending_asked: list[tuple[str, str]] = field(default_factory=list)
+    delivered: list[tuple[int, str]] = field(default_factory=list)   # written outside a load
 
     @property
     def acked(self) -> list[int]:
@@ -90,6 +91,10 @@ class Saver:
         self.pending_asked += users
         return [sum(1 for m in self.stored if (m.app, m.uid) == user and m.id not in self.acked)
                 for user in users]
+
+    def delivered_nowait(self, message: common_pb2.Message, session_id: str) -> bool:
+        self.delivered.append((message.id, session_id))
+        return True
 
     def ack_nowait(self, item: saver_pb2.AckItem) -> bool:
         self.acks.append(item)

@@ -131,4 +131,4 @@ async def test_replay_all_skips_closed_connections() -> None:
     two.closed = True
     await room.delivery.replay_all([one, two])
     assert (one.pushed, two.pushed) == ([1], [])
-    assert one.state is not None and one.state.replaying
+    assert one.state is not None and one.state.outstanding == {1}

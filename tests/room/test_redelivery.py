@@ -29,15 +29,17 @@ async def test_a_sweep_writes_again_the_unacked_of_idle_connections_only() -> No
     saver = Saver(stored=[message(1, "overdue"), message(2, "busy")])
     delivery = Delivery(hub, TopicIndex(), saver, Resumption(0.0),  # type: ignore[arg-type]
                         TaskSet("test"), Apps(), replay_batch=10)  # type: ignore[arg-type]
-    overdue, busy, done = (Conn(f"s-{u}", uid=u, state=ConnState("a"))
-                           for u in ("overdue", "busy", "done"))
-    for conn in (overdue, busy, done):
+    overdue, busy, stuck, done = (Conn(f"s-{u}", uid=u, state=ConnState("a"))
+                                  for u in ("overdue", "busy", "stuck", "done"))
+    for conn in (overdue, busy, stuck, done):
         hub.add(conn)
+    saver.stored.append(message(3, "stuck"))
     delivery.write(overdue, message(1, "overdue"))     # written once, never ACKed
-    assert busy.state is not None
-    busy.state.start_round([2], more=False)            # its replay round is in flight
+    assert busy.state is not None and stuck.state is not None
+    busy.state.start_round([2], more=False, now=100.0)     # a replay round ACKs may still end
+    stuck.state.start_round([3], more=False, now=80.0)     # one unACKed for 20 s: overdue
     sweep = Redelivery(hub, saver, delivery, every_s=30, min_age_s=10)  # type: ignore[arg-type]
-    assert await sweep.sweep() == 1
-    assert overdue.pushed == [1, 1] and busy.pushed == [] and done.pushed == []
-    assert ("a", "busy") not in saver.pending_asked   # not even asked about
-    assert sweep.replayed == 1
+    assert await sweep.sweep(now=105.0) == 2
+    assert overdue.pushed == [1, 1] and stuck.pushed == [3] and busy.pushed == []
+    assert done.pushed == [] and ("a", "busy") not in saver.pending_asked   # not even asked
+    assert sweep.replayed == 2

@@ -253,6 +253,8 @@ async def test_resume_reattaches_without_register_or_saver_and_resends_once(
     assert again.resumed and again.session_id == reply.session_id
     assert await pushes(second, 2) == [7, 9]
     assert (len(room.register.onlines), room.saver.loads) == (onlines, loads)   # no round trip
+    # 7 came from a load; re-sent on the resume, it counts as a delivery, as does 9.
+    assert room.saver.delivered == [(7, reply.session_id), (9, reply.session_id)]
     assert room.parts.topics.topic_count("app1", "news") == 1   # topics re-bound
     await second.send(wire.encode(Op.ACK, 0, wire_pb2.Ack(app="app1", ids=[7, 9])
                                   .SerializeToString()))

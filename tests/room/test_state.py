@@ -71,9 +71,10 @@ def test_ids_are_bounded_per_app_by_the_inbox_the_oldest_go_first() -> None:
 def test_a_replay_round_asks_for_the_next_once_fully_acked() -> None:
     state = ConnState("a")
     assert not state.round_acked([1])                  # no round in flight
-    state.start_round([1, 2, 3], more=True)
-    assert state.replaying
+    state.start_round([1, 2, 3], more=True, now=100.0)
+    assert state.in_round(105.0, patience_s=10.0)
+    assert not state.in_round(110.0, patience_s=10.0)  # unacked that long: overdue
     assert not state.round_acked([1, 2])
-    assert state.round_acked([3]) and not state.replaying
-    state.start_round([4], more=False)
+    assert state.round_acked([3]) and not state.in_round(105.0, patience_s=10.0)
+    state.start_round([4], more=False, now=120.0)
     assert not state.round_acked([4])                  # the last round: nothing more to load
