@@ -13,6 +13,7 @@ from services.kit.lifecycle import Lifecycle
 from services.kit.pb import register_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
 from services.kit.rpc.peers import Peers, user_key
+from services.register.admission import Admission
 from services.register.config import RegisterConfig
 from services.register.kicks import KickMarks
 from services.register.kickstore import open_store
@@ -50,7 +51,7 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
         server, port = await start_server(
             config.bind, config.grpc_port,
             [(register_pb2_grpc.add_RegisterServicer_to_server,
-              RegisterServicer(index, marks))])
+              RegisterServicer(index, Admission(index, marks)))])
         await host.announce({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await server.stop(config.shutdown_grace_s)
