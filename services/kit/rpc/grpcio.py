@@ -28,16 +28,55 @@ from services.kit.errors import (
 log = logging.getLogger("pushwire.rpc")
 T = TypeVar("T")
 
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-]
+# Keepalive: each client pings its server every KEEPALIVE_TIME_MS (with or without calls in
+# flight) and drops the connection when a ping goes unanswered for KEEPALIVE_TIMEOUT_MS, so a
+# dead peer is noticed in seconds, not at the next failed call.
+KEEPALIVE_TIME_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+MESSAGE_MAX = 64 * 1024 * 1024
+
+Options = list[tuple[str, int]]
+
+
+def client_options(keepalive_ms: int = KEEPALIVE_TIME_MS) -> Options:
+    """Channel options of every internal client."""
+    return [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),      # keep pinging an idle channel
+        ("grpc.max_receive_message_length", MESSAGE_MAX),
+        ("grpc.max_send_message_length", MESSAGE_MAX),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+def server_options(keepalive_ms: int = KEEPALIVE_TIME_MS) -> Options:
+    """Server options that accept what `client_options(keepalive_ms)` sends.
+
+    A gRPC server polices the pings it receives (gRPC core doc/keepalive.md): by default a
+    ping less than 5 minutes after the previous one, while the server sent no data, is a
+    "strike", and after 2 strikes the server answers GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
+    and closes the connection with every call on it. Our clients ping every `keepalive_ms`,
+    also on idle channels, so the server permits pings without calls and sets the interval
+    floor below the clients' period: half of it, since a client's next ping is timed from
+    the previous ping's ack and the margin absorbs jitter.
+    """
+    return [
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+        ("grpc.http2.max_ping_strikes", 2),
+        # The server's own pings find clients that vanished without closing (a dead host).
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.max_receive_message_length", MESSAGE_MAX),
+        ("grpc.max_send_message_length", MESSAGE_MAX),
+    ]
+
+
+CLIENT_OPTIONS = client_options()
+SERVER_OPTIONS = server_options()
 
 
 class Channels:
@@ -49,7 +88,7 @@ class Channels:
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS)
             self._channels[target] = channel
         return channel
 
@@ -122,7 +161,7 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 async def start_server(bind: str, port: int, servicers: Iterable[Registration]) \
         -> tuple[grpc.aio.Server, int]:
     """Start a gRPC server with [(add_XServicer_to_server, impl)]; return it and its port."""
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     for add, impl in servicers:
         add(impl, server)
     bound = server.add_insecure_port(f"{bind}:{port}")
