@@ -8,6 +8,7 @@
     ├── LimitError                a bound was hit: body size, rate, connections (per call)
     ├── NotFound                  unknown app, message, instance
     ├── Unavailable               a dependency cannot be reached now (retry later)
+    │   ├── Disconnected          a call's connection failed (reset, GOAWAY, peer restarting)
     │   └── Overloaded            a task pool refused work (queue full, policy "reject")
     └── StoreError                Redis / MySQL / SQLite failed underneath (from the boundary)
 
@@ -75,6 +76,12 @@ class NotFound(PushwireError):
 class Unavailable(PushwireError):
     code = 1007
     http_status = 503
+
+
+class Disconnected(Unavailable):
+    """The connection under an internal call failed (reset, GOAWAY, refused): the peer did not
+    answer, it may or may not have processed the request. Safe to re-send only when the method
+    is idempotent (services/kit/rpc/pipe.py)."""
 
 
 class Overloaded(Unavailable):

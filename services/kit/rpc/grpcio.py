@@ -18,6 +18,7 @@ import grpc.aio
 
 from services.kit.errors import (
     BadRequest,
+    Disconnected,
     NotFound,
     Overloaded,
     PushwireError,
@@ -107,21 +108,26 @@ _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 
 
 async def translate_call(target: str, call: Awaitable[T]) -> T:
-    """Await a stub call, mapping grpc errors into the PushwireError tree."""
+    """Await a stub call, mapping grpc errors into the PushwireError tree.
+
+    UNAVAILABLE without our code in the trailers comes from the transport (connection refused
+    or reset, GOAWAY), not from a servicer: that is Disconnected. Our servicers' own errors
+    carry `pw-code` and are rebuilt as such."""
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
-        if code in _TRANSIENT:
-            raise Unavailable(f"{target}: {code.name.lower()}", detail=exc.details() or "") \
-                from exc
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise Overloaded(f"{target} overloaded", detail=exc.details() or "") from exc
+        detail = exc.details() or ""
         ours = dict(exc.trailing_metadata() or ()).get("pw-code")
         if ours is not None:
-            raise from_code(int(ours), exc.details() or "") from exc
-        raise PushwireError(f"{target}: {code.name.lower()}", detail=exc.details() or "") \
-            from exc
+            raise from_code(int(ours), detail) from exc
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise Disconnected(f"{target}: unavailable", detail=detail) from exc
+        if code in _TRANSIENT:
+            raise Unavailable(f"{target}: {code.name.lower()}", detail=detail) from exc
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise Overloaded(f"{target} overloaded", detail=detail) from exc
+        raise PushwireError(f"{target}: {code.name.lower()}", detail=detail) from exc
 
 
 _STATUS = {BadRequest: grpc.StatusCode.INVALID_ARGUMENT, NotFound: grpc.StatusCode.NOT_FOUND,
