@@ -20,6 +20,8 @@ RPC_FAILED = Counter("pushwire_rpc_failed_items_total", "Items whose call failed
 RPC_RESENT = Counter("pushwire_rpc_resent_batches_total",
                      "Batches sent again after a failed call (reset, GOAWAY, peer restarting)",
                      ["pipe"])
+RPC_UNAUTHENTICATED = Counter("pushwire_rpc_unauthenticated_calls_total",
+                              "Internal calls refused: no or wrong cluster credential")
 
 
 async def handle_metrics(_request: web.Request) -> web.Response:

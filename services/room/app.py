@@ -34,7 +34,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
     """Run one room instance until SIGTERM."""
     async with hosted("room", config, life,
                       watch=("register", "saver", "coordinator", "room")) as host:
-        channels = Channels()
+        channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         saver = SaverClient(host.discovery, channels, options)
@@ -52,7 +52,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
                       mark=lambda: _mark_draining(host), stop=life.stop)
         gateway.turn_away = drain.turn_away
         grpc_server, grpc_port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(room_pb2_grpc.add_RoomServicer_to_server,
               RoomServicer(gateway, server.hub, drain))])
         await host.await_peers(("register", "saver"))

@@ -26,8 +26,16 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from cli.processes import free_port, routes, spawn_service, stop_in_order
+from cli.processes import (
+    cluster_secret,
+    free_port,
+    routes,
+    secret_env,
+    spawn_service,
+    stop_in_order,
+)
 from services.kit import token
+from services.kit.config import read_secrets
 from services.kit.discovery import AppConfig, Discovery, connect
 
 TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
@@ -103,7 +111,7 @@ class Cluster:
                   "PUSHWIRE_COORDINATOR_REDIS": u["hot"],
                   "PUSHWIRE_COORDINATOR_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_CENTER_REDIS": u["hot"], "PUSHWIRE_CENTER_KEY_PREFIX": u["prefix"],
-                  **self.env}
+                  **secret_env(self.tmp), **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
             ("coordinator", "coordinator", {})]
@@ -161,6 +169,11 @@ class Cluster:
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
                           device=device)
+
+    @property
+    def secret(self) -> str:
+        """The cluster secret of internal gRPC (`grpcio.channel(address, cluster.secret)`)."""
+        return read_secrets(cluster_secret(self.tmp))[0]
 
     @property
     def headers(self) -> dict[str, str]:

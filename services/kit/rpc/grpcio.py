@@ -1,9 +1,11 @@
 """The grpc boundary: channels, server start-up, and error translation in both directions.
 
 Client side: `Channels.get(addr)` gives one long-lived HTTP/2 channel per target (many calls
-in flight on it); `translate_call` maps AioRpcError to our tree. Server side: `servicer`
-decorates a gRPC method so a PushwireError becomes a status with our code in trailing
-metadata (`pw-code`), and anything else becomes INTERNAL without leaking details.
+in flight on it) that presents the cluster credential; `translate_call` maps AioRpcError to
+our tree. Server side: `start_server` refuses calls without the credential
+(services/kit/rpc/credential.py); `servicer` decorates a gRPC method so a PushwireError
+becomes a status with our code in trailing metadata (`pw-code`), and anything else becomes
+INTERNAL without leaking details.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from services.kit.config import ServiceConfig
 from services.kit.errors import (
     BadRequest,
     Disconnected,
@@ -25,6 +28,7 @@ from services.kit.errors import (
     Unavailable,
     from_code,
 )
+from services.kit.rpc.credential import Attach, Require
 
 log = logging.getLogger("pushwire.rpc")
 T = TypeVar("T")
@@ -80,18 +84,26 @@ CLIENT_OPTIONS = client_options()
 SERVER_OPTIONS = server_options()
 
 
-class Channels:
-    """One channel per target address; stubs built by the caller from `get`."""
+def channel(target: str, secret: str | None) -> grpc.aio.Channel:
+    """A new channel to `target` whose every call presents the cluster `secret` (None: none,
+    for a cluster run with `insecure_rpc`)."""
+    interceptors = [Attach(secret)] if secret is not None else None
+    return grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS, interceptors=interceptors)
 
-    def __init__(self) -> None:
+
+class Channels:
+    """One channel per target address, each presenting the cluster `secret`; stubs built by
+    the caller from `get`."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, target: str) -> grpc.aio.Channel:
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS)
-            self._channels[target] = channel
-        return channel
+        found = self._channels.get(target)
+        if found is None:
+            found = self._channels[target] = channel(target, self._secret)
+        return found
 
     async def drop(self, target: str) -> None:
         channel = self._channels.pop(target, None)
@@ -127,6 +139,9 @@ async def translate_call(target: str, call: Awaitable[T]) -> T:
             raise Unavailable(f"{target}: {code.name.lower()}", detail=detail) from exc
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise Overloaded(f"{target} overloaded", detail=detail) from exc
+        if code == grpc.StatusCode.UNAUTHENTICATED:     # a misconfigured cluster: not transient
+            raise PushwireError(f"{target} refused the cluster credential", detail=detail) \
+                from exc
         raise PushwireError(f"{target}: {code.name.lower()}", detail=detail) from exc
 
 
@@ -164,15 +179,19 @@ def servicer(method: Method) -> Method:
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 
 
-async def start_server(bind: str, port: int, servicers: Iterable[Registration]) \
+async def start_server(config: ServiceConfig, servicers: Iterable[Registration]) \
         -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server with [(add_XServicer_to_server, impl)]; return it and its port."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    """Start a gRPC server with [(add_XServicer_to_server, impl)] on the service's bind
+    address and gRPC port, refusing calls without the cluster secret; return it and its
+    port."""
+    accepted = config.rpc_secrets()
+    server = grpc.aio.server(options=SERVER_OPTIONS,
+                             interceptors=[Require(accepted)] if accepted is not None else None)
     for add, impl in servicers:
         add(impl, server)
-    bound = server.add_insecure_port(f"{bind}:{port}")
+    bound = server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
     if bound == 0:
-        raise Unavailable(f"cannot bind gRPC on {bind}:{port}")
+        raise Unavailable(f"cannot bind gRPC on {config.bind}:{config.grpc_port}")
     await server.start()
     return server, bound
 
