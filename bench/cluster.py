@@ -26,15 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cli.dev import REAL
-from cli.processes import (
-    cluster_secret,
-    free_port,
-    routes,
-    secret_env,
-    spawn_service,
-    stop_in_order,
-)
-from services.kit.config import read_secrets
+from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit.discovery import AppConfig, Discovery, connect
 
 KINDS = ("register", "saver", "coordinator", "room", "center", "dispatcher")
@@ -109,7 +101,7 @@ class BenchCluster:
     @property
     def rpc_secret(self) -> str:
         """The cluster secret for calling the services' gRPC from the bench itself."""
-        return read_secrets(cluster_secret(self.workdir))[0]
+        return secret_of(self.workdir)
 
     def _spawn(self, name: str, kind: str, env: dict[str, str]) -> None:
         self.procs[name] = spawn_service(kind, env, self.workdir / f"{name}.log")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
+from services.kit.config import read_secrets
+
 # Stop order: entry points first, state holders last.
 STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
 
@@ -64,6 +66,11 @@ def cluster_secret(home: Path) -> Path:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(32) + "\n")
     return path
+
+
+def secret_of(home: Path) -> str:
+    """The cluster secret of `home`, for calling the services' gRPC from the harness itself."""
+    return read_secrets(cluster_secret(home))[0]
 
 
 def secret_env(home: Path) -> dict[str, str]:

@@ -26,16 +26,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from cli.processes import (
-    cluster_secret,
-    free_port,
-    routes,
-    secret_env,
-    spawn_service,
-    stop_in_order,
-)
+from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit import token
-from services.kit.config import read_secrets
 from services.kit.discovery import AppConfig, Discovery, connect
 
 TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
@@ -173,7 +165,7 @@ class Cluster:
     @property
     def secret(self) -> str:
         """The cluster secret of internal gRPC (`grpcio.channel(address, cluster.secret)`)."""
-        return read_secrets(cluster_secret(self.tmp))[0]
+        return secret_of(self.tmp)
 
     @property
     def headers(self) -> dict[str, str]:

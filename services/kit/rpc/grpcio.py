@@ -106,9 +106,9 @@ class Channels:
         return found
 
     async def drop(self, target: str) -> None:
-        channel = self._channels.pop(target, None)
-        if channel is not None:
-            await channel.close()
+        found = self._channels.pop(target, None)
+        if found is not None:
+            await found.close()
 
     async def close(self) -> None:
         for target in list(self._channels):
