@@ -85,6 +85,7 @@ class BenchCluster:
         if not self.real:               # a reused workdir: no stale instances or messages
             shutil.rmtree(self.workdir / "discovery", ignore_errors=True)
             (self.workdir / "pushwire.db").unlink(missing_ok=True)
+            (self.workdir / "kicks.db").unlink(missing_ok=True)
         urls = self.urls()
         self.discovery = connect(urls["discovery"])
         await self.discovery.start(KINDS)
@@ -92,6 +93,9 @@ class BenchCluster:
         common = {"PUSHWIRE_DISCOVERY": urls["discovery"], "PUSHWIRE_SAVER_HOT": urls["hot"],
                   "PUSHWIRE_SAVER_DURABLE": urls["durable"],
                   "PUSHWIRE_SAVER_KEY_PREFIX": f"bench{self.tag}",
+                  "PUSHWIRE_REGISTER_REDIS": urls["hot"],
+                  "PUSHWIRE_REGISTER_KEY_PREFIX": f"bench{self.tag}",
+                  "PUSHWIRE_REGISTER_KICKS_FILE": str(self.workdir / "kicks.db"),
                   "PUSHWIRE_LOG_LEVEL": "warning", "PUSHWIRE_GRPC_PORT": "0",
                   **secret_env(self.workdir), **self.env}
         for name, kind, env in self.plan():

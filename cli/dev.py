@@ -92,6 +92,9 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         # Broadcast jobs (center) and dead letters (coordinator) share the hot Redis.
         "PUSHWIRE_CENTER_REDIS": os.environ.get("PUSHWIRE_CENTER_REDIS", urls["hot"]),
         "PUSHWIRE_COORDINATOR_REDIS": os.environ.get("PUSHWIRE_COORDINATOR_REDIS", urls["hot"]),
+        # Kick marks: the same Redis, or a file of the state directory (survives restarts).
+        "PUSHWIRE_REGISTER_REDIS": os.environ.get("PUSHWIRE_REGISTER_REDIS", urls["hot"]),
+        "PUSHWIRE_REGISTER_KICKS_FILE": str(home / "kicks.db"),
         "PUSHWIRE_SAVER_DURABLE": os.environ.get("PUSHWIRE_SAVER_DURABLE", urls["durable"]),
         **secret_env(home),
     }

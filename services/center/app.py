@@ -37,7 +37,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         api = CenterApi(config, host.discovery, pusher,
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
-        web_app = http.application(client_max_size=4 * 1024 * 1024)
+        web_app = http.application(http.Limits(config.max_request_bytes,
+                                               config.request_read_timeout_s))
         web_app.add_routes(api.routes())
         runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
         server, grpc_port = await start_server(

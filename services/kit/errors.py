@@ -5,7 +5,9 @@
     ├── ProtocolError             a client broke docs/protocol.md (fatal: close)
     ├── AuthError                 bad, expired or revoked token / API key (fatal: close)
     │   └── Kicked                the token predates a kick of its user/device (close 4102)
-    ├── LimitError                a bound was hit: body size, rate, connections (per call)
+    ├── BadRequest                a request field is invalid (shape, type, range, encoding)
+    ├── LimitError                a bound was hit: rate, quota, connections (per call)
+    │   └── TooLarge              a body or a field is larger than its bound
     ├── NotFound                  unknown app, message, instance
     ├── Unavailable               a dependency cannot be reached now (retry later)
     │   ├── Disconnected          a call's connection failed (reset, GOAWAY, peer restarting)
@@ -27,7 +29,6 @@ class PushwireError(Exception):
 
     code: ClassVar[int] = 1000
     fatal: ClassVar[bool] = False
-    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str = "", *, detail: str = "") -> None:
         super().__init__(message or self.__class__.__name__)
@@ -43,18 +44,15 @@ class ConfigError(PushwireError):
 class ProtocolError(PushwireError):
     code = 1002
     fatal = True
-    http_status = 400
 
 
 class BadRequest(PushwireError):
     code = 1003
-    http_status = 400
 
 
 class AuthError(PushwireError):
     code = 1004
     fatal = True
-    http_status = 401
 
 
 class Kicked(AuthError):
@@ -65,17 +63,18 @@ class Kicked(AuthError):
 
 class LimitError(PushwireError):
     code = 1005
-    http_status = 429
+
+
+class TooLarge(LimitError):
+    """A request body or field is over its size bound (HTTP 413; same code as LimitError)."""
 
 
 class NotFound(PushwireError):
     code = 1006
-    http_status = 404
 
 
 class Unavailable(PushwireError):
     code = 1007
-    http_status = 503
 
 
 class Disconnected(Unavailable):
@@ -86,12 +85,10 @@ class Disconnected(Unavailable):
 
 class Overloaded(Unavailable):
     code = 1008
-    http_status = 503
 
 
 class StoreError(PushwireError):
     code = 1009
-    http_status = 503
 
 
 BY_CODE: dict[int, type[PushwireError]] = {

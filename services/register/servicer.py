@@ -24,11 +24,11 @@ class RegisterServicer(register_pb2_grpc.RegisterServicer):
     @servicer
     async def Online(self, request: register_pb2.SessionBatch, context: Any) \
             -> register_pb2.OnlineReply:
-        now_ms = int(time.time() * 1000)
-        issued = request.token_issued_s
+        refused = await self.marks.refused([(s.app, s.uid, s.device) for s in request.sessions],
+                                           request.token_issued_s, int(time.time() * 1000))
         results = []
-        for i, s in enumerate(request.sessions):
-            if i < len(issued) and self.marks.refuses(s.app, s.uid, s.device, issued[i], now_ms):
+        for s, kicked in zip(request.sessions, refused, strict=True):
+            if kicked:
                 results.append(KICKED)
                 continue
             self.index.online(s)
@@ -36,12 +36,14 @@ class RegisterServicer(register_pb2_grpc.RegisterServicer):
         return register_pb2.OnlineReply(results=results)
 
     @servicer
-    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) -> common_pb2.Empty:
-        now_ms = int(time.time() * 1000)
-        for i in request.items:
-            self.marks.add(i.app, i.uid, Mark(i.device, i.except_device, i.at_ms, i.expires_ms),
-                           now_ms)
-        return EMPTY
+    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) \
+            -> register_pb2.RevokeReply:
+        errors = await self.marks.add([Mark(i.app, i.uid, i.device, i.except_device, i.at_ms,
+                                            i.expires_ms) for i in request.items],
+                                      int(time.time() * 1000))
+        return register_pb2.RevokeReply(results=[
+            ADDED if e is None else common_pb2.Status(code=e.code, detail=e.message)
+            for e in errors])
 
     @servicer
     async def Offline(self, request: register_pb2.SessionBatch, context: Any) \

@@ -26,6 +26,7 @@ from services.kit.errors import (
     NotFound,
     PushwireError,
 )
+from services.kit.limits import MAX_ID_LEN
 from services.kit.pb import common_pb2, coordinator_pb2, saver_pb2, wire_pb2
 from services.register.client import RegisterClient
 from services.room.config import RoomConfig
@@ -39,16 +40,16 @@ from services.saver.client import SaverClient
 
 log = logging.getLogger("pushwire.room")
 
-MAX_ID_LEN = 128
-
 
 class ConnState:
     """What the room keeps per authenticated connection (conn.extra)."""
 
-    __slots__ = ("apps", "cursors", "more", "outstanding", "pending", "sent", "topics")
+    __slots__ = ("apps", "cursors", "more", "outstanding", "pending", "round_at", "sent",
+                 "topics")
 
     def __init__(self, app: str) -> None:
         self.outstanding: set[int] = set()   # replay round not yet ACKed
+        self.round_at = 0.0                  # when it was pushed (time.monotonic())
         self.more = False                    # saver holds more for the next round
         self.apps: set[str] = {app}          # apps this connection serves (BIND adds)
         self.topics: set[tuple[str, str]] = set()   # bound (app, topic)
@@ -259,7 +260,7 @@ class Gateway:
             log.warning("%r: bind of %s: %s", conn, app, exc.message)
         else:
             for message in inbox.messages:
-                if not self._push(conn, message):
+                if not self._push(conn, message, loaded=True):
                     break
         await self.fanout.replay(conn, app, cursor)
 
@@ -288,11 +289,15 @@ class Gateway:
         """Push a stored message to `conns`; returns how many took it."""
         return sum(1 for conn in conns if self._push(conn, message))
 
-    def _push(self, conn: Connection, message: common_pb2.Message) -> bool:
-        """Write one unicast message, remembered until ACKed for a resume."""
+    def _push(self, conn: Connection, message: common_pb2.Message, *,
+              loaded: bool = False) -> bool:
+        """Write one unicast message, remembered until ACKed for a resume. Saver records the
+        delivery (status, redelivery limit): a load already did for `loaded` messages."""
         if not conn.push(message):
             return False
         self.resume.track(state_of(conn), message)
+        if not loaded:
+            self.saver.delivered_nowait(message, conn.session_id)
         return True
 
     def _reattach(self, conn: Connection, parked: Parked) -> None:
@@ -353,8 +358,9 @@ class Gateway:
             return
         state.outstanding = {m.id for m in inbox.messages}
         state.more = inbox.remaining > 0
+        state.round_at = time.monotonic()
         for message in inbox.messages:
-            if not self._push(conn, message):
+            if not self._push(conn, message, loaded=True):
                 return
 
     async def replay_all(self, conns: list[Connection], chunk: int = 1000) -> None:

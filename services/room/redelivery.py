@@ -5,14 +5,21 @@ connect (offline replay). Some never do while the client stays online: a push st
 register or the room was unreachable, a delivery dropped under overload, a replay that failed
 while saver recovered. Every `every_s` this room asks saver which of its sessions have
 messages older than `min_age_s` still unacked (one ZCOUNT per user, batched) and replays
-those sessions that have no replay round in flight. Clients dedupe by id, so a message that
-was in fact delivered and is only slow to be ACKed costs a duplicate, never a loss.
+those sessions that have no replay round in flight, or one pushed at least `min_age_s` ago
+and still not ACKed. Clients dedupe by id, so a message that was in fact delivered and is
+only slow to be ACKed costs a duplicate, never a loss.
+
+Every replay is a load, which counts a delivery (so does the live push before it): a client
+that stays online and never ACKs gets the message once live and once per sweep until it was
+delivered the app's `max_deliveries` times; the next sweep's load dead-letters it (saver's
+redelivery guard, docs/api.md §2.2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from services.kit.errors import PushwireError
 from services.room.connection import Connection
@@ -47,8 +54,9 @@ class Redelivery:
         """One pass over every session; returns how many were replayed."""
         members = self.hub.members()
         replayed = 0
+        now = time.monotonic()
         for start in range(0, len(members), self.chunk):
-            part = [c for c in members[start:start + self.chunk] if self._idle(c)]
+            part = [c for c in members[start:start + self.chunk] if self._idle(c, now)]
             if not part:
                 continue
             counts = await self.saver.pending_of([(c.app, c.uid) for c in part],
@@ -62,7 +70,8 @@ class Redelivery:
             log.info("redelivery: replayed %d sessions with overdue messages", replayed)
         return replayed
 
-    @staticmethod
-    def _idle(conn: Connection) -> bool:
+    def _idle(self, conn: Connection, now: float) -> bool:
+        """No replay round in flight: none, or one unACKed for `min_age_s` (overdue too)."""
         state = state_of(conn)
-        return not conn.closed and state is not None and not state.outstanding
+        return not conn.closed and state is not None and (
+            not state.outstanding or (now - state.round_at) * 1000 >= self.min_age_ms)

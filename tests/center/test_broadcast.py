@@ -18,11 +18,11 @@ from services.center.topics import Topics
 from services.kit.discovery import AppConfig
 from services.kit.errors import (
     BadRequest,
-    LimitError,
     NotFound,
     Overloaded,
     PushwireError,
     StoreError,
+    TooLarge,
 )
 from services.kit.pb import common_pb2, room_pb2, saver_pb2
 from services.room.fanout import FanOut
@@ -213,7 +213,7 @@ async def test_requests_are_checked_before_anything_is_stored() -> None:
             await center.create(APP, BroadcastRequest(b"x", rate_per_s=-1))
         with pytest.raises(BadRequest):
             await center.create(APP, BroadcastRequest(b"x", rate_per_s=2e6))
-        with pytest.raises(LimitError):
+        with pytest.raises(TooLarge):
             await center.create(APP, BroadcastRequest(b"x" * 65))
         with pytest.raises(NotFound):
             await center.get(APP, 42)
@@ -235,7 +235,7 @@ async def test_topic_publish_says_how_many_rooms_took_it() -> None:
     assert [len(c.frames) for c in rooms.everyone()] == [1, 0, 0, 1, 0, 0, 0, 0, 0]
     with pytest.raises(BadRequest):
         await topics.publish(APP, "", b"hi")
-    with pytest.raises(LimitError):
+    with pytest.raises(TooLarge):
         await topics.publish(APP, "news", b"x" * 65)
     rooms.down.update({"r1", "r2"})
     with pytest.raises(PushwireError):

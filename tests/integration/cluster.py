@@ -103,6 +103,9 @@ class Cluster:
                   "PUSHWIRE_COORDINATOR_REDIS": u["hot"],
                   "PUSHWIRE_COORDINATOR_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_CENTER_REDIS": u["hot"], "PUSHWIRE_CENTER_KEY_PREFIX": u["prefix"],
+                  # Kick marks: the shared Redis, or (embedded) a SQLite file of the cluster's.
+                  "PUSHWIRE_REGISTER_REDIS": u["hot"], "PUSHWIRE_REGISTER_KEY_PREFIX": u["prefix"],
+                  "PUSHWIRE_REGISTER_KICKS_FILE": str(self.tmp / "kicks.db"),
                   **secret_env(self.tmp), **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
@@ -232,7 +235,6 @@ class Cluster:
     async def _cleanup_real(self) -> None:
         import aiomysql
         from kazoo.client import KazooClient
-        from redis.asyncio import Redis
 
         parts = urlparse(TEST_MYSQL)
         conn = await aiomysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
@@ -241,11 +243,7 @@ class Cluster:
         async with conn.cursor() as cur:
             await cur.execute(f"DROP DATABASE IF EXISTS pushwire_test_{self.tag}")
         conn.close()
-        redis = Redis.from_url(TEST_REDIS)
-        keys = [k async for k in redis.scan_iter(match=f"pwt{self.tag}:*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i:i + 500])
-        await redis.aclose()
+        await delete_keys(f"pwt{self.tag}:*")
 
         def drop_chroot() -> None:
             zk = KazooClient(hosts=TEST_ZK)
@@ -255,3 +253,17 @@ class Cluster:
             zk.close()
 
         await asyncio.to_thread(drop_chroot)
+
+
+async def delete_keys(pattern: str, url: str = TEST_REDIS) -> None:
+    """Delete every key matching `pattern` (a test's own prefix): to the code under test, the
+    same as a Redis restart or FLUSHDB."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(keys), 500):
+            await client.delete(*keys[i:i + 500])
+    finally:
+        await client.aclose()

@@ -177,6 +177,7 @@ class Saver:
     stored: list[common_pb2.Message] = field(default_factory=list)
     loads: int = 0
     acks: list[int] = field(default_factory=list)
+    delivered: list[tuple[int, str]] = field(default_factory=list)   # written outside a load
 
     async def load(self, item: saver_pb2.LoadItem) -> saver_pb2.Inbox:
         self.loads += 1
@@ -184,6 +185,10 @@ class Saver:
 
     def ack_nowait(self, item: saver_pb2.AckItem) -> bool:
         self.acks.append(item.id)
+        return True
+
+    def delivered_nowait(self, message: common_pb2.Message, session_id: str) -> bool:
+        self.delivered.append((message.id, session_id))
         return True
 
     async def broadcasts(self, app: str, after: int, limit: int) -> list[common_pb2.Message]:
@@ -291,6 +296,8 @@ async def test_resume_reattaches_without_register_or_saver_and_resends_once(
     assert again.resumed and again.session_id == reply.session_id
     assert await pushes(second, 2) == [7, 9]
     assert (len(room.register.onlines), room.saver.loads) == (onlines, loads)   # no round trip
+    # 7 came from a load; re-sent on the resume, it counts as a delivery, as does 9.
+    assert room.saver.delivered == [(7, reply.session_id), (9, reply.session_id)]
     assert room.gateway.topics.topic_count("app1", "news") == 1   # topics re-bound
     await second.send(wire.encode(Op.ACK, 0, wire_pb2.Ack(app="app1", ids=[7, 9])
                                   .SerializeToString()))

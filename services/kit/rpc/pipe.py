@@ -28,8 +28,9 @@ is a no-op), Load, Pending and the broadcast-log query (reads), register Offline
 unless its session version is the current one) and Revoke (the same kick mark), coordinator
 Status (events carry a per-session version; a copy is dropped as stale). Not idempotent, so
 never re-sent after it may have arrived: saver Store and AppendBroadcast (a second copy is a
-second message), coordinator Upstream (a second webhook call), room Publish (at-most-once,
-a copy would reach clients twice); their callers see the error and decide.
+second message), saver Delivered (a copy counts one delivery twice against the redelivery
+limit), coordinator Upstream (a second webhook call), room Publish (at-most-once, a copy
+would reach clients twice); their callers see the error and decide.
 """
 
 from __future__ import annotations
