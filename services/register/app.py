@@ -25,7 +25,7 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
     """Run one register instance until SIGTERM."""
     async with hosted("register", config, life,
                       watch=("room", "register", "coordinator")) as host:
-        channels = Channels()
+        channels = Channels(config.rpc_secret())
         coordinator = CoordinatorClient(host.discovery, channels, host.pipe_options())
         registers = Peers(host.discovery, "register")
 
@@ -49,7 +49,7 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
 
         host.discovery.listen(on_change)
         server, port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(register_pb2_grpc.add_RegisterServicer_to_server,
               RegisterServicer(index, Admission(index, marks)))])
         await host.announce({"grpc": f"{config.advertise}:{port}"})

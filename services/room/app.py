@@ -91,7 +91,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
     """Run one room instance until SIGTERM."""
     async with hosted("room", config, life,
                       watch=("register", "saver", "coordinator", "room")) as host:
-        channels = Channels()
+        channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         saver = SaverClient(host.discovery, channels, options)
@@ -110,7 +110,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             max_connections=0))     # the access policy enforces it (and counts refusals)
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
         grpc_server, grpc_port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(room_pb2_grpc.add_RoomServicer_to_server,
               RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))])
         await host.await_peers(("register", "saver"))
