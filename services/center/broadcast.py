@@ -190,7 +190,7 @@ class Broadcasts:
         try:
             await self.drive(claim)
         except PushwireError as exc:
-            log.warning("broadcast %d on %s: %s", claim.spec.id, claim.room, exc.message)
+            log.warning("broadcast %d on %s: %s", claim.spec.id, claim.room, exc)
         finally:
             self.driving -= 1
             slots.release()
@@ -209,7 +209,7 @@ class Broadcasts:
                 failures += 1
                 if failures >= s.failures:
                     log.warning("broadcast %d: room %s failed %d polls (%s), released",
-                                spec.id, room, failures, exc.message)
+                                spec.id, room, failures, exc)
                     await self.store.release(spec.id, room, self.owner,
                                              self._now_ms() + int(s.retry_s * 1000))
                     return

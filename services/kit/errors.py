@@ -35,6 +35,11 @@ class PushwireError(Exception):
         self.message = message or self.__class__.__name__
         self.detail = detail  # for logs only
 
+    def __str__(self) -> str:
+        """For logs: the public message and the internal detail. Never sent to a client,
+        which gets `message` alone (the room's ERROR packets, the HTTP error body)."""
+        return f"{self.message} ({self.detail})" if self.detail else self.message
+
 
 class ConfigError(PushwireError):
     code = 1001
@@ -98,6 +103,6 @@ BY_CODE: dict[int, type[PushwireError]] = {
 }
 
 
-def from_code(code: int, message: str) -> PushwireError:
+def from_code(code: int, message: str, detail: str = "") -> PushwireError:
     """Rebuild an error carried across a service boundary by its code."""
-    return BY_CODE.get(code, PushwireError)(message)
+    return BY_CODE.get(code, PushwireError)(message, detail=detail)

@@ -180,4 +180,4 @@ async def _report_load(host: Host, server: RoomServer, every_s: float,
             try:
                 await host.discovery.update(host.instance)
             except PushwireError as exc:
-                host.log.warning("load report failed: %s", exc.message)
+                host.log.warning("load report failed: %s", exc)

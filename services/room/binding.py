@@ -127,7 +127,7 @@ class Bindings:
         try:
             inbox = await self.delivery.load(conn, app)
         except PushwireError as exc:
-            log.warning("%r: load after bind of %s: %s", conn, app, exc.message)
+            log.warning("%r: load after bind of %s: %s", conn, app, exc)
         else:
             if conn.state is not None and app in conn.state.apps:
                 self.delivery.write_all(conn, inbox.messages, loaded=True)

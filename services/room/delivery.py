@@ -168,7 +168,7 @@ class Delivery(Generic[R]):
             try:
                 inboxes = await self.saver.load_many(items)
             except PushwireError as exc:
-                log.warning("replay of %d sessions failed: %s", len(part), exc.message)
+                log.warning("replay of %d sessions failed: %s", len(part), exc)
                 return
             for conn, inbox in zip(part, inboxes, strict=True):
                 self._write_round(conn, inbox, again=True)
@@ -179,7 +179,7 @@ class Delivery(Generic[R]):
         try:
             inbox = await self.load(conn, conn.app)
         except PushwireError as exc:
-            log.warning("%r: offline load failed: %s", conn, exc.message)
+            log.warning("%r: offline load failed: %s", conn, exc)
             return
         self._write_round(conn, inbox, again=again)
 

@@ -312,7 +312,7 @@ class FanOut(Generic[T]):
         try:
             entries = await self.saver.broadcasts(app, after, self.replay_max)
         except PushwireError as exc:
-            log.warning("%r: broadcast replay of %s failed: %s", conn, app, exc.message)
+            log.warning("%r: broadcast replay of %s failed: %s", conn, app, exc)
             return
         self.send_replay(conn, app, entries)
 

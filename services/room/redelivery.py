@@ -48,7 +48,7 @@ class Redelivery:
             try:
                 await self.sweep()
             except PushwireError as exc:
-                log.warning("redelivery sweep failed: %s", exc.message)
+                log.warning("redelivery sweep failed: %s", exc)
 
     async def sweep(self, now: float | None = None) -> int:
         """One pass over every session at `now` (time.monotonic()); returns how many were

@@ -61,7 +61,7 @@ class Standby:
             try:
                 await self.flush()
             except PushwireError as exc:
-                log.warning("re-flush failed, retrying: %s", exc.message)
+                log.warning("re-flush failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
                 self._wanted.set()
 

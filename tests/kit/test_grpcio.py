@@ -176,3 +176,15 @@ async def test_nobody_listening_is_disconnected() -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=client_options()) as ch:
         with pytest.raises(Disconnected):
             await ask(ch, "fine")
+
+
+@pytest.mark.parametrize("kind", ["status-RESOURCE_EXHAUSTED", "status-DEADLINE_EXCEEDED",
+                                  "status-PERMISSION_DENIED", "bug"])
+async def test_the_peer_address_is_for_logs_not_for_the_message(
+        faults: tuple[grpc.aio.Server, grpc.aio.Channel], kind: str) -> None:
+    # The message reaches clients (ERROR packets) and backends (HTTP bodies); the address of
+    # the peer ("peer" in `ask`) and gRPC's own text only the log, through str().
+    with pytest.raises(PushwireError) as info:
+        await ask(faults[1], kind)
+    assert "peer" not in info.value.message
+    assert "peer" in str(info.value)

@@ -129,21 +129,22 @@ async def translate_call(target: str, call: Awaitable[T]) -> T:
         return await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
-        detail = exc.details() or ""
+        # The peer's address and gRPC's text are internal: kept in `detail` (logs only); the
+        # message may reach a client (an ERROR packet) or a backend (an HTTP error body).
+        detail = f"{target}: {code.name.lower()}: {exc.details() or ''}"
         ours = dict(exc.trailing_metadata() or ()).get("pw-code")
         if ours is not None:
-            raise from_code(int(ours), detail) from exc
+            raise from_code(int(ours), exc.details() or "", detail=target) from exc
         if code == grpc.StatusCode.UNAVAILABLE:
-            raise Disconnected(f"{target}: unavailable", detail=detail) from exc
+            raise Disconnected("a cluster service is unreachable", detail=detail) from exc
         if code in _TRANSIENT:
-            raise Unavailable(f"{target}: {code.name.lower()}", detail=detail) from exc
+            raise Unavailable("a cluster service did not answer", detail=detail) from exc
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise Overloaded(f"{target} overloaded", detail=detail) from exc
+            raise Overloaded("a cluster service is overloaded", detail=detail) from exc
         if code == grpc.StatusCode.UNAUTHENTICATED:     # a misconfigured cluster: not transient
-            raise PushwireError(f"{target} refused the cluster credential", detail=detail) \
-                from exc
-        raise PushwireError(f"{target}: {code.name.lower()}", detail=detail) from exc
-
+            raise PushwireError("a cluster service refused the cluster credential",
+                                detail=detail) from exc
+        raise PushwireError("a cluster service failed", detail=detail) from exc
 
 _STATUS = {BadRequest: grpc.StatusCode.INVALID_ARGUMENT, NotFound: grpc.StatusCode.NOT_FOUND,
            Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable: grpc.StatusCode.UNAVAILABLE}
