@@ -22,7 +22,7 @@ from services.room.config import RoomConfig
 from services.room.connection import Limits
 from services.room.drain import Drain, Mover, Rebalance
 from services.room.gateway import Gateway
-from services.room.protocol import Timeouts
+from services.room.protocol import Bounds, Timeouts
 from services.room.redelivery import Redelivery
 from services.room.server import RoomServer
 from services.room.servicer import RoomServicer
@@ -44,7 +44,8 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             auth_s=config.auth_timeout_s, heartbeat_factor=config.heartbeat_factor,
             heartbeat_grace_s=config.heartbeat_grace_s), limits=Limits(
             max_frame=config.max_frame, write_limit=config.outbound_limit,
-            max_connections=0))     # the access policy enforces it (and counts refusals)
+            max_connections=0),     # the access policy enforces it (and counts refusals)
+            bounds=Bounds.of(config))
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
         mover = Mover(config.instance, config.idc, host.discovery,
                       spread_ms=config.drain_spread_ms)
