@@ -263,9 +263,11 @@ class ClientSession:
         self.ack_tokens: float = 0.0
         self.stamp = now
 
-    def touch(self, now: float) -> None:
-        """Record client activity that is not a packet (a WebSocket ping): it counts (§5)."""
+    def pinged(self, now: float) -> ProtocolViolated | None:
+        """A WebSocket ping or pong arrived: activity (§5) that costs the room a frame, so one
+        packet of the budget (§9). Returns the violation when the budget is spent."""
         self.last_seen = now
+        return self._spend(1, now)
 
     def receive(self, message: bytes, now: float) -> list[Event]:
         """Decode one binary message from the client into events.

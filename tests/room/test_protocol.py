@@ -403,7 +403,7 @@ def test_heartbeat_deadline_follows_the_last_activity() -> None:
     assert session.deadline() == 100.0 + 60 * 1.5 + 5.0
     session.receive(pkt(Op.HEARTBEAT, 1), 150.0)
     assert session.deadline() == 150.0 + 95.0
-    session.touch(200.0)                         # a WebSocket ping counts too
+    assert session.pinged(200.0) is None         # a WebSocket ping counts too
     assert not session.expired(294.9)
     assert session.expired(295.0)
     assert session.timeout_code() == CloseCode.HEARTBEAT_TIMEOUT
