@@ -155,6 +155,16 @@ class Raw(asyncio.Protocol):
                 future.exception()          # retrieved: a test may not wait on both
 
 
+def raw_frame(first: int, payload: bytes) -> bytes:
+    """A masked client frame whose first byte (FIN, RSV1-3, opcode) is given as is: frames
+    RFC 6455 forbids, for tests of the room's WebSocket layer."""
+    key = b"\x01\x02\x03\x04"
+    size = len(payload)
+    head = bytes((first, 0x80 | size)) if size < 126 else bytes((first, 0xFE)) + \
+        size.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
 def auth_of(app: str, secret: str, uid: str, *, device: str = "raw", heartbeat_s: int = 0,
             resume: str = "", ttl_s: int = 3600) -> wire_pb2.Auth:
     tok = token.mint(secret, app, uid, now=time.time(), ttl_s=ttl_s, device=device)

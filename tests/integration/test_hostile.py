@@ -41,7 +41,7 @@ from services.kit.discovery import AppConfig
 from services.kit.pb import wire_pb2
 from services.kit.wire import Op
 from tests.integration.cluster import Cluster, free_port
-from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port, raw_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -68,15 +68,6 @@ def _heartbeats(n: int) -> list[bytes]:
 
 def _frame(packet: bytes) -> bytes:
     return client_frame(packet)
-
-
-def _masked(first: int, payload: bytes, length: int | None = None) -> bytes:
-    """A masked client frame with a free first byte (FIN, RSV, opcode) and length field."""
-    key = b"\x01\x02\x03\x04"
-    size = len(payload) if length is None else length
-    head = bytes((first, 0x80 | size)) if size < 126 else bytes((first, 0xFE)) + \
-        size.to_bytes(2, "big")
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def _ack_64k() -> tuple[bytes, ...]:
@@ -110,10 +101,10 @@ def _bad_ver() -> tuple[bytes, ...]:
 def _ws_garbage() -> tuple[bytes, ...]:
     """Frames RFC 6455 forbids, one per connection in turn (websockets' reason)."""
     return (bytes((0x80 | BINARY, 4)) + b"abcd",                # incorrect masking
-            _masked(0x80 | 0x40 | BINARY, b"abcd"),             # reserved bits must be 0
-            _masked(0x80 | PING, bytes(200)),                   # control frame too long
-            _masked(PING, b"ping"),                             # fragmented control frame
-            _masked(0x80 | 0x3, b"abcd"))                       # invalid opcode
+            raw_frame(0x80 | 0x40 | BINARY, b"abcd"),             # reserved bits must be 0
+            raw_frame(0x80 | PING, bytes(200)),                   # control frame too long
+            raw_frame(PING, b"ping"),                             # fragmented control frame
+            raw_frame(0x80 | 0x3, b"abcd"))                       # invalid opcode
 
 
 @dataclass(frozen=True)

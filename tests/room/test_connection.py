@@ -25,6 +25,7 @@ from services.kit.wire import Op
 from services.room.connection import Connection, Limits, encode_frame
 from services.room.protocol import Bounds, CloseCode, Timeouts, Violation, negotiate_heartbeat
 from services.room.server import RoomServer
+from tests.integration.rawclient import raw_frame
 
 SECRET = "test-secret"
 APP = AppConfig(id="app1", secrets=(SECRET,), heartbeat_min_s=1, heartbeat_default_s=30,
@@ -405,12 +406,37 @@ async def test_packets_before_auth_have_a_small_allowance(room: Room) -> None:
     assert ws.close_code == CloseCode.LIMIT
 
 
-def masked(first: int, payload: bytes, length: int | None = None) -> bytes:
-    key = b"\x0f\x0e\x0d\x0c"
-    size = len(payload) if length is None else length
-    head = bytes((first, 0x80 | size)) if size < 126 else bytes((first, 0xFE)) + \
-        size.to_bytes(2, "big")
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+async def test_websocket_pings_spend_the_packet_budget(room: Room) -> None:
+    ws, _ = await authed(room)
+    with contextlib.suppress(ConnectionClosed):
+        for _ in range(BOUNDS.packet_burst + 1):
+            await ws.ping()
+    [got] = await drain_until_closed(ws)
+    assert error_of(got).message == "more than 50 packets per second"
+    assert ws.close_code == CloseCode.LIMIT
+
+
+async def test_the_room_reads_nothing_more_from_a_violator(room: Room) -> None:
+    # It ends its side right after the close frame (RFC 6455 §7.1.7) instead of waiting up
+    # to the close timeout for the client's: a client that never answers still sees EOF.
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n"
+                 + raw_frame(0x82, wire.encode_batch([packet(Op.HEARTBEAT, 1)])))
+    started = time.monotonic()
+    received = await read_until_dropped(reader)
+    assert time.monotonic() - started < TIMEOUTS.close_s
+    writer.write(raw_frame(0x82, packet(Op.HEARTBEAT, 2)) * 100)   # discarded unread
+    writer.close()
+    error, close = server_frames(received.partition(b"\r\n\r\n")[2])
+    assert error_of(wire.decode(error.data)[0]).message == "BATCH before AUTH_REPLY"
+    assert int.from_bytes(close.data[:2], "big") == CloseCode.PROTOCOL_VIOLATION
+    for _ in range(100):
+        if room.server.connection_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert room.server.connection_count == 0
 
 
 def server_frames(data: bytes) -> list[Frame]:
@@ -428,10 +454,10 @@ def server_frames(data: bytes) -> list[Frame]:
 
 @pytest.mark.parametrize(("frame", "why"), [
     (bytes((0x82, 4)) + b"abcd", "incorrect masking"),
-    (masked(0x80 | 0x40 | 0x2, b"abcd"), "reserved bits must be 0"),
-    (masked(0x89, bytes(200)), "control frame too long"),
-    (masked(0x09, b"ping"), "fragmented control frame"),
-    (masked(0x83, b"abcd"), "invalid opcode"),
+    (raw_frame(0x80 | 0x40 | 0x2, b"abcd"), "reserved bits must be 0"),
+    (raw_frame(0x89, bytes(200)), "control frame too long"),
+    (raw_frame(0x09, b"ping"), "fragmented control frame"),
+    (raw_frame(0x83, b"abcd"), "invalid opcode"),
 ])
 async def test_websocket_layer_failures_are_explained_then_closed_4103(
         room: Room, frame: bytes, why: str) -> None:
