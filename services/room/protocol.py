@@ -137,9 +137,9 @@ class Bounds:
     What one client can put on the room's shared `saver.ack` queue (room setting `rpc_queue`,
     20,000 items by default): every id it ACKs is one item, and ids are drawn from a bucket of
     `ack_id_burst` that refills at `ack_id_rate_per_s`, so within t seconds at most
-    4,000 + 2,000 * t ids: 6,000 in the first second (30 % of the queue), then 2,000 per second,
-    a fraction of what one saver worker drains. Without the id bucket the cap per ACK times the
-    packet rate would allow 1,024 * (200 + 100 * t): 307,200 ids in the first second.
+    4,000 + 2,000 * t ids: 6,000 in the first second (30 % of the queue), then 2,000 per
+    second. Without the id bucket the cap per ACK times the packet budget would allow
+    1,024 * (200 + 100 * t): 307,200 ids in the first second.
     """
 
     ack_max_ids: int = 1024            # ids in one ACK packet (duplicates removed afterwards)
@@ -293,19 +293,17 @@ class ClientSession:
             if end < len(message):
                 return _violated(Violation.UNBATCHED, f"{len(message) - end} bytes after the "
                                  "packet: one packet per message, several only in a BATCH")
-            if top.op != Op.BATCH:
+            if top.op != Op.BATCH or top.ver != wire.VERSION:
                 packets = [top]
             elif self.state is not State.OPEN:
                 return _violated(Violation.PRE_AUTH_BATCH, "BATCH before AUTH_REPLY")
-            elif top.ver == wire.VERSION:
-                packets = wire.unbatch(top.body, self.bounds.batch_max_packets)
             else:
-                packets = []
+                packets = wire.unbatch(top.body, self.bounds.batch_max_packets)
         except ProtocolError as exc:
             return _violated(Violation.MALFORMED, exc.message)
         except LimitError as exc:
             return _violated(Violation.BATCH_PACKETS, exc.message)
-        odd = next((p.ver for p in (top, *packets) if p.ver != wire.VERSION), None)
+        odd = next((p.ver for p in packets if p.ver != wire.VERSION), None)
         if odd is not None:
             return _violated(Violation.VERSION, f"unsupported protocol version {odd}, this "
                              f"room speaks version {wire.VERSION}")
