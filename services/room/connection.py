@@ -156,8 +156,8 @@ class _WebSocket(ServerProtocol):
 class Context:
     """What every connection of one RoomServer shares. Built by RoomServer."""
 
-    __slots__ = ("backend", "bounds", "connections", "drained", "hub", "limits", "tasks",
-                 "timeouts", "wheel")
+    __slots__ = ("backend", "bounds", "connections", "drained", "hub", "limits",
+                 "pre_auth_max_frame", "tasks", "timeouts", "wheel")
 
     def __init__(self, backend: RoomBackend, hub: Hub[Connection],
                  wheel: TimerWheel[Connection], timeouts: Timeouts, limits: Limits,
@@ -168,6 +168,7 @@ class Context:
         self.timeouts = timeouts
         self.limits = limits
         self.bounds = bounds
+        self.pre_auth_max_frame = min(bounds.pre_auth_max_frame, limits.max_frame)
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         # Created when RoomServer.close starts (no new connections), set when none is left.
@@ -199,7 +200,9 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.ws = _WebSocket(max_size=ctx.limits.max_frame, logger=_WS_LOG)
+        # Before AUTH_REPLY a message is small (§9): no unauthenticated client makes the room
+        # buffer more than this; `_open` lifts it to max_frame.
+        self.ws = _WebSocket(max_size=ctx.pre_auth_max_frame, logger=_WS_LOG)
         self.session = ClientSession(ctx.timeouts, time.monotonic(), ctx.bounds)
         self.transport: asyncio.Transport
         self.alive = False
@@ -368,7 +371,7 @@ class Connection(asyncio.Protocol):
     def _upgraded(self, response: bytes) -> None:
         """The handshake fast path (services/room/handshake.py) accepted the request: answer
         101 and go on with a WebSocket that starts OPEN (no request parser kept alive)."""
-        self.ws = _WebSocket(state=OPEN, max_size=self.ctx.limits.max_frame, logger=_WS_LOG)
+        self.ws = _WebSocket(state=OPEN, max_size=self.ctx.pre_auth_max_frame, logger=_WS_LOG)
         self.transport.write(response)
         self._admit()
 
@@ -455,6 +458,7 @@ class Connection(asyncio.Protocol):
             return
         if superseded is not None:
             superseded.close(CloseCode.SUPERSEDED, "same device connected again")
+        self.ws.max_message_size = self.ctx.limits.max_frame
         self.send(packet)
         self.ctx.wheel.schedule(self)   # the heartbeat deadline may precede the auth deadline
         try:

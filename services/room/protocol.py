@@ -130,31 +130,32 @@ class Bounds:
     by every session of a room (RoomConfig has the same fields). Beyond any bound the session
     closes with 4104 (a BATCH before AUTH_REPLY: 4103).
 
-    Defaults sit far above what the SDK sends (sdk/client.py: no BATCH, nothing but AUTH before
-    AUTH_REPLY, at most 256 ids per ACK, one ACK packet per app per 5 ms gathering window, a
-    HEARTBEAT per interval, UP within its own 20/s rate).
+    Defaults sit far above what the SDK sends (sdk/client.py: no BATCH, nothing but AUTH, at
+    most ~1.3 KiB, before AUTH_REPLY, at most 256 ids per ACK, one ACK packet per app per 5 ms
+    gathering window, a HEARTBEAT per interval, UP within its own 20/s rate).
 
     What one client can put on the room's shared `saver.ack` queue (room setting `rpc_queue`,
     20,000 items by default): every id it ACKs is one item, and ids are drawn from a bucket of
     `ack_id_burst` that refills at `ack_id_rate_per_s`, so within t seconds at most
     4,000 + 2,000 * t ids: 6,000 in the first second (30 % of the queue), then 2,000 per
     second. Without the id bucket the cap per ACK times the packet budget would allow
-    1,024 * (200 + 100 * t): 307,200 ids in the first second.
+    1,024 * (100 + 100 * t): 204,800 ids in the first second.
     """
 
     ack_max_ids: int = 1024            # ids in one ACK packet (duplicates removed afterwards)
     batch_max_packets: int = 64        # packets in one client BATCH
     packet_rate_per_s: float = 100.0   # packets per second (each packet of a BATCH counts) ...
-    packet_burst: int = 200            # ... after a burst of this many
+    packet_burst: int = 100            # ... after a burst of this many
     ack_id_rate_per_s: float = 2000.0  # ACK ids per second (after duplicates are removed) ...
     ack_id_burst: int = 4000           # ... after a burst of this many
     pre_auth_packets: int = 8          # packets before AUTH_REPLY, AUTH included; no BATCH
+    pre_auth_max_frame: int = 4096     # bytes of one message before AUTH_REPLY (then max_frame)
 
     @classmethod
     def of(cls, config: RoomConfig) -> Bounds:
         return cls(config.ack_max_ids, config.batch_max_packets, config.packet_rate_per_s,
                    config.packet_burst, config.ack_id_rate_per_s, config.ack_id_burst,
-                   config.pre_auth_packets)
+                   config.pre_auth_packets, config.pre_auth_max_frame)
 
     @property
     def ack_max_body(self) -> int:

@@ -34,7 +34,8 @@ APP = AppConfig(id="app1", secrets=(SECRET,), heartbeat_min_s=1, heartbeat_defau
 TIMEOUTS = Timeouts(auth_s=0.5, heartbeat_factor=0.3, heartbeat_grace_s=0.1, close_s=1.0)
 LIMITS = Limits(max_frame=4096, write_limit=64 * 1024, max_connections=300)
 BOUNDS = Bounds(ack_max_ids=4, batch_max_packets=3, packet_rate_per_s=50.0, packet_burst=10,
-                ack_id_rate_per_s=100.0, ack_id_burst=100, pre_auth_packets=3)
+                ack_id_rate_per_s=100.0, ack_id_burst=100, pre_auth_packets=3,
+                pre_auth_max_frame=1024)
 
 
 @dataclass
@@ -395,6 +396,20 @@ async def test_a_batch_before_auth_is_a_protocol_violation(room: Room) -> None:
     await ws.send(wire.encode_batch([packet(Op.HEARTBEAT, 1)]))
     assert error_of(await receive(ws)).message == "BATCH before AUTH_REPLY"
     assert await close_code(ws) == CloseCode.PROTOCOL_VIOLATION
+
+
+async def test_messages_before_auth_are_small_then_up_to_max_frame(room: Room) -> None:
+    ws = await dial(room)
+    before = violations(Violation.TOO_BIG)
+    await ws.send(packet(Op.HEARTBEAT, 1, bytes(BOUNDS.pre_auth_max_frame)))
+    error = error_of(await receive(ws))
+    assert (error.code, error.message[:16]) == (LimitError.code, "message too big:")
+    assert await close_code(ws) == CloseCode.LIMIT
+    assert violations(Violation.TOO_BIG) == before + 1
+    ws, _ = await authed(room)
+    await ws.send(packet(Op.HEARTBEAT, 2, bytes(BOUNDS.pre_auth_max_frame)))
+    assert (await receive(ws)).seq == 2
+    await ws.close()
 
 
 async def test_packets_before_auth_have_a_small_allowance(room: Room) -> None:

@@ -367,13 +367,15 @@ def test_bounds_come_from_the_room_config() -> None:
     config = RoomConfig(ack_max_ids=10, batch_max_packets=2, packet_rate_per_s=3.0,
                         packet_burst=4, ack_id_rate_per_s=5.0, ack_id_burst=60,
                         pre_auth_packets=7)
-    assert Bounds.of(config) == Bounds(10, 2, 3.0, 4, 5.0, 60, 7)
+    assert Bounds.of(config) == Bounds(10, 2, 3.0, 4, 5.0, 60, 7, 4096)
     assert Bounds.of(RoomConfig()) == DEFAULT_BOUNDS
 
 
 @pytest.mark.parametrize("bad", [{"ack_max_ids": 0}, {"packet_rate_per_s": 0.0},
                                  {"packet_burst": 10, "batch_max_packets": 11},
-                                 {"ack_id_burst": 100, "ack_max_ids": 101}])
+                                 {"ack_id_burst": 100, "ack_max_ids": 101},
+                                 {"pre_auth_max_frame": 1000},
+                                 {"pre_auth_max_frame": 8192, "max_frame": 4096}])
 def test_bounds_that_cannot_work_are_refused_at_start(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         RoomConfig(**bad).validate()  # type: ignore[arg-type]
