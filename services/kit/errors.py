@@ -10,6 +10,7 @@
     │   └── TooLarge              a body or a field is larger than its bound
     ├── NotFound                  unknown app, message, instance
     ├── Unavailable               a dependency cannot be reached now (retry later)
+    │   ├── Disconnected          a call's connection failed (reset, GOAWAY, peer restarting)
     │   └── Overloaded            a task pool refused work (queue full, policy "reject")
     └── StoreError                Redis / MySQL / SQLite failed underneath (from the boundary)
 
@@ -74,6 +75,12 @@ class NotFound(PushwireError):
 
 class Unavailable(PushwireError):
     code = 1007
+
+
+class Disconnected(Unavailable):
+    """The connection under an internal call failed (reset, GOAWAY, refused): the peer did not
+    answer, it may or may not have processed the request. Safe to re-send only when the method
+    is idempotent (services/kit/rpc/pipe.py)."""
 
 
 class Overloaded(Unavailable):

@@ -13,6 +13,7 @@ from services.kit.lifecycle import Lifecycle
 from services.kit.pb import register_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
 from services.kit.rpc.peers import Peers, user_key
+from services.register.admission import Admission
 from services.register.config import RegisterConfig
 from services.register.kicks import KickMarks
 from services.register.kickstore import open_store
@@ -24,7 +25,7 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
     """Run one register instance until SIGTERM."""
     async with hosted("register", config, life,
                       watch=("room", "register", "coordinator")) as host:
-        channels = Channels()
+        channels = Channels(config.rpc_secret())
         coordinator = CoordinatorClient(host.discovery, channels, host.pipe_options())
         registers = Peers(host.discovery, "register")
 
@@ -48,9 +49,9 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
 
         host.discovery.listen(on_change)
         server, port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(register_pb2_grpc.add_RegisterServicer_to_server,
-              RegisterServicer(index, marks))])
+              RegisterServicer(index, Admission(index, marks)))])
         await host.announce({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await server.stop(config.shutdown_grace_s)

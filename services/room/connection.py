@@ -4,7 +4,7 @@
                  -> ClientSession (services/room/protocol.py: packets, auth, heartbeat, bounds)
                  -> RoomBackend calls (services/room/backend.py)
 
-No task per connection: timeouts come from the room's TimerWheel, and only AUTH and UP run
+No task per connection: timeouts come from the room's TimerWheel; AUTH, UP, BIND of an app run
 as short tasks owned by the room (Context.spawn). Outgoing data frames are encoded here with
 `encode_frame` rather than by `ServerProtocol.send_binary`: a fan-out encodes one frame and
 writes the same bytes to every connection. Writes never wait: a client whose unsent bytes
@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from google.protobuf.message import Message as ProtoMessage
 from prometheus_client import Counter
 from websockets.frames import BINARY, CLOSE, PING, PONG, Frame
 from websockets.frames import CloseCode as WsCloseCode
@@ -67,6 +68,7 @@ from services.room.protocol import (
     reconnect_packet,
     reply_packet,
 )
+from services.room.state import ConnState
 from services.room.timers import TimerWheel
 
 log = logging.getLogger("pushwire.room.connection")
@@ -193,10 +195,10 @@ class Context:
 
 class Connection(asyncio.Protocol):
     """One client. Identity (`session_id`, `app`, `uid`, `device`) is set once AUTH passes;
-    `extra` is free for the backend's per-connection state (e.g. bound topics)."""
+    `state` is the room's state of the connection once AUTH passed (services/room/state.py)."""
 
-    __slots__ = ("alive", "app", "ctx", "device", "extra", "fresh", "inflight", "peer",
-                 "session", "session_id", "transport", "uid", "ws")
+    __slots__ = ("alive", "app", "ctx", "device", "fresh", "inflight", "peer", "session",
+                 "session_id", "state", "transport", "uid", "ws")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -212,7 +214,7 @@ class Connection(asyncio.Protocol):
         self.uid = ""
         self.device = ""
         self.inflight = 0
-        self.extra: Any = None
+        self.state: ConnState | None = None
         self.fresh = True               # nothing read yet: the handshake may take the fast path
 
     def __repr__(self) -> str:
@@ -408,8 +410,8 @@ class Connection(asyncio.Protocol):
                     self.ctx.backend.on_ack(self, app, ids)
                 except Exception as exc:
                     self._refuse(seq, exc)
-            case UpReceived():
-                self._on_up(event)
+            case UpReceived(seq=seq, up=up):
+                self._start(seq, Op.UP_REPLY, self.ctx.backend.on_up(self, up))
             case BindRequested(seq=seq, bind=bind):
                 self._answer_bind(Op.BIND_REPLY, seq, bind, self.ctx.backend.on_bind)
             case UnbindRequested(seq=seq, bind=bind):
@@ -466,24 +468,28 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("%r: on_ready failed", self)
 
-    def _on_up(self, event: UpReceived) -> None:
+    def _start(self, seq: int, op: Op, request: _Request) -> None:
+        """Run a request that waits on another service (UP, BIND of another app) as a task
+        owned by the room, at most `max_inflight` per connection; its reply echoes seq."""
         if self.inflight >= self.ctx.limits.max_inflight:
+            request.close()
             self.send(error_packet(LimitError.code, "too many requests in flight", fatal=False,
-                                   seq=event.seq))
-        elif self.ctx.spawn(self._up(event.seq, event.up)):
+                                   seq=seq))
+        elif self.ctx.spawn(self._finish(seq, op, request)):
             self.inflight += 1
         else:
-            self.send(error_packet(Overloaded.code, "room busy", fatal=False, seq=event.seq))
+            request.close()
+            self.send(error_packet(Overloaded.code, "room busy", fatal=False, seq=seq))
 
-    async def _up(self, seq: int, up: wire_pb2.Up) -> None:
+    async def _finish(self, seq: int, op: Op, request: _Request) -> None:
         try:
-            reply = await self.ctx.backend.on_up(self, up)
+            reply = await request
         except Exception as exc:
             self._refuse(seq, exc)
             return
         finally:
             self.inflight -= 1
-        self.send(reply_packet(Op.UP_REPLY, seq, reply))
+        self.send(reply_packet(op, seq, reply))
 
     def _answer_bind(self, op: Op, seq: int, bind: wire_pb2.Bind, call: _BindCall) -> None:
         try:
@@ -491,7 +497,10 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             self._refuse(seq, exc)
             return
-        self.send(reply_packet(op, seq, reply))
+        if isinstance(reply, wire_pb2.BindReply):
+            self.send(reply_packet(op, seq, reply))
+        else:
+            self._start(seq, op, reply)     # BIND of another app: register answers first
 
     def _refuse(self, seq: int, exc: Exception) -> None:
         """Answer a request the backend refused: ERROR echoing seq; fatal errors also close."""
@@ -541,7 +550,8 @@ class Connection(asyncio.Protocol):
             log.exception("%r: on_closed failed", self)
 
 
-_BindCall = Callable[[Connection, wire_pb2.Bind], wire_pb2.BindReply]
+_Request = Coroutine[Any, Any, ProtoMessage]
+_BindCall = Callable[[Connection, wire_pb2.Bind], wire_pb2.BindReply | _Request]
 
 
 def _short(reason: str) -> str:

@@ -23,7 +23,7 @@ import time
 
 from services.kit.errors import PushwireError
 from services.room.connection import Connection
-from services.room.gateway import Gateway, state_of
+from services.room.delivery import Delivery
 from services.room.hub import Hub
 from services.saver.client import SaverClient
 
@@ -31,11 +31,11 @@ log = logging.getLogger("pushwire.room.redelivery")
 
 
 class Redelivery:
-    def __init__(self, hub: Hub[Connection], saver: SaverClient, gateway: Gateway, *,
-                 every_s: float, min_age_s: float, chunk: int = 1000) -> None:
+    def __init__(self, hub: Hub[Connection], saver: SaverClient, delivery: Delivery[Connection],
+                 *, every_s: float, min_age_s: float, chunk: int = 1000) -> None:
         self.hub = hub
         self.saver = saver
-        self.gateway = gateway
+        self.delivery = delivery
         self.every_s = every_s
         self.min_age_ms = int(min_age_s * 1000)
         self.chunk = chunk
@@ -50,11 +50,12 @@ class Redelivery:
             except PushwireError as exc:
                 log.warning("redelivery sweep failed: %s", exc.message)
 
-    async def sweep(self) -> int:
-        """One pass over every session; returns how many were replayed."""
+    async def sweep(self, now: float | None = None) -> int:
+        """One pass over every session at `now` (time.monotonic()); returns how many were
+        replayed."""
         members = self.hub.members()
         replayed = 0
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         for start in range(0, len(members), self.chunk):
             part = [c for c in members[start:start + self.chunk] if self._idle(c, now)]
             if not part:
@@ -63,7 +64,7 @@ class Redelivery:
                                                  self.min_age_ms)
             overdue = [c for c, n in zip(part, counts, strict=True) if n]
             if overdue:
-                await self.gateway.replay_all(overdue)
+                await self.delivery.replay_all(overdue)
                 replayed += len(overdue)
         if replayed:
             self.replayed += replayed
@@ -72,6 +73,6 @@ class Redelivery:
 
     def _idle(self, conn: Connection, now: float) -> bool:
         """No replay round in flight: none, or one unACKed for `min_age_s` (overdue too)."""
-        state = state_of(conn)
-        return not conn.closed and state is not None and (
-            not state.outstanding or (now - state.round_at) * 1000 >= self.min_age_ms)
+        state = conn.state
+        return not conn.closed and state is not None and not state.in_round(
+            now, self.min_age_ms / 1000)

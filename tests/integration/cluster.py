@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from cli.processes import free_port, routes, spawn_service, stop_in_order
+from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit import token
 from services.kit.discovery import AppConfig, Discovery, connect
 
@@ -106,7 +106,7 @@ class Cluster:
                   # Kick marks: the shared Redis, or (embedded) a SQLite file of the cluster's.
                   "PUSHWIRE_REGISTER_REDIS": u["hot"], "PUSHWIRE_REGISTER_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_REGISTER_KICKS_FILE": str(self.tmp / "kicks.db"),
-                  **self.env}
+                  **secret_env(self.tmp), **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
             ("coordinator", "coordinator", {})]
@@ -164,6 +164,11 @@ class Cluster:
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
                           device=device)
+
+    @property
+    def secret(self) -> str:
+        """The cluster secret of internal gRPC (`grpcio.channel(address, cluster.secret)`)."""
+        return secret_of(self.tmp)
 
     @property
     def headers(self) -> dict[str, str]:

@@ -7,12 +7,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import grpc.aio
 import pytest
 import pytest_asyncio
 
 from services.kit.discovery import AppConfig
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
+from services.kit.rpc import grpcio
 from tests.integration.cluster import Cluster
 from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
 
@@ -41,7 +41,7 @@ def room_address(cluster: Cluster) -> tuple[str, int]:
 async def info(cluster: Cluster) -> room_pb2.InfoReply:
     assert cluster.discovery is not None
     [room] = cluster.discovery.instances("room")
-    async with grpc.aio.insecure_channel(room.addresses["grpc"]) as channel:
+    async with grpcio.channel(room.addresses["grpc"], cluster.secret) as channel:
         reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
             common_pb2.Empty(), timeout=10)
         return reply

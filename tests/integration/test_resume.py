@@ -15,12 +15,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import grpc.aio
 import pytest
 import pytest_asyncio
 
 from sdk.client import PushClient
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
+from services.kit.rpc import grpcio
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
@@ -43,7 +43,7 @@ def room(cluster: Cluster, name: str) -> Any:
 
 
 async def info(cluster: Cluster, name: str) -> room_pb2.InfoReply:
-    async with grpc.aio.insecure_channel(room(cluster, name).addresses["grpc"]) as channel:
+    async with grpcio.channel(room(cluster, name).addresses["grpc"], cluster.secret) as channel:
         reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
             common_pb2.Empty(), timeout=10)
         return reply

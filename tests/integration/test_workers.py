@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc.aio
 import pytest
 
 from services.kit.discovery import Instance
 from services.kit.pb import common_pb2, room_pb2_grpc
+from services.kit.rpc import grpcio
 from tests.integration.cluster import Cluster, free_port
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, dial
@@ -23,8 +23,8 @@ from tests.integration.rawclient import Raw, dial
 pytestmark = pytest.mark.integration
 
 
-async def connections(room: Instance) -> int:
-    async with grpc.aio.insecure_channel(room.addresses["grpc"]) as channel:
+async def connections(room: Instance, secret: str) -> int:
+    async with grpcio.channel(room.addresses["grpc"], secret) as channel:
         reply = await room_pb2_grpc.RoomStub(channel).Info(common_pb2.Empty(), timeout=10)
         return int(reply.connections)
 
@@ -59,7 +59,7 @@ async def _workers(cluster: Cluster, tmp_path: Path) -> None:
         clients = await asyncio.gather(*(dial("127.0.0.1", port) for _ in range(60)))
         await asyncio.wait_for(asyncio.gather(*(c.opened for c in clients)), 10)
         async def counted() -> list[int]:       # the rooms count every second
-            counts = [await connections(r) for r in rooms]
+            counts = [await connections(r, cluster.secret) for r in rooms]
             return counts if sum(counts) == 60 else []
         counts = await eventually(counted, timeout=10)
         assert min(counts) > 0, counts                         # the kernel spread them

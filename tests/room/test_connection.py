@@ -709,7 +709,7 @@ async def test_server_close_closes_clients_4000(room: Room) -> None:
 
 
 async def test_200_connections_closed_by_the_server_leave_no_task() -> None:
-    before = len(asyncio.all_tasks())
+    before = asyncio.all_tasks()
     started, sweeper = await start_room(FakeBackend())
     clients = await asyncio.gather(*(authed(started, uid=f"u{i}") for i in range(200)))
     assert started.server.hub.count() == 200
@@ -717,8 +717,12 @@ async def test_200_connections_closed_by_the_server_leave_no_task() -> None:
     codes = await asyncio.gather(*(close_code(ws) for ws, _ in clients))
     assert set(codes) == {CloseCode.GOING_AWAY}
     assert started.server.connection_count == 0
-    await asyncio.sleep(0)
-    assert len(asyncio.all_tasks()) == before
+    # Tasks still finishing their close (how many loop turns that takes depends on the loop
+    # and the machine's load) must end on their own; a leaked one never does.
+    finishing = asyncio.all_tasks() - before
+    if finishing:
+        _, leaked = await asyncio.wait(finishing, timeout=10)
+        assert not leaked, leaked
 
 
 # --- the same flows on uvloop, the loop the room runs on (its transports differ) ----------
