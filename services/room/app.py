@@ -33,7 +33,7 @@ from services.room.fanout import FanOut
 from services.room.hub import Hub
 from services.room.policy import AccessPolicy, Rules
 from services.room.presence import Presence
-from services.room.protocol import Timeouts
+from services.room.protocol import Bounds, Timeouts
 from services.room.redelivery import Redelivery
 from services.room.resume import Resumption
 from services.room.server import RoomServer
@@ -107,7 +107,8 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             auth_s=config.auth_timeout_s, heartbeat_factor=config.heartbeat_factor,
             heartbeat_grace_s=config.heartbeat_grace_s), limits=Limits(
             max_frame=config.max_frame, write_limit=config.outbound_limit,
-            max_connections=0))     # the access policy enforces it (and counts refusals)
+            max_connections=0),     # the access policy enforces it (and counts refusals)
+            bounds=Bounds.of(config))
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
         grpc_server, grpc_port = await start_server(
             config,

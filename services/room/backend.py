@@ -47,7 +47,8 @@ class RoomBackend(Protocol):
         ...
 
     def on_ack(self, conn: Connection, app: str, ids: tuple[int, ...]) -> None:
-        """The client consumed unicast messages `ids` of `app` (one ACK packet, ids non-empty).
+        """The client consumed unicast messages `ids` of `app` (one ACK packet; ids non-empty,
+        deduplicated, at most `Bounds.ack_max_ids`, within the connection's id budget).
         Raise NotFound for an app the connection does not hold (non-fatal ERROR)."""
         ...
 
