@@ -2,8 +2,8 @@
 
 One place for what all three need: start `python -m services.<kind>.main` so that it dies
 with its parent (PR_SET_PDEATHSIG: a killed supervisor, bench or test run leaves nothing
-behind), stop a set of them entry points first, find a free port, and ask a dispatcher
-whether the cluster routes clients yet.
+behind), give them all one cluster secret, stop a set of them entry points first, find a free
+port, and ask a dispatcher whether the cluster routes clients yet.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import ctypes
 import os
 import random
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import aiohttp
+
+from services.kit.config import read_secrets
 
 # Stop order: entry points first, state holders last.
 STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
@@ -48,6 +51,33 @@ def spawn_service(kind: str, env: Mapping[str, str], log: Path | None = None) \
     with log.open("ab") as out:
         return subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+
+SECRET_FILE = "cluster-secret"
+
+
+def cluster_secret(home: Path) -> Path:
+    """The file holding the cluster secret of the cluster kept in `home`, made (owner-only,
+    random) if missing: every service gets it through `secret_env`, tools read it."""
+    path = home / SECRET_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):    # made meanwhile by another process
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def secret_of(home: Path) -> str:
+    """The cluster secret of `home`, for calling the services' gRPC from the harness itself."""
+    return read_secrets(cluster_secret(home))[0]
+
+
+def secret_env(home: Path) -> dict[str, str]:
+    """Environment giving a service the cluster secret of `home` (overriding any inherited)."""
+    return {"PUSHWIRE_CLUSTER_SECRET_FILE": str(cluster_secret(home)),
+            "PUSHWIRE_CLUSTER_SECRET": "", "PUSHWIRE_INSECURE_RPC": "0"}
 
 
 def stop_in_order(procs: Iterable[tuple[str, subprocess.Popen[bytes]]],

@@ -1,7 +1,8 @@
 """How center and coordinator reach connections: batched pipes to each room instance.
 
 Deliver drops under overload (the message is stored; the user gets it on the next connect or
-the redelivery sweep), Kick retries (a kick must happen), the fan-out calls (publish,
+the redelivery sweep) and is re-sent when its connection fails (idempotent: clients drop
+copies by message id), Kick retries (a kick must happen), the fan-out calls (publish,
 broadcast shares, connection counts) reject.
 
 A delivery for a room this process's discovery does not show yet waits for it (`Unseen`): a
@@ -89,7 +90,7 @@ class RoomClient:
             "room.deliver", sender(channels, stub, "Deliver",
                                    lambda items: room_pb2.DeliverRequest(deliveries=items),
                                    lambda reply, _n: list(reply.delivered)),
-            replace(options, overflow=Overflow.DROP))
+            replace(options, overflow=Overflow.DROP, idempotent=True))
         self._kick: PipeSet[room_pb2.KickItem, int] = PipeSet(
             "room.kick", sender(channels, stub, "Kick",
                                 lambda items: room_pb2.KickRequest(items=items),

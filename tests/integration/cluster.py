@@ -25,13 +25,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
-import grpc.aio
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.processes import free_port, routes, spawn_service, stop_in_order
+from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit import token
 from services.kit.discovery import AppConfig, Discovery, Instance, connect
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
+from services.kit.rpc import grpcio
 
 TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
 TEST_REDIS = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -109,7 +109,10 @@ class Cluster:
                   "PUSHWIRE_COORDINATOR_REDIS": u["hot"],
                   "PUSHWIRE_COORDINATOR_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_CENTER_REDIS": u["hot"], "PUSHWIRE_CENTER_KEY_PREFIX": u["prefix"],
-                  **self.env}
+                  # Kick marks: the shared Redis, or (embedded) a SQLite file of the cluster's.
+                  "PUSHWIRE_REGISTER_REDIS": u["hot"], "PUSHWIRE_REGISTER_KEY_PREFIX": u["prefix"],
+                  "PUSHWIRE_REGISTER_KICKS_FILE": str(self.tmp / "kicks.db"),
+                  **secret_env(self.tmp), **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
             ("coordinator", "coordinator", {})]
@@ -186,7 +189,7 @@ class Cluster:
 
     async def room_info(self, name: str) -> room_pb2.InfoReply:
         """Room `name`'s own counts (Info RPC): connections, sessions, tasks, parked."""
-        return await room_info(self.room(name).addresses["grpc"])
+        return await room_info(self.room(name).addresses["grpc"], self.secret)
 
     async def metric(self, name: str, family: str, **labels: str) -> float:
         """A sample of process `name`'s /metrics (it must be in `metrics`); 0 when absent."""
@@ -197,6 +200,11 @@ class Cluster:
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
                           device=device)
+
+    @property
+    def secret(self) -> str:
+        """The cluster secret of internal gRPC (`grpcio.channel(address, cluster.secret)`)."""
+        return secret_of(self.tmp)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -263,7 +271,6 @@ class Cluster:
     async def _cleanup_real(self) -> None:
         import aiomysql
         from kazoo.client import KazooClient
-        from redis.asyncio import Redis
 
         parts = urlparse(TEST_MYSQL)
         conn = await aiomysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
@@ -272,11 +279,7 @@ class Cluster:
         async with conn.cursor() as cur:
             await cur.execute(f"DROP DATABASE IF EXISTS pushwire_test_{self.tag}")
         conn.close()
-        redis = Redis.from_url(TEST_REDIS)
-        keys = [k async for k in redis.scan_iter(match=f"pwt{self.tag}:*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i:i + 500])
-        await redis.aclose()
+        await delete_keys(f"pwt{self.tag}:*")
 
         def drop_chroot() -> None:
             zk = KazooClient(hosts=TEST_ZK)
@@ -301,9 +304,23 @@ async def metric(address: str, family: str, **labels: str) -> float:
     return 0.0
 
 
-async def room_info(address: str) -> room_pb2.InfoReply:
-    """The Info RPC of the room whose gRPC listens at `address`."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def room_info(address: str, secret: str) -> room_pb2.InfoReply:
+    """The Info RPC of the room whose gRPC listens at `address` (with the cluster secret)."""
+    async with grpcio.channel(address, secret) as channel:
         reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
             common_pb2.Empty(), timeout=10)
         return reply
+
+
+async def delete_keys(pattern: str, url: str = TEST_REDIS) -> None:
+    """Delete every key matching `pattern` (a test's own prefix): to the code under test, the
+    same as a Redis restart or FLUSHDB."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(keys), 500):
+            await client.delete(*keys[i:i + 500])
+    finally:
+        await client.aclose()

@@ -116,7 +116,7 @@ async def test_pushwire_drain_moves_a_rooms_clients_without_loss(world: World) -
             sys.executable, "-m", "cli.main", "drain", "room-1",
             "--discovery", cluster.urls["discovery"], "--rate", "500",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ})
+            env={**os.environ, "PUSHWIRE_CLUSTER_SECRET": cluster.secret})
         try:
             output, _ = await asyncio.wait_for(cli.communicate(), 60)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from sdk.client import PushClient
@@ -61,7 +62,8 @@ async def test_bad_requests_get_clear_errors(tmp_path: Path) -> None:
     async with Cluster(tmp_path, real=False) as cluster:
         status, body = await cluster.push([], "x")
         assert status == 400 and "uids" in body["error"]["message"]
-        status, body = await cluster.api("POST", "/v1/apps/demo/push", data=b"{not json")
+        status, body = await cluster.api("POST", "/v1/apps/demo/push", data=aiohttp.BytesPayload(
+            b"{not json", content_type="application/json"))
         assert status == 400 and body["error"]["message"] == "body must be JSON"
         status, body = await cluster.api("POST", "/v1/apps/nope/push", json={"uids": ["u"]})
         assert status == 404
