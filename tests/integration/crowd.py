@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -67,6 +68,21 @@ async def crowd(cluster: Cluster, n: int, prefix: str = "u", at_once: int = 50) 
         await close_all(out)
         raise
     return out
+
+
+@contextlib.asynccontextmanager
+async def connected(cluster: Cluster, uids: list[str], device: str = "d1") \
+        -> AsyncIterator[list[PushClient]]:
+    """Connected clients of `uids` (app of `cluster`), all closed when the block ends, also
+    when one could not connect."""
+    clients = [PushClient(cluster.dispatcher, cluster.app.id, uid, cluster.token(uid),
+                          device=device) for uid in uids]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        yield clients
+    finally:
+        for c in clients:
+            await c.close()
 
 
 async def close_all(listeners: list[Listener]) -> None:

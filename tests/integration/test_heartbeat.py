@@ -14,7 +14,7 @@ from services.kit.discovery import AppConfig
 from services.kit.pb import room_pb2
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
-from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port, sessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -39,19 +39,9 @@ def room_address(cluster: Cluster) -> tuple[str, int]:
 @pytest_asyncio.fixture(loop_scope="module")
 async def authed(cluster: Cluster) -> AsyncIterator[Callable[[str, int], Awaitable[Raw]]]:
     """authed(uid, heartbeat_s) -> an authenticated raw client; all dropped at the end."""
-    opened: list[Raw] = []
-
-    async def connect(uid: str, heartbeat_s: int) -> Raw:
-        client = await dial(*room_address(cluster),
-                            auth_of(APP.id, SECRET, uid, heartbeat_s=heartbeat_s))
-        opened.append(client)
-        await asyncio.wait_for(asyncio.shield(client.replied), 10)
-        return client
-    try:
-        yield connect
-    finally:
-        for client in opened:
-            client.abort()
+    async with sessions() as connect:
+        yield lambda uid, heartbeat_s: connect(
+            room_address(cluster), auth_of(APP.id, SECRET, uid, heartbeat_s=heartbeat_s))
 
 
 @pytest.mark.parametrize(("proposed", "granted"), [(0, 3), (1, 2), (5, 5), (100_000, 600)])

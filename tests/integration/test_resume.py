@@ -21,7 +21,7 @@ import pytest_asyncio
 from sdk.client import PushClient
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
-from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port, sessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -44,19 +44,9 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
 async def raw(cluster: Cluster) -> AsyncIterator[Callable[..., Awaitable[Raw]]]:
     """connect(room, uid, resume="") -> an authenticated raw client (device "phone"); every
     one is dropped at the end of the test."""
-    opened: list[Raw] = []
-
-    async def connect(name: str, uid: str, resume: str = "") -> Raw:
-        client = await dial(*address(cluster, name), auth_of(
+    async with sessions() as connect:
+        yield lambda name, uid, resume="": connect(address(cluster, name), auth_of(
             cluster.app.id, cluster.app.secrets[0], uid, device="phone", resume=resume))
-        opened.append(client)
-        await asyncio.wait_for(asyncio.shield(client.replied), 10)
-        return client
-    try:
-        yield connect
-    finally:
-        for client in opened:
-            client.abort()
 
 
 def address(cluster: Cluster, name: str) -> tuple[str, int]:

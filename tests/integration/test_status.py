@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -16,8 +15,8 @@ from sdk.client import PushClient
 from services.kit.discovery import AppConfig
 from tests.integration.business import Business
 from tests.integration.cluster import Cluster
-from tests.integration.crowd import eventually
-from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+from tests.integration.crowd import connected, eventually
+from tests.integration.rawclient import Raw, auth_of, endpoint_port, sessions
 
 pytestmark = pytest.mark.integration
 
@@ -37,19 +36,6 @@ async def connect(cluster: Cluster, uid: str, device: str = "d1") -> PushClient:
     client = PushClient(cluster.dispatcher, "demo", uid, cluster.token(uid), device=device)
     await client.connect()
     return client
-
-
-@contextlib.asynccontextmanager
-async def connected(cluster: Cluster, uids: list[str]) -> AsyncIterator[list[PushClient]]:
-    """Clients of `uids` (device d1), all closed at the end, also when a connect failed."""
-    clients = [PushClient(cluster.dispatcher, "demo", uid, cluster.token(uid), device="d1")
-               for uid in uids]
-    try:
-        await asyncio.gather(*(c.connect() for c in clients))
-        yield clients
-    finally:
-        for c in clients:
-            await c.close()
 
 
 async def fates(cluster: Cluster) -> dict[str, float]:
@@ -167,21 +153,9 @@ async def test_a_flash_disconnect_within_the_window_emits_nothing(tmp_path: Path
 async def raw_device(cluster: Cluster) -> AsyncIterator[Callable[[], Awaitable[Raw]]]:
     """connect() -> a raw connection of user "phone", device d1, authenticated; all are
     aborted at the end."""
-    assert cluster.discovery is not None
-    [room] = cluster.discovery.instances("room")
-    host, port = endpoint_port(f"ws://{room.addresses['ws']}/")
-    opened: list[Raw] = []
-
-    async def connect() -> Raw:
-        client = await dial(host, port, auth_of("demo", SECRET, "phone", device="d1"))
-        opened.append(client)
-        await asyncio.wait_for(asyncio.shield(client.replied), 10)
-        return client
-    try:
-        yield connect
-    finally:
-        for client in opened:
-            client.abort()
+    address = endpoint_port(f"ws://{cluster.room('room-0').addresses['ws']}/")
+    async with sessions() as connect:
+        yield lambda: connect(address, auth_of("demo", SECRET, "phone", device="d1"))
 
 
 async def test_sigkill_of_a_room_yields_offline_events_for_its_users(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from sdk.client import PushClient, UpReply
 from services.kit.discovery import AppConfig
 from tests.integration.business import Business
 from tests.integration.cluster import TEST_REDIS, Cluster
-from tests.integration.crowd import eventually
+from tests.integration.crowd import connected, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +34,10 @@ def app_with(business: Business, **fields: Any) -> AppConfig:
                      **fields)
 
 
-@contextlib.asynccontextmanager
-async def clients(cluster: Cluster, n: int, prefix: str) -> AsyncIterator[list[PushClient]]:
-    """n connected clients, all closed when the block ends (also when one cannot connect)."""
-    made = [PushClient(cluster.dispatcher, "demo", f"{prefix}{i}", cluster.token(f"{prefix}{i}"),
-                       device="d1") for i in range(n)]
-    try:
-        await asyncio.gather(*(c.connect() for c in made))
-        yield made
-    finally:
-        for c in made:
-            await c.close()
+def clients(cluster: Cluster, n: int, prefix: str) \
+        -> contextlib.AbstractAsyncContextManager[list[PushClient]]:
+    """n connected clients (device d1), all closed when the block ends."""
+    return connected(cluster, [f"{prefix}{i}" for i in range(n)])
 
 
 async def send_all(clients_: list[PushClient], per_client: int, tag: str) -> list[UpReply]:
