@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import resource
 import secrets
 import signal
@@ -97,10 +98,34 @@ def stop_in_order(procs: Iterable[tuple[str, subprocess.Popen[bytes]]],
                 proc.wait()
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+FIXED_PORTS_FROM = 10_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free to listen on now, for a server started a moment later.
+
+    Chosen below the kernel's ephemeral range when there is room: a port of that range can
+    be taken meanwhile by the local end of any outgoing connection (a test run opens
+    thousands), and the server then fails with "address already in use"."""
+    low = ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(FIXED_PORTS_FROM, low) if low > FIXED_PORTS_FROM else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free port on {host}")
+
+
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux default 32768)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 async def routes(dispatcher: str, app: str) -> bool:

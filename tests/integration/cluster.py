@@ -25,10 +25,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit import token
-from services.kit.discovery import AppConfig, Discovery, connect
+from services.kit.discovery import AppConfig, Discovery, Instance, connect
+from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
+from services.kit.rpc import grpcio
 
 TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
 TEST_REDIS = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -56,6 +59,8 @@ class Cluster:
         id="demo", secrets=("test-secret",), api_keys=("test-key",)))
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
     proc_env: dict[str, dict[str, str]] = field(default_factory=dict)   # ... for one, by name
+    metrics: tuple[str, ...] = ()                            # processes serving /metrics
+    session_timeout_s: float = 2.0                          # ZooKeeper sessions (real=True)
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -75,7 +80,8 @@ class Cluster:
     def urls(self) -> dict[str, str]:
         if self.real:
             db = TEST_MYSQL.rsplit("/", 1)[0] + f"/pushwire_test_{self.tag}"
-            return {"discovery": f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout=2",
+            zk = f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout={self.session_timeout_s:g}"
+            return {"discovery": zk,
                     "hot": TEST_REDIS, "durable": db, "prefix": f"pwt{self.tag}"}
         return {"discovery": f"file:{self.tmp / 'discovery'}", "hot": "memory:",
                 "durable": f"sqlite:{self.tmp / 'pushwire.db'}", "prefix": "pw"}
@@ -120,6 +126,8 @@ class Cluster:
         plan.append(("dispatcher", "dispatcher",
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(free_port())}))
         for name, kind, env in plan:
+            if name in self.metrics:
+                env[f"PUSHWIRE_{kind.upper()}_METRICS_PORT"] = str(free_port())
             self.procs[name] = Proc(name, kind, {**common, **env, **self.proc_env.get(name, {})})
 
     def spawn(self, name: str) -> None:
@@ -149,7 +157,18 @@ class Cluster:
                                    f"{self.logs_tail(proc.name)}")
 
     async def _routes(self) -> bool:
-        return await routes(self.dispatcher, self.app.id)
+        """The dispatcher routes clients and sees every room: a client routed before it saw a
+        room would not land on its sticky room."""
+        rooms = sum(1 for p in self.procs.values() if p.kind == "room")
+        if not await routes(self.dispatcher, self.app.id):
+            return False
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"{self.dispatcher}/v1/health",
+                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status == 200 and (await resp.json())["rooms"] >= rooms
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     # --- addresses and credentials -------------------------------------------------------------
 
@@ -160,6 +179,23 @@ class Cluster:
     def center(self, i: int = 0) -> str:
         port = self.procs[f"center-{i}"].env["PUSHWIRE_CENTER_HTTP_PORT"]
         return f"http://127.0.0.1:{port}"
+
+    def room(self, name: str) -> Instance:
+        """Room `name` as discovery shows it (its addresses)."""
+        assert self.discovery is not None
+        found = [r for r in self.discovery.instances("room") if r.id == name]
+        assert found, f"{name} is not in discovery"
+        return found[0]
+
+    async def room_info(self, name: str) -> room_pb2.InfoReply:
+        """Room `name`'s own counts (Info RPC): connections, sessions, tasks, parked."""
+        return await room_info(self.room(name).addresses["grpc"], self.secret)
+
+    async def metric(self, name: str, family: str, **labels: str) -> float:
+        """A sample of process `name`'s /metrics (it must be in `metrics`); 0 when absent."""
+        proc = self.procs[name]
+        port = proc.env[f"PUSHWIRE_{proc.kind.upper()}_METRICS_PORT"]
+        return await metric(f"127.0.0.1:{port}", family, **labels)
 
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
@@ -253,6 +289,27 @@ class Cluster:
             zk.close()
 
         await asyncio.to_thread(drop_chroot)
+
+
+async def metric(address: str, family: str, **labels: str) -> float:
+    """The value of the first sample named `family` with `labels` served by the /metrics
+    listener at `address` (host:port); 0 when there is none."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://{address}/metrics") as resp:
+        text = await resp.text()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == family and all(sample.labels.get(k) == v
+                                             for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def room_info(address: str, secret: str) -> room_pb2.InfoReply:
+    """The Info RPC of the room whose gRPC listens at `address` (with the cluster secret)."""
+    async with grpcio.channel(address, secret) as channel:
+        reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
+            common_pb2.Empty(), timeout=10)
+        return reply
 
 
 async def delete_keys(pattern: str, url: str = TEST_REDIS) -> None:

@@ -17,8 +17,9 @@ send with `send`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from bench.wsclient import WsClient, WsError
 from services.kit import token, wire
@@ -181,6 +182,28 @@ async def dial(host: str, port: int, auth: wire_pb2.Auth | None = None, *,
     _, client = await asyncio.wait_for(loop.create_connection(
         lambda: Raw(f"{host}:{port}", auth), host, port, local_addr=local), timeout)
     return client
+
+
+Connect = Callable[[tuple[str, int], wire_pb2.Auth], Awaitable[Raw]]
+
+
+@contextlib.asynccontextmanager
+async def sessions() -> AsyncIterator[Connect]:
+    """connect((host, port), auth) -> a client whose AUTH_REPLY came; every client connected
+    in the block is dropped when it ends, whatever happened (nothing is left open for a later
+    test to trip over)."""
+    opened: list[Raw] = []
+
+    async def connect(address: tuple[str, int], auth: wire_pb2.Auth) -> Raw:
+        client = await dial(*address, auth)
+        opened.append(client)
+        await asyncio.wait_for(asyncio.shield(client.replied), 10)
+        return client
+    try:
+        yield connect
+    finally:
+        for client in opened:
+            client.abort()
 
 
 def endpoint_port(endpoint: str) -> tuple[str, int]:

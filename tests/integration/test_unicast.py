@@ -15,19 +15,9 @@ import pytest
 
 from sdk.client import PushClient
 from tests.integration.cluster import Cluster
+from tests.integration.crowd import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
 
 
 @pytest.mark.parametrize("real", [True, False], ids=["real", "embedded"])
@@ -38,7 +28,7 @@ async def test_push_reaches_client_and_ack_reaches_saver(tmp_path: Path, real: b
             async def online() -> bool:
                 status, body = await cluster.api("GET", "/v1/apps/demo/users/u1")
                 return status == 200 and body["online"]
-            await wait_for(online)
+            await eventually(online, timeout=10, every=0.05)
 
             status, body = await cluster.push("u1", "hello")
             assert status == 200, body
@@ -46,7 +36,10 @@ async def test_push_reaches_client_and_ack_reaches_saver(tmp_path: Path, real: b
             message_id = body["messages"][0]["id"]
 
             messages = client.messages()
-            message = await asyncio.wait_for(anext(messages), 10)
+            try:
+                message = await asyncio.wait_for(anext(messages), 10)
+            finally:
+                await messages.aclose()
             assert message.data == b"hello"
             assert str(message.id) == message_id
             await client.ack(message)
@@ -58,12 +51,11 @@ async def test_push_reaches_client_and_ack_reaches_saver(tmp_path: Path, real: b
                 seen.append(body)
                 return status == 200 and body["state"] == "acked"
             try:
-                await wait_for(acked)
+                await eventually(acked, timeout=10, every=0.05)
             except AssertionError:
                 raise AssertionError(f"{seen[-1]}\n{cluster.logs_tail()}") from None
             _, user = await cluster.api("GET", "/v1/apps/demo/users/u1")
             assert user["pending"] == 0
-            await messages.aclose()
 
 
 async def test_bad_requests_get_clear_errors(tmp_path: Path) -> None:

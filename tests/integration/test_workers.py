@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from cli.processes import free_port
 from services.kit.discovery import Instance
-from services.kit.pb import common_pb2, room_pb2_grpc
-from services.kit.rpc import grpcio
-from tests.integration.cluster import Cluster, free_port
+from tests.integration.cluster import Cluster, room_info
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, dial
 
@@ -24,9 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 async def connections(room: Instance, secret: str) -> int:
-    async with grpcio.channel(room.addresses["grpc"], secret) as channel:
-        reply = await room_pb2_grpc.RoomStub(channel).Info(common_pb2.Empty(), timeout=10)
-        return int(reply.connections)
+    return int((await room_info(room.addresses["grpc"], secret)).connections)
 
 
 async def test_workers_share_the_port_and_are_supervised(tmp_path: Path) -> None:
