@@ -1,12 +1,41 @@
-# One image for every pushwire service; the command names the service.
-FROM python:3.11-slim
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY services services
-COPY sdk sdk
-COPY cli cli
-COPY bench bench
-RUN pip install --no-cache-dir .
-ENV PUSHWIRE_BIND=0.0.0.0
+# pushwire: one image for every service; the command names the service:
+#   docker build -t pushwire .            (docs/compose.md: offline bases, compose)
+#   docker run --rm pushwire room         (settings: PUSHWIRE_* variables, docs/config.md)
+#
+# PYTHON_IMAGE is any Debian-based image with Python >= 3.11 and its venv module: the official
+# image by default; `scripts/compose` passes one built from Debian packages when no registry
+# is reachable. Only the installed virtualenv reaches the final stage: no compiler, no pip
+# cache, no sources, tests or benchmarks (.dockerignore lets in only what `pip install .`
+# reads).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/pushwire
+WORKDIR /src
+# The dependencies first, in a layer of their own: a code change does not reinstall them.
+COPY pyproject.toml ./
+RUN python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' >requirements.txt \
+ && /opt/pushwire/bin/pip install -r requirements.txt
+COPY . .
+RUN /opt/pushwire/bin/pip install --no-deps . \
+ && /opt/pushwire/bin/pushwire --help >/dev/null
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/pushwire --create-home \
+        --shell /usr/sbin/nologin pushwire
+COPY --from=build /opt/pushwire /opt/pushwire
+# Every service listens on all interfaces of its container and serves /metrics and /health
+# on 9090 (its own port inside its own network namespace).
+ENV PATH=/opt/pushwire/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    PUSHWIRE_HOME=/var/lib/pushwire PUSHWIRE_BIND=0.0.0.0 PUSHWIRE_METRICS_PORT=9090
+USER pushwire
+WORKDIR /var/lib/pushwire
+EXPOSE 8000 8100 8200 9090
+# 200 while the service is announced in discovery with its address, 503 before and while it
+# stops or drains (services/kit/host.py).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-Sc", \
+    "import os,socket,sys; s=socket.create_connection(('127.0.0.1',int(os.environ['PUSHWIRE_METRICS_PORT'])),2); s.sendall(b'GET /health HTTP/1.0\\r\\n\\r\\n'); sys.exit(s.recv(12)[9:12]!=b'200')"]
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["pushwire"]
 CMD ["--help"]

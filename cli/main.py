@@ -7,10 +7,11 @@ parser from them and dispatches.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 
-from cli import benchcmd, broadcast, clients, dev, ops, roomcmds, servicecmds
+from cli import broadcast, clients, dev, ops, roomcmds, servicecmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     broadcast.add_parsers(subs)
     ops.add_parsers(subs)
     roomcmds.add_parsers(subs)
-    benchcmd.add_parser(subs)
+    if importlib.util.find_spec("bench") is not None:   # not installed in the container image
+        from cli import benchcmd
+
+        benchcmd.add_parser(subs)
     return parser
 
 

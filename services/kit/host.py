@@ -6,7 +6,9 @@
         await host.life.stopping.wait()
         ...ordered shutdown...
 
-Leaving the block withdraws the instance, closes discovery and the metrics listener.
+The metrics listener (`metrics_port`) also answers `GET /health`: 200 while the instance
+serves, 503 before and once it stops (container healthchecks ask it). Leaving the block
+withdraws the instance, closes discovery and the metrics listener.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 from services.kit import http
 from services.kit.config import ServiceConfig
 from services.kit.discovery import Discovery, Instance, connect
+from services.kit.errors import Unavailable
 from services.kit.lifecycle import Lifecycle
 from services.kit.rpc.pipe import Overflow, PipeOptions
 
@@ -45,6 +48,19 @@ class Host:
         seq = await self.discovery.announce(self.instance)
         self.log.info("announced %s %s", self.instance.id, self.instance.addresses)
         return seq
+
+    @property
+    def serving(self) -> bool:
+        """Announced with an address others use (saver announces first without one, for its
+        node number) and not stopping."""
+        return (self.instance is not None and not self.life.stopping.is_set()
+                and any(role != "metrics" for role in self.instance.addresses))
+
+    async def health(self, _request: web.Request) -> web.Response:
+        """GET /health: 200 while serving, else 503 (JSON error body)."""
+        if not self.serving:
+            raise Unavailable("not serving")
+        return web.json_response({"ok": True, "instance": self.config.instance})
 
     async def publish(self, addresses: dict[str, str]) -> None:
         """Add addresses to the announced instance (e.g. once a server listens)."""
@@ -88,8 +104,9 @@ async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
     host = Host(kind, config, life, discovery, log)
     try:
         if config.metrics_port:
-            runner, port = await http.start_site(http.application(), config.bind,
-                                                 config.metrics_port)
+            app = http.application()
+            app.router.add_get("/health", host.health)
+            runner, port = await http.start_site(app, config.bind, config.metrics_port)
             host.extra["metrics"] = f"{config.advertise}:{port}"
         yield host
     finally:
