@@ -12,9 +12,12 @@ import asyncio
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from services.kit import token
 from tests.integration.crowd import Listener, close_all, eventually
 
 ENV = os.environ
+RUN = uuid.uuid4().hex[:6]      # users of this run: a cluster used before holds others
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     "PUSHWIRE_COMPOSE_DISPATCHER" not in ENV, reason="needs the cluster of scripts/compose test")]
 
@@ -77,7 +81,7 @@ async def http(cluster: Compose) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def crowd(cluster: Compose, prefix: str, n: int) -> list[Listener]:
-    return list(await asyncio.gather(*(cluster.client(f"{prefix}{i}").start()
+    return list(await asyncio.gather(*(cluster.client(f"{prefix}{RUN}-{i}").start()
                                        for i in range(n))))
 
 
@@ -99,30 +103,32 @@ def test_cli_listen_receives_a_push(cluster: Compose, tmp_path: Path) -> None:
     env = {**ENV, "PUSHWIRE_HOME": str(tmp_path), "PUSHWIRE_DISPATCHER_URL": cluster.dispatcher,
            "PUSHWIRE_CENTER_URL": cluster.center, "PUSHWIRE_SECRET": cluster.secret,
            "PUSHWIRE_API_KEY": cluster.api_key}
-    listen = subprocess.Popen([pushwire, "listen", "--app", cluster.app, "--uid", "cli-1",
-                               "--count", "1", "--timeout", "60"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listen = subprocess.Popen([pushwire, "listen", "--app", cluster.app, "--uid", f"cli-{RUN}",
+                               "--timeout", "120"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert listen.stdout is not None
+    lines: list[dict[str, Any]] = []       # what `listen` printed (broadcasts of the app too)
+    reader = threading.Thread(target=lambda: lines.extend(map(json.loads, listen.stdout or ())))
+    reader.start()
     pushed: set[str] = set()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:          # push until the listener is online
-            push = subprocess.run([pushwire, "push", "--app", cluster.app, "--uid", "cli-1",
+        deadline = time.monotonic() + 60    # push until one arrives (the first may be stored
+        while time.monotonic() < deadline:  # while the listener connects: it arrives then)
+            push = subprocess.run([pushwire, "push", "--app", cluster.app, "--uid", f"cli-{RUN}",
                                    "--data", "hello"], env=env, capture_output=True, text=True,
                                   timeout=30)
             assert push.returncode == 0, push.stderr
-            reply = json.loads(push.stdout)
-            pushed.add(reply["messages"][0]["id"])
-            if reply["online_sessions"]:
+            pushed.add(json.loads(push.stdout)["messages"][0]["id"])
+            if any(x["kind"] == "unicast" for x in lines):
                 break
             time.sleep(0.5)
-        out, err = listen.communicate(timeout=60)
     finally:
-        if listen.poll() is None:
-            listen.kill()
-            listen.communicate()
-    assert listen.returncode == 0, err
-    first = json.loads(out.splitlines()[0])
-    assert first["data"] == "hello" and first["id"] in pushed
+        listen.send_signal(signal.SIGINT)                   # Ctrl-C, as a user stops it
+        _, err = listen.communicate(timeout=30)
+        reader.join()
+    assert listen.returncode == 130, err
+    unicasts = [x for x in lines if x["kind"] == "unicast"]
+    assert unicasts and all(x["data"] == "hello" and x["id"] in pushed for x in unicasts)
 
 
 # -- rooms, broadcast, kick with the SDK ----------------------------------------------------------
@@ -165,11 +171,11 @@ async def test_broadcast_reaches_clients_in_every_room(
 
 
 async def test_kick_closes_the_session_with_4102(cluster: Compose) -> None:
-    victim = await cluster.client("kick-1").start()
+    victim = await cluster.client(f"kick-{RUN}").start()
     try:
         kick = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "pushwire"), "kick", "--app", cluster.app,
-            "--uid", "kick-1", "--reason", "compose test", "--center", cluster.center,
+            "--uid", f"kick-{RUN}", "--reason", "compose test", "--center", cluster.center,
             f"--api-key={cluster.api_key}", stdout=asyncio.subprocess.PIPE)
         out, _ = await kick.communicate()
         assert kick.returncode == 0 and json.loads(out)["kicked"] == 1
