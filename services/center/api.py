@@ -57,6 +57,9 @@ def broadcast_schema(rate_max: float) -> Schema:
 APP_KEY: web.AppKey[CenterApi] = web.AppKey("center")
 
 
+PEERS = ("saver", "register", "room", "coordinator")    # what center calls (and watches)
+
+
 class CenterApi:
     def __init__(self, config: CenterConfig, discovery: Discovery, pusher: Pusher,
                  coordinator: CoordinatorClient, *, topics: Topics,
@@ -163,7 +166,12 @@ class CenterApi:
         return web.json_response(view_json(view, _now_ms()))
 
     async def health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "instance": self.config.instance})
+        """Liveness, and how many instances of each service it calls this center sees (its
+        discovery view lags the others' a moment: a test or an orchestrator waits on it)."""
+        peers = {kind: sum(1 for i in self.discovery.instances(kind) if "grpc" in i.addresses)
+                 for kind in PEERS}
+        return web.json_response({"ok": True, "instance": self.config.instance,
+                                  "peers": peers})
 
 
 def _now_ms() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.center.api import CenterApi
+from services.center.api import PEERS, CenterApi
 from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
@@ -24,8 +24,7 @@ from services.saver.client import SaverClient
 
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
-    async with hosted("center", config, life, watch=("saver", "register", "room",
-                                                          "coordinator")) as host:
+    async with hosted("center", config, life, watch=PEERS) as host:
         channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         saver = SaverClient(host.discovery, channels, options)

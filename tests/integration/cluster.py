@@ -157,18 +157,26 @@ class Cluster:
                                    f"{self.logs_tail(proc.name)}")
 
     async def _routes(self) -> bool:
-        """The dispatcher routes clients and sees every room: a client routed before it saw a
-        room would not land on its sticky room."""
-        rooms = sum(1 for p in self.procs.values() if p.kind == "room")
+        """The entry points see the whole cluster: the dispatcher routes clients and sees
+        every room (a client routed before it saw a room would not land on its sticky room),
+        and every center sees every service it calls (before, a push to a room it did not
+        see yet waited for a sweep, a kick answered 503)."""
+        running = [p for p in self.procs.values()
+                   if p.popen is not None and p.popen.poll() is None]
+        wanted = {k: sum(1 for p in running if p.kind == k) for k in KINDS}
         if not await routes(self.dispatcher, self.app.id):
             return False
-        try:
-            async with aiohttp.ClientSession() as http, http.get(
-                    f"{self.dispatcher}/v1/health",
-                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                return resp.status == 200 and (await resp.json())["rooms"] >= rooms
-        except (aiohttp.ClientError, TimeoutError):
+        health = await _health(self.dispatcher)
+        if health is None or health["rooms"] < wanted["room"]:
             return False
+        for proc in running:
+            if proc.kind == "center":
+                health = await _health(self.center(int(proc.name.rsplit("-", 1)[1])))
+                if health is None or any(health["peers"].get(kind, 0) < n
+                                         for kind, n in wanted.items()
+                                         if kind in health["peers"]):
+                    return False
+        return True
 
     # --- addresses and credentials -------------------------------------------------------------
 
@@ -289,6 +297,16 @@ class Cluster:
             zk.close()
 
         await asyncio.to_thread(drop_chroot)
+
+
+async def _health(base_url: str) -> dict[str, Any] | None:
+    """A service's GET /v1/health, None when it does not answer 200."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{base_url}/v1/health", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return dict(await resp.json()) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
 
 
 async def metric(address: str, family: str, **labels: str) -> float:
