@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cli.dev import REAL
-from cli.processes import free_port, routes, spawn_service, stop_in_order
+from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit.discovery import AppConfig, Discovery, connect
 
 KINDS = ("register", "saver", "coordinator", "room", "center", "dispatcher")
@@ -85,6 +85,7 @@ class BenchCluster:
         if not self.real:               # a reused workdir: no stale instances or messages
             shutil.rmtree(self.workdir / "discovery", ignore_errors=True)
             (self.workdir / "pushwire.db").unlink(missing_ok=True)
+            (self.workdir / "kicks.db").unlink(missing_ok=True)
         urls = self.urls()
         self.discovery = connect(urls["discovery"])
         await self.discovery.start(KINDS)
@@ -92,10 +93,19 @@ class BenchCluster:
         common = {"PUSHWIRE_DISCOVERY": urls["discovery"], "PUSHWIRE_SAVER_HOT": urls["hot"],
                   "PUSHWIRE_SAVER_DURABLE": urls["durable"],
                   "PUSHWIRE_SAVER_KEY_PREFIX": f"bench{self.tag}",
-                  "PUSHWIRE_LOG_LEVEL": "warning", "PUSHWIRE_GRPC_PORT": "0", **self.env}
+                  "PUSHWIRE_REGISTER_REDIS": urls["hot"],
+                  "PUSHWIRE_REGISTER_KEY_PREFIX": f"bench{self.tag}",
+                  "PUSHWIRE_REGISTER_KICKS_FILE": str(self.workdir / "kicks.db"),
+                  "PUSHWIRE_LOG_LEVEL": "warning", "PUSHWIRE_GRPC_PORT": "0",
+                  **secret_env(self.workdir), **self.env}
         for name, kind, env in self.plan():
             self._spawn(name, kind, {**common, **env})
         await self._wait_ready(timeout_s)
+
+    @property
+    def rpc_secret(self) -> str:
+        """The cluster secret for calling the services' gRPC from the bench itself."""
+        return secret_of(self.workdir)
 
     def _spawn(self, name: str, kind: str, env: dict[str, str]) -> None:
         self.procs[name] = spawn_service(kind, env, self.workdir / f"{name}.log")

@@ -225,7 +225,7 @@ class PushwireTarget(Target):
         """Until topic publish exists: room gRPC Deliver to the one user every connection is."""
         if self._rooms is None:
             assert self.cluster.discovery is not None
-            self._channels = Channels()
+            self._channels = Channels(self.cluster.rpc_secret)
             self._rooms = RoomClient(self.cluster.discovery, self._channels,
                                      PipeOptions(batch_max=64, linger_s=0.0005))
         now_ms = int(time.time() * 1000)

@@ -1,11 +1,13 @@
 """`pushwire dev`: the whole cluster as separate processes on this machine, supervised.
 
 Embedded default: file-backed discovery, in-memory hot store, SQLite durable store, all under
-<PUSHWIRE_HOME>/dev (default ~/.pushwire/dev). `--real` uses ZooKeeper, Redis and MySQL on
-127.0.0.1 (as `scripts/infra up` provides); PUSHWIRE_DISCOVERY, PUSHWIRE_SAVER_HOT and
-PUSHWIRE_SAVER_DURABLE override either. A child that dies is restarted (with backoff) and
-logged; Ctrl-C or SIGTERM stops every child, in order, and leaves no process behind (children
-also get SIGKILL if the supervisor itself is killed).
+<PUSHWIRE_HOME>/dev (default ~/.pushwire/dev), where the cluster secret that authenticates
+internal gRPC is made once (`cluster-secret`, owner-only) and handed to every service.
+`--real` uses ZooKeeper, Redis and MySQL on 127.0.0.1 (as `scripts/infra up` provides);
+PUSHWIRE_DISCOVERY, PUSHWIRE_SAVER_HOT and PUSHWIRE_SAVER_DURABLE override either. A child
+that dies is restarted (with backoff) and logged; Ctrl-C or SIGTERM stops every child, in
+order, and leaves no process behind (children also get SIGKILL if the supervisor itself is
+killed).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cli import cluster as clusterfile
-from cli.processes import routes, spawn_service, stop_in_order
+from cli.processes import routes, secret_env, spawn_service, stop_in_order
 from services.kit.config import DEV_HOME
 from services.kit.discovery import AppConfig, Discovery, connect
 
@@ -90,7 +92,11 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         # Broadcast jobs (center) and dead letters (coordinator) share the hot Redis.
         "PUSHWIRE_CENTER_REDIS": os.environ.get("PUSHWIRE_CENTER_REDIS", urls["hot"]),
         "PUSHWIRE_COORDINATOR_REDIS": os.environ.get("PUSHWIRE_COORDINATOR_REDIS", urls["hot"]),
+        # Kick marks: the same Redis, or a file of the state directory (survives restarts).
+        "PUSHWIRE_REGISTER_REDIS": os.environ.get("PUSHWIRE_REGISTER_REDIS", urls["hot"]),
+        "PUSHWIRE_REGISTER_KICKS_FILE": str(home / "kicks.db"),
         "PUSHWIRE_SAVER_DURABLE": os.environ.get("PUSHWIRE_SAVER_DURABLE", urls["durable"]),
+        **secret_env(home),
     }
     children = [
         Child("register", "register", {"PUSHWIRE_REGISTER_GRPC_PORT": str(9100 + o),
@@ -192,6 +198,7 @@ class Supervisor:
   register     grpc 127.0.0.1:{9100 + o}   saver grpc 127.0.0.1:{9200 + o}
   coordinator  grpc 127.0.0.1:{9300 + o}
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
+  gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}
   demo app     id demo  secret {app.secrets[0]}  api key {app.api_keys[0]}
 Try:  pushwire listen --app demo --uid u1      (another shell)
       pushwire push --app demo --uid u1 --data hello

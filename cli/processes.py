@@ -2,8 +2,8 @@
 
 One place for what all three need: start `python -m services.<kind>.main` so that it dies
 with its parent (PR_SET_PDEATHSIG: a killed supervisor, bench or test run leaves nothing
-behind), stop a set of them entry points first, find a free port, and ask a dispatcher
-whether the cluster routes clients yet.
+behind), give them all one cluster secret, stop a set of them entry points first, find a free
+port, and ask a dispatcher whether the cluster routes clients yet.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import aiohttp
+
+from services.kit.config import read_secrets
 
 # Stop order: entry points first, state holders last.
 STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
@@ -49,6 +53,33 @@ def spawn_service(kind: str, env: Mapping[str, str], log: Path | None = None) \
                                 stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
 
 
+SECRET_FILE = "cluster-secret"
+
+
+def cluster_secret(home: Path) -> Path:
+    """The file holding the cluster secret of the cluster kept in `home`, made (owner-only,
+    random) if missing: every service gets it through `secret_env`, tools read it."""
+    path = home / SECRET_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):    # made meanwhile by another process
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def secret_of(home: Path) -> str:
+    """The cluster secret of `home`, for calling the services' gRPC from the harness itself."""
+    return read_secrets(cluster_secret(home))[0]
+
+
+def secret_env(home: Path) -> dict[str, str]:
+    """Environment giving a service the cluster secret of `home` (overriding any inherited)."""
+    return {"PUSHWIRE_CLUSTER_SECRET_FILE": str(cluster_secret(home)),
+            "PUSHWIRE_CLUSTER_SECRET": "", "PUSHWIRE_INSECURE_RPC": "0"}
+
+
 def stop_in_order(procs: Iterable[tuple[str, subprocess.Popen[bytes]]],
                   grace_s: float = 10.0) -> None:
     """SIGTERM the (kind, process) pairs kind by kind in STOP_ORDER, waiting for each kind;
@@ -67,10 +98,34 @@ def stop_in_order(procs: Iterable[tuple[str, subprocess.Popen[bytes]]],
                 proc.wait()
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+FIXED_PORTS_FROM = 10_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free to listen on now, for a server started a moment later.
+
+    Chosen below the kernel's ephemeral range when there is room: a port of that range can
+    be taken meanwhile by the local end of any outgoing connection (a test run opens
+    thousands), and the server then fails with "address already in use"."""
+    low = ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(FIXED_PORTS_FROM, low) if low > FIXED_PORTS_FROM else 0
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free port on {host}")
+
+
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux default 32768)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 async def routes(dispatcher: str, app: str) -> bool:

@@ -4,9 +4,11 @@
     pushwire drain room-1 [--rate 500] [--keep-running] [--no-wait]
 
 `drain` finds the room in discovery (the dev cluster's, PUSHWIRE_DISCOVERY or --discovery) and
-calls its gRPC Drain method: the room marks itself draining (dispatchers stop offering it),
-sends each client RECONNECT to another room, paced, then stops (docs/operations.md §3). The
-command prints the progress until the room is done, or returns at once with --no-wait.
+calls its gRPC Drain method with the cluster secret (PUSHWIRE_CLUSTER_SECRET,
+PUSHWIRE_CLUSTER_SECRET_FILE, else the dev cluster's): the room marks itself draining
+(dispatchers stop offering it), sends each client RECONNECT to another room, paced, then
+stops (docs/operations.md §3). The command prints the progress until the room is done, or
+returns at once with --no-wait.
 Exit codes: 0 done, 1 the room is unknown or did not finish in time, 2 bad usage, 130
 interrupted.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 from cli import clients
 from cli.ops import discovery_url
+from services.kit.config import client_secret
 from services.kit.discovery import Discovery, Instance, connect
 from services.kit.errors import ConfigError, PushwireError, Unavailable
 from services.kit.pb import room_pb2, room_pb2_grpc
@@ -107,7 +110,7 @@ async def _drain(discovery: Discovery, args: argparse.Namespace) -> int:
     if room is None or "grpc" not in room.addresses:
         return _fail("drain", f"no room {args.room!r} in discovery (see `pushwire rooms`)", 1)
     target = room.addresses["grpc"]
-    channels = Channels()
+    channels = Channels(client_secret())
     try:
         stub = room_pb2_grpc.RoomStub(channels.get(target))
         request = room_pb2.DrainRequest(rate_per_s=args.rate, keep_running=args.keep_running)

@@ -77,5 +77,7 @@ def show_config(args: argparse.Namespace) -> int:
         return 2
     for f in fields(cfg):
         env = f"PUSHWIRE_{args.service.upper()}_{f.name.upper()}"
-        print(f"{f.name:22} {getattr(cfg, f.name)!s:45} {env}")
+        value = getattr(cfg, f.name)
+        shown = value if f.repr or not value else "(set, not shown)"      # secrets
+        print(f"{f.name:22} {shown!s:45} {env}")
     return 0

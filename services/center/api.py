@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import time
 from typing import Any
 
@@ -17,10 +14,50 @@ from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
 from services.kit.discovery import AppConfig, Discovery
-from services.kit.errors import AuthError, BadRequest, NotFound
+from services.kit.errors import AuthError, NotFound
 from services.kit.pb import coordinator_pb2
+from services.kit.schema import (
+    DEVICE,
+    ID,
+    MAX_TTL_S,
+    UID,
+    Base64,
+    Boolean,
+    Integer,
+    ListOf,
+    Number,
+    Schema,
+    Text,
+    Type,
+)
+from services.room.topics import MAX_TOPIC_LEN
+
+# The request bodies (docs/api.md §2); a message is "data" (text) or "data_b64" (bytes).
+MESSAGE: dict[str, Type] = {"data": Text(), "data_b64": Base64()}
+KICK = Schema({"device": DEVICE, "except_device": DEVICE,
+               "reason": Text(max_bytes=100)},          # it travels in the close frame
+              defaults={"device": "", "except_device": "", "reason": ""})
+PUBLISH = Schema(MESSAGE, one_of=("data", "data_b64"))
+TOPIC = Text(1, MAX_TOPIC_LEN)
+
+
+def push_schema(max_uids: int) -> Schema:
+    return Schema({"uids": ListOf(UID, 1, max_uids), **MESSAGE, "ttl_s": Integer(0, MAX_TTL_S),
+                   "device": DEVICE, "durable": Boolean()},
+                  defaults={"ttl_s": 0, "device": "", "durable": False},
+                  one_of=("data", "data_b64"))
+
+
+def broadcast_schema(rate_max: float) -> Schema:
+    return Schema({**MESSAGE, "rate_per_s": Number(0, rate_max),
+                   "ttl_s": Integer(0, MAX_TTL_S)},
+                  defaults={"rate_per_s": 0.0, "ttl_s": 0}, one_of=("data", "data_b64"))
+
 
 APP_KEY: web.AppKey[CenterApi] = web.AppKey("center")
+
+
+PEERS = ("saver", "register", "room", "coordinator")    # what center calls (and watches)
 
 
 class CenterApi:
@@ -33,6 +70,8 @@ class CenterApi:
         self.coordinator = coordinator
         self.topics = topics
         self.broadcasts = broadcasts
+        self.push_schema = push_schema(config.max_uids)
+        self.broadcast_schema = broadcast_schema(config.broadcast_rate_max)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -50,44 +89,26 @@ class CenterApi:
     def app_of(self, request: web.Request) -> AppConfig:
         """The app named in the path, after checking the caller's API key."""
         app = self.discovery.app(request.match_info["app"])
-        key = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if app is None:
             raise NotFound("unknown app")
-        if not key or not any(hmac.compare_digest(key, k) for k in app.api_keys):
+        if not http.bearer_matches(request, app.api_keys):
             raise AuthError("missing or wrong API key")
         return app
 
     async def push(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        body = await http.json_body(request)
-        result = await self.pusher.push(app, self._push_request(body))
+        body = await http.json_body(request, self.push_schema)
+        result = await self.pusher.push(app, PushRequest(
+            tuple(dict.fromkeys(body["uids"])), _data(body), body["ttl_s"], body["device"],
+            body["durable"]))
         return web.json_response({
             "messages": [{"uid": a.uid, "id": str(a.id)} for a in result.accepted],
             "online_sessions": result.online_sessions,
         })
 
-    def _push_request(self, body: dict[str, Any]) -> PushRequest:
-        uids = body.get("uids")
-        if not isinstance(uids, list) or not uids or not all(
-                isinstance(u, str) and u and len(u) <= 128 for u in uids):
-            raise BadRequest("uids must be a non-empty list of non-empty strings (<= 128 chars)")
-        if len(uids) > self.config.max_uids:
-            raise BadRequest(f"at most {self.config.max_uids} uids per push")
-        ttl = body.get("ttl_s", 0)
-        device = body.get("device", "")
-        durable = body.get("durable", False)
-        if not isinstance(ttl, int) or ttl < 0:
-            raise BadRequest("ttl_s must be a non-negative integer")
-        if not isinstance(device, str) or not isinstance(durable, bool):
-            raise BadRequest("device must be a string and durable a boolean")
-        return PushRequest(tuple(dict.fromkeys(uids)), _data(body), ttl, device, durable)
-
     async def message(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        try:
-            message_id = int(request.match_info["id"])
-        except ValueError as exc:
-            raise BadRequest("message id must be an integer") from exc
+        message_id = ID.check("message id", request.match_info["id"])
         state = await self.pusher.saver.status(app.id, message_id, self.config.rpc_timeout_s)
         if not state.found:
             raise NotFound("unknown message")
@@ -100,7 +121,7 @@ class CenterApi:
 
     async def user(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        uid = request.match_info["uid"]
+        uid = UID.check("uid", request.match_info["uid"])
         sessions = (await self.pusher.register.lookup(app.id, [uid]))[0]
         pending = (await self.pusher.saver.pending(app.id, [uid]))[0]
         return web.json_response({
@@ -111,58 +132,46 @@ class CenterApi:
 
     async def kick(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        body = await http.json_body(request) if request.can_read_body else {}
-        fields = {k: body.get(k, "") for k in ("device", "except_device", "reason")}
-        if not all(isinstance(v, str) for v in fields.values()):
-            raise BadRequest("device, except_device and reason must be strings")
-        unknown = set(body) - set(fields)
-        if unknown:
-            raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}")
-        if len(fields["device"]) > 128 or len(fields["except_device"]) > 128:
-            raise BadRequest("device and except_device are at most 128 characters")
-        if len(fields["reason"].encode()) > 100:   # it travels in the close frame (RFC 6455)
-            raise BadRequest("reason is at most 100 bytes")
+        uid = UID.check("uid", request.match_info["uid"])
+        body = await http.json_body(request, KICK) if request.body_exists else KICK.parse({})
         kicked = await self.coordinator.kick(coordinator_pb2.KickRequest(
-            app=app.id, uid=request.match_info["uid"], **fields), self.config.rpc_timeout_s)
+            app=app.id, uid=uid, **body), self.config.rpc_timeout_s)
         return web.json_response({"kicked": kicked})
 
     async def publish(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        body = await http.json_body(request)
-        done = await self.topics.publish(app, request.match_info["topic"], _data(body))
+        topic = TOPIC.check("topic", request.match_info["topic"])
+        body = await http.json_body(request, PUBLISH)
+        done = await self.topics.publish(app, topic, _data(body))
         return web.json_response({"rooms": done.rooms, "delivered": done.delivered,
                                   "failed_rooms": done.failed})
 
     async def broadcast(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        body = await http.json_body(request)
-        rate, ttl = body.get("rate_per_s", 0), body.get("ttl_s", 0)
-        if isinstance(rate, bool) or not isinstance(rate, int | float):
-            raise BadRequest("rate_per_s must be a number")
-        if isinstance(ttl, bool) or not isinstance(ttl, int):
-            raise BadRequest("ttl_s must be an integer")
-        view = await self.broadcasts.create(app, BroadcastRequest(_data(body), rate, ttl))
+        body = await http.json_body(request, self.broadcast_schema)
+        view = await self.broadcasts.create(app, BroadcastRequest(
+            _data(body), body["rate_per_s"], body["ttl_s"]))
         return web.json_response(view_json(view, _now_ms()), status=201)
 
     async def broadcast_status(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        view = await self.broadcasts.get(app, _job_id(request))
+        view = await self.broadcasts.get(app, ID.check("broadcast id",
+                                                              request.match_info["id"]))
         return web.json_response(view_json(view, _now_ms()))
 
     async def broadcast_cancel(self, request: web.Request) -> web.Response:
         app = self.app_of(request)
-        view = await self.broadcasts.cancel(app, _job_id(request))
+        view = await self.broadcasts.cancel(app, ID.check("broadcast id",
+                                                                 request.match_info["id"]))
         return web.json_response(view_json(view, _now_ms()))
 
     async def health(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "instance": self.config.instance})
-
-
-def _job_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError as exc:
-        raise NotFound("unknown broadcast") from exc
+        """Liveness, and how many instances of each service it calls this center sees (its
+        discovery view lags the others' a moment: a test or an orchestrator waits on it)."""
+        peers = {kind: sum(1 for i in self.discovery.instances(kind) if "grpc" in i.addresses)
+                 for kind in PEERS}
+        return web.json_response({"ok": True, "instance": self.config.instance,
+                                  "peers": peers})
 
 
 def _now_ms() -> int:
@@ -170,13 +179,5 @@ def _now_ms() -> int:
 
 
 def _data(body: dict[str, Any]) -> bytes:
-    if "data" in body and "data_b64" in body:
-        raise BadRequest("give data or data_b64, not both")
-    if isinstance(body.get("data"), str):
-        return str(body["data"]).encode()
-    if isinstance(body.get("data_b64"), str):
-        try:
-            return base64.b64decode(body["data_b64"], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise BadRequest("data_b64 is not valid base64") from exc
-    raise BadRequest("data (text) or data_b64 (bytes) is required")
+    """The message of a checked body: "data" (text, sent as UTF-8) or "data_b64" (bytes)."""
+    return body["data_b64"] if "data_b64" in body else str(body["data"]).encode()

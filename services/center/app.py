@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.center.api import CenterApi
+from services.center.api import PEERS, CenterApi
 from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
@@ -24,9 +24,8 @@ from services.saver.client import SaverClient
 
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
-    async with hosted("center", config, life, watch=("saver", "register", "room",
-                                                          "coordinator")) as host:
-        channels = Channels()
+    async with hosted("center", config, life, watch=PEERS) as host:
+        channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         saver = SaverClient(host.discovery, channels, options)
         register = RegisterClient(host.discovery, channels, options)
@@ -37,11 +36,12 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         api = CenterApi(config, host.discovery, pusher,
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
-        web_app = http.application(client_max_size=4 * 1024 * 1024)
+        web_app = http.application(http.Limits(config.max_request_bytes,
+                                               config.request_read_timeout_s))
         web_app.add_routes(api.routes())
         runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
         server, grpc_port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(center_pb2_grpc.add_CenterServicer_to_server, CenterServicer(host.discovery,
                                                                            pusher))])
         await host.announce({"http": f"{config.advertise}:{http_port}",

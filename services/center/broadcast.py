@@ -30,10 +30,10 @@ from services.center.jobs import CANCELLED, DONE, GONE, Claim, JobSpec, JobStore
 from services.kit.discovery import AppConfig
 from services.kit.errors import (
     BadRequest,
-    LimitError,
     NotFound,
     PushwireError,
     StoreError,
+    TooLarge,
     from_code,
 )
 from services.kit.pb import common_pb2, room_pb2
@@ -103,7 +103,7 @@ class Broadcasts:
         if request.ttl_s < 0:
             raise BadRequest("ttl_s must be a non-negative integer")
         if len(request.data) > app.max_body:
-            raise LimitError(f"data is larger than {app.max_body} bytes")
+            raise TooLarge(f"data is larger than the app's max_body ({app.max_body} bytes)")
         stored = await self.saver.append_broadcast(app.id, request.data, request.ttl_s or s.ttl_s)
         if stored.status.code:
             raise from_code(stored.status.code, stored.status.detail)
@@ -190,7 +190,7 @@ class Broadcasts:
         try:
             await self.drive(claim)
         except PushwireError as exc:
-            log.warning("broadcast %d on %s: %s", claim.spec.id, claim.room, exc.message)
+            log.warning("broadcast %d on %s: %s", claim.spec.id, claim.room, exc)
         finally:
             self.driving -= 1
             slots.release()
@@ -209,7 +209,7 @@ class Broadcasts:
                 failures += 1
                 if failures >= s.failures:
                     log.warning("broadcast %d: room %s failed %d polls (%s), released",
-                                spec.id, room, failures, exc.message)
+                                spec.id, room, failures, exc)
                     await self.store.release(spec.id, room, self.owner,
                                              self._now_ms() + int(s.retry_s * 1000))
                     return

@@ -14,6 +14,8 @@ class CenterConfig(ServiceConfig):
     http_port: int = 8100
     admin_token: str = ""              # Bearer token of the admin API; empty: admin API off
     max_uids: int = 1000               # uids per push request
+    max_request_bytes: int = 4 * 1024 * 1024    # HTTP request body (more: 413)
+    request_read_timeout_s: float = 10.0        # to receive a request body (later: 408)
     # Broadcast jobs (docs/broadcast.md). redis: the job store every center shares
     # (redis://host:port/db); empty or memory: in memory, for one center (`pushwire dev`).
     redis: str = ""
@@ -30,6 +32,8 @@ class CenterConfig(ServiceConfig):
         super().validate()
         if not 0 <= self.http_port <= 65535 or self.max_uids < 1:
             raise ConfigError("http_port must be a port number and max_uids >= 1")
+        if self.max_request_bytes < 1024 or self.request_read_timeout_s <= 0:
+            raise ConfigError("need max_request_bytes >= 1024 and request_read_timeout_s > 0")
         if self.redis not in ("", "memory:") and not self.redis.startswith(
                 ("redis://", "rediss://", "unix://")):
             raise ConfigError("PUSHWIRE_CENTER_REDIS must be a redis:// URL, memory: or empty")

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from services.kit.discovery import AppConfig
-from services.kit.errors import BadRequest, PushwireError, from_code
+from services.kit.errors import PushwireError, TooLarge, from_code
 from services.kit.pb import common_pb2, room_pb2, saver_pb2
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
@@ -53,7 +53,7 @@ class Pusher:
     async def push(self, app: AppConfig, request: PushRequest) -> PushResult:
         """Store a message for each uid, then hand it to the rooms holding the users."""
         if len(request.data) > app.max_body:
-            raise BadRequest(f"data is larger than {app.max_body} bytes")
+            raise TooLarge(f"data is larger than the app's max_body ({app.max_body} bytes)")
         ttl = min(request.ttl_s or app.ttl_s, app.ttl_s)
         items = [saver_pb2.StoreItem(app=app.id, uid=uid, data=request.data, ttl_s=ttl,
                                      device=request.device, durable=request.durable)

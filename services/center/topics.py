@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.kit.discovery import AppConfig
-from services.kit.errors import BadRequest, LimitError, PushwireError, Unavailable
+from services.kit.errors import BadRequest, PushwireError, TooLarge, Unavailable
 from services.kit.pb import room_pb2
 from services.room.client import RoomClient
 from services.room.topics import MAX_TOPIC_LEN
@@ -38,7 +38,7 @@ class Topics:
         if not topic or len(topic) > MAX_TOPIC_LEN:
             raise BadRequest(f"topic names are 1-{MAX_TOPIC_LEN} characters")
         if len(data) > app.max_body:
-            raise LimitError(f"data is larger than {app.max_body} bytes")
+            raise TooLarge(f"data is larger than the app's max_body ({app.max_body} bytes)")
         item = room_pb2.PublishItem(app=app.id, topic=topic, data=data,
                                     created_ms=int(self._clock() * 1000))
         results = await self.rooms.publish(item)

@@ -35,7 +35,7 @@ HELD = Gauge("pushwire_coordinator_status_held_events", "Offline events held by 
 async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
     """Run one coordinator instance until SIGTERM."""
     async with hosted("coordinator", config, life, watch=("register", "room")) as host:
-        channels = Channels()
+        channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         rooms = RoomClient(host.discovery, channels, options)
@@ -49,7 +49,7 @@ async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
         servicer = CoordinatorServicer(Kicker(register, rooms, host.discovery), upstream,
                                        status)
         server, port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer)])
         await host.announce({"grpc": f"{config.advertise}:{port}"})
         life.spawn(status.run(config.housekeeping_ms / 1000), "coordinator-status")

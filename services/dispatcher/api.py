@@ -10,6 +10,8 @@ from services.dispatcher.config import DispatcherConfig
 from services.dispatcher.routes import RouteQuery, choose
 from services.kit.discovery import Discovery
 from services.kit.errors import BadRequest, NotFound, Unavailable
+from services.kit.limits import MAX_ID_LEN
+from services.kit.schema import UID, Digits, Schema, Text
 
 MAX_FAILED = 32             # endpoints a client may report (the SDK keeps as many)
 
@@ -45,19 +47,18 @@ class DispatcherApi:
         return web.json_response({"ok": True, "rooms": len(self.discovery.instances("room"))})
 
 
+ROUTE = Schema({"app": Text(1, MAX_ID_LEN), "uid": UID, "net": Text(0, 32),
+                "isp": Text(0, 64), "idc": Text(0, 64), "failed": Text(0, MAX_FAILED * 300),
+                "attempt": Digits(0, 2**31 - 1)},
+               defaults={"net": "", "isp": "", "idc": "", "failed": "", "attempt": 0})
+
+
 def parse_query(q: Mapping[str, str], default_idc: str) -> RouteQuery:
-    """The route request's parameters; BadRequest for a missing app/uid or a bad attempt."""
-    app_id, uid = q.get("app", ""), q.get("uid", "")
-    if not app_id or not uid:
-        raise BadRequest("app and uid are required")
-    failed = [f.strip() for f in q.get("failed", "").split(",") if f.strip()]
+    """The route request's parameters; BadRequest for a missing app/uid or a bad field."""
+    # Other parameters are left alone (caches and SDKs add their own); empty means absent.
+    p = ROUTE.parse({k: q[k] for k in ROUTE.fields if q.get(k)})
+    failed = [f.strip() for f in p["failed"].split(",") if f.strip()]
     if len(failed) > MAX_FAILED:
         raise BadRequest(f"at most {MAX_FAILED} failed endpoints")
-    try:
-        attempt = int(q.get("attempt", "0") or 0)
-    except ValueError as exc:
-        raise BadRequest("attempt must be a number") from exc
-    if attempt < 0:
-        raise BadRequest("attempt must be >= 0")
-    return RouteQuery(app_id, uid, q.get("idc", "") or default_idc, frozenset(failed),
-                      q.get("isp", ""), attempt)
+    return RouteQuery(p["app"], p["uid"], p["idc"] or default_idc, frozenset(failed), p["isp"],
+                      p["attempt"])

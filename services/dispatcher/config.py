@@ -10,6 +10,8 @@ from services.kit.errors import ConfigError
 
 @dataclass(frozen=True)
 class DispatcherConfig(ServiceConfig):
+    internal_rpc = False               # reads discovery only: no cluster secret needed
+
     http_port: int = 8000
     group_size: int = 3                # endpoints per reply
     route_ttl_s: int = 600             # how long a client may cache a reply

@@ -13,18 +13,22 @@ import tomllib
 import typing
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from services.kit.errors import ConfigError
 
 DEV_HOME = Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")).expanduser()
+DEV_SECRET_FILE = DEV_HOME / "dev" / "cluster-secret"   # written by `pushwire dev`
+SECRET_MIN = 16                    # characters of a cluster secret (docs/security.md §3)
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
     """Fields every service has. Service configs subclass this and add their own."""
+
+    internal_rpc: ClassVar[bool] = True   # False: the service neither serves nor calls gRPC
 
     instance: str = ""                 # unique instance id; empty: <service>-<random>
     bind: str = "127.0.0.1"            # listen address
@@ -41,6 +45,11 @@ class ServiceConfig:
     rpc_queue: int = 20000             # queued items per (target, method)
     rpc_timeout_s: float = 5.0         # deadline of every internal call
     shutdown_grace_s: float = 5.0
+    # Internal gRPC is authenticated with one secret shared by the cluster (docs/security.md):
+    # set it, or name a file holding it, or explicitly run without (fail closed).
+    cluster_secret: str = field(default="", repr=False)
+    cluster_secret_file: str = ""
+    insecure_rpc: bool = False         # no credential: only where nobody else reaches gRPC
 
     def validate(self) -> None:
         """Raise ConfigError on a value that cannot work; subclasses extend."""
@@ -54,6 +63,68 @@ class ServiceConfig:
             raise ConfigError("rpc_timeout_s must be > 0 and rpc_linger_ms >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be debug, info, warning or error")
+        if self.internal_rpc:
+            self.rpc_secrets()
+
+    def rpc_secret(self) -> str | None:
+        """The cluster secret this service presents on its internal calls; None when
+        `insecure_rpc`."""
+        accepted = self.rpc_secrets()
+        return accepted[0] if accepted is not None else None
+
+    def rpc_secrets(self) -> tuple[str, ...] | None:
+        """Every cluster secret this service's gRPC server accepts, the presented one first;
+        None when `insecure_rpc`. A `cluster_secret_file` may hold several, one per line, to
+        rotate without downtime (docs/security.md §4). Read at each call: a changed file
+        applies at the next start. ConfigError when none is configured, or both ways."""
+        if self.insecure_rpc:
+            if self.cluster_secret or self.cluster_secret_file:
+                raise ConfigError("insecure_rpc and a cluster secret exclude each other")
+            return None
+        if self.cluster_secret and self.cluster_secret_file:
+            raise ConfigError("set one of cluster_secret and cluster_secret_file, not both")
+        if self.cluster_secret_file:
+            return read_secrets(Path(self.cluster_secret_file))
+        if not self.cluster_secret:
+            raise ConfigError(
+                "no cluster secret: set PUSHWIRE_CLUSTER_SECRET or PUSHWIRE_CLUSTER_SECRET_FILE "
+                "(the same for every service; docs/security.md), or PUSHWIRE_INSECURE_RPC=1 "
+                "where nothing else can reach the services' gRPC ports")
+        return (checked_secret(self.cluster_secret, "cluster_secret"),)
+
+
+def read_secrets(path: Path) -> tuple[str, ...]:
+    """The cluster secrets kept in `path`, one per line (blank lines and surrounding
+    whitespace ignored): the first is the one to present."""
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read cluster_secret_file {path}: {exc}") from exc
+    if not lines:
+        raise ConfigError(f"cluster_secret_file {path} is empty")
+    return tuple(checked_secret(line, f"cluster_secret_file {path}") for line in lines)
+
+
+def checked_secret(secret: str, where: str) -> str:
+    """`secret` when it can serve as the cluster credential, else ConfigError."""
+    if len(secret) < SECRET_MIN:
+        raise ConfigError(f"{where}: a cluster secret needs at least {SECRET_MIN} characters")
+    if not all("!" <= c <= "~" for c in secret):
+        raise ConfigError(f"{where}: a cluster secret is printable ASCII without spaces")
+    return secret
+
+
+def client_secret(env: Mapping[str, str] | None = None,
+                  dev_file: Path = DEV_SECRET_FILE) -> str | None:
+    """The cluster secret for a tool that calls services' gRPC itself (CLI, bench):
+    PUSHWIRE_CLUSTER_SECRET, else PUSHWIRE_CLUSTER_SECRET_FILE, else the running
+    `pushwire dev` cluster's; None when there is none (the call is then refused)."""
+    env = os.environ if env is None else env
+    if env.get("PUSHWIRE_CLUSTER_SECRET"):
+        return checked_secret(env["PUSHWIRE_CLUSTER_SECRET"], "PUSHWIRE_CLUSTER_SECRET")
+    if env.get("PUSHWIRE_CLUSTER_SECRET_FILE"):
+        return read_secrets(Path(env["PUSHWIRE_CLUSTER_SECRET_FILE"]))[0]
+    return read_secrets(dev_file)[0] if dev_file.exists() else None
 
 
 C = TypeVar("C", bound=ServiceConfig)

@@ -5,9 +5,12 @@
     ├── ProtocolError             a client broke docs/protocol.md (fatal: close)
     ├── AuthError                 bad, expired or revoked token / API key (fatal: close)
     │   └── Kicked                the token predates a kick of its user/device (close 4102)
-    ├── LimitError                a bound was hit: body size, rate, connections (per call)
+    ├── BadRequest                a request field is invalid (shape, type, range, encoding)
+    ├── LimitError                a bound was hit: rate, quota, connections (per call)
+    │   └── TooLarge              a body or a field is larger than its bound
     ├── NotFound                  unknown app, message, instance
     ├── Unavailable               a dependency cannot be reached now (retry later)
+    │   ├── Disconnected          a call's connection failed (reset, GOAWAY, peer restarting)
     │   └── Overloaded            a task pool refused work (queue full, policy "reject")
     └── StoreError                Redis / MySQL / SQLite failed underneath (from the boundary)
 
@@ -26,12 +29,16 @@ class PushwireError(Exception):
 
     code: ClassVar[int] = 1000
     fatal: ClassVar[bool] = False
-    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str = "", *, detail: str = "") -> None:
         super().__init__(message or self.__class__.__name__)
         self.message = message or self.__class__.__name__
         self.detail = detail  # for logs only
+
+    def __str__(self) -> str:
+        """For logs: the public message and the internal detail. Never sent to a client,
+        which gets `message` alone (the room's ERROR packets, the HTTP error body)."""
+        return f"{self.message} ({self.detail})" if self.detail else self.message
 
 
 class ConfigError(PushwireError):
@@ -42,18 +49,15 @@ class ConfigError(PushwireError):
 class ProtocolError(PushwireError):
     code = 1002
     fatal = True
-    http_status = 400
 
 
 class BadRequest(PushwireError):
     code = 1003
-    http_status = 400
 
 
 class AuthError(PushwireError):
     code = 1004
     fatal = True
-    http_status = 401
 
 
 class Kicked(AuthError):
@@ -64,27 +68,32 @@ class Kicked(AuthError):
 
 class LimitError(PushwireError):
     code = 1005
-    http_status = 429
+
+
+class TooLarge(LimitError):
+    """A request body or field is over its size bound (HTTP 413; same code as LimitError)."""
 
 
 class NotFound(PushwireError):
     code = 1006
-    http_status = 404
 
 
 class Unavailable(PushwireError):
     code = 1007
-    http_status = 503
+
+
+class Disconnected(Unavailable):
+    """The connection under an internal call failed (reset, GOAWAY, refused): the peer did not
+    answer, it may or may not have processed the request. Safe to re-send only when the method
+    is idempotent (services/kit/rpc/pipe.py)."""
 
 
 class Overloaded(Unavailable):
     code = 1008
-    http_status = 503
 
 
 class StoreError(PushwireError):
     code = 1009
-    http_status = 503
 
 
 BY_CODE: dict[int, type[PushwireError]] = {
@@ -94,6 +103,6 @@ BY_CODE: dict[int, type[PushwireError]] = {
 }
 
 
-def from_code(code: int, message: str) -> PushwireError:
+def from_code(code: int, message: str, detail: str = "") -> PushwireError:
     """Rebuild an error carried across a service boundary by its code."""
-    return BY_CODE.get(code, PushwireError)(message)
+    return BY_CODE.get(code, PushwireError)(message, detail=detail)

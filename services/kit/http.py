@@ -1,66 +1,224 @@
-"""aiohttp plumbing shared by the HTTP services: JSON errors, site start-up, metrics."""
+"""aiohttp plumbing shared by the HTTP services: the JSON error layer, bodies, site start-up.
+
+Every answer that is not a success is `{"error": {"code": <int>, "message": "<text>"}}`
+(docs/api.md §3):
+
+    PushwireError raised by a handler -> STATUS by class (walking the MRO), the error's code;
+                                         the message only when the status is 4xx, else a
+                                         generic text per class (the original goes to the log)
+    aiohttp's HTTPException           -> its status with a documented code (404 unknown route
+                                         1006, 405 1003 plus `Allow`, 413 1005, ...)
+    anything else                     -> 500, code 1000, "internal error" (logged with traceback)
+    a request aiohttp cannot parse    -> its 4xx status, code 1003, a fixed text (no echo)
+
+So an internal address or exception text in an error raised from an internal call (a gRPC
+error carries its target) can reach a log, never a response body.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import hmac
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from services.kit import metrics
-from services.kit.errors import BadRequest, PushwireError
+from services.kit.errors import (
+    AuthError,
+    BadRequest,
+    LimitError,
+    NotFound,
+    Overloaded,
+    ProtocolError,
+    PushwireError,
+    StoreError,
+    TooLarge,
+    Unavailable,
+)
+from services.kit.schema import Schema, decode_json
 
 log = logging.getLogger("pushwire.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Status by error class; a subclass without an entry takes its nearest ancestor's (a quota
+# error under LimitError answers 429). PushwireError itself and ConfigError: 500.
+STATUS: dict[type[PushwireError], int] = {
+    BadRequest: 400, ProtocolError: 400, AuthError: 401, NotFound: 404, TooLarge: 413,
+    LimitError: 429, Unavailable: 503, StoreError: 503, PushwireError: 500,
+}
+# What a 5xx says instead of the error's own message.
+PUBLIC_5XX: dict[type[PushwireError], str] = {
+    Overloaded: "overloaded, retry later",
+    Unavailable: "temporarily unavailable, retry later",
+    StoreError: "storage temporarily unavailable, retry later",
+    PushwireError: "internal error",
+}
+RETRY_AFTER_S = 1           # on every 503: clients back off at least this long
+# aiohttp's own refusals: status -> (code, message)
+FRAMEWORK: dict[int, tuple[int, str]] = {
+    404: (NotFound.code, "no such route"),
+    405: (BadRequest.code, "method not allowed"),
+    408: (BadRequest.code, "request body not received in time"),
+    413: (TooLarge.code, "request body too large"),
+    414: (BadRequest.code, "request line too long"),
+    415: (BadRequest.code, "send JSON: Content-Type application/json, no Content-Encoding"),
+    431: (BadRequest.code, "request headers too large"),
+}
 
-def error_body(code: int, message: str, status: int) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may send (client_max_size of the app enforces `max_body`)."""
+
+    max_body: int = 1024 * 1024         # bytes of a request body (more: 413)
+    read_timeout_s: float = 10.0        # to receive the whole body once the handler asks (408)
+
+
+LIMITS: web.AppKey[Limits] = web.AppKey("pushwire_limits", Limits)
+
+
+def _nearest(table: Mapping[type[PushwireError], Any], exc: PushwireError) -> Any:
+    return next(table[c] for c in type(exc).__mro__ if c in table)
+
+
+def status_of(exc: PushwireError) -> int:
+    """The HTTP status of one of our errors (STATUS, by class)."""
+    return int(_nearest(STATUS, exc))
+
+
+def public_message(exc: PushwireError, status: int) -> str:
+    """The text a caller may see: the error's own for 4xx, a generic one for 5xx."""
+    return exc.message if status < 500 else str(_nearest(PUBLIC_5XX, exc))
+
+
+def error_response(code: int, message: str, status: int,
+                   headers: Mapping[str, str] | None = None) -> web.Response:
+    """The documented error body with `status` (and the headers that status calls for)."""
+    extra = dict(headers or {})
+    if status == 401:
+        extra["WWW-Authenticate"] = 'Bearer realm="pushwire"'       # RFC 6750 §3
+    if status == 503:
+        extra["Retry-After"] = str(RETRY_AFTER_S)
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             headers=extra)
+
+
+def _framework_error(exc: web.HTTPException) -> web.Response:
+    code, message = FRAMEWORK.get(exc.status, (BadRequest.code, "bad request")) \
+        if exc.status < 500 else (PushwireError.code, "internal error")
+    allow = exc.headers.get("Allow")
+    response = error_response(code, message, exc.status, {"Allow": allow} if allow else None)
+    if exc.status == 408:
+        response.force_close()          # the rest of the body may still be on its way
+    return response
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an HTTP status with a JSON body; internals go to the log."""
+    """Every failure becomes an HTTP status with the JSON error body; internals go to the log."""
     try:
         return await handler(request)
     except PushwireError as exc:
-        if exc.http_status >= 500:
-            log.warning("%s %s -> %s: %s %s", request.method, request.path, exc.http_status,
-                        exc.message, exc.detail)
-        return error_body(exc.code, exc.message, exc.http_status)
+        status = status_of(exc)
+        if status >= 500:
+            log.warning("%s %s -> %d: %s: %s %s", request.method, request.path, status,
+                        type(exc).__name__, exc.message, exc.detail)
+        return error_response(exc.code, public_message(exc, status), status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_body(0, exc.reason, exc.status)
+        return _framework_error(exc)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
-        return error_body(PushwireError.code, "internal error", 500)
+        return error_response(PushwireError.code, "internal error", 500)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, or BadRequest."""
+_JSON_TYPE = re.compile(r"application/([\w.+-]+\+)?json", re.ASCII)
+
+
+async def json_body(request: web.Request, schema: Schema) -> dict[str, Any]:
+    """The request's JSON object body checked by `schema`: 415 for a non-JSON content type or
+    any content coding (bodies are never inflated: no zip bombs), 413 over the size bound, 408
+    when it does not arrive within the read timeout, 400 for a body that is not one UTF-8
+    JSON object or does not fit the schema."""
+    ctype = request.headers.get("Content-Type")
+    if ctype is not None and (not _JSON_TYPE.fullmatch(request.content_type)
+                              or (request.charset or "utf-8").lower() not in ("utf-8", "utf8")):
+        raise web.HTTPUnsupportedMediaType()
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise web.HTTPUnsupportedMediaType()
+    limits = request.app.get(LIMITS, Limits())
+    if (request.content_length or 0) > limits.max_body:       # refused before it is sent
+        raise web.HTTPRequestEntityTooLarge(limits.max_body, request.content_length or 0)
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest("body must be JSON") from exc
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    return body
+        async with asyncio.timeout(limits.read_timeout_s):
+            raw = await request.read() if request.body_exists else b""
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
+    return schema.parse(decode_json(raw))
 
 
-def application(**kwargs: Any) -> web.Application:
-    """An aiohttp app with the JSON error middleware and /metrics."""
-    app = web.Application(middlewares=[errors_middleware], **kwargs)
+def bearer_matches(request: web.Request, keys: Iterable[str]) -> bool:
+    """Whether `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 §11.1)
+    names one of `keys`, compared in constant time as bytes (any text, even non-ASCII)."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    given = _raw(token.strip())
+    return scheme.lower() == "bearer" and bool(given) and any(
+        hmac.compare_digest(given, _raw(k)) for k in keys)
+
+
+def _raw(text: str) -> bytes:
+    # surrogatepass: header bytes that are not UTF-8 arrive as surrogates (surrogateescape)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def application(limits: Limits = Limits()) -> web.Application:
+    """An aiohttp app with the JSON error layer, the request limits and /metrics."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body)
+    app[LIMITS] = limits
     metrics.add_route(app)
     return app
 
 
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering a request it cannot parse (a request line or
+    header over 8190 bytes, a bad method token, broken chunking) with the JSON error body
+    instead of a text page that echoes the parser's exception."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        log.debug("unparsable request from %s: %d %r", request.remote, status, exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        code, text = FRAMEWORK.get(status, (BadRequest.code, "malformed HTTP request")) \
+            if status < 500 else (PushwireError.code, "internal error")
+        response = error_response(code, text, status)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server          # same state, one method more: see _JsonErrorHandler
+        return server
+
+
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Serve `app`; return the runner (clean up to stop) and the bound port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = _Runner(app, access_log=None, handle_signals=False, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

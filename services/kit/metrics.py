@@ -17,6 +17,11 @@ RPC_LATENCY = Histogram("pushwire_rpc_call_seconds", "Batch call latency", ["pip
 RPC_REJECTED = Counter("pushwire_rpc_rejected_items_total", "Items refused by overflow policy",
                        ["pipe", "policy"])
 RPC_FAILED = Counter("pushwire_rpc_failed_items_total", "Items whose call failed", ["pipe"])
+RPC_RESENT = Counter("pushwire_rpc_resent_batches_total",
+                     "Batches sent again after a failed call (reset, GOAWAY, peer restarting)",
+                     ["pipe"])
+RPC_UNAUTHENTICATED = Counter("pushwire_rpc_unauthenticated_calls_total",
+                              "Internal calls refused: no or wrong cluster credential")
 
 
 async def handle_metrics(_request: web.Request) -> web.Response:

@@ -18,7 +18,6 @@ from services.kit.errors import AuthError
 
 PREFIX = "v1"
 
-
 @dataclass(frozen=True, slots=True)
 class Claims:
     app: str

@@ -3,18 +3,19 @@
     packLen u32 | headerLen u16 | ver u16 | op u32 | seq u32 | body      (big endian)
 
 packLen counts the whole packet, header included. headerLen is 16 today; a reader skips any
-extra header bytes so the header can grow. One WebSocket binary message carries one packet,
-or several for BATCH (whose body is a run of whole packets). Pure functions, no I/O.
+extra header bytes so the header can grow. One WebSocket binary message carries exactly one
+packet; several travel in one BATCH (whose body is a run of whole packets). The codec reports
+`ver` as it found it; the room refuses other versions (services/room/protocol.py). Pure
+functions, no I/O.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
-from services.kit.errors import ProtocolError
+from services.kit.errors import LimitError, ProtocolError
 
 HEADER = struct.Struct(">IHHII")
 HEADER_LEN = HEADER.size  # 16
@@ -50,6 +51,7 @@ class Packet:
     op: int
     seq: int = 0
     body: bytes = b""
+    ver: int = VERSION          # as received; `encode` always writes VERSION
 
     def encode(self) -> bytes:
         return encode(self.op, self.seq, self.body)
@@ -65,40 +67,51 @@ def encode_batch(packets: list[bytes]) -> bytes:
     return encode(Op.BATCH, 0, b"".join(packets))
 
 
-def decode(message: bytes) -> Iterator[Packet]:
-    """Yield the packets of one WebSocket message; BATCH is flattened one level.
+def decode(message: bytes) -> list[Packet]:
+    """The packets of one WebSocket message: its one packet, or the packets of its BATCH.
+
+    Raises ProtocolError like `read_packet` and `unbatch`, and on bytes after the packet
+    (several packets travel in one BATCH, never back to back). A reader of untrusted input
+    with bounds calls those two itself (services/room/protocol.py).
+    """
+    packet, end = read_packet(message)
+    if end != len(message):
+        raise ProtocolError(f"{len(message) - end} bytes after the packet: one packet per "
+                            "message, several only in a BATCH")
+    return unbatch(packet.body) if packet.op == Op.BATCH else [packet]
+
+
+def unbatch(body: bytes, limit: int = 0) -> list[Packet]:
+    """The packets of a BATCH body, in order; reading stops after `limit` packets.
+
+    Raises ProtocolError on a malformed or nested BATCH packet, LimitError when the body holds
+    more than `limit` packets (0: no limit).
+    """
+    packets: list[Packet] = []
+    offset = 0
+    while offset < len(body):
+        if limit and len(packets) == limit:
+            raise LimitError(f"more than {limit} packets in one BATCH")
+        packet, offset = read_packet(body, offset)
+        if packet.op == Op.BATCH:
+            raise ProtocolError("nested BATCH")
+        packets.append(packet)
+    return packets
+
+
+def read_packet(data: bytes, offset: int = 0) -> tuple[Packet, int]:
+    """The packet starting at `offset` and the offset after it (bytes may follow).
 
     Raises ProtocolError on a truncated packet, a bad header length or an unknown op.
     """
-    view = memoryview(message)
-    offset = 0
-    while offset < len(view):
-        packet, offset = _decode_one(view, offset)
-        if packet.op == Op.BATCH:
-            yield from (p for p in _decode_flat(packet.body))
-        else:
-            yield packet
-
-
-def _decode_flat(body: bytes) -> Iterator[Packet]:
-    view = memoryview(body)
-    offset = 0
-    while offset < len(view):
-        packet, offset = _decode_one(view, offset)
-        if packet.op == Op.BATCH:
-            raise ProtocolError("nested BATCH")
-        yield packet
-
-
-def _decode_one(view: memoryview, offset: int) -> tuple[Packet, int]:
-    if len(view) - offset < HEADER_LEN:
+    if len(data) - offset < HEADER_LEN:
         raise ProtocolError("truncated packet header")
-    pack_len, header_len, _ver, op, seq = HEADER.unpack_from(view, offset)
+    pack_len, header_len, ver, op, seq = HEADER.unpack_from(data, offset)
     if header_len < HEADER_LEN or pack_len < header_len:
         raise ProtocolError("bad header length")
     end = offset + pack_len
-    if end > len(view):
+    if end > len(data):
         raise ProtocolError("truncated packet body")
     if op not in OPS:
         raise ProtocolError(f"unknown op {op}")
-    return Packet(op, seq, bytes(view[offset + header_len:end])), end
+    return Packet(op, seq, data[offset + header_len:end], ver), end

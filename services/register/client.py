@@ -33,10 +33,10 @@ class RegisterClient:
                 lambda items: batch(sessions=[s for s, _ in items],
                                     token_issued_s=[issued for _, issued in items]),
                 lambda reply, _n: list(reply.results)), options)
-        self._revoke: PipeSet[register_pb2.RevokeItem, None] = PipeSet(
+        self._revoke: PipeSet[register_pb2.RevokeItem, common_pb2.Status] = PipeSet(
             "register.revoke", sender(channels, stub, "Revoke",
                                       lambda items: register_pb2.RevokeBatch(items=items),
-                                      no_results), retrying)
+                                      lambda reply, _n: list(reply.results)), retrying)
         self._offline: PipeSet[Session, None] = PipeSet("register.offline", sender(
             channels, stub, "Offline", lambda items: batch(sessions=items), no_results), retrying)
         self._lookup: PipeSet[common_pb2.UserRef, list[Session]] = PipeSet(
@@ -57,9 +57,13 @@ class RegisterClient:
             raise from_code(status.code, status.detail)
 
     async def revoke(self, item: register_pb2.RevokeItem) -> None:
-        """Leave a kick mark with the user's owner; returns once stored (before the rooms
-        close the sessions, so a reconnect racing the kick is refused)."""
-        await self._revoke.call(self.peers.owner(user_key(item.app, item.uid)), item)
+        """Leave a kick mark; returns once stored (before the rooms close the sessions, so a
+        reconnect racing the kick is refused). Raises BadRequest for a bad uid or device,
+        LimitError when the app's kick-mark quota is full, StoreError when the marks cannot
+        be stored: nothing was kept then."""
+        status = await self._revoke.call(self.peers.owner(user_key(item.app, item.uid)), item)
+        if status.code:
+            raise from_code(status.code, status.detail)
 
     async def offline(self, session: Session) -> None:
         """Unregister a session (fire and forget, retried)."""

@@ -8,7 +8,8 @@ from typing import Any
 from services.kit.errors import Kicked
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc.grpcio import servicer
-from services.register.kicks import KickMarks, Mark
+from services.register.admission import Admission
+from services.register.kicks import Mark
 from services.register.sessions import SessionIndex
 
 EMPTY = common_pb2.Empty()
@@ -17,31 +18,26 @@ KICKED = common_pb2.Status(code=Kicked.code, detail="kicked")
 
 
 class RegisterServicer(register_pb2_grpc.RegisterServicer):
-    def __init__(self, index: SessionIndex, marks: KickMarks | None = None) -> None:
+    def __init__(self, index: SessionIndex, admission: Admission | None = None) -> None:
         self.index = index
-        self.marks = KickMarks() if marks is None else marks
+        self.admission = Admission(index) if admission is None else admission
 
     @servicer
     async def Online(self, request: register_pb2.SessionBatch, context: Any) \
             -> register_pb2.OnlineReply:
-        now_ms = int(time.time() * 1000)
-        issued = request.token_issued_s
-        results = []
-        for i, s in enumerate(request.sessions):
-            if i < len(issued) and self.marks.refuses(s.app, s.uid, s.device, issued[i], now_ms):
-                results.append(KICKED)
-                continue
-            self.index.online(s)
-            results.append(ADDED)
-        return register_pb2.OnlineReply(results=results)
+        results = await self.admission.online(request.sessions, request.token_issued_s,
+                                              int(time.time() * 1000))
+        return register_pb2.OnlineReply(results=[ADDED if ok else KICKED for ok in results])
 
     @servicer
-    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) -> common_pb2.Empty:
-        now_ms = int(time.time() * 1000)
-        for i in request.items:
-            self.marks.add(i.app, i.uid, Mark(i.device, i.except_device, i.at_ms, i.expires_ms),
-                           now_ms)
-        return EMPTY
+    async def Revoke(self, request: register_pb2.RevokeBatch, context: Any) \
+            -> register_pb2.RevokeReply:
+        errors = await self.admission.kick([Mark(i.app, i.uid, i.device, i.except_device,
+                                                 i.at_ms, i.expires_ms) for i in request.items],
+                                           int(time.time() * 1000))
+        return register_pb2.RevokeReply(results=[
+            ADDED if e is None else common_pb2.Status(code=e.code, detail=e.message)
+            for e in errors])
 
     @servicer
     async def Offline(self, request: register_pb2.SessionBatch, context: Any) \

@@ -7,9 +7,15 @@ newer Online of the same session id.
 
 Transitions go to an optional listener (status callbacks, docs/coordinator.md): online when a
 session id is first added, offline (with a higher version) when it is removed by an Offline,
-by its room dying, or by a re-flush that no longer holds it. A session that left a re-flush
-because its user now belongs to another register instance (`owns` says no) has not gone
-offline and is not reported.
+by its room dying, by a re-flush that no longer holds it, or by a new session of the same
+device in the same room. A session that left a re-flush because its user now belongs to
+another register instance (`owns` says no) has not gone offline and is not reported.
+
+A room holds one session per device (docs/protocol.md §7, 4106; a resumable session is ended
+when the device opens a new one), so a new session of a device in a room means the room has
+ended the old one. The room's Offline for it travels in another batch than the new Online
+and may arrive after it; the index ends the old session at the Online instead, so the
+listener always hears the device's offline before its online.
 """
 
 from __future__ import annotations
@@ -42,7 +48,22 @@ class SessionIndex:
         self._owns = owns
 
     def online(self, session: common_pb2.Session) -> bool:
-        """Add or refresh a session; False when a newer version is already known."""
+        """A room reports a session: add or refresh it; False when a newer version is already
+        known. A new session of a device ends that device's earlier session in the same room
+        (told first); sessions with no device name never replace each other."""
+        key = (session.app, session.uid)
+        if session.device and session.session_id not in self._by_user.get(key, {}):
+            self._supersede(key, session)
+        return self._add(session)
+
+    def _supersede(self, key: UserKey, session: common_pb2.Session) -> None:
+        same = [s for s in self._by_user.get(key, {}).values()
+                if s.room == session.room and s.device == session.device]
+        for old in same:
+            self._remove(key, old.session_id, old.room)
+            self._tell(_gone(old), False)
+
+    def _add(self, session: common_pb2.Session) -> bool:
         key = (session.app, session.uid)
         current = self._by_user.get(key, {}).get(session.session_id)
         if current is not None and current.version > session.version:
@@ -85,7 +106,7 @@ class SessionIndex:
             if self._owns is None or self._owns(app, uid):
                 self._tell(_gone(session), False)
         for session in sessions:
-            self.online(session)
+            self._add(session)      # a snapshot: it may predate the room's newest sessions
 
     def drop_room(self, room: str) -> list[common_pb2.Session]:
         """Forget every session of `room` (it died or re-flushes); return them."""

@@ -1,4 +1,5 @@
-"""room's wiring: WebSocket server, gateway over register/saver, gRPC face, load reports.
+"""room's wiring: the room's parts over register/saver/coordinator (`assemble`), WebSocket
+server, gRPC face, load reports.
 
 Shutdown order: drain (mark draining in discovery: no new routes; move the clients to other
 rooms with RECONNECT, services/room/drain.py), close the rest with 4000, unregister parked
@@ -10,82 +11,140 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from services.coordinator.client import CoordinatorClient
+from services.kit.discovery import Discovery
 from services.kit.errors import PushwireError
 from services.kit.host import Host, hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
+from services.kit.tasks import TaskSet
 from services.register.client import RegisterClient
+from services.room.admission import Admission
+from services.room.binding import Bindings
 from services.room.config import RoomConfig
-from services.room.connection import Limits
+from services.room.connection import Connection, Limits
+from services.room.delivery import Delivery
 from services.room.drain import Drain, Mover, Rebalance
-from services.room.gateway import Gateway
-from services.room.protocol import Timeouts
+from services.room.fanout import FanOut
+from services.room.hub import Hub
+from services.room.policy import AccessPolicy, Rules
+from services.room.presence import Presence
+from services.room.protocol import Bounds, Timeouts
 from services.room.redelivery import Redelivery
+from services.room.resume import Resumption
 from services.room.server import RoomServer
 from services.room.servicer import RoomServicer
+from services.room.sessions import Sessions
 from services.room.standby import Standby
+from services.room.topics import TopicIndex
+from services.room.upstream import Upstream
 from services.saver.client import SaverClient
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The room's domain objects, wired together; `serve` puts the servers around them."""
+
+    hub: Hub[Connection]
+    tasks: TaskSet
+    resume: Resumption
+    topics: TopicIndex[Connection]
+    fanout: FanOut[Connection]
+    presence: Presence
+    delivery: Delivery[Connection]
+    sessions: Sessions
+
+    async def close(self) -> None:
+        """Stop the broadcast jobs and the short requests still running."""
+        await self.fanout.close()
+        await self.tasks.close()
+
+
+def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
+             saver: SaverClient, coordinator: CoordinatorClient | None = None, *,
+             hub: Hub[Connection] | None = None,
+             turn_away: Callable[[Connection], bool] | None = None) -> Parts:
+    """Build the room's parts; `sessions` is the RoomBackend of its RoomServer."""
+    hub = Hub() if hub is None else hub
+    tasks = TaskSet("room")
+    resume = Resumption(config.resume_linger_s, config.resume_keep)
+    topics: TopicIndex[Connection] = TopicIndex()
+    fanout = FanOut(topics, saver, started=resume.note_broadcast)
+    policy: AccessPolicy[Connection] = AccessPolicy(Rules.of(config))
+    presence = Presence(config.instance, register)
+    delivery = Delivery(hub, topics, saver, resume, tasks, discovery,
+                        replay_batch=config.replay_batch)
+    admission = Admission(discovery, policy)
+    sessions = Sessions(
+        config.instance, hub=hub, policy=policy, admission=admission, presence=presence,
+        delivery=delivery, bindings=Bindings(admission, topics, presence, delivery, fanout, tasks),
+        upstream=Upstream(discovery, policy, coordinator), topics=topics, fanout=fanout,
+        resume=resume, tasks=tasks, turn_away=turn_away)
+    return Parts(hub, tasks, resume, topics, fanout, presence, delivery, sessions)
 
 
 async def serve(config: RoomConfig, life: Lifecycle) -> None:
     """Run one room instance until SIGTERM."""
     async with hosted("room", config, life,
                       watch=("register", "saver", "coordinator", "room")) as host:
-        channels = Channels()
+        channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         saver = SaverClient(host.discovery, channels, options)
         coordinator = CoordinatorClient(host.discovery, channels, options)
-        gateway = Gateway(config, host.discovery, register, saver, coordinator=coordinator)
-        server = RoomServer(gateway, timeouts=Timeouts(
+        hub: Hub[Connection] = Hub()
+        mover = Mover(config.instance, config.idc, host.discovery,
+                      spread_ms=config.drain_spread_ms)
+        drain = Drain(mover, hub, rate_per_s=config.drain_rate_per_s,
+                      mark=lambda: _mark_draining(host), stop=life.stop)
+        room = assemble(config, host.discovery, register, saver, coordinator, hub=hub,
+                        turn_away=drain.turn_away)
+        server = RoomServer(room.sessions, hub=hub, timeouts=Timeouts(
             auth_s=config.auth_timeout_s, heartbeat_factor=config.heartbeat_factor,
             heartbeat_grace_s=config.heartbeat_grace_s), limits=Limits(
             max_frame=config.max_frame, write_limit=config.outbound_limit,
-            max_connections=0))     # the access policy enforces it (and counts refusals)
+            max_connections=0),     # the access policy enforces it (and counts refusals)
+            bounds=Bounds.of(config))
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
-        mover = Mover(config.instance, config.idc, host.discovery,
-                      spread_ms=config.drain_spread_ms)
-        drain = Drain(mover, server.hub, rate_per_s=config.drain_rate_per_s,
-                      mark=lambda: _mark_draining(host), stop=life.stop)
-        gateway.turn_away = drain.turn_away
         grpc_server, grpc_port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(room_pb2_grpc.add_RoomServicer_to_server,
-              RoomServicer(gateway, server.hub, drain))])
+              RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))])
         await host.await_peers(("register", "saver"))
         await host.announce({**_ws_addresses(config, server.port),
                              "grpc": f"{config.advertise}:{grpc_port}"},
                             capacity=config.max_connections)
-        standby = Standby(config.instance, server.hub, register, gateway, config.rpc_timeout_s)
+        standby = Standby(config.instance, hub, register, room.presence, room.resume,
+                          room.delivery, config.rpc_timeout_s)
         host.discovery.listen(standby.on_discovery)
         standby.on_discovery("register")
-        gateway.resume.epoch = lambda: standby.flushes
-        rebalance = Rebalance(mover, server.hub, after_s=config.rebalance_after_s,
+        rebalance = Rebalance(mover, hub, after_s=config.rebalance_after_s,
                               rate_per_s=config.rebalance_rate_per_s,
                               draining=lambda: drain.active)
         host.discovery.listen(rebalance.on_discovery)
         rebalance.on_discovery("room")
         life.spawn(standby.run(), "room-standby")
         life.spawn(rebalance.run(), "room-rebalance")
-        life.spawn(gateway.resume.run(gateway.unregister_parked), "room-resume")
+        life.spawn(room.resume.run(room.sessions.unregister_parked), "room-resume")
         life.spawn(server.run(), "room-sweep")
-        life.spawn(Redelivery(server.hub, saver, gateway, every_s=config.redeliver_every_s,
+        life.spawn(Redelivery(hub, saver, room.delivery, every_s=config.redeliver_every_s,
                               min_age_s=config.redeliver_min_age_s).run(), "room-redelivery")
-        life.spawn(_report_load(host, server, gateway, config.load_report_s, life.stopping),
+        life.spawn(_report_load(host, server, config.load_report_s, life.stopping),
                    "room-load")
         await life.stopping.wait()
 
         await drain.until_done(config.drain_timeout_s)
         await server.close()
-        gateway.unregister_parked(gateway.resume.release_all())
+        room.sessions.unregister_parked(room.resume.release_all())
         await register.drain(config.shutdown_grace_s)
         await saver.drain(config.shutdown_grace_s)
         await coordinator.close()
         await grpc_server.stop(1.0)
-        await gateway.close()
+        await room.close()
         await drain.close()
         await register.close()
         await saver.close()
@@ -108,18 +167,18 @@ def _ws_addresses(config: RoomConfig, port: int) -> dict[str, str]:
     return addresses
 
 
-async def _report_load(host: Host, server: RoomServer, gateway: Gateway, every_s: float,
+async def _report_load(host: Host, server: RoomServer, every_s: float,
                        stopping: asyncio.Event) -> None:
     """Keep the connection count in discovery fresh (the dispatcher weighs rooms by it), until
     the room stops (discovery closes during the shutdown that follows)."""
     last = -1
     while not stopping.is_set():
         await asyncio.sleep(min(every_s, 1.0))
-        gateway.connections = server.connection_count
-        if host.instance is not None and gateway.connections != last and not stopping.is_set():
-            last = gateway.connections
+        connections = server.connection_count
+        if host.instance is not None and connections != last and not stopping.is_set():
+            last = connections
             host.instance = host.instance.with_load(last)
             try:
                 await host.discovery.update(host.instance)
             except PushwireError as exc:
-                host.log.warning("load report failed: %s", exc.message)
+                host.log.warning("load report failed: %s", exc)

@@ -1,4 +1,5 @@
-"""The seam between the room's connection layer and the rest of the room (services/room/app.py).
+"""The seam between the room's connection layer and the rest of the room: services/room/sessions.py
+implements it.
 
 A Connection (services/room/connection.py) calls its RoomBackend at these points of the
 client protocol (docs/protocol.md). Errors are services/kit/errors.py exceptions:
@@ -11,13 +12,14 @@ client protocol (docs/protocol.md). Errors are services/kit/errors.py exceptions
   ProtocolError) answers ERROR and closes with its close code.
 
 Sync methods run inside the connection's data callback: keep them short, queue real work.
-`authenticate` and `on_up` run as small tasks owned by the RoomServer (one per request in
-flight, cancelled at shutdown).
+`authenticate`, `on_up` and a BIND of another app (`on_bind`'s coroutine) run as small tasks
+owned by the RoomServer (one per request in flight, cancelled at shutdown).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.kit.pb import wire_pb2
 
@@ -45,7 +47,8 @@ class RoomBackend(Protocol):
         ...
 
     def on_ack(self, conn: Connection, app: str, ids: tuple[int, ...]) -> None:
-        """The client consumed unicast messages `ids` of `app` (one ACK packet, ids non-empty).
+        """The client consumed unicast messages `ids` of `app` (one ACK packet; ids non-empty,
+        deduplicated, at most `Bounds.ack_max_ids`, within the connection's id budget).
         Raise NotFound for an app the connection does not hold (non-fatal ERROR)."""
         ...
 
@@ -53,8 +56,13 @@ class RoomBackend(Protocol):
         """Forward upstream data; the reply goes back as UP_REPLY with the request's seq."""
         ...
 
-    def on_bind(self, conn: Connection, bind: wire_pb2.Bind) -> wire_pb2.BindReply:
-        """Bind topics (and another app with its token); reply with the topics now bound."""
+    def on_bind(self, conn: Connection, bind: wire_pb2.Bind) \
+            -> wire_pb2.BindReply | Coroutine[Any, Any, wire_pb2.BindReply]:
+        """Bind topics (and another app with its token); reply with the topics now bound.
+
+        A bind that waits on another service (register, for another app) returns a coroutine
+        instead: the connection runs it as a request in flight (like UP) and replies when it
+        ends. Topics of an app already held are answered at once, in order."""
         ...
 
     def on_unbind(self, conn: Connection, bind: wire_pb2.Bind) -> wire_pb2.BindReply:

@@ -1,14 +1,23 @@
 """How center and coordinator reach connections: batched pipes to each room instance.
 
 Deliver drops under overload (the message is stored; the user gets it on the next connect or
-the redelivery sweep), Kick retries (a kick must happen), the fan-out calls (publish,
+the redelivery sweep) and is re-sent when its connection fails (idempotent: clients drop
+copies by message id), Kick retries (a kick must happen), the fan-out calls (publish,
 broadcast shares, connection counts) reject.
+
+A delivery for a room this process's discovery does not show yet waits for it (`Unseen`): a
+room registers its sessions with register as soon as it announces itself, and the other
+processes see the announcement a moment later (a ZooKeeper watch, a folder poll).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import logging
+import time
+from collections.abc import Container
+from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 from services.kit.discovery import Discovery
 from services.kit.errors import PushwireError, Unavailable
@@ -17,16 +26,71 @@ from services.kit.rpc.grpcio import Channels, sender
 from services.kit.rpc.peers import Peers
 from services.kit.rpc.pipe import Overflow, PipeOptions, PipeSet
 
+log = logging.getLogger("pushwire.rooms")
+T = TypeVar("T")
+
+
+@dataclass
+class Unseen(Generic[T]):
+    """Items for rooms that discovery does not show yet, each kept `wait_s` at most.
+
+    Sans-I/O: `park` when the room is unknown, `take` when discovery changed. Bounded by
+    `max_items`; what expires or does not fit is counted in `dropped` (a stored message then
+    waits for the room's redelivery sweep or the next connect)."""
+
+    wait_s: float = 5.0
+    max_items: int = 10_000
+    dropped: int = 0
+    _items: dict[str, list[tuple[float, T]]] = field(default_factory=dict)
+    _count: int = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def park(self, room: str, item: T, now: float) -> bool:
+        """Keep `item` for `room` until `now + wait_s`; False (dropped) when full."""
+        self._expire(now)
+        if self._count >= self.max_items:
+            self.dropped += 1
+            return False
+        self._items.setdefault(room, []).append((now + self.wait_s, item))
+        self._count += 1
+        return True
+
+    def take(self, live: Container[str], now: float) -> list[tuple[str, T]]:
+        """The items of the rooms in `live`, oldest first per room, removed; expired items
+        are dropped."""
+        self._expire(now)
+        out = [(room, item) for room in [r for r in self._items if r in live]
+               for _, item in self._items.pop(room)]
+        self._count -= len(out)
+        return out
+
+    def _expire(self, now: float) -> None:
+        for room in list(self._items):
+            items = self._items[room]
+            kept = [(until, item) for until, item in items if until > now]
+            if len(kept) < len(items):
+                self.dropped += len(items) - len(kept)
+                self._count -= len(items) - len(kept)
+                if kept:
+                    self._items[room] = kept
+                else:
+                    del self._items[room]
+
 
 class RoomClient:
     def __init__(self, discovery: Discovery, channels: Channels, options: PipeOptions) -> None:
         self.peers = Peers(discovery, "room")
+        # Registered after Peers' own listener: it sees the new view.
+        self._unseen: Unseen[room_pb2.Delivery] = Unseen(wait_s=options.timeout_s)
+        discovery.listen(self._rooms_changed)
         stub = room_pb2_grpc.RoomStub
         self._deliver: PipeSet[room_pb2.Delivery, int] = PipeSet(
             "room.deliver", sender(channels, stub, "Deliver",
                                    lambda items: room_pb2.DeliverRequest(deliveries=items),
                                    lambda reply, _n: list(reply.delivered)),
-            replace(options, overflow=Overflow.DROP))
+            replace(options, overflow=Overflow.DROP, idempotent=True))
         self._kick: PipeSet[room_pb2.KickItem, int] = PipeSet(
             "room.kick", sender(channels, stub, "Kick",
                                 lambda items: room_pb2.KickRequest(items=items),
@@ -54,8 +118,25 @@ class RoomClient:
         return address
 
     async def deliver(self, room: str, delivery: room_pb2.Delivery) -> None:
-        """Hand one message to a room for its connections (fire and forget)."""
-        await self._deliver.post(self._target(room), delivery)
+        """Hand one message to a room for its connections (fire and forget). A room that
+        discovery does not show yet gets it once it does, within the call deadline."""
+        address = self.peers.address(room)
+        if address is not None:
+            await self._deliver.post(address, delivery)
+        elif not self._unseen.park(room, delivery, time.monotonic()):
+            raise Unavailable(f"room {room} is not live")
+
+    def _rooms_changed(self, kind: str) -> None:
+        """Discovery listener: send the deliveries waiting for rooms that are live now."""
+        if kind != "room" or not len(self._unseen):
+            return
+        dropped = self._unseen.dropped
+        rooms = self.rooms()
+        for room, delivery in self._unseen.take(rooms, time.monotonic()):
+            self._deliver.post_nowait(rooms[room], delivery)
+        if self._unseen.dropped > dropped:
+            log.warning("%d deliveries for rooms not seen in %.1fs wait for the sweep",
+                        self._unseen.dropped - dropped, self._unseen.wait_s)
 
     async def deliver_many(self, pairs: list[tuple[str, room_pb2.Delivery]]) -> list[int]:
         """Deliver and wait: connections written per delivery."""

@@ -35,6 +35,16 @@ class RoomConfig(ServiceConfig):
     accept_burst: int = 0              # accepted at once above the rate; 0: one second's worth
     up_rate_per_s: float = 20.0        # UP packets per connection per second (ERROR 1005) ...
     up_burst: int = 40                 # ... after a burst; refused this many more times: 4104
+    # Bounds on one connection (services/room/protocol.py Bounds, docs/protocol.md §9);
+    # beyond any of them the connection closes with 4104 (a BATCH before AUTH_REPLY: 4103).
+    ack_max_ids: int = 1024            # ids in one ACK (the SDK sends at most 256)
+    batch_max_packets: int = 64        # packets in one client BATCH (the SDK sends none)
+    packet_rate_per_s: float = 100.0   # packets per connection per second ...
+    packet_burst: int = 100            # ... after a burst of this many
+    ack_id_rate_per_s: float = 2000.0  # ACK ids per connection per second ...
+    ack_id_burst: int = 4000           # ... after a burst of this many
+    pre_auth_packets: int = 8          # packets before AUTH_REPLY, AUTH included
+    pre_auth_max_frame: int = 4096     # bytes per message before AUTH_REPLY (an AUTH: < 1.3 KiB)
     # Flash-disconnect resume (services/room/resume.py, docs/protocol.md §8).
     resume_linger_s: float = 20.0      # a dropped session is kept this long; 0: no resume
     resume_keep: int = 64              # unacked messages kept per session for a resume
@@ -57,6 +67,19 @@ class RoomConfig(ServiceConfig):
         if self.auth_timeout_s <= 0 or self.heartbeat_factor < 1:
             raise ConfigError("auth_timeout_s must be > 0 and heartbeat_factor >= 1")
         self._validate_policy()
+        self._validate_bounds()
+
+    def _validate_bounds(self) -> None:
+        if min(self.ack_max_ids, self.batch_max_packets, self.packet_rate_per_s,
+               self.ack_id_rate_per_s, self.pre_auth_packets) <= 0:
+            raise ConfigError("connection bounds (ack_max_ids, batch_max_packets, rates, "
+                              "pre_auth_packets) must be > 0")
+        if not 1024 <= self.pre_auth_max_frame <= self.max_frame:
+            raise ConfigError("pre_auth_max_frame must be between 1024 (an AUTH fits) and "
+                              "max_frame")
+        if self.packet_burst < self.batch_max_packets or self.ack_id_burst < self.ack_max_ids:
+            raise ConfigError("packet_burst must be >= batch_max_packets and ack_id_burst >= "
+                              "ack_max_ids (else a full BATCH or ACK could never pass)")
 
     def _validate_policy(self) -> None:
         for entry in (*self.allow_cidrs, *self.deny_cidrs):

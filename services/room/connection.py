@@ -1,14 +1,20 @@
 """One client connection: an asyncio.Protocol driving two sans-I/O state machines.
 
     socket bytes -> websockets ServerProtocol (handshake, frames, ping, close handshake)
-                 -> ClientSession (services/room/protocol.py: packets, auth, heartbeat)
+                 -> ClientSession (services/room/protocol.py: packets, auth, heartbeat, bounds)
                  -> RoomBackend calls (services/room/backend.py)
 
-No task per connection: timeouts come from the room's TimerWheel, and only AUTH and UP run
+No task per connection: timeouts come from the room's TimerWheel; AUTH, UP, BIND of an app run
 as short tasks owned by the room (Context.spawn). Outgoing data frames are encoded here with
 `encode_frame` rather than by `ServerProtocol.send_binary`: a fan-out encodes one frame and
 writes the same bytes to every connection. Writes never wait: a client whose unsent bytes
 exceed `Limits.write_limit` is closed as a slow consumer (docs/protocol.md §7, 4001).
+
+A client that breaks the protocol or a bound (docs/protocol.md §9) gets an ERROR, then the
+close; each such close is counted in `pushwire_room_violations_total{violation}`. That holds
+for the WebSocket layer too: websockets' failures (bad masking, reserved bits, an oversized or
+fragmented control frame, a message over `max_frame`) are sent as ERROR 1002 / 1005 before
+their close frame, with pushwire's close codes.
 """
 
 from __future__ import annotations
@@ -23,15 +29,16 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from google.protobuf.message import Message as ProtoMessage
 from prometheus_client import Counter
 from websockets.frames import BINARY, CLOSE, PING, PONG, Frame
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.http11 import Request
-from websockets.protocol import CONNECTING, OPEN
+from websockets.protocol import CLOSING, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from services.kit.errors import LimitError, Overloaded, PushwireError
+from services.kit.errors import LimitError, Overloaded, ProtocolError, PushwireError
 from services.kit.pb import common_pb2, wire_pb2
 from services.kit.wire import Op
 from services.room.backend import RoomBackend
@@ -42,6 +49,7 @@ from services.room.protocol import (
     AckReceived,
     AuthRequested,
     BindRequested,
+    Bounds,
     ClientSession,
     CloseCode,
     Event,
@@ -51,13 +59,16 @@ from services.room.protocol import (
     Timeouts,
     UnbindRequested,
     UpReceived,
+    Violation,
     close_code_for,
+    close_code_of,
     error_packet,
     heartbeat_reply,
     push_packet,
     reconnect_packet,
     reply_packet,
 )
+from services.room.state import ConnState
 from services.room.timers import TimerWheel
 
 log = logging.getLogger("pushwire.room.connection")
@@ -66,11 +77,15 @@ log = logging.getLogger("pushwire.room.connection")
 # slow consumers, moves. The access policy counts its reasons in pushwire_room_refused_total.
 CLOSED = Counter("pushwire_room_closed_total", "Sessions the room closed, by close code",
                  ["code"])
+# Those of them that broke the protocol or a bound, by what they broke (docs/protocol.md §9).
+VIOLATIONS = Counter("pushwire_room_violations_total",
+                     "Clients closed for breaking the protocol or a bound", ["violation"])
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _FIN_BINARY = 0x80 | BINARY
+_SLICE = 4096           # bytes of one read handed to websockets at a time
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -107,11 +122,14 @@ class _QuietLog(logging.LoggerAdapter[logging.Logger]):
 
 _WS_LOG = _QuietLog(logging.getLogger("pushwire.room.websocket"), {})
 
-# WebSocket-level failures mapped onto pushwire close codes (docs/protocol.md §7).
-_WS_FAILURES: dict[int, int] = {
-    WsCloseCode.MESSAGE_TOO_BIG: CloseCode.LIMIT,
-    WsCloseCode.PROTOCOL_ERROR: CloseCode.PROTOCOL_VIOLATION,
-    WsCloseCode.INVALID_DATA: CloseCode.PROTOCOL_VIOLATION,
+# WebSocket-level failures mapped onto pushwire close codes (docs/protocol.md §7, §9), and
+# the ERROR sent before each close frame.
+_WS_FAILURES: dict[int, tuple[int, int, str]] = {
+    WsCloseCode.MESSAGE_TOO_BIG: (CloseCode.LIMIT, LimitError.code, "message too big"),
+    WsCloseCode.PROTOCOL_ERROR: (CloseCode.PROTOCOL_VIOLATION, ProtocolError.code,
+                                 "WebSocket protocol error"),
+    WsCloseCode.INVALID_DATA: (CloseCode.PROTOCOL_VIOLATION, ProtocolError.code,
+                               "WebSocket protocol error"),
 }
 
 
@@ -124,22 +142,35 @@ class _WebSocket(ServerProtocol):
         return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in subprotocols else None
 
     def fail(self, code: int, reason: str = "") -> None:
-        super().fail(_WS_FAILURES.get(code, code), reason)
+        # Called by websockets' parser when the client broke RFC 6455 or max_frame: say why
+        # in an ERROR before the close frame, as for any other violation (§9).
+        failure = _WS_FAILURES.get(code)
+        if failure is None:
+            super().fail(code, reason)
+            return
+        close, error, what = failure
+        if self.state is OPEN:
+            message = f"{what}: {reason}" if reason else what
+            self.send_frame(Frame(BINARY, error_packet(error, message, fatal=True)))
+        super().fail(close, reason)
 
 
 class Context:
     """What every connection of one RoomServer shares. Built by RoomServer."""
 
-    __slots__ = ("backend", "connections", "drained", "hub", "limits", "tasks", "timeouts",
-                 "wheel")
+    __slots__ = ("backend", "bounds", "connections", "drained", "hub", "limits",
+                 "pre_auth_max_frame", "tasks", "timeouts", "wheel")
 
     def __init__(self, backend: RoomBackend, hub: Hub[Connection],
-                 wheel: TimerWheel[Connection], timeouts: Timeouts, limits: Limits) -> None:
+                 wheel: TimerWheel[Connection], timeouts: Timeouts, limits: Limits,
+                 bounds: Bounds) -> None:
         self.backend = backend
         self.hub = hub
         self.wheel = wheel
         self.timeouts = timeouts
         self.limits = limits
+        self.bounds = bounds
+        self.pre_auth_max_frame = min(bounds.pre_auth_max_frame, limits.max_frame)
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         # Created when RoomServer.close starts (no new connections), set when none is left.
@@ -164,15 +195,17 @@ class Context:
 
 class Connection(asyncio.Protocol):
     """One client. Identity (`session_id`, `app`, `uid`, `device`) is set once AUTH passes;
-    `extra` is free for the backend's per-connection state (e.g. bound topics)."""
+    `state` is the room's state of the connection once AUTH passed (services/room/state.py)."""
 
-    __slots__ = ("alive", "app", "ctx", "device", "extra", "fresh", "inflight", "peer",
-                 "session", "session_id", "transport", "uid", "ws")
+    __slots__ = ("alive", "app", "ctx", "device", "fresh", "inflight", "peer", "session",
+                 "session_id", "state", "transport", "uid", "ws")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.ws = _WebSocket(max_size=ctx.limits.max_frame, logger=_WS_LOG)
-        self.session = ClientSession(ctx.timeouts, time.monotonic())
+        # Before AUTH_REPLY a message is small (§9): no unauthenticated client makes the room
+        # buffer more than this; `_open` lifts it to max_frame.
+        self.ws = _WebSocket(max_size=ctx.pre_auth_max_frame, logger=_WS_LOG)
+        self.session = ClientSession(ctx.timeouts, time.monotonic(), ctx.bounds)
         self.transport: asyncio.Transport
         self.alive = False
         self.peer = ""
@@ -181,7 +214,7 @@ class Connection(asyncio.Protocol):
         self.uid = ""
         self.device = ""
         self.inflight = 0
-        self.extra: Any = None
+        self.state: ConnState | None = None
         self.fresh = True               # nothing read yet: the handshake may take the fast path
 
     def __repr__(self) -> str:
@@ -276,11 +309,22 @@ class Connection(asyncio.Protocol):
                 data = upgrade.rest
                 if not data or self.closed:
                     return
+        now = time.monotonic()
+        # websockets parses every frame it is given before we see one (~6 µs each): feed a
+        # big read in slices, so a client that breaks a bound (§9) costs at most one slice
+        # past it; the rest of its bytes are dropped unread.
+        for start in range(0, len(data), _SLICE):
+            self._receive(data[start:start + _SLICE] if len(data) > _SLICE else data, now)
+            if self.closed:
+                break
+        if self.ws.state is not OPEN and self.ws.state is not CONNECTING:
+            self._ws_closed()
+
+    def _receive(self, data: bytes, now: float) -> None:
         ws = self.ws
         ws.receive_data(data)
         events = ws.events_received()
         self._flush()                   # pongs, handshake rejections, close echoes
-        now = time.monotonic()
         for event in events:
             if self.closed:
                 break
@@ -288,8 +332,6 @@ class Connection(asyncio.Protocol):
                 self._on_frame(event, now)
             elif isinstance(event, Request):
                 self._on_handshake(event)
-        if ws.state is not OPEN and ws.state is not CONNECTING:
-            self._ws_closed()
 
     def eof_received(self) -> None:
         self.ws.receive_eof()
@@ -331,7 +373,7 @@ class Connection(asyncio.Protocol):
     def _upgraded(self, response: bytes) -> None:
         """The handshake fast path (services/room/handshake.py) accepted the request: answer
         101 and go on with a WebSocket that starts OPEN (no request parser kept alive)."""
-        self.ws = _WebSocket(state=OPEN, max_size=self.ctx.limits.max_frame, logger=_WS_LOG)
+        self.ws = _WebSocket(state=OPEN, max_size=self.ctx.pre_auth_max_frame, logger=_WS_LOG)
         self.transport.write(response)
         self._admit()
 
@@ -352,10 +394,12 @@ class Connection(asyncio.Protocol):
                     return
                 self._dispatch(event)
         elif frame.opcode is PING or frame.opcode is PONG:
-            self.session.touch(now)     # websockets already answered the ping
+            violated = self.session.pinged(now)     # websockets already answered the ping
+            if violated is not None:
+                self._violated(violated.violation, violated.reason)
         elif frame.opcode is not CLOSE:
             # Text (no JSON form in pushwire.v1) or a fragment (messages are small: §1).
-            self.close(CloseCode.PROTOCOL_VIOLATION, "one binary frame per message")
+            self._violated(Violation.WEBSOCKET, "one binary frame per message")
 
     def _dispatch(self, event: Event) -> None:
         match event:
@@ -366,16 +410,26 @@ class Connection(asyncio.Protocol):
                     self.ctx.backend.on_ack(self, app, ids)
                 except Exception as exc:
                     self._refuse(seq, exc)
-            case UpReceived():
-                self._on_up(event)
+            case UpReceived(seq=seq, up=up):
+                self._start(seq, Op.UP_REPLY, self.ctx.backend.on_up(self, up))
             case BindRequested(seq=seq, bind=bind):
                 self._answer_bind(Op.BIND_REPLY, seq, bind, self.ctx.backend.on_bind)
             case UnbindRequested(seq=seq, bind=bind):
                 self._answer_bind(Op.UNBIND_REPLY, seq, bind, self.ctx.backend.on_unbind)
             case AuthRequested():
                 self._on_auth(event)
-            case ProtocolViolated(code=code, reason=reason):
-                self.close(code, reason)
+            case ProtocolViolated(reason=reason, violation=violation):
+                self._violated(violation, reason)
+
+    def _violated(self, violation: Violation, reason: str) -> None:
+        """Close a client that broke the protocol or a bound (§9), count it, and read nothing
+        more from it: its close frame is not awaited (RFC 6455 §7.1.7, as websockets does for
+        its own failures): EOF follows the close frame, later bytes are discarded unparsed."""
+        VIOLATIONS.labels(violation).inc()
+        self.close(close_code_of(violation), reason)
+        if self.ws.state is CLOSING:
+            self.ws.fail(close_code_of(violation), reason)   # close frame already sent: EOF
+            self._flush()
 
     def _on_auth(self, event: AuthRequested) -> None:
         auth = event.auth
@@ -406,6 +460,7 @@ class Connection(asyncio.Protocol):
             return
         if superseded is not None:
             superseded.close(CloseCode.SUPERSEDED, "same device connected again")
+        self.ws.max_message_size = self.ctx.limits.max_frame
         self.send(packet)
         self.ctx.wheel.schedule(self)   # the heartbeat deadline may precede the auth deadline
         try:
@@ -413,24 +468,28 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("%r: on_ready failed", self)
 
-    def _on_up(self, event: UpReceived) -> None:
+    def _start(self, seq: int, op: Op, request: _Request) -> None:
+        """Run a request that waits on another service (UP, BIND of another app) as a task
+        owned by the room, at most `max_inflight` per connection; its reply echoes seq."""
         if self.inflight >= self.ctx.limits.max_inflight:
+            request.close()
             self.send(error_packet(LimitError.code, "too many requests in flight", fatal=False,
-                                   seq=event.seq))
-        elif self.ctx.spawn(self._up(event.seq, event.up)):
+                                   seq=seq))
+        elif self.ctx.spawn(self._finish(seq, op, request)):
             self.inflight += 1
         else:
-            self.send(error_packet(Overloaded.code, "room busy", fatal=False, seq=event.seq))
+            request.close()
+            self.send(error_packet(Overloaded.code, "room busy", fatal=False, seq=seq))
 
-    async def _up(self, seq: int, up: wire_pb2.Up) -> None:
+    async def _finish(self, seq: int, op: Op, request: _Request) -> None:
         try:
-            reply = await self.ctx.backend.on_up(self, up)
+            reply = await request
         except Exception as exc:
             self._refuse(seq, exc)
             return
         finally:
             self.inflight -= 1
-        self.send(reply_packet(Op.UP_REPLY, seq, reply))
+        self.send(reply_packet(op, seq, reply))
 
     def _answer_bind(self, op: Op, seq: int, bind: wire_pb2.Bind, call: _BindCall) -> None:
         try:
@@ -438,7 +497,10 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             self._refuse(seq, exc)
             return
-        self.send(reply_packet(op, seq, reply))
+        if isinstance(reply, wire_pb2.BindReply):
+            self.send(reply_packet(op, seq, reply))
+        else:
+            self._start(seq, op, reply)     # BIND of another app: register answers first
 
     def _refuse(self, seq: int, exc: Exception) -> None:
         """Answer a request the backend refused: ERROR echoing seq; fatal errors also close."""
@@ -466,6 +528,9 @@ class Connection(asyncio.Protocol):
         code = sent.code if sent else rcvd.code if rcvd else WsCloseCode.ABNORMAL_CLOSURE
         if sent and not self.ws.close_rcvd_then_sent:
             CLOSED.labels(code).inc()       # the WebSocket layer failed it (e.g. too big)
+            if code in (CloseCode.LIMIT, CloseCode.PROTOCOL_VIOLATION):
+                VIOLATIONS.labels(Violation.TOO_BIG if code == CloseCode.LIMIT
+                                  else Violation.WEBSOCKET).inc()
         self.session.close(code, "", time.monotonic())
         self._ended()
 
@@ -485,7 +550,8 @@ class Connection(asyncio.Protocol):
             log.exception("%r: on_closed failed", self)
 
 
-_BindCall = Callable[[Connection, wire_pb2.Bind], wire_pb2.BindReply]
+_Request = Coroutine[Any, Any, ProtoMessage]
+_BindCall = Callable[[Connection, wire_pb2.Bind], wire_pb2.BindReply | _Request]
 
 
 def _short(reason: str) -> str:

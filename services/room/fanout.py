@@ -16,8 +16,9 @@ connection (`Connection.write_frame`); nothing here runs per connection but a sh
   the app's log in saver, as one frame (bounded in count and bytes).
 
 Per connection the room remembers the cursor the client reported and the ids of the last
-broadcasts it sent there (`ConnState.cursors`, `ConnState.sent`), so a replay racing a live
-job, or a job started again after the room forgot it, never sends a broadcast twice.
+broadcasts it sent there (`ConnState.take_broadcast`, services/room/state.py), so a replay
+racing a live job, or a job started again after the room forgot it, never sends a broadcast
+twice.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
@@ -36,6 +37,7 @@ from services.kit.errors import Overloaded, PushwireError
 from services.kit.pb import common_pb2, room_pb2, wire_pb2
 from services.room.connection import encode_frame
 from services.room.protocol import push_packet
+from services.room.state import ConnState
 from services.room.topics import TopicIndex
 from services.saver.client import SaverClient
 
@@ -48,7 +50,7 @@ FRAMES = Counter("pushwire_room_fanout_frames_total", "Frames encoded for fan-ou
 class Target(Protocol):
     """A connection as fan-out uses it (services/room/connection.py Connection)."""
 
-    extra: Any                       # the room's ConnState (apps, cursors) once authenticated
+    state: ConnState | None          # None before AUTH
 
     @property
     def uid(self) -> str: ...
@@ -63,35 +65,6 @@ class Target(Protocol):
 
 
 T = TypeVar("T", bound=Target)
-
-
-SENT_KEPT = 16       # broadcast ids remembered per connection (ConnState.sent)
-
-
-def take_broadcast(state: Any, app: str, broadcast_id: int) -> bool:
-    """True when broadcast `broadcast_id` of `app` is new for the connection with `state`, and
-    record it as sent; False when the connection no longer serves the app, the client
-    reported a cursor at or past it, or it was sent on this connection already. Exact ids,
-    not a high-water mark: two jobs of one app may reach a connection in either order."""
-    if state is None or app not in state.apps:
-        return False
-    cursors = state.cursors
-    if cursors is not None and cursors.get(app, 0) >= broadcast_id:
-        return False
-    sent = state.sent
-    if broadcast_id in sent:
-        return False
-    state.sent = (*sent[1 - SENT_KEPT:], broadcast_id) if sent else (broadcast_id,)
-    return True
-
-
-def note_cursor(state: Any, app: str, cursor: int) -> None:
-    """Record the cursor a client reported for `app` (AUTH, BIND): it has the broadcasts up
-    to that id."""
-    if cursor > 0:
-        if state.cursors is None:
-            state.cursors = {}
-        state.cursors[app] = max(state.cursors.get(app, 0), cursor)
 
 
 def broadcast_packet(message: common_pb2.Message) -> bytes:
@@ -200,8 +173,10 @@ class FanOut(Generic[T]):
     def __init__(self, topics: TopicIndex[T], saver: SaverClient | None, *,
                  batch_window_s: float = 0.002, max_jobs: int = 32, keep_jobs: int = 256,
                  orphan_s: float = 5.0, forget_s: float = 600.0, tick_s: float = 0.05,
-                 chunk: int = 2000, replay_max: int = 20,
-                 replay_bytes: int = 256 * 1024) -> None:
+                 chunk: int = 2000, replay_max: int = 20, replay_bytes: int = 256 * 1024,
+                 started: Callable[[str, int], None] | None = None) -> None:
+        """`started(app, broadcast_id)` hears of every broadcast task that names its message
+        (services/room/resume.py: parked sessions miss it and replay it if they resume)."""
         self.topics = topics
         self.saver = saver
         self.batcher = Batcher(topics, window_s=batch_window_s)
@@ -213,6 +188,7 @@ class FanOut(Generic[T]):
         self.chunk = chunk
         self.replay_max = replay_max
         self.replay_bytes = replay_bytes
+        self._started = started
         self._jobs: OrderedDict[int, RoomJob[T]] = OrderedDict()
         self._runners: set[asyncio.Task[None]] = set()
 
@@ -234,6 +210,8 @@ class FanOut(Generic[T]):
 
         Raises Overloaded when `max_jobs` jobs are running (the center retries later)."""
         loop = asyncio.get_running_loop()
+        if task.message.id and self._started is not None:
+            self._started(task.message.app, task.message.id)
         job = self._jobs.get(task.job)
         if job is None:
             if task.cancel:
@@ -315,7 +293,8 @@ class FanOut(Generic[T]):
         end = min(job.pos + n, job.total)
         written = 0
         for conn in job.targets[job.pos:end]:
-            if not conn.closed and take_broadcast(conn.extra, app, broadcast_id) \
+            state = conn.state
+            if state is not None and not conn.closed and state.take_broadcast(app, broadcast_id) \
                     and conn.write_frame(frame):
                 written += 1
         job.pos = end
@@ -333,14 +312,14 @@ class FanOut(Generic[T]):
         try:
             entries = await self.saver.broadcasts(app, after, self.replay_max)
         except PushwireError as exc:
-            log.warning("%r: broadcast replay of %s failed: %s", conn, app, exc.message)
+            log.warning("%r: broadcast replay of %s failed: %s", conn, app, exc)
             return
         self.send_replay(conn, app, entries)
 
     def send_replay(self, conn: T, app: str, entries: Sequence[common_pb2.Message]) -> int:
         """Write the entries `conn` does not have yet as one frame, newest first within
         `replay_bytes`, and advance its cursor; returns how many."""
-        state = conn.extra
+        state = conn.state
         if conn.closed or state is None:
             return 0
         packets: list[bytes] = []
@@ -349,7 +328,7 @@ class FanOut(Generic[T]):
             packet = broadcast_packet(entry)
             if packets and size + len(packet) > self.replay_bytes:
                 break
-            if take_broadcast(state, app, entry.id):
+            if state.take_broadcast(app, entry.id):
                 packets.append(packet)
                 size += len(packet)
         if not packets:

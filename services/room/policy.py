@@ -5,7 +5,7 @@ and counted in `pushwire_room_refused_total{reason}`:
 
     WebSocket open (admit)   deny/allow lists -> 4107, room full -> 4004,
                              connections per address -> 4104, accept rate -> 4004
-    AUTH (check_app)         the app's deny/allow lists -> 4107
+    AUTH, BIND (check_app)   the app's deny/allow lists -> 4107 at AUTH, ERROR 1006 at BIND
     UP (check_up)            per-connection rate: ERROR 1005, then 4104 for a client that
                              keeps sending while refused
 
@@ -54,7 +54,9 @@ class Reason(StrEnum):
     UP_RATE_CLOSED = "up_rate_closed"  # the connection closed for it (4104)
 
 
-class Verdict(Enum):
+class Throttle(Enum):
+    """What the rate check says about one UP."""
+
     OK = "ok"
     REFUSE = "refuse"                 # answer ERROR 1005, keep the connection
     CLOSE = "close"                   # close with 4104
@@ -229,12 +231,13 @@ class AccessPolicy(Generic[C]):
 
     # --- AUTH -----------------------------------------------------------------------------------
 
-    def check_app(self, conn: C, app: AppConfig) -> None:
-        """Apply the app's address lists at AUTH; raises NotFound (4107)."""
+    def check_app(self, peer: str, app: AppConfig) -> None:
+        """Apply the app's address lists to a client at `peer` (AUTH, BIND of the app); raises
+        NotFound (4107 at AUTH)."""
         if not app.allow_cidrs and not app.deny_cidrs:
             return
         allow, deny = self._networks_of(app)
-        if not permitted(address_of(conn.peer), allow, deny):
+        if not permitted(address_of(peer), allow, deny):
             raise _refused(NotFound("address not allowed for this app"), Reason.APP_DENIED)
 
     def _networks_of(self, app: AppConfig) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
@@ -248,24 +251,24 @@ class AccessPolicy(Generic[C]):
 
     # --- UP -------------------------------------------------------------------------------------
 
-    def check_up(self, conn: C, app: AppConfig | None) -> Verdict:
+    def check_up(self, conn: C, app: AppConfig | None) -> Throttle:
         """Count one UP of `conn` against its rate (the app's, else the room's)."""
         rate, burst = self.rules.up_rate_per_s, self.rules.up_burst
         if app is not None and app.up_rate_per_s > 0:
             rate, burst = app.up_rate_per_s, app.up_burst or burst
         if rate <= 0:
-            return Verdict.OK
+            return Throttle.OK
         now = self._clock()
         bucket = self._up.get(conn)
         if bucket is None or bucket.rate != rate:
             bucket = self._up[conn] = Bucket(rate, burst or rate, now)
         if bucket.take(now):
-            return Verdict.OK
+            return Throttle.OK
         if bucket.refused > bucket.burst:
             REFUSED.labels(Reason.UP_RATE_CLOSED).inc()
-            return Verdict.CLOSE
+            return Throttle.CLOSE
         REFUSED.labels(Reason.UP_RATE).inc()
-        return Verdict.REFUSE
+        return Throttle.REFUSE
 
     def forget(self, conn: C) -> None:
         """The session ended: drop its rate state."""

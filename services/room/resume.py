@@ -20,9 +20,10 @@ A resume token is `<session id>.<mac>`: an HMAC of the session id with a key of 
 process, so nothing is stored per connection and a token of another room (or of this room
 before a restart) is simply not valid here.
 
-Per live connection the room keeps the unicast messages written and not yet ACKed (`Pending`,
-at most `keep`; allocated on the first push). Beyond `keep` the session is marked overflowed
-and a resume reloads from saver instead (one round trip, rare).
+Per connection the room keeps the unicast messages written and not yet ACKed
+(`ConnState.unacked`, services/room/state.py): their ids, and at most `keep` of the messages
+themselves. A resume re-sends those; when some unacked ids have no message kept, it reloads
+from saver instead (one round trip, rare).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
 from services.kit.pb import common_pb2
+from services.room.hub import Member
+from services.room.state import ConnState
 
 log = logging.getLogger("pushwire.room.resume")
 
@@ -53,41 +55,6 @@ RESUMES = Counter("pushwire_room_resumes_total", "AUTH with a resume token, by o
 PARKED = Gauge("pushwire_room_parked_sessions", "Dropped sessions kept for a resume")
 
 Message = common_pb2.Message
-Key = tuple[str, int]                   # (app, message id)
-
-
-class Pending:
-    """Unicast messages written to one connection and not ACKed yet (for a resume)."""
-
-    __slots__ = ("messages", "overflow")
-
-    def __init__(self) -> None:
-        self.messages: dict[Key, Message] = {}
-        self.overflow = False            # more than `keep` were pending: reload from saver
-
-
-class Holder(Protocol):
-    """The room's per-connection state (services/room/gateway.py ConnState)."""
-
-    apps: set[str]
-    topics: set[tuple[str, str]]
-    pending: Pending | None
-
-
-class Session(Protocol):
-    """A connection as this module needs it."""
-
-    @property
-    def session_id(self) -> str: ...
-
-    @property
-    def app(self) -> str: ...
-
-    @property
-    def uid(self) -> str: ...
-
-    @property
-    def device(self) -> str: ...
 
 
 class Parked:
@@ -96,7 +63,7 @@ class Parked:
     __slots__ = ("app", "apps", "device", "epoch", "expires", "latest", "session_id", "state",
                  "topics", "uid")
 
-    def __init__(self, conn: Session, state: Any, expires: float, epoch: int,
+    def __init__(self, conn: Member, state: ConnState, expires: float, epoch: int,
                  latest: dict[str, int]) -> None:
         self.session_id = conn.session_id
         self.app, self.uid, self.device = conn.app, conn.uid, conn.device
@@ -107,26 +74,18 @@ class Parked:
         self.epoch = epoch                          # re-flushes of register so far
         self.latest = latest                        # newest broadcast per app when parked
 
-    @property
-    def pending(self) -> Pending:
-        pending: Pending | None = self.state.pending
-        if pending is None:
-            pending = self.state.pending = Pending()
-        return pending
-
 
 class Resumption:
     """The parked sessions of one room and the resume tokens of its live ones."""
 
     def __init__(self, linger_s: float, keep: int = 64, *, key: bytes | None = None,
-                 epoch: Callable[[], int] = lambda: 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """`epoch()` counts register re-flushes (services/room/standby.py): a session parked
-        across one is no longer in register and must be registered again on resume."""
         self.linger_s = linger_s
         self.keep = keep
         self._key = key or secrets.token_bytes(16)
-        self.epoch = epoch
+        # Register re-flushes so far (services/room/standby.py): a session parked across one
+        # is no longer in register and must be registered again on resume.
+        self.epoch = 0
         self._clock = clock
         self._by_session: dict[str, Parked] = {}
         self._by_user: dict[tuple[str, str], list[Parked]] = {}
@@ -161,36 +120,19 @@ class Resumption:
 
     # --- live connections -----------------------------------------------------------------------
 
-    def track(self, state: Holder | None, message: Message) -> None:
-        """A unicast message was written to the connection with `state`: keep it until ACKed."""
-        if state is None or not self.enabled:
-            return
-        pending = state.pending
-        if pending is None:
-            pending = state.pending = Pending()
-        if len(pending.messages) >= self.keep:
-            pending.overflow = True
-            return
-        pending.messages[(message.app, message.id)] = message
+    @property
+    def keeping(self) -> int:
+        """Unacked messages kept per session for a resume (0: resume is off)."""
+        return self.keep if self.enabled else 0
 
-    def acked(self, state: Holder | None, app: str, ids: Iterable[int]) -> None:
-        """The client ACKed `ids` of `app`: nothing to re-send for them."""
-        if state is None or state.pending is None:
-            return
-        pending = state.pending
-        for message_id in ids:
-            pending.messages.pop((app, message_id), None)
-        if not pending.messages and not pending.overflow:
-            state.pending = None             # the common case costs no memory
-
-    def hand_over(self, conn: Session) -> None:
+    def hand_over(self, conn: Member) -> None:
         """`conn` is still open but its client came back on a new connection with its resume
         token (the room had not noticed the drop): park it whatever its close code."""
         self._handover.add(conn.session_id)
 
     # --- parking --------------------------------------------------------------------------------
 
-    def park(self, conn: Session, state: Holder, code: int) -> bool:
+    def park(self, conn: Member, state: ConnState, code: int) -> bool:
         """The session of `conn` ended with `code`: park it when that was a drop. Call before
         the topic index forgets the connection. False: unregister it now."""
         handed = conn.session_id in self._handover
@@ -199,7 +141,7 @@ class Resumption:
             return False
         apps = state.apps | {conn.app}
         latest = {a: self._latest[a] for a in apps if a in self._latest}
-        parked = Parked(conn, state, self._clock() + self.linger_s, self.epoch(), latest)
+        parked = Parked(conn, state, self._clock() + self.linger_s, self.epoch, latest)
         self._by_session[parked.session_id] = parked
         self._queue.append(parked)          # linger_s is fixed: the queue is in expiry order
         for app in parked.apps | {parked.app}:
@@ -226,11 +168,16 @@ class Resumption:
 
     def stale(self, parked: Parked) -> bool:
         """True when register was re-flushed while `parked` waited (register it again)."""
-        return parked.epoch != self.epoch()
+        return parked.epoch != self.epoch
 
-    def hold(self, message: Message, session_id: str = "") -> int:
+    def reflushed(self) -> None:
+        """This room re-stated its sessions to register (services/room/standby.py)."""
+        self.epoch += 1
+
+    def hold(self, message: Message, session_id: str = "", *, limit: int) -> int:
         """A push for a user with parked sessions (of `message.device` when set, of
-        `session_id` when set): keep it for their resume. Returns how many kept it."""
+        `session_id` when set): keep it for their resume, at most `limit` ids per app (the
+        app's inbox_max). Returns how many kept it."""
         parked = self._by_user.get((message.app, message.uid))
         if not parked:
             return 0
@@ -239,11 +186,7 @@ class Resumption:
             if (session_id and p.session_id != session_id) \
                     or (message.device and p.device != message.device):
                 continue
-            pending = p.pending
-            if len(pending.messages) >= self.keep:
-                pending.overflow = True
-            else:
-                pending.messages[(message.app, message.id)] = message
+            p.state.written(message, self.keep, limit)
             kept += 1
         return kept
 

@@ -19,7 +19,7 @@ import time
 from services.room.backend import RoomBackend
 from services.room.connection import Connection, Context, Limits
 from services.room.hub import Hub
-from services.room.protocol import CloseCode, Timeouts
+from services.room.protocol import DEFAULT_BOUNDS, Bounds, CloseCode, Timeouts
 from services.room.timers import TimerWheel
 
 log = logging.getLogger("pushwire.room.server")
@@ -28,13 +28,16 @@ log = logging.getLogger("pushwire.room.server")
 class RoomServer:
     """Listener and owner of a room's client connections."""
 
-    def __init__(self, backend: RoomBackend, *, timeouts: Timeouts | None = None,
-                 limits: Limits | None = None, tick_s: float = 0.5,
+    def __init__(self, backend: RoomBackend, *, hub: Hub[Connection] | None = None,
+                 timeouts: Timeouts | None = None, limits: Limits | None = None,
+                 bounds: Bounds = DEFAULT_BOUNDS, tick_s: float = 0.5,
                  resolution_s: float = 1.0) -> None:
-        self.hub: Hub[Connection] = Hub()
+        """`hub` indexes the authenticated connections (a new one when None): the room's
+        other parts (delivery, drain) share it."""
+        self.hub: Hub[Connection] = Hub() if hub is None else hub
         self.wheel: TimerWheel[Connection] = TimerWheel(resolution_s)
         self._ctx = Context(backend, self.hub, self.wheel, timeouts or Timeouts(),
-                            limits or Limits())
+                            limits or Limits(), bounds)
         self._tick_s = tick_s
         self._server: asyncio.Server | None = None
 

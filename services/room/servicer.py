@@ -1,4 +1,7 @@
-"""room's gRPC face: deliveries and kicks for the connections this room holds."""
+"""room's gRPC face: deliveries, kicks and fan-out for the connections this room holds.
+
+Each method unpacks, calls the domain (delivery.py, sessions.py, fanout.py, drain.py), packs.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +12,38 @@ from services.kit.errors import BadRequest, NotFound, PushwireError
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.room.connection import Connection
+from services.room.delivery import Delivery
 from services.room.drain import Drain
-from services.room.gateway import Gateway
-from services.room.hub import Hub
+from services.room.fanout import FanOut
+from services.room.server import RoomServer
+from services.room.sessions import Sessions
 
 
 class RoomServicer(room_pb2_grpc.RoomServicer):
-    def __init__(self, gateway: Gateway, hub: Hub[Connection], drain: Drain | None = None) \
-            -> None:
-        self.gateway = gateway
-        self.hub = hub
+    def __init__(self, server: RoomServer, sessions: Sessions, delivery: Delivery[Connection],
+                 fanout: FanOut[Connection], drain: Drain | None = None) -> None:
+        self.server = server
+        self.sessions = sessions
+        self.delivery = delivery
+        self.fanout = fanout
         self.drain = drain
-
-    def _targets(self, app: str, uid: str, session_id: str, device: str) -> list[Connection]:
-        if session_id:
-            conn = self.hub.get(session_id)
-            return [conn] if conn is not None else []
-        # The user's sessions of `app`, and those that bound `app` after AUTH with another.
-        return self.hub.sessions_of(app, uid, device) + self.gateway.topics.guests_of(app, uid,
-                                                                                     device)
 
     @servicer
     async def Deliver(self, request: room_pb2.DeliverRequest, context: Any) \
             -> room_pb2.DeliverReply:
-        delivered = []
-        for d in request.deliveries:
-            m = d.message
-            conns = self._targets(m.app, m.uid, d.session_id, m.device)
-            delivered.append(self.gateway.deliver(conns, m))
-            self.gateway.resume.hold(m, d.session_id)   # for its parked sessions (resume.py)
-        return room_pb2.DeliverReply(delivered=delivered)
+        return room_pb2.DeliverReply(delivered=[
+            self.delivery.deliver(d.message, d.session_id) for d in request.deliveries])
 
     @servicer
     async def Kick(self, request: room_pb2.KickRequest, context: Any) -> room_pb2.KickReply:
-        kicked = []
-        for item in request.items:
-            conns = self._targets(item.app, item.uid, item.session_id, "")
-            for conn in conns:
-                conn.close(item.code, item.reason)
-            parked = self.gateway.drop_parked(item.app, item.uid, item.session_id)
-            kicked.append(len(conns) + parked)
-        return room_pb2.KickReply(kicked=kicked)
+        return room_pb2.KickReply(kicked=[
+            self.sessions.kick(i.app, i.uid, i.session_id, i.code, i.reason)
+            for i in request.items])
 
     @servicer
     async def Publish(self, request: room_pb2.PublishRequest, context: Any) \
             -> room_pb2.PublishReply:
-        delivered = await self.gateway.fanout.publish(list(request.items))
+        delivered = await self.fanout.publish(list(request.items))
         return room_pb2.PublishReply(delivered=delivered)
 
     @servicer
@@ -63,24 +52,23 @@ class RoomServicer(room_pb2_grpc.RoomServicer):
         return room_pb2.BroadcastReply(states=[self._broadcast(t) for t in request.tasks])
 
     def _broadcast(self, task: room_pb2.BroadcastTask) -> room_pb2.BroadcastState:
-        if task.message.id:     # parked sessions miss it: replayed if they resume
-            self.gateway.resume.note_broadcast(task.message.app, task.message.id)
         try:
-            return self.gateway.fanout.broadcast(task)
+            return self.fanout.broadcast(task)
         except PushwireError as exc:     # per task: the other tasks of the batch go on
             return room_pb2.BroadcastState(code=exc.code)
 
     @servicer
     async def AppCount(self, request: room_pb2.AppCountRequest, context: Any) \
             -> room_pb2.AppCountReply:
-        fanout = self.gateway.fanout
-        return room_pb2.AppCountReply(connections=[fanout.app_count(a) for a in request.apps])
+        return room_pb2.AppCountReply(connections=[self.fanout.app_count(a)
+                                                   for a in request.apps])
 
     @servicer
     async def Info(self, request: common_pb2.Empty, context: Any) -> room_pb2.InfoReply:
-        return room_pb2.InfoReply(room=self.gateway.room, connections=self.gateway.connections,
-                                  sessions=self.hub.count(), tasks=len(asyncio.all_tasks()),
-                                  parked=len(self.gateway.resume),
+        return room_pb2.InfoReply(room=self.sessions.room,
+                                  connections=self.server.connection_count,
+                                  sessions=self.server.hub.count(), tasks=len(asyncio.all_tasks()),
+                                  parked=self.sessions.parked,
                                   draining=self.drain is not None and self.drain.active)
 
     @servicer

@@ -19,19 +19,24 @@ from services.kit.pb import common_pb2
 from services.kit.rpc.peers import user_key
 from services.register.client import RegisterClient
 from services.room.connection import Connection
-from services.room.gateway import Gateway
+from services.room.delivery import Delivery
 from services.room.hub import Hub
+from services.room.presence import Presence
+from services.room.resume import Resumption
 
 log = logging.getLogger("pushwire.room.standby")
 
 
 class Standby:
     def __init__(self, room: str, hub: Hub[Connection], register: RegisterClient,
-                 gateway: Gateway, timeout_s: float) -> None:
+                 presence: Presence, resume: Resumption, delivery: Delivery[Connection],
+                 timeout_s: float) -> None:
         self.room = room
         self.hub = hub
         self.register = register
-        self.gateway = gateway
+        self.presence = presence
+        self.resume = resume
+        self.delivery = delivery
         self.timeout_s = timeout_s
         self.flushes = 0
         self._seen: frozenset[tuple[str, int, str]] | None = None
@@ -56,7 +61,7 @@ class Standby:
             try:
                 await self.flush()
             except PushwireError as exc:
-                log.warning("re-flush failed, retrying: %s", exc.message)
+                log.warning("re-flush failed, retrying: %s", exc)
                 await asyncio.sleep(0.5)
                 self._wanted.set()
 
@@ -66,10 +71,11 @@ class Standby:
         as_of_ms = int(time.time() * 1000)
         conns = [c for c in self.hub.members() if not c.closed]
         by_owner: dict[str, list[common_pb2.Session]] = defaultdict(list)
-        sessions = [s for conn in conns for s in self.gateway.sessions_of(conn)]
+        sessions = [s for conn in conns
+                    for s in self.presence.records(conn, conn.state.apps if conn.state else ())]
         # Parked sessions (services/room/resume.py) are still registered while they linger.
-        sessions += [s for parked in self.gateway.resume.all()
-                     for s in self.gateway.sessions_of_parked(parked)]
+        sessions += [s for parked in self.resume.all()
+                     for s in self.presence.records(parked, parked.apps)]
         for session in sessions:
             by_owner[self.register.peers.owner(user_key(session.app, session.uid))].append(
                 session)
@@ -77,7 +83,8 @@ class Standby:
             await self.register.flush(target, self.room, by_owner.get(target, []), as_of_ms,
                                       self.timeout_s)
         self.flushes += 1
+        self.resume.reflushed()
         log.info("re-flushed %d sessions to %d register instances", len(sessions),
                  len(self.register.peers.addresses()))
-        await self.gateway.replay_all(conns)
+        await self.delivery.replay_all(conns)
         return len(conns)

@@ -6,7 +6,8 @@
                                                            the AUTH app is in the room's Hub)
 
 The reverse direction (what one connection holds) lives in the connection's own state
-(`Holdings`: the room's ConnState), so dropping a connection costs what it held, not a scan.
+(`Holdings`: services/room/state.py ConnState), so dropping a connection costs what it held,
+not a scan.
 Plain dicts used as ordered sets; event loop only. Audience lookups return new lists: a write
 can close a slow consumer, which leaves the index while the caller iterates.
 """
@@ -22,7 +23,7 @@ MAX_TOPICS = 64              # topics bound per connection (all apps together)
 MAX_APPS = 8                 # apps one connection serves (AUTH app included)
 
 
-class Member(Protocol):
+class Listener(Protocol):
     """A connection as the index needs it (hashable by identity)."""
 
     @property
@@ -39,7 +40,7 @@ class Holdings(Protocol):
     topics: set[tuple[str, str]]
 
 
-M = TypeVar("M", bound=Member)
+M = TypeVar("M", bound=Listener)
 
 
 class TopicIndex(Generic[M]):
@@ -57,8 +58,7 @@ class TopicIndex(Generic[M]):
     def join(self, member: M, held: Holdings, app: str, *, guest: bool = False) -> None:
         """Add `member` to the audience of `app`: after AUTH (the AUTH app) and after a BIND
         of another app (`guest`: unicast for that app finds it here). Idempotent."""
-        if app not in held.apps and len(held.apps) >= self.max_apps:
-            raise LimitError(f"a connection serves at most {self.max_apps} apps")
+        self.check_join(held, app)
         held.apps.add(app)
         self._by_app.setdefault(app, {})[member] = None
         if guest:
@@ -80,16 +80,27 @@ class TopicIndex(Generic[M]):
         beyond `max_topics` (nothing is bound then)."""
         if app not in held.apps:
             raise BadRequest(f"bind app {app!r} first")
+        wanted = self.check_bind(held, app, topics)
+        for topic in wanted:
+            held.topics.add((app, topic))
+            self._by_topic.setdefault((app, topic), {})[member] = None
+        return sorted(t for a, t in held.topics if a == app)
+
+    def check_join(self, held: Holdings, app: str) -> None:
+        """Raise LimitError when the connection cannot serve `app` too (`max_apps`)."""
+        if app not in held.apps and len(held.apps) >= self.max_apps:
+            raise LimitError(f"a connection serves at most {self.max_apps} apps")
+
+    def check_bind(self, held: Holdings, app: str, topics: list[str]) -> list[str]:
+        """The topics of `app` in `topics` not bound yet; raises BadRequest for a bad name,
+        LimitError beyond `max_topics`. Changes nothing."""
         wanted = [t for t in dict.fromkeys(topics) if (app, t) not in held.topics]
         for topic in wanted:
             if not topic or len(topic) > MAX_TOPIC_LEN:
                 raise BadRequest(f"topic names are 1-{MAX_TOPIC_LEN} characters")
         if len(held.topics) + len(wanted) > self.max_topics:
             raise LimitError(f"a connection binds at most {self.max_topics} topics")
-        for topic in wanted:
-            held.topics.add((app, topic))
-            self._by_topic.setdefault((app, topic), {})[member] = None
-        return sorted(t for a, t in held.topics if a == app)
+        return wanted
 
     def unbind(self, member: M, held: Holdings, app: str, topics: list[str] | tuple[()]) \
             -> list[str]:

@@ -74,7 +74,7 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
         log_loops = life.spawn(broadcasts.run(), "saver-broadcasts")
         life.spawn(_export(inboxes.stats), "saver-metrics")
         server, port = await start_server(
-            config.bind, config.grpc_port,
+            config,
             [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))])
         await host.publish({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()

@@ -3,7 +3,12 @@ saver instance (its write-behind keeps the inbox's order).
 
 Overflow policies: Store rejects (center answers 503 and the business retries: nothing was
 accepted), Ack retries (a lost ACK means a redelivery), Load retries briefly (a connecting
-client would otherwise miss its offline messages until the next connect).
+client would otherwise miss its offline messages until the next connect), Delivered drops and
+counts: it is bookkeeping of a push that already reached the client (the message itself is
+safe in saver), posted from the room's delivery path, which must never wait; a lost record
+only undercounts the message's status by one and lets the redelivery guard allow one more
+delivery, while waiting or re-sending would hold room memory and compete with the ACKs for
+saver exactly when saver is behind.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ class SaverClient:
                                  lambda items: saver_pb2.LoadRequest(items=items),
                                  lambda reply, _n: list(reply.inboxes)),
             replace(options, overflow=Overflow.RETRY, retry_for_s=2.0))
+        self._delivered: PipeSet[saver_pb2.DeliveredItem, None] = PipeSet(
+            "saver.delivered", sender(channels, stub, "Delivered",
+                                      lambda items: saver_pb2.DeliveredRequest(items=items),
+                                      no_results),
+            replace(options, overflow=Overflow.DROP))
         self._options = options
         self._pending: dict[int, PipeSet[common_pb2.UserRef, int]] = {}
         # The broadcast log (services/saver/broadcasts.py): appends reject (center answers
@@ -72,9 +82,21 @@ class SaverClient:
             return False
         return self._ack.post_nowait(target, item)
 
+    def delivered_nowait(self, message: common_pb2.Message, session_id: str) -> bool:
+        """Record that a room wrote `message` to `session_id` outside a load (a live push):
+        it counts against the redelivery limit and shows in the message's status. Fire and
+        forget, batched; False when dropped (no saver, queue full)."""
+        try:
+            target = self._owner(message.app, message.uid)
+        except Unavailable:
+            return False
+        return self._delivered.post_nowait(target, saver_pb2.DeliveredItem(
+            app=message.app, uid=message.uid, id=message.id, session_id=session_id))
+
     async def drain(self, timeout_s: float) -> None:
-        """Send the queued ACKs (at shutdown)."""
+        """Send the queued ACKs and delivery records (at shutdown)."""
         await self._ack.drain(timeout_s)
+        await self._delivered.drain(timeout_s)
 
     async def load(self, item: saver_pb2.LoadItem) -> saver_pb2.Inbox:
         """A user's pending messages, oldest first, bounded by item.limit."""
@@ -132,7 +154,7 @@ class SaverClient:
     async def close(self) -> None:
         for pending in self._pending.values():
             await pending.close()
-        for pipes in (self._store, self._ack, self._load):
+        for pipes in (self._store, self._ack, self._load, self._delivered):
             await pipes.close()
         await self._append.close()
         await self._since.close()

@@ -6,15 +6,15 @@ transaction, applied in a fixed order (inserts, deliveries, then state changes) 
 change never runs before the insert it refers to.
 
 The schema belongs to the project: `schema_version` records which of the ordered migrations
-ran; `start()` applies the missing ones. Only this module imports aiomysql / aiosqlite; their
-errors become StoreError here.
+ran; `start()` applies the missing ones. Only this module imports aiomysql; its errors
+become StoreError here (SQLite's in services/kit/sqlite.py).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
-import sqlite3
+import functools
+import itertools
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,17 +23,19 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiomysql
-import aiosqlite
 
+from services.kit import sqlite
 from services.kit.errors import ConfigError, StoreError
+from services.kit.limits import MAX_ID_LEN
 from services.saver.hot import Ref, StoredMessage
 
 PENDING, ACKED, EXPIRED, DEAD = 0, 1, 2, 3      # messages.state
 
 MAX_APP = 64               # column widths: the domain rejects longer values up front
-MAX_UID = 128
-MAX_DEVICE = 64
+MAX_UID = MAX_ID_LEN       # uid and device: the bound every service shares
+MAX_DEVICE = MAX_ID_LEN
 DELIVERED_TO_CHARS = 255   # delivered_to keeps the first sessions, ",s1,s2", up to this size
+                           # (a session delivered again is appended again; read distinct)
 _IN_CHUNK = 500            # ids per "IN (...)" list
 
 _SELECT_MESSAGE = "app, id, uid, device, data, created_ms, expires_ms, deliveries"
@@ -111,7 +113,7 @@ def _translated(what: str) -> Iterator[None]:
     """Turn database failures into StoreError, the only durable-store error callers see."""
     try:
         yield
-    except (aiomysql.Error, sqlite3.Error, OSError) as exc:
+    except (aiomysql.Error, OSError) as exc:
         raise StoreError("durable store unavailable", detail=f"{what}: {exc!r}") from exc
 
 
@@ -150,22 +152,22 @@ def _ack_steps(acked: Sequence[tuple[Ref, int]]) -> Iterator[Step]:
             yield sql, [(ACKED, at_ms, app, PENDING, *chunk)]
 
 
-def _delivery_groups(deliveries: Sequence[Delivery]) -> dict[tuple[str, int, str], list[int]]:
-    """Group by (app, count, ",session,..." suffix) so one UPDATE covers many messages."""
+def _delivery_rows(deliveries: Sequence[Delivery]) -> dict[str, list[tuple[int, int, str]]]:
+    """Per app, one (id, deliveries to add, ",s1,s2" sessions to append) per message."""
     per_message: dict[Ref, list[str]] = defaultdict(list)
     for d in deliveries:
         per_message[Ref(d.app, d.id)].append(d.session_id)
-    groups: dict[tuple[str, int, str], list[int]] = defaultdict(list)
+    rows: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for ref, sessions in per_message.items():
         suffix = "".join(f",{s}" for s in dict.fromkeys(sessions) if s)
-        groups[(ref.app, len(sessions), suffix)].append(ref.id)
-    return groups
+        rows[ref.app].append((ref.id, len(sessions), suffix))
+    return rows
 
 
 def _record(row: Sequence[Any]) -> DurableRecord:
     state, acked_ms, delivered_to = row[8:11]
-    return DurableRecord(_message(row), int(state), int(acked_ms),
-                         tuple(s for s in str(delivered_to).split(",") if s))
+    sessions = (s for s in str(delivered_to).split(",") if s)
+    return DurableRecord(_message(row), int(state), int(acked_ms), tuple(dict.fromkeys(sessions)))
 
 
 def _message(row: Sequence[Any]) -> StoredMessage:
@@ -179,7 +181,6 @@ class _SqlDurableStore(abc.ABC):
 
     migrations: tuple[tuple[str, ...], ...]   # migration n (1-based) = statements[n - 1]
     insert_sql: str                          # must not fail on an existing (app, id)
-    append_sql: str                          # delivered_to + suffix (params: suffix, suffix)
     delete_limited: str                      # DELETE ... {where} with a trailing LIMIT ?
     scan_from: str = "messages"              # the recovery scan must walk the primary key
 
@@ -195,6 +196,14 @@ class _SqlDurableStore(abc.ABC):
 
     @abc.abstractmethod
     async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
+
+    @staticmethod
+    @abc.abstractmethod
+    def deliveries_sql(n: int) -> str:
+        """One UPDATE adding deliveries to n messages of one app. Parameters: (id, count,
+        sessions suffix) per message, then the app. One statement whatever the sessions: a
+        live push names a session of its own, and a statement per session would cost the
+        write-behind more than the push itself."""
 
     async def run(self, steps: Sequence[Step]) -> list[int]:
         """Run SQL steps ("?" placeholders) in one transaction; affected rows per step. For
@@ -231,12 +240,10 @@ class _SqlDurableStore(abc.ABC):
         yield from _state_steps(batch.expired, EXPIRED)
 
     def _delivery_steps(self, deliveries: Sequence[Delivery]) -> Iterator[Step]:
-        for (app, count, suffix), ids in _delivery_groups(deliveries).items():
-            for chunk in _chunks(ids):
-                sql = (f"UPDATE messages SET deliveries = deliveries + ?,"
-                       f" delivered_to = {self.append_sql}"
-                       f" WHERE app = ? AND id IN ({_in(len(chunk))})")
-                yield sql, [(count, suffix, suffix, app, *chunk)]
+        for app, rows in _delivery_rows(deliveries).items():
+            for i in range(0, len(rows), _IN_CHUNK):
+                chunk = rows[i:i + _IN_CHUNK]
+                yield self.deliveries_sql(len(chunk)), [(*itertools.chain(*chunk), app)]
 
     async def get(self, app: str, message_id: int) -> DurableRecord | None:
         sql = (f"SELECT {_SELECT_MESSAGE}, state, acked_ms, delivered_to FROM messages"
@@ -282,7 +289,7 @@ CREATE TABLE IF NOT EXISTS messages (
   app VARCHAR({MAX_APP}) NOT NULL,
   id BIGINT UNSIGNED NOT NULL,
   uid VARCHAR({MAX_UID}) NOT NULL,
-  device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT '',
+  device VARCHAR(64) NOT NULL DEFAULT '',
   data MEDIUMBLOB NOT NULL,
   created_ms BIGINT NOT NULL,
   expires_ms BIGINT NOT NULL,
@@ -309,6 +316,10 @@ CREATE TABLE IF NOT EXISTS broadcasts (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 """
 
+# Migration 3: device ids as long as uids (they were VARCHAR(64): a 65-128 character device
+# passed the room but saver refused its pushes).
+_MYSQL_V3 = f"ALTER TABLE messages MODIFY device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT ''"
+
 
 def _mysql_params(url: str) -> dict[str, Any]:
     """mysql://user:pass@host:port/db -> aiomysql connect arguments."""
@@ -323,16 +334,23 @@ def _mysql_params(url: str) -> dict[str, Any]:
 class MysqlDurableStore(_SqlDurableStore):
     """DurableStore on MySQL / MariaDB through an aiomysql pool."""
 
-    migrations = ((_MYSQL_V1,), (_MYSQL_V2,))
+    migrations = ((_MYSQL_V1,), (_MYSQL_V2,), (_MYSQL_V3,))
     # Not INSERT IGNORE: it would raise a warning per duplicate (and a SHOW WARNINGS trip).
     insert_sql = ("INSERT INTO messages (app, id, uid, device, data, created_ms, expires_ms,"
                   " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id")
-    append_sql = (f"IF(CHAR_LENGTH(delivered_to) + CHAR_LENGTH(?) <= {DELIVERED_TO_CHARS},"
-                  " CONCAT(delivered_to, ?), delivered_to)")
     delete_limited = "DELETE FROM messages WHERE {where} LIMIT ?"
     # Left alone, MariaDB reads every pending row through messages_expiry and sorts them for
     # each page: quadratic over a recovery. In key order a page costs its own rows.
     scan_from = "messages FORCE INDEX (PRIMARY)"
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def deliveries_sql(n: int) -> str:
+        rows = " UNION ALL ".join(["SELECT ? AS id, ? AS n, ? AS s"] + ["SELECT ?, ?, ?"] * (n - 1))
+        return (f"UPDATE messages AS m JOIN ({rows}) AS d ON m.app = ? AND m.id = d.id"
+                " SET m.deliveries = m.deliveries + d.n, m.delivered_to ="
+                f" IF(CHAR_LENGTH(m.delivered_to) + CHAR_LENGTH(d.s) <= {DELIVERED_TO_CHARS},"
+                " CONCAT(m.delivered_to, d.s), m.delivered_to)")
 
     def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> None:
         self._params = _mysql_params(url)
@@ -432,53 +450,37 @@ class SqliteDurableStore(_SqlDurableStore):
     migrations = (_SQLITE_V1, _SQLITE_V2)
     insert_sql = ("INSERT OR IGNORE INTO messages (app, id, uid, device, data, created_ms,"
                   " expires_ms, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-    append_sql = (f"CASE WHEN length(delivered_to) + length(?) <= {DELIVERED_TO_CHARS}"
-                  " THEN delivered_to || ? ELSE delivered_to END")
     delete_limited = ("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
                       " WHERE {where} LIMIT ?)")
     scan_from = "messages INDEXED BY sqlite_autoindex_messages_1"     # the primary key
 
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def deliveries_sql(n: int) -> str:
+        # VALUES, not UNION ALL: SQLite caps a compound SELECT at 500 terms.
+        rows = ", ".join(["(?, ?, ?)"] * n)
+        return ("UPDATE messages SET deliveries = deliveries + d.column2, delivered_to ="
+                f" CASE WHEN length(delivered_to) + length(d.column3) <= {DELIVERED_TO_CHARS}"
+                " THEN delivered_to || d.column3 ELSE delivered_to END"
+                f" FROM (VALUES {rows}) AS d WHERE messages.app = ? AND messages.id = d.column1")
+
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()      # one connection: one transaction at a time
+        self._db = sqlite.Database(path, "durable store unavailable")
 
     async def start(self) -> None:
-        with _translated("connect"):
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._db.open()
         await self._migrate()
 
     async def close(self) -> None:
-        if self._db is not None:
-            with _translated("close"):
-                await self._db.close()
-            self._db = None
-
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("durable store not started")
-        return self._db
+        await self._db.close()
 
     async def _transaction(self, steps: Sequence[Step]) -> list[int]:
-        db = self._conn()
-        counts: list[int] = []
-        async with self._lock:
-            with _translated("write"):
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, rows in steps:
-                        counts.append(await self._run(db, sql, rows))
-                    await db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        await db.execute("ROLLBACK")
-                    raise
-        return counts
+        async with self._db.transaction() as db:
+            return [await self._run(db, sql, rows) for sql, rows in steps]
 
     @staticmethod
-    async def _run(db: aiosqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    async def _run(db: sqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         if len(rows) == 1:
             cur = await db.execute(sql, tuple(rows[0]))
         else:
@@ -486,8 +488,4 @@ class SqliteDurableStore(_SqlDurableStore):
         return cur.rowcount
 
     async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        db = self._conn()
-        async with self._lock:
-            with _translated("read"):
-                async with db.execute(sql, tuple(params)) as cur:
-                    return [tuple(r) for r in await cur.fetchall()]
+        return await self._db.select(sql, params)

@@ -3,8 +3,10 @@
 A message is accepted once it is in the hot store; its durable row follows behind, in
 batches, from a bounded write-behind buffer drained by `run()`. An item marked `durable`
 returns only after that commit. ACK removes from hot and marks the row acked (behind). Load
-returns a device's oldest pending messages and counts the delivery; a message loaded
-`max_deliveries` times without an ACK is dead-lettered instead (the client is not trusted).
+returns a device's oldest pending messages and counts the delivery; so does `delivered()` for
+a message a room wrote to a session outside a load (a live push). A message delivered
+`max_deliveries` times without an ACK is dead-lettered by the next load instead (the client
+is not trusted).
 When the hot store loses its data, `recover()` rebuilds it from the durable rows with the same
 ids, so nothing is lost and nothing is duplicated.
 
@@ -396,9 +398,15 @@ class Inboxes:
         return ops
 
     async def delivered(self, deliveries: Sequence[Delivery]) -> None:
-        """Record online pushes: count them against the redelivery limit, note the session."""
-        counts = await self._hot.delivered([Ref(d.app, d.id) for d in deliveries])
-        ops: list[Op] = [("deliveries", d) for d, n in zip(deliveries, counts, strict=True) if n]
+        """Record messages a room wrote to a session outside a load (live pushes, resume
+        re-sends): each counts against the redelivery limit (the next load past
+        `max_deliveries` dead-letters the message) and names its session in `delivered_to`.
+
+        The durable row is noted even when the message already left the hot store: an ACK
+        racing ahead of this record (they travel in different batches) must not erase the
+        delivery it acknowledges. Like load, this never waits for the write-behind buffer."""
+        await self._hot.delivered([Ref(d.app, d.id) for d in deliveries])
+        ops: list[Op] = [("deliveries", d) for d in deliveries]
         if ops and not self._behind.offer(ops):
             self.stats.write_behind_dropped += len(ops)
 
@@ -415,8 +423,8 @@ class Inboxes:
         now = self._now_ms()
         hot = await self._hot.get(app, message_id, now)
         record = await self._durable.get(app, message_id)
-        if hot is None and (record is None or record.state == PENDING):
-            # Gone from hot but not (yet) durably acked/dead: the change may still be queued.
+        if _behind(hot, record):
+            # The durable row lags (an ACK, dead letter or delivery may still be queued).
             await self._behind.flush()
             record = await self._durable.get(app, message_id)
         return _status(hot, record, now)
@@ -494,6 +502,15 @@ def _check(item: StoreItem, limits: Limits) -> None:
         raise BadRequest(f"app, uid or device too long (max {MAX_APP}/{MAX_UID}/{MAX_DEVICE})")
     if len(item.data) > limits.max_body:
         raise LimitError(f"body of {len(item.data)} bytes exceeds {limits.max_body}")
+
+
+def _behind(hot: StoredMessage | None, record: DurableRecord | None) -> bool:
+    """Whether the durable row may miss changes still in the write-behind buffer: the
+    message left the hot store but its row is not (yet) acked/dead, or the hot store counted
+    deliveries the row does not show yet (so `delivered_to` would miss their sessions)."""
+    if record is None or record.state == PENDING:
+        return hot is None or record is None or hot.deliveries > record.message.deliveries
+    return False
 
 
 def _status(hot: StoredMessage | None, record: DurableRecord | None,

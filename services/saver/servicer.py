@@ -8,7 +8,7 @@ from services.kit.errors import PushwireError
 from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.saver.broadcasts import AppendItem, BroadcastEntry, BroadcastLog, Query
-from services.saver.inbox import AckItem, Inboxes, LoadItem, StoredMessage, StoreItem
+from services.saver.inbox import AckItem, Delivery, Inboxes, LoadItem, StoredMessage, StoreItem
 
 
 def message_pb(m: StoredMessage) -> common_pb2.Message:
@@ -48,6 +48,13 @@ class SaverServicer(saver_pb2_grpc.SaverServicer):
     async def Ack(self, request: saver_pb2.AckRequest, context: Any) -> saver_pb2.AckReply:
         items = [AckItem(i.app, i.uid, i.id, i.session_id) for i in request.items]
         return saver_pb2.AckReply(removed=await self.inboxes.ack(items))
+
+    @servicer
+    async def Delivered(self, request: saver_pb2.DeliveredRequest, context: Any) \
+            -> common_pb2.Empty:
+        await self.inboxes.delivered([Delivery(i.app, i.id, i.session_id)
+                                      for i in request.items])
+        return common_pb2.Empty()
 
     @servicer
     async def Load(self, request: saver_pb2.LoadRequest, context: Any) -> saver_pb2.LoadReply:

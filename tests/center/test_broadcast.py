@@ -18,15 +18,15 @@ from services.center.topics import Topics
 from services.kit.discovery import AppConfig
 from services.kit.errors import (
     BadRequest,
-    LimitError,
     NotFound,
     Overloaded,
     PushwireError,
     StoreError,
+    TooLarge,
 )
 from services.kit.pb import common_pb2, room_pb2, saver_pb2
 from services.room.fanout import FanOut
-from services.room.gateway import ConnState
+from services.room.state import ConnState
 from services.room.topics import TopicIndex
 
 APP = AppConfig(id="demo", max_body=64)
@@ -37,7 +37,7 @@ FAST = Settings(lease_s=0.3, poll_s=0.05, idle_s=0.02, retry_s=0.1, failures=3)
 class Conn:
     uid: str
     device: str = ""
-    extra: Any = None
+    state: Any = None
     closed: bool = False
     frames: list[bytes] = field(default_factory=list)
 
@@ -76,8 +76,8 @@ class Rooms:
             self.fanouts[room] = FanOut(topics, None, **fanout)
             self.conns[room] = [Conn(f"{room}-u{i}") for i in range(n)]
             for conn in self.conns[room]:
-                conn.extra = ConnState("demo")
-                topics.join(conn, conn.extra, "demo")
+                conn.state = ConnState("demo")
+                topics.join(conn, conn.state, "demo")
 
     def everyone(self) -> list[Conn]:
         return [c for conns in self.conns.values() for c in conns]
@@ -213,7 +213,7 @@ async def test_requests_are_checked_before_anything_is_stored() -> None:
             await center.create(APP, BroadcastRequest(b"x", rate_per_s=-1))
         with pytest.raises(BadRequest):
             await center.create(APP, BroadcastRequest(b"x", rate_per_s=2e6))
-        with pytest.raises(LimitError):
+        with pytest.raises(TooLarge):
             await center.create(APP, BroadcastRequest(b"x" * 65))
         with pytest.raises(NotFound):
             await center.get(APP, 42)
@@ -227,7 +227,7 @@ async def test_topic_publish_says_how_many_rooms_took_it() -> None:
     rooms = Rooms({"r1": 3, "r2": 3, "r3": 3})
     for room in ("r1", "r2"):
         conn = rooms.conns[room][0]
-        rooms.fanouts[room].topics.bind(conn, conn.extra, "demo", ["news"])
+        rooms.fanouts[room].topics.bind(conn, conn.state, "demo", ["news"])
     rooms.down.add("r3")
     topics = Topics(rooms)  # type: ignore[arg-type]
     done = await topics.publish(APP, "news", b"hi")
@@ -235,7 +235,7 @@ async def test_topic_publish_says_how_many_rooms_took_it() -> None:
     assert [len(c.frames) for c in rooms.everyone()] == [1, 0, 0, 1, 0, 0, 0, 0, 0]
     with pytest.raises(BadRequest):
         await topics.publish(APP, "", b"hi")
-    with pytest.raises(LimitError):
+    with pytest.raises(TooLarge):
         await topics.publish(APP, "news", b"x" * 65)
     rooms.down.update({"r1", "r2"})
     with pytest.raises(PushwireError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.integration.cluster import free_port
+from cli.processes import free_port
 
 
 @dataclass

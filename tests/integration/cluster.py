@@ -25,10 +25,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
-from cli.processes import free_port, routes, spawn_service, stop_in_order
+from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
 from services.kit import token
-from services.kit.discovery import AppConfig, Discovery, connect
+from services.kit.discovery import AppConfig, Discovery, Instance, connect
+from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
+from services.kit.rpc import grpcio
 
 TEST_ZK = os.environ.get("PUSHWIRE_TEST_ZK", "127.0.0.1:2181")
 TEST_REDIS = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -56,6 +59,8 @@ class Cluster:
         id="demo", secrets=("test-secret",), api_keys=("test-key",)))
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
     proc_env: dict[str, dict[str, str]] = field(default_factory=dict)   # ... for one, by name
+    metrics: tuple[str, ...] = ()                            # processes serving /metrics
+    session_timeout_s: float = 2.0                          # ZooKeeper sessions (real=True)
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -75,7 +80,8 @@ class Cluster:
     def urls(self) -> dict[str, str]:
         if self.real:
             db = TEST_MYSQL.rsplit("/", 1)[0] + f"/pushwire_test_{self.tag}"
-            return {"discovery": f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout=2",
+            zk = f"zk://{TEST_ZK}/pushwire-test-{self.tag}?session_timeout={self.session_timeout_s:g}"
+            return {"discovery": zk,
                     "hot": TEST_REDIS, "durable": db, "prefix": f"pwt{self.tag}"}
         return {"discovery": f"file:{self.tmp / 'discovery'}", "hot": "memory:",
                 "durable": f"sqlite:{self.tmp / 'pushwire.db'}", "prefix": "pw"}
@@ -103,7 +109,10 @@ class Cluster:
                   "PUSHWIRE_COORDINATOR_REDIS": u["hot"],
                   "PUSHWIRE_COORDINATOR_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_CENTER_REDIS": u["hot"], "PUSHWIRE_CENTER_KEY_PREFIX": u["prefix"],
-                  **self.env}
+                  # Kick marks: the shared Redis, or (embedded) a SQLite file of the cluster's.
+                  "PUSHWIRE_REGISTER_REDIS": u["hot"], "PUSHWIRE_REGISTER_KEY_PREFIX": u["prefix"],
+                  "PUSHWIRE_REGISTER_KICKS_FILE": str(self.tmp / "kicks.db"),
+                  **secret_env(self.tmp), **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
             ("coordinator", "coordinator", {})]
@@ -117,6 +126,8 @@ class Cluster:
         plan.append(("dispatcher", "dispatcher",
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(free_port())}))
         for name, kind, env in plan:
+            if name in self.metrics:
+                env[f"PUSHWIRE_{kind.upper()}_METRICS_PORT"] = str(free_port())
             self.procs[name] = Proc(name, kind, {**common, **env, **self.proc_env.get(name, {})})
 
     def spawn(self, name: str) -> None:
@@ -146,7 +157,26 @@ class Cluster:
                                    f"{self.logs_tail(proc.name)}")
 
     async def _routes(self) -> bool:
-        return await routes(self.dispatcher, self.app.id)
+        """The entry points see the whole cluster: the dispatcher routes clients and sees
+        every room (a client routed before it saw a room would not land on its sticky room),
+        and every center sees every service it calls (before, a push to a room it did not
+        see yet waited for a sweep, a kick answered 503)."""
+        running = [p for p in self.procs.values()
+                   if p.popen is not None and p.popen.poll() is None]
+        wanted = {k: sum(1 for p in running if p.kind == k) for k in KINDS}
+        if not await routes(self.dispatcher, self.app.id):
+            return False
+        health = await _health(self.dispatcher)
+        if health is None or health["rooms"] < wanted["room"]:
+            return False
+        for proc in running:
+            if proc.kind == "center":
+                health = await _health(self.center(int(proc.name.rsplit("-", 1)[1])))
+                if health is None or any(health["peers"].get(kind, 0) < n
+                                         for kind, n in wanted.items()
+                                         if kind in health["peers"]):
+                    return False
+        return True
 
     # --- addresses and credentials -------------------------------------------------------------
 
@@ -158,9 +188,31 @@ class Cluster:
         port = self.procs[f"center-{i}"].env["PUSHWIRE_CENTER_HTTP_PORT"]
         return f"http://127.0.0.1:{port}"
 
+    def room(self, name: str) -> Instance:
+        """Room `name` as discovery shows it (its addresses)."""
+        assert self.discovery is not None
+        found = [r for r in self.discovery.instances("room") if r.id == name]
+        assert found, f"{name} is not in discovery"
+        return found[0]
+
+    async def room_info(self, name: str) -> room_pb2.InfoReply:
+        """Room `name`'s own counts (Info RPC): connections, sessions, tasks, parked."""
+        return await room_info(self.room(name).addresses["grpc"], self.secret)
+
+    async def metric(self, name: str, family: str, **labels: str) -> float:
+        """A sample of process `name`'s /metrics (it must be in `metrics`); 0 when absent."""
+        proc = self.procs[name]
+        port = proc.env[f"PUSHWIRE_{proc.kind.upper()}_METRICS_PORT"]
+        return await metric(f"127.0.0.1:{port}", family, **labels)
+
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
                           device=device)
+
+    @property
+    def secret(self) -> str:
+        """The cluster secret of internal gRPC (`grpcio.channel(address, cluster.secret)`)."""
+        return secret_of(self.tmp)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -227,7 +279,6 @@ class Cluster:
     async def _cleanup_real(self) -> None:
         import aiomysql
         from kazoo.client import KazooClient
-        from redis.asyncio import Redis
 
         parts = urlparse(TEST_MYSQL)
         conn = await aiomysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
@@ -236,11 +287,7 @@ class Cluster:
         async with conn.cursor() as cur:
             await cur.execute(f"DROP DATABASE IF EXISTS pushwire_test_{self.tag}")
         conn.close()
-        redis = Redis.from_url(TEST_REDIS)
-        keys = [k async for k in redis.scan_iter(match=f"pwt{self.tag}:*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i:i + 500])
-        await redis.aclose()
+        await delete_keys(f"pwt{self.tag}:*")
 
         def drop_chroot() -> None:
             zk = KazooClient(hosts=TEST_ZK)
@@ -250,3 +297,48 @@ class Cluster:
             zk.close()
 
         await asyncio.to_thread(drop_chroot)
+
+
+async def _health(base_url: str) -> dict[str, Any] | None:
+    """A service's GET /v1/health, None when it does not answer 200."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{base_url}/v1/health", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return dict(await resp.json()) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+async def metric(address: str, family: str, **labels: str) -> float:
+    """The value of the first sample named `family` with `labels` served by the /metrics
+    listener at `address` (host:port); 0 when there is none."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://{address}/metrics") as resp:
+        text = await resp.text()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == family and all(sample.labels.get(k) == v
+                                             for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def room_info(address: str, secret: str) -> room_pb2.InfoReply:
+    """The Info RPC of the room whose gRPC listens at `address` (with the cluster secret)."""
+    async with grpcio.channel(address, secret) as channel:
+        reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
+            common_pb2.Empty(), timeout=10)
+        return reply
+
+
+async def delete_keys(pattern: str, url: str = TEST_REDIS) -> None:
+    """Delete every key matching `pattern` (a test's own prefix): to the code under test, the
+    same as a Redis restart or FLUSHDB."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(keys), 500):
+            await client.delete(*keys[i:i + 500])
+    finally:
+        await client.aclose()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -50,12 +51,38 @@ def listener(cluster: Cluster, uid: str, cursor: int = 0) -> Listener:
 
 async def crowd(cluster: Cluster, n: int, prefix: str = "u", at_once: int = 50) \
         -> list[Listener]:
-    """n connected listeners (connected `at_once` at a time)."""
+    """n connected listeners (connected `at_once` at a time). When one cannot connect, the
+    others are closed before the error is raised: nothing is left open."""
     out: list[Listener] = []
-    for start in range(0, n, at_once):
-        out += await asyncio.gather(*(listener(cluster, f"{prefix}{i}").start()
-                                      for i in range(start, min(n, start + at_once))))
+    try:
+        for start in range(0, n, at_once):
+            batch = [listener(cluster, f"{prefix}{i}")
+                     for i in range(start, min(n, start + at_once))]
+            out += batch
+            failed = [r for r in await asyncio.gather(*(x.start() for x in batch),
+                                                      return_exceptions=True)
+                      if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
+    except BaseException:
+        await close_all(out)
+        raise
     return out
+
+
+@contextlib.asynccontextmanager
+async def connected(cluster: Cluster, uids: list[str], device: str = "d1") \
+        -> AsyncIterator[list[PushClient]]:
+    """Connected clients of `uids` (app of `cluster`), all closed when the block ends, also
+    when one could not connect."""
+    clients = [PushClient(cluster.dispatcher, cluster.app.id, uid, cluster.token(uid),
+                          device=device) for uid in uids]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        yield clients
+    finally:
+        for c in clients:
+            await c.close()
 
 
 async def close_all(listeners: list[Listener]) -> None:

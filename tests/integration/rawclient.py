@@ -8,14 +8,18 @@ send with `send`.
 
     client = await dial("127.0.0.1", port, auth)          # AUTH_REPLY in client.reply
     client.send(wire.encode(Op.HEARTBEAT, 2))
+    rtt = await client.ping()                             # one HEARTBEAT's round trip
     code = await client.wait_closed()
+
+`write` sends bytes as they are (hand-made frames, for tests of the WebSocket layer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from bench.wsclient import WsClient, WsError
 from services.kit import token, wire
@@ -40,6 +44,7 @@ class Raw(asyncio.Protocol):
         self.closed: asyncio.Future[int] = loop.create_future()       # the close code
         self.packets: list[wire.Packet] = []    # everything but AUTH_REPLY, in order
         self.seq = 1
+        self._pings: dict[int, asyncio.Future[float]] = {}   # seq -> when its reply came
 
     # --- what the test uses ----------------------------------------------------------------------
 
@@ -51,9 +56,34 @@ class Raw(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(self.ws.frame(packet))
 
-    def heartbeat(self) -> None:
+    def write(self, data: bytes) -> None:
+        """Write raw bytes to the socket (not framed)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def heartbeat(self) -> int:
         self.seq += 1
         self.send(wire.encode(Op.HEARTBEAT, self.seq))
+        return self.seq
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Send a HEARTBEAT and return the seconds until its HEARTBEAT_REPLY arrived.
+
+        Raises ConnectionError when the connection closes first, TimeoutError after
+        `timeout`."""
+        if self.closed.done():
+            raise ConnectionError(f"closed with {self.closed.result()}")
+        started = time.perf_counter()
+        seq = self.heartbeat()
+        replied = self._pings[seq] = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(replied, timeout) - started
+        finally:
+            self._pings.pop(seq, None)
+
+    def errors(self) -> list[wire_pb2.Error]:
+        """The ERROR packets received, in order."""
+        return [wire_pb2.Error.FromString(p.body) for p in self.of(Op.ERROR)]
 
     def ack(self, app: str, ids: Iterable[int]) -> None:
         self.send(wire.encode(Op.ACK, 0, wire_pb2.Ack(app=app, ids=list(ids))
@@ -97,24 +127,43 @@ class Raw(asyncio.Protocol):
             for packet in wire.decode(message):
                 self._packet(packet)
         if self.ws.closed and not self.closed.done():
-            self.closed.set_result(self.ws.close_code)
+            self._closed(self.ws.close_code)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
-            self.closed.set_result(ABNORMAL)
+            self._closed(ABNORMAL)
         self._fail(ConnectionError("connection lost"))
 
     def _packet(self, packet: wire.Packet) -> None:
+        ping = self._pings.get(packet.seq) if packet.op == Op.HEARTBEAT_REPLY else None
+        if ping is not None and not ping.done():
+            ping.set_result(time.perf_counter())
         if packet.op == Op.AUTH_REPLY and not self.replied.done():
             self.replied.set_result(wire_pb2.AuthReply.FromString(packet.body))
         else:
             self.packets.append(packet)
+
+    def _closed(self, code: int) -> None:
+        self.closed.set_result(code)
+        for ping in self._pings.values():
+            if not ping.done():
+                ping.set_exception(ConnectionError(f"closed with {code} before the reply"))
 
     def _fail(self, exc: Exception) -> None:
         for future in (self.opened, self.replied):
             if not future.done():
                 future.set_exception(exc)
                 future.exception()          # retrieved: a test may not wait on both
+
+
+def raw_frame(first: int, payload: bytes) -> bytes:
+    """A masked client frame whose first byte (FIN, RSV1-3, opcode) is given as is: frames
+    RFC 6455 forbids, for tests of the room's WebSocket layer."""
+    key = b"\x01\x02\x03\x04"
+    size = len(payload)
+    head = bytes((first, 0x80 | size)) if size < 126 else bytes((first, 0xFE)) + \
+        size.to_bytes(2, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def auth_of(app: str, secret: str, uid: str, *, device: str = "raw", heartbeat_s: int = 0,
@@ -133,6 +182,28 @@ async def dial(host: str, port: int, auth: wire_pb2.Auth | None = None, *,
     _, client = await asyncio.wait_for(loop.create_connection(
         lambda: Raw(f"{host}:{port}", auth), host, port, local_addr=local), timeout)
     return client
+
+
+Connect = Callable[[tuple[str, int], wire_pb2.Auth], Awaitable[Raw]]
+
+
+@contextlib.asynccontextmanager
+async def sessions() -> AsyncIterator[Connect]:
+    """connect((host, port), auth) -> a client whose AUTH_REPLY came; every client connected
+    in the block is dropped when it ends, whatever happened (nothing is left open for a later
+    test to trip over)."""
+    opened: list[Raw] = []
+
+    async def connect(address: tuple[str, int], auth: wire_pb2.Auth) -> Raw:
+        client = await dial(*address, auth)
+        opened.append(client)
+        await asyncio.wait_for(asyncio.shield(client.replied), 10)
+        return client
+    try:
+        yield connect
+    finally:
+        for client in opened:
+            client.abort()
 
 
 def endpoint_port(endpoint: str) -> tuple[str, int]:

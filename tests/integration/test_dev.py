@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +15,33 @@ from pathlib import Path
 
 import pytest
 
+from cli.dev import plan
+from cli.processes import ephemeral_low
+
 pytestmark = pytest.mark.integration
+
+
+def free_offset(home: Path) -> int:
+    """A --port-offset whose ports are free now and below the kernel's ephemeral range (where
+    the local end of any outgoing connection could take one before `pushwire dev` binds it)."""
+    _, children = plan(argparse.Namespace(home=home, port_offset=0, rooms=1, real=False,
+                                          log_level="info"))
+    ports = [int(v) for c in children for k, v in c.env.items() if k.endswith("_PORT")]
+    top = ephemeral_low() - max(ports) - 1
+    for _ in range(100):
+        offset = random.randrange(1000, top, 100)
+        if all(_free(port + offset) for port in ports):
+            return offset
+    raise AssertionError("no free port range for pushwire dev")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def pushwire(*args: str) -> list[str]:
@@ -39,7 +67,7 @@ def descendants(pid: int) -> set[int]:
 
 def test_dev_cluster_listen_push_and_clean_stop(tmp_path: Path) -> None:
     env = {**os.environ, "PUSHWIRE_HOME": str(tmp_path)}
-    offset = random.randrange(20000, 30000, 100)
+    offset = free_offset(tmp_path)
     started = time.monotonic()
     dev = subprocess.Popen(pushwire("dev", "--port-offset", str(offset)), env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -79,5 +107,10 @@ def test_dev_cluster_listen_push_and_clean_stop(tmp_path: Path) -> None:
             listen.kill()
         dev.send_signal(signal.SIGINT)
         dev.communicate(timeout=30)      # drains and closes its output
-    time.sleep(0.5)
-    assert not {pid for pid in children if Path(f"/proc/{pid}").exists()}
+    # pushwire dev has exited; its children are gone too (bounded wait: the kernel reaps
+    # them a moment after their parent, PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 15
+    while (left := {pid for pid in children if Path(f"/proc/{pid}").exists()}) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left

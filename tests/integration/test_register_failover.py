@@ -61,15 +61,15 @@ async def test_sigkill_of_a_register_is_healed_by_re_flush(tmp_path: Path) -> No
             cluster.kill("register-1", signal.SIGKILL)
             # ZooKeeper drops the dead instance after its session timeout (2 s here); the rooms
             # then re-flush the sessions register-1 owned to register.
-            took = await healed_in(cluster, listeners, timeout=20)
-            assert took < 10, took
+            killed_s = await healed_in(cluster, listeners, timeout=20)
             await everyone_gets(cluster, listeners, "after the kill")
 
             cluster.spawn("register-1")             # a fresh, empty instance joins
             await cluster.wait_ready()
-            took = await healed_in(cluster, listeners, timeout=20)
-            assert took < 10, took
+            joined_s = await healed_in(cluster, listeners, timeout=20)
             await everyone_gets(cluster, listeners, "after the return")
+            print(f"lookups right again {killed_s:.1f}s after the kill, {joined_s:.1f}s "
+                  "after the join")      # figures, not asserted: speed is for bench/
             flushes = [line for name in ("room-0", "room-1")
                        for line in (cluster.procs[name].log or tmp_path).read_text().splitlines()
                        if "re-flushed" in line]

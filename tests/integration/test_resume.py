@@ -12,49 +12,52 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import grpc.aio
 import pytest
 import pytest_asyncio
 
 from sdk.client import PushClient
-from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
-from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port, sessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 LINGER_S = 4.0
 ENV = {"PUSHWIRE_ROOM_RESUME_LINGER_S": str(LINGER_S)}
+# register and saver are SIGSTOPped below for at most FROZEN_S: their ZooKeeper sessions must
+# outlive that, or they drop out of discovery meanwhile.
+SESSION_TIMEOUT_S = 10.0
+FROZEN_S = 6.0
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path_factory.mktemp("resume"), real=True, rooms=2, env=ENV) as c:
+    async with Cluster(tmp_path_factory.mktemp("resume"), real=True, rooms=2, env=ENV,
+                       session_timeout_s=SESSION_TIMEOUT_S) as c:
         yield c
 
 
-def room(cluster: Cluster, name: str) -> Any:
-    assert cluster.discovery is not None
-    return next(r for r in cluster.discovery.instances("room") if r.id == name)
+@pytest_asyncio.fixture(loop_scope="module")
+async def raw(cluster: Cluster) -> AsyncIterator[Callable[..., Awaitable[Raw]]]:
+    """connect(room, uid, resume="") -> an authenticated raw client (device "phone"); every
+    one is dropped at the end of the test."""
+    async with sessions() as connect:
+        yield lambda name, uid, resume="": connect(address(cluster, name), auth_of(
+            cluster.app.id, cluster.app.secrets[0], uid, device="phone", resume=resume))
 
 
-async def info(cluster: Cluster, name: str) -> room_pb2.InfoReply:
-    async with grpc.aio.insecure_channel(room(cluster, name).addresses["grpc"]) as channel:
-        reply: room_pb2.InfoReply = await room_pb2_grpc.RoomStub(channel).Info(
-            common_pb2.Empty(), timeout=10)
-        return reply
+def address(cluster: Cluster, name: str) -> tuple[str, int]:
+    return endpoint_port(f"ws://{cluster.room(name).addresses['ws']}/")
 
 
-async def connect(cluster: Cluster, name: str, uid: str, resume: str = "") -> Raw:
-    host, port = endpoint_port(f"ws://{room(cluster, name).addresses['ws']}/")
-    auth = auth_of(cluster.app.id, cluster.app.secrets[0], uid, device="phone", resume=resume)
-    client = await dial(host, port, auth)
-    await asyncio.wait_for(asyncio.shield(client.replied), 10)
-    return client
+async def parked(cluster: Cluster, name: str, at_least: int = 1) -> None:
+    """Until room `name` holds `at_least` parked sessions (it noticed the drops)."""
+    async def enough() -> bool:
+        return (await cluster.room_info(name)).parked >= at_least
+    await eventually(enough, timeout=20)
 
 
 async def user(cluster: Cluster, uid: str) -> dict[str, Any]:
@@ -87,78 +90,77 @@ def frozen(cluster: Cluster, *names: str) -> Iterator[None]:
 
 
 async def test_resume_needs_no_register_or_saver_and_redelivers_the_unacked_once(
-        cluster: Cluster) -> None:
-    first = await connect(cluster, "room-0", "flash")
+        cluster: Cluster, raw: Callable[..., Awaitable[Raw]]) -> None:
+    first = await raw("room-0", "flash")
     status, body = await cluster.push("flash", "not acked yet")
     assert status == 200, body
     message_id = int(body["messages"][0]["id"])
     assert await pushed(first, 1) == [message_id]
     first.abort()                                          # the link drops, no close frame
+    await parked(cluster, "room-0")
 
-    async def parked() -> bool:
-        return (await info(cluster, "room-0")).parked >= 1
-    await eventually(parked, timeout=10)
-
-    host, port = endpoint_port(f"ws://{room(cluster, 'room-0').addresses['ws']}/")
-    # Frozen well below the ZooKeeper session timeout (2 s here): register and saver must not
-    # drop out of discovery meanwhile.
+    host, port = address(cluster, "room-0")
     with frozen(cluster, "register", "saver"):
-        started = time.monotonic()
         stranger = await dial(host, port, auth_of(cluster.app.id, cluster.app.secrets[0],
                                                   "stranger", device="phone"))
         second = await dial(host, port, auth_of(cluster.app.id, cluster.app.secrets[0],
                                                 "flash", device="phone",
                                                 resume=first.reply.resume_token))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(second.replied), 1.2)
-            await pushed(second, 1, timeout=0.5)
-        resumed_in = time.monotonic() - started
-        stranger_waits = not stranger.replied.done()   # a new session needs register
-    assert second.replied.done(), "no AUTH_REPLY while register and saver were stopped"
-    assert second.reply.resumed and second.reply.session_id == first.reply.session_id
-    assert second.push_ids() == [message_id], resumed_in
-    assert stranger_waits
-    await asyncio.wait_for(asyncio.shield(stranger.replied), 15)   # ... and gets it now
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FROZEN_S):
+                    await asyncio.shield(second.replied)
+                    await pushed(second, 1, timeout=FROZEN_S)
+            stranger_waits = not stranger.replied.done()   # a new session needs register
+        except BaseException:
+            for c in (stranger, second):
+                c.abort()
+            raise
+    try:
+        assert second.replied.done(), "no AUTH_REPLY while register and saver were stopped"
+        assert second.reply.resumed and second.reply.session_id == first.reply.session_id
+        assert second.push_ids() == [message_id]
+        assert stranger_waits
+        await asyncio.wait_for(asyncio.shield(stranger.replied), 15)   # ... and gets it now
 
-    await asyncio.sleep(1.0)
-    assert second.push_ids() == [message_id]               # once
-    second.ack(cluster.app.id, [message_id])
+        await asyncio.sleep(1.0)                           # a second copy would come at once
+        assert second.push_ids() == [message_id]           # once
+        second.ack(cluster.app.id, [message_id])
 
-    async def acked() -> bool:
-        _, state = await cluster.api("GET", f"/v1/apps/{cluster.app.id}/messages/{message_id}")
-        return bool(state.get("state") == "acked")
-    await eventually(acked)
-    sessions = (await user(cluster, "flash"))["sessions"]
-    assert [s["session_id"] for s in sessions] == [first.reply.session_id]
-    for c in (second, stranger):
-        c.abort()
+        async def acked() -> bool:
+            _, state = await cluster.api("GET",
+                                         f"/v1/apps/{cluster.app.id}/messages/{message_id}")
+            return bool(state.get("state") == "acked")
+        await eventually(acked)
+        sessions = (await user(cluster, "flash"))["sessions"]
+        assert [s["session_id"] for s in sessions] == [first.reply.session_id]
+    finally:
+        for c in (second, stranger):
+            c.abort()
 
 
-async def test_after_the_window_the_session_is_unregistered(cluster: Cluster) -> None:
-    client = await connect(cluster, "room-0", "gone")
+async def test_after_the_window_the_session_is_unregistered(
+        cluster: Cluster, raw: Callable[..., Awaitable[Raw]]) -> None:
+    client = await raw("room-0", "gone")
     client.abort()
-    await asyncio.sleep(1.0)
+    await parked(cluster, "room-0")
+    dropped = time.monotonic()
     assert (await user(cluster, "gone"))["online"]           # parked: still there
 
     async def offline() -> bool:
         return not (await user(cluster, "gone"))["online"]
-    started = time.monotonic()
-    await eventually(offline, timeout=LINGER_S + 10)
-    assert time.monotonic() - started >= LINGER_S - 2.0
-    late = await connect(cluster, "room-0", "gone", resume=client.reply.resume_token)
+    await eventually(offline, timeout=LINGER_S + 20)
+    assert time.monotonic() - dropped >= LINGER_S - 1.0      # not before the window ended
+    late = await raw("room-0", "gone", resume=client.reply.resume_token)
     assert not late.reply.resumed                            # too late: a new session
-    late.abort()
 
 
 async def test_a_reconnect_to_another_room_supersedes_the_parked_session(
-        cluster: Cluster) -> None:
-    first = await connect(cluster, "room-0", "mover")
+        cluster: Cluster, raw: Callable[..., Awaitable[Raw]]) -> None:
+    first = await raw("room-0", "mover")
     first.abort()
-
-    async def parked() -> bool:
-        return (await info(cluster, "room-0")).parked >= 1
-    await eventually(parked)
-    second = await connect(cluster, "room-1", "mover", resume=first.reply.resume_token)
+    await parked(cluster, "room-0")
+    second = await raw("room-1", "mover", resume=first.reply.resume_token)
     assert not second.reply.resumed and second.reply.room == "room-1"
     status, body = await cluster.push("mover", "after the move")
     assert status == 200, body
@@ -168,8 +170,7 @@ async def test_a_reconnect_to_another_room_supersedes_the_parked_session(
     async def only_room_1() -> bool:
         rooms = [s["room"] for s in (await user(cluster, "mover"))["sessions"]]
         return rooms == ["room-1"]
-    await eventually(only_room_1, timeout=LINGER_S + 10)
-    second.abort()
+    await eventually(only_room_1, timeout=LINGER_S + 20)
 
 
 async def test_the_sdk_resumes_after_a_network_switch(cluster: Cluster) -> None:
@@ -188,5 +189,9 @@ async def test_the_sdk_resumes_after_a_network_switch(cluster: Cluster) -> None:
         assert client.session is not None and client.session.session_id == before
         status, body = await cluster.push("switcher", "still here")
         assert status == 200 and body["online_sessions"] == 1
-        message = await asyncio.wait_for(anext(client.messages()), 10)
+        messages = client.messages()
+        try:
+            message = await asyncio.wait_for(anext(messages), 10)
+        finally:
+            await messages.aclose()
         assert message.data == b"still here"

@@ -24,10 +24,12 @@ import pytest
 import redis.asyncio
 
 from services.kit.errors import StoreError
+from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
-from services.saver.inbox import AckItem, Inboxes, Limits, LoadItem, StoreItem
+from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
+from tests.integration.cluster import delete_keys
 
 pytestmark = pytest.mark.integration
 
@@ -116,13 +118,7 @@ async def world(names: tuple[str, str]) -> AsyncIterator[World]:
 
 async def wipe(prefix: str) -> None:
     """Delete every key under the prefix: to saver, the same as a Redis restart or FLUSHDB."""
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(f"{prefix}:*", REDIS_URL)
 
 
 async def store(w: World, *items: StoreItem) -> list[StoredMessage]:
@@ -208,6 +204,35 @@ async def test_redelivery_loop_is_cut_by_dead_lettering(world: World) -> None:
     assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s1", "s2"))
 
 
+async def test_live_pushes_count_and_name_their_sessions_before_and_after_the_ack(
+        world: World) -> None:
+    a, b = await store(world, StoreItem(world.app, "u1", b"a"), StoreItem(world.app, "u2", b"b"))
+    # One batch: two devices of u1 got a, u2's one device got b.
+    await world.inboxes.delivered([Delivery(world.app, a.id, "s1"), Delivery(world.app, a.id, "s2"),
+                                   Delivery(world.app, b.id, "s3")])
+    seen = [await world.inboxes.status(world.app, m.id) for m in (a, b)]
+    assert [(s.state, s.deliveries, s.delivered_to) for s in seen if s] == [
+        ("stored", 2, ("s1", "s2")), ("stored", 1, ("s3",))]
+    await world.inboxes.ack([AckItem(world.app, "u1", a.id, "s2")])
+    status = await world.inboxes.status(world.app, a.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("acked", 2, ("s1", "s2"))
+    # The guard counts the live push: one load more, and the next one dead-letters b.
+    assert await load(world, uid="u2", session="s3") == ([b"b"], 0)
+    assert await load(world, uid="u2", session="s4") == ([], 0)   # max_deliveries = 2
+    status = await world.inboxes.status(world.app, b.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s3",))
+
+
+async def test_device_ids_of_the_one_limit_reach_mysql(world: World) -> None:
+    device = "d" * MAX_ID_LEN               # wider than migration 1's column (64)
+    [m] = await store(world, StoreItem(world.app, "u1", b"x", device=device, durable=True))
+    rows = await mysql("SELECT device FROM messages WHERE app = %s AND id = %s",
+                       (world.app, m.id))
+    assert rows == ((device,),)
+
+
 async def test_redis_loss_is_repaired_from_mysql_with_the_same_ids(world: World) -> None:
     kept = await store(world, StoreItem(world.app, "u1", b"a"), StoreItem(world.app, "u1", b"b"),
                        StoreItem(world.app, "u2", b"c"))
@@ -273,6 +298,25 @@ async def test_schema_is_migrated_once(world: World) -> None:
     await again.close()
     versions = await mysql("SELECT version FROM schema_version ORDER BY version")
     assert [v for (v,) in versions] == list(range(1, len(again.migrations) + 1))
+
+
+async def test_migration_3_widens_device_to_the_shared_id_limit(world: World) -> None:
+    """A database from before migration 3 (device VARCHAR(64)) takes devices as long as the
+    room accepts once a saver starts on it."""
+    await mysql("ALTER TABLE messages MODIFY device VARCHAR(64) NOT NULL DEFAULT ''")
+    await mysql("DELETE FROM schema_version WHERE version = 3")
+    upgraded = MysqlDurableStore(MYSQL_URL)
+    await upgraded.start()
+    await upgraded.close()
+    width = await mysql("SELECT CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS WHERE"
+                        " TABLE_SCHEMA = %s AND TABLE_NAME = 'messages' AND COLUMN_NAME = "
+                        "'device'", (DATABASE,))
+    assert width == ((MAX_ID_LEN,),)
+    device = "d" * MAX_ID_LEN
+    [stored] = await store(world, StoreItem(world.app, "u1", b"hi", device=device, durable=True))
+    rows = await mysql("SELECT device FROM messages WHERE app = %s AND id = %s",
+                       (world.app, stored.id))
+    assert rows == ((device,),)
 
 
 async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> None:

@@ -10,23 +10,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from sdk.client import PushClient
 from tests.integration.cluster import Cluster
+from tests.integration.crowd import eventually
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
 
 
 @pytest.mark.parametrize("real", [True, False], ids=["real", "embedded"])
@@ -37,7 +28,7 @@ async def test_push_reaches_client_and_ack_reaches_saver(tmp_path: Path, real: b
             async def online() -> bool:
                 status, body = await cluster.api("GET", "/v1/apps/demo/users/u1")
                 return status == 200 and body["online"]
-            await wait_for(online)
+            await eventually(online, timeout=10, every=0.05)
 
             status, body = await cluster.push("u1", "hello")
             assert status == 200, body
@@ -45,7 +36,10 @@ async def test_push_reaches_client_and_ack_reaches_saver(tmp_path: Path, real: b
             message_id = body["messages"][0]["id"]
 
             messages = client.messages()
-            message = await asyncio.wait_for(anext(messages), 10)
+            try:
+                message = await asyncio.wait_for(anext(messages), 10)
+            finally:
+                await messages.aclose()
             assert message.data == b"hello"
             assert str(message.id) == message_id
             await client.ack(message)
@@ -57,19 +51,19 @@ async def test_push_reaches_client_and_ack_reaches_saver(tmp_path: Path, real: b
                 seen.append(body)
                 return status == 200 and body["state"] == "acked"
             try:
-                await wait_for(acked)
+                await eventually(acked, timeout=10, every=0.05)
             except AssertionError:
                 raise AssertionError(f"{seen[-1]}\n{cluster.logs_tail()}") from None
             _, user = await cluster.api("GET", "/v1/apps/demo/users/u1")
             assert user["pending"] == 0
-            await messages.aclose()
 
 
 async def test_bad_requests_get_clear_errors(tmp_path: Path) -> None:
     async with Cluster(tmp_path, real=False) as cluster:
         status, body = await cluster.push([], "x")
         assert status == 400 and "uids" in body["error"]["message"]
-        status, body = await cluster.api("POST", "/v1/apps/demo/push", data=b"{not json")
+        status, body = await cluster.api("POST", "/v1/apps/demo/push", data=aiohttp.BytesPayload(
+            b"{not json", content_type="application/json"))
         assert status == 400 and body["error"]["message"] == "body must be JSON"
         status, body = await cluster.api("POST", "/v1/apps/nope/push", json={"uids": ["u"]})
         assert status == 404

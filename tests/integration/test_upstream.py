@@ -5,23 +5,23 @@ server in the test plays the business backend."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from redis.asyncio import Redis
 
 from sdk.client import PushClient, UpReply
 from services.kit.discovery import AppConfig
 from tests.integration.business import Business
-from tests.integration.cluster import TEST_REDIS, Cluster, free_port
+from tests.integration.cluster import TEST_REDIS, Cluster
+from tests.integration.crowd import connected, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +34,10 @@ def app_with(business: Business, **fields: Any) -> AppConfig:
                      **fields)
 
 
-async def clients(cluster: Cluster, n: int, prefix: str) -> list[PushClient]:
-    made = [PushClient(cluster.dispatcher, "demo", f"{prefix}{i}", cluster.token(f"{prefix}{i}"),
-                       device="d1") for i in range(n)]
-    await asyncio.gather(*(c.connect() for c in made))
-    return made
+def clients(cluster: Cluster, n: int, prefix: str) \
+        -> contextlib.AbstractAsyncContextManager[list[PushClient]]:
+    """n connected clients (device d1), all closed when the block ends."""
+    return connected(cluster, [f"{prefix}{i}" for i in range(n)])
 
 
 async def send_all(clients_: list[PushClient], per_client: int, tag: str) -> list[UpReply]:
@@ -54,43 +53,25 @@ async def send_all(clients_: list[PushClient], per_client: int, tag: str) -> lis
     return [r for replies in per for r in replies]
 
 
-async def metric(port: int, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(
-            f"http://127.0.0.1:{port}/metrics") as resp:
-        text = await resp.text()
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
+async def tasks_back_to(cluster: Cluster, baseline: float | None = None) -> float:
+    """The coordinator's task count once its work of the round is over: back at `baseline`
+    (no task was left behind), or, without one, unchanged over two reads."""
+    async def settled() -> float | None:
+        first = await cluster.metric("coordinator", "pushwire_coordinator_tasks")
+        if baseline is not None:
+            return first if first == baseline else None
+        await asyncio.sleep(0.2)
+        again = await cluster.metric("coordinator", "pushwire_coordinator_tasks")
+        return first if first == again else None
+    return await eventually(settled, timeout=30, every=0.2)
 
 
 async def test_1000_messages_from_50_clients_reach_the_webhook_once_signed(
         tmp_path: Path) -> None:
     business = Business(SECRET, statuses={"/refuse": 422})
     async with business, Cluster(tmp_path, real=True, app=app_with(business)) as cluster:
-        conns = await clients(cluster, 50, "u")
-        started = time.perf_counter()
-        replies = await send_all(conns, 20, "m")
-        elapsed = time.perf_counter() - started
-        print(f"\nupstream: 1000 messages to the webhook in {elapsed:.2f}s "
-              f"({1000 / elapsed:.0f}/s)")
-
-        assert len(replies) == 1000
-        assert {(r.outcome, r.status) for r in replies} == {("delivered", 200)}
-        bodies = [h.body for h in business.on("/up")]
-        assert len(bodies) == 1000 and business.bad_signatures == 0
-        assert len({b["id"] for b in bodies}) == 1000                 # each exactly once
-        assert {b["data"] for b in bodies} == {f"m:{i}:{k}" for i in range(50)
-                                               for k in range(20)}
-        assert all(b["uid"] == f"u{b['data'].split(':')[1]}" and b["type"] == "chat"
-                   and b["device"] == "d1" and b["session_id"] for b in bodies)
-
-        refused = await conns[0].send_up("demo", "refuse", b"x")
-        unknown = await conns[0].send_up("demo", "nothing", b"x")
-        assert (refused.outcome, refused.status, refused.detail) == ("rejected", 422,
-                                                                     "no thanks")
-        assert (unknown.outcome, unknown.status) == ("rejected", 0)
-        for c in conns:
-            await c.close()
+        async with clients(cluster, 50, "u") as conns:
+            await many_reach_the_webhook(business, conns)
 
         # `pushwire up` does the same from the command line
         cli = await asyncio.to_thread(subprocess.run, [
@@ -104,29 +85,52 @@ async def test_1000_messages_from_50_clients_reach_the_webhook_once_signed(
         assert business.on("/up")[-1].body["data"] == "from the cli"
 
 
+async def many_reach_the_webhook(business: Business, conns: list[PushClient]) -> None:
+    """50 clients send 20 UPs each; each reaches the webhook once, signed; refusals come back."""
+    started = time.perf_counter()
+    replies = await send_all(conns, 20, "m")
+    elapsed = time.perf_counter() - started
+    print(f"\nupstream: 1000 messages to the webhook in {elapsed:.2f}s "
+          f"({1000 / elapsed:.0f}/s)")
+
+    assert len(replies) == 1000
+    assert {(r.outcome, r.status) for r in replies} == {("delivered", 200)}
+    bodies = [h.body for h in business.on("/up")]
+    assert len(bodies) == 1000 and business.bad_signatures == 0
+    assert len({b["id"] for b in bodies}) == 1000                 # each exactly once
+    assert {b["data"] for b in bodies} == {f"m:{i}:{k}" for i in range(50)
+                                           for k in range(20)}
+    assert all(b["uid"] == f"u{b['data'].split(':')[1]}" and b["type"] == "chat"
+               and b["device"] == "d1" and b["session_id"] for b in bodies)
+
+    refused = await conns[0].send_up("demo", "refuse", b"x")
+    unknown = await conns[0].send_up("demo", "nothing", b"x")
+    assert (refused.outcome, refused.status, refused.detail) == ("rejected", 422,
+                                                                 "no thanks")
+    assert (unknown.outcome, unknown.status) == ("rejected", 0)
+
+
 async def test_webhook_down_retries_then_dead_letters_and_clients_get_failed(
         tmp_path: Path) -> None:
-    metrics_port = free_port()
     async with Business(SECRET, status=503) as business:
         app = app_with(business, webhook_retries=2, webhook_backoff_s=0.01,
                        webhook_timeout_s=2.0)
-        async with Cluster(tmp_path, real=True, app=app, env={
-                "PUSHWIRE_COORDINATOR_METRICS_PORT": str(metrics_port)}) as cluster:
+        async with Cluster(tmp_path, real=True, app=app, metrics=("coordinator",)) as cluster, \
+                clients(cluster, 20, "down") as conns:
             redis = Redis.from_url(TEST_REDIS)
             key = f"pwt{cluster.tag}:deadletter:demo"
-            conns = await clients(cluster, 20, "down")
             try:
-                rounds = []
+                rounds: list[tuple[float, float]] = []
                 for n in range(3):
                     replies = await send_all(conns, 10, f"r{n}")
                     assert {(r.outcome, r.status) for r in replies} == {("failed", 503)}
                     assert len(business.on("/up")) == (n + 1) * 200 * 3    # 1 + 2 retries
                     assert await redis.llen(key) == (n + 1) * 200
-                    await asyncio.sleep(0.5)
-                    rounds.append((await metric(metrics_port, "pushwire_coordinator_tasks"),
-                                   await metric(metrics_port, "process_resident_memory_bytes")))
-                # no task growth between rounds; memory settles (the first round warms up)
-                assert rounds[1][0] == rounds[2][0] == rounds[0][0], rounds
+                    # no task growth: after each round the count comes back to the first's
+                    tasks = await tasks_back_to(cluster, rounds[0][0] if rounds else None)
+                    rounds.append((tasks, await cluster.metric(
+                        "coordinator", "process_resident_memory_bytes")))
+                # memory settles (the first round warms up)
                 assert rounds[2][1] - rounds[1][1] < 8 * 1024 * 1024, rounds
                 record = json.loads(await redis.lindex(key, 0))
                 assert (record["event"], record["status"], record["attempts"]) == ("up", 503, 3)
@@ -136,6 +140,4 @@ async def test_webhook_down_retries_then_dead_letters_and_clients_get_failed(
                 reply = await conns[0].send_up("demo", "chat", b"again")
                 assert (reply.outcome, reply.status) == ("delivered", 200)
             finally:
-                for c in conns:
-                    await c.close()
                 await redis.aclose()

@@ -11,22 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-import grpc.aio
 import pytest
 
+from cli.processes import free_port
 from services.kit.discovery import Instance
-from services.kit.pb import common_pb2, room_pb2_grpc
-from tests.integration.cluster import Cluster, free_port
+from tests.integration.cluster import Cluster, room_info
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, dial
 
 pytestmark = pytest.mark.integration
 
 
-async def connections(room: Instance) -> int:
-    async with grpc.aio.insecure_channel(room.addresses["grpc"]) as channel:
-        reply = await room_pb2_grpc.RoomStub(channel).Info(common_pb2.Empty(), timeout=10)
-        return int(reply.connections)
+async def connections(room: Instance, secret: str) -> int:
+    return int((await room_info(room.addresses["grpc"], secret)).connections)
 
 
 async def test_workers_share_the_port_and_are_supervised(tmp_path: Path) -> None:
@@ -59,7 +56,7 @@ async def _workers(cluster: Cluster, tmp_path: Path) -> None:
         clients = await asyncio.gather(*(dial("127.0.0.1", port) for _ in range(60)))
         await asyncio.wait_for(asyncio.gather(*(c.opened for c in clients)), 10)
         async def counted() -> list[int]:       # the rooms count every second
-            counts = [await connections(r) for r in rooms]
+            counts = [await connections(r, cluster.secret) for r in rooms]
             return counts if sum(counts) == 60 else []
         counts = await eventually(counted, timeout=10)
         assert min(counts) > 0, counts                         # the kernel spread them

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.config import ServiceConfig, load
+from services.dispatcher.config import DispatcherConfig
+from services.kit.config import ServiceConfig, client_secret, load
 from services.kit.errors import ConfigError
+
+SECRET = "s3cret-of-the-test-cluster"
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class DemoConfig(ServiceConfig):
 
 
 def _load(env: dict[str, str] | None = None, **overrides: object) -> DemoConfig:
-    return load(DemoConfig, "demo", env or {}, **overrides)
+    return load(DemoConfig, "demo", {"PUSHWIRE_CLUSTER_SECRET": SECRET, **(env or {})},
+                **overrides)
 
 
 def _toml(tmp_path: Path, text: str) -> dict[str, str]:
@@ -149,8 +153,66 @@ def test_quoted_false_in_toml_does_not_turn_true(tmp_path: Path) -> None:
 ])
 def test_validate_failures(override: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load(DemoConfig, "demo", {}, **override)
+        _load({}, **override)
 
 
 def test_log_level_is_case_insensitive() -> None:
     assert _load({"PUSHWIRE_LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
+
+
+# --- the cluster secret (docs/security.md) ---
+
+
+def test_a_service_refuses_to_start_without_a_cluster_secret() -> None:
+    with pytest.raises(ConfigError, match="PUSHWIRE_CLUSTER_SECRET"):
+        load(DemoConfig, "demo", {})
+
+
+def test_the_secret_comes_from_env_or_a_file(tmp_path: Path) -> None:
+    assert _load().rpc_secret() == SECRET
+    path = tmp_path / "secret"
+    path.write_text(f"  {SECRET}x\n")
+    config = load(DemoConfig, "demo", {"PUSHWIRE_CLUSTER_SECRET_FILE": str(path)})
+    assert config.rpc_secret() == SECRET + "x"
+
+
+def test_the_secret_is_not_in_the_config_repr() -> None:
+    assert SECRET not in repr(_load())
+
+
+def test_running_without_a_secret_must_be_asked_for() -> None:
+    config = load(DemoConfig, "demo", {"PUSHWIRE_INSECURE_RPC": "1"})
+    assert config.rpc_secret() is None
+    with pytest.raises(ConfigError, match="exclude"):
+        _load({"PUSHWIRE_INSECURE_RPC": "1"})
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PUSHWIRE_CLUSTER_SECRET": "short"}, "at least 16"),
+    ({"PUSHWIRE_CLUSTER_SECRET": "with a space in the middle"}, "printable ASCII"),
+    ({"PUSHWIRE_CLUSTER_SECRET": "ünïcödé-ünïcödé-ünïcödé"}, "printable ASCII"),
+    ({"PUSHWIRE_CLUSTER_SECRET_FILE": "/nonexistent/secret"}, "cannot read"),
+    ({"PUSHWIRE_CLUSTER_SECRET_FILE": "/dev/null"}, "empty"),
+    ({"PUSHWIRE_CLUSTER_SECRET_FILE": "/x", "PUSHWIRE_CLUSTER_SECRET": SECRET}, "not both"),
+], ids=["short", "space", "non-ascii", "missing-file", "empty-file", "both"])
+def test_a_bad_secret_stops_the_service_with_a_clear_error(env: dict[str, str],
+                                                           message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(DemoConfig, "demo", env)
+
+
+def test_the_dispatcher_needs_no_secret() -> None:
+    """It reads discovery and answers HTTP: no internal gRPC either way."""
+    assert load(DispatcherConfig, "dispatcher", {}).http_port == 8000
+
+
+def test_tools_find_the_secret_in_env_then_file_then_the_dev_cluster(tmp_path: Path) -> None:
+    dev = tmp_path / "cluster-secret"
+    assert client_secret({}, dev) is None
+    dev.write_text(SECRET + "-dev\n")
+    assert client_secret({}, dev) == SECRET + "-dev"
+    other = tmp_path / "other"
+    other.write_text(SECRET + "-file")
+    assert client_secret({"PUSHWIRE_CLUSTER_SECRET_FILE": str(other)}, dev) == SECRET + "-file"
+    assert client_secret({"PUSHWIRE_CLUSTER_SECRET": SECRET,
+                          "PUSHWIRE_CLUSTER_SECRET_FILE": str(other)}, dev) == SECRET

@@ -26,8 +26,9 @@ async def test_health_is_200_only_while_the_instance_serves(tmp_path: Path) -> N
     async with asyncio.TaskGroup() as group:
         life = Lifecycle(group)
         async with hosted("saver", config, life) as host, aiohttp.ClientSession() as http:
-            assert await health(http) == (503, {"error": {"code": 1007,
-                                                          "message": "not serving"}})
+            # A 5xx body carries the fixed public text of its class (docs/api.md §3).
+            assert await health(http) == (503, {"error": {
+                "code": 1007, "message": "temporarily unavailable, retry later"}})
             await host.announce({})                     # saver: a node number, no address yet
             assert (await health(http))[0] == 503
             await host.publish({"grpc": "127.0.0.1:1"})

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from services.kit.errors import NotFound, Overloaded, PushwireError, Unavailable
+from services.kit import metrics
+from services.kit.errors import Disconnected, NotFound, Overloaded, PushwireError, Unavailable
 from services.kit.rpc.pipe import Dropped, Overflow, Pipe, PipeOptions, PipeSet, Send
 
 WAIT = 1.0  # upper bound for anything that should happen "now"
@@ -251,6 +252,85 @@ async def test_other_policies_do_not_resend(make_pipe: MakePipe, policy: Overflo
     send.fail_with = lambda _items: Unavailable("peer down")
     pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, overflow=policy)
     with pytest.raises(Unavailable, match="peer down"):
+        await asyncio.wait_for(pipe.call(4), WAIT)
+    assert send.batches == [[4]]
+
+
+# --- re-sending after a lost connection ---
+
+
+def fail_times(send: Recorder, errors: list[PushwireError]) -> None:
+    """Make `send` raise each of `errors` once, in order, then succeed."""
+    pending = iter(errors)
+    send.fail_with = lambda _items: next(pending, None)
+
+
+@pytest.mark.parametrize("policy", [Overflow.REJECT, Overflow.DROP])
+async def test_an_idempotent_pipe_resends_a_batch_whose_connection_failed(
+        make_pipe: MakePipe, policy: Overflow) -> None:
+    send = Recorder()
+    fail_times(send, [Disconnected("reset"), Disconnected("goaway")])
+    pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, overflow=policy,
+                     idempotent=True)
+    resent = metrics.RPC_RESENT.labels(pipe.name)._value
+    before = resent.get()
+    assert await asyncio.wait_for(pipe.call(4), WAIT) == 40
+    assert send.batches == [[4], [4], [4]]
+    assert resent.get() - before == 2
+
+
+async def test_a_posted_item_survives_a_reset(make_pipe: MakePipe) -> None:
+    """The fire-and-forget case (room.deliver): nobody waits on the item, so without the
+    resend it would be logged and lost."""
+    send = Recorder()
+    fail_times(send, [Disconnected("reset")])
+    pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, overflow=Overflow.DROP,
+                     idempotent=True)
+    assert pipe.post_nowait(7)
+    await until(lambda: send.batches == [[7], [7]])
+    assert await asyncio.wait_for(pipe.call(8), WAIT) == 80     # and the worker goes on
+
+
+async def test_resends_stop_after_the_attempt_bound(make_pipe: MakePipe) -> None:
+    send = Recorder()
+    send.fail_with = lambda _items: Disconnected("peer gone")
+    pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, idempotent=True,
+                     resend_attempts=2, resend_within_s=30.0)
+    with pytest.raises(Disconnected, match="peer gone"):
+        await asyncio.wait_for(pipe.call(4), WAIT)
+    assert send.batches == [[4]] * 3
+
+
+async def test_resends_stop_at_the_time_bound(make_pipe: MakePipe) -> None:
+    send = Recorder()
+    send.fail_with = lambda _items: Disconnected("peer gone")
+    pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, idempotent=True,
+                     resend_attempts=1000, resend_within_s=0.2)
+    with pytest.raises(Disconnected):
+        await asyncio.wait_for(pipe.call(4), WAIT)
+    assert 2 <= len(send.batches) < 1000
+
+
+async def test_a_pipe_not_marked_idempotent_never_resends(make_pipe: MakePipe) -> None:
+    send = Recorder()
+    send.fail_with = lambda _items: Disconnected("reset")
+    pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, overflow=Overflow.DROP)
+    with pytest.raises(Disconnected):
+        await asyncio.wait_for(pipe.call(4), WAIT)
+    assert send.batches == [[4]]
+
+
+@pytest.mark.parametrize("error", [Unavailable("deadline exceeded"), Overloaded("full"),
+                                   NotFound("no such user")],
+                         ids=["unavailable", "overloaded", "not-found"])
+async def test_an_idempotent_pipe_resends_only_after_a_lost_connection(
+        make_pipe: MakePipe, error: PushwireError) -> None:
+    """A deadline or an answer from the peer is not a lost connection: the peer may be slow or
+    said no, and a copy would only add load."""
+    send = Recorder()
+    send.fail_with = lambda _items: error
+    pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, idempotent=True)
+    with pytest.raises(type(error)):
         await asyncio.wait_for(pipe.call(4), WAIT)
     assert send.batches == [[4]]
 

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from services.kit import wire
-from services.kit.errors import ProtocolError
+from services.kit.errors import LimitError, ProtocolError
 from services.kit.wire import Op, Packet
 
 
@@ -30,9 +30,12 @@ def test_empty_body_round_trips() -> None:
     assert list(wire.decode(wire.encode(Op.HEARTBEAT))) == [Packet(Op.HEARTBEAT, 0, b"")]
 
 
-def test_several_packets_in_one_message() -> None:
+def test_several_packets_in_one_message_need_a_batch() -> None:
     data = wire.encode(Op.ACK, 1, b"a") + wire.encode(Op.ACK, 2, b"bb")
-    assert list(wire.decode(data)) == [Packet(Op.ACK, 1, b"a"), Packet(Op.ACK, 2, b"bb")]
+    with pytest.raises(ProtocolError, match="18 bytes after the packet"):
+        wire.decode(data)
+    assert wire.read_packet(data) == (Packet(Op.ACK, 1, b"a"), 17)
+    assert wire.read_packet(data, 17) == (Packet(Op.ACK, 2, b"bb"), len(data))
 
 
 def test_batch_is_flattened() -> None:
@@ -46,10 +49,22 @@ def test_empty_batch_yields_nothing() -> None:
     assert list(wire.decode(wire.encode_batch([]))) == []
 
 
-def test_batch_between_plain_packets_keeps_order() -> None:
-    data = (wire.encode(Op.ACK, 1) + wire.encode_batch([wire.encode(Op.PUSH, 2)])
-            + wire.encode(Op.ACK, 3))
+def test_batch_keeps_order() -> None:
+    data = wire.encode_batch([wire.encode(Op.ACK, 1), wire.encode(Op.PUSH, 2),
+                              wire.encode(Op.ACK, 3)])
     assert [p.seq for p in wire.decode(data)] == [1, 2, 3]
+
+
+def test_unbatch_stops_reading_beyond_its_limit() -> None:
+    body = b"".join(wire.encode(Op.HEARTBEAT, seq) for seq in range(3)) + b"garbage"
+    assert [p.seq for p in wire.unbatch(body[:48], limit=3)] == [0, 1, 2]
+    with pytest.raises(LimitError, match="more than 3 packets in one BATCH"):
+        wire.unbatch(body, limit=3)          # the garbage after the third is never read
+
+
+def test_the_version_is_reported_as_received() -> None:
+    data = struct.pack(">IHHII", 16, 16, 7, Op.HEARTBEAT, 1)
+    assert wire.decode(data) == [Packet(Op.HEARTBEAT, 1, b"", ver=7)]
 
 
 def test_nested_batch_is_a_protocol_error() -> None:
@@ -90,7 +105,8 @@ def test_unknown_op() -> None:
 def test_extra_header_bytes_are_skipped() -> None:
     body = b"payload"
     extra = b"\xaa" * 8
-    data = struct.pack(">IHHII", 16 + len(extra) + len(body), 16 + len(extra), 2, Op.PUSH, 5)
-    data += extra + body + wire.encode(Op.ACK, 6)
-    assert list(wire.decode(data)) == [Packet(Op.PUSH, 5, body), Packet(Op.ACK, 6, b"")]
+    data = struct.pack(">IHHII", 16 + len(extra) + len(body), 16 + len(extra), 1, Op.PUSH, 5)
+    data += extra + body
+    assert list(wire.decode(wire.encode_batch([data, wire.encode(Op.ACK, 6)]))) == [
+        Packet(Op.PUSH, 5, body), Packet(Op.ACK, 6, b"")]
 

@@ -189,3 +189,34 @@ def test_flush_does_not_report_users_that_moved_to_another_register() -> None:
     told.clear()
     index.flush("room-1", [], 200)
     assert told == [] and index.lookup("chat", "u1") == []
+
+
+def test_a_new_session_of_a_device_ends_its_old_one_in_that_room_first() -> None:
+    # The room's Offline of the old session travels in another batch than the new Online
+    # and may arrive after it: the device's offline is told before its online all the same.
+    index, told = recording()
+    index.online(session("old", room="room-1"))
+    index.online(session("tablet", room="room-1", device="tablet"))
+    index.online(session("elsewhere", room="room-2"))
+    told.clear()
+    index.online(session("new", room="room-1"))
+    assert told == [("old", 2, False), ("new", 1, True)]
+    assert sids(index) == ["elsewhere", "new", "tablet"]
+    assert not index.offline(session("old", version=2))      # the room's Offline, late
+    assert told == [("old", 2, False), ("new", 1, True)]
+
+
+def test_sessions_without_a_device_and_refreshes_replace_nothing() -> None:
+    index, told = recording()
+    index.online(session("a", device=""))
+    index.online(session("b", device=""))
+    index.online(session("b", device=""))
+    assert sids(index) == ["a", "b"] and told == [("a", 1, True), ("b", 1, True)]
+
+
+def test_a_flush_snapshot_does_not_end_a_newer_session() -> None:
+    index, told = recording()
+    index.online(session("new", room="room-1", since_ms=300))
+    told.clear()
+    index.flush("room-1", [session("old", room="room-1")], as_of_ms=200)
+    assert "new" in sids(index) and ("new", 2, False) not in told

@@ -14,7 +14,7 @@ from services.kit.errors import Overloaded
 from services.kit.pb import common_pb2, room_pb2, wire_pb2
 from services.kit.wire import Op
 from services.room.fanout import FanOut
-from services.room.gateway import ConnState
+from services.room.state import ConnState
 from services.room.topics import TopicIndex
 
 
@@ -22,7 +22,7 @@ from services.room.topics import TopicIndex
 class Conn:
     uid: str = "u"
     device: str = ""
-    extra: Any = None
+    state: Any = None
     closed: bool = False
     frames: list[bytes] = field(default_factory=list)
 
@@ -49,8 +49,8 @@ def room(n: int, app: str = "a", **kwargs: Any) -> tuple[FanOut[Conn], list[Conn
     fanout = FanOut(topics, None, **kwargs)
     conns = [Conn(f"u{i}") for i in range(n)]
     for conn in conns:
-        conn.extra = ConnState(app)
-        topics.join(conn, conn.extra, app)
+        conn.state = ConnState(app)
+        topics.join(conn, conn.state, app)
     return fanout, conns
 
 
@@ -74,7 +74,7 @@ async def until_done(fanout: FanOut[Conn], job: int, timeout: float = 5.0) -> No
 async def test_publishes_within_the_window_share_one_batch_frame() -> None:
     fanout, conns = room(3)
     for conn in conns[:2]:
-        fanout.topics.bind(conn, conn.extra, "a", ["news"])
+        fanout.topics.bind(conn, conn.state, "a", ["news"])
     items = [room_pb2.PublishItem(app="a", topic="news", data=f"m{i}".encode())
              for i in range(3)]
     assert await fanout.publish(items) == [2, 2, 2]
@@ -90,8 +90,8 @@ async def test_publishes_within_the_window_share_one_batch_frame() -> None:
 async def test_a_full_batch_leaves_before_the_window_and_topics_stay_apart() -> None:
     fanout, conns = room(2, batch_window_s=10.0)
     fanout.batcher.max_packets = 2
-    fanout.topics.bind(conns[0], conns[0].extra, "a", ["t1"])
-    fanout.topics.bind(conns[1], conns[1].extra, "a", ["t2"])
+    fanout.topics.bind(conns[0], conns[0].state, "a", ["t1"])
+    fanout.topics.bind(conns[1], conns[1].state, "a", ["t2"])
     one = room_pb2.PublishItem(app="a", topic="t1", data=b"x")
     two = room_pb2.PublishItem(app="a", topic="t2", data=b"y")
     async with asyncio.timeout(1):
@@ -175,7 +175,7 @@ async def test_running_jobs_are_bounded() -> None:
 async def test_connections_that_closed_or_unbound_are_skipped() -> None:
     fanout, conns = room(3)
     conns[0].closed = True
-    fanout.topics.leave(conns[1], conns[1].extra, "a")
+    fanout.topics.leave(conns[1], conns[1].state, "a")
     fanout.broadcast(task(4, rate=1000))
     await until_done(fanout, 4)
     assert [len(c.frames) for c in conns] == [0, 0, 1]
@@ -202,7 +202,7 @@ async def test_replay_sends_newer_entries_once_as_one_frame() -> None:
 
 async def test_a_client_that_reported_a_cursor_does_not_get_older_broadcasts() -> None:
     fanout, (old, new) = room(2)
-    new.extra.cursors = {"a": 8}
+    new.state.cursors = {"a": 8}
     assert fanout.send_replay(new, "a", [entry(7), entry(8)]) == 0
     fanout.broadcast(task(8, rate=1000))
     await until_done(fanout, 8)
@@ -214,7 +214,7 @@ async def test_replay_keeps_the_newest_within_its_byte_bound() -> None:
     entries = [entry(i, b"x" * 100) for i in range(1, 6)]
     assert fanout.send_replay(conn, "a", entries) == 2
     assert [p.id for p in conn.pushes()] == [4, 5]
-    assert conn.extra.sent == (5, 4)
+    assert conn.state.sent == (5, 4)
 
 
 async def test_the_jobs_a_room_remembers_are_bounded() -> None:
@@ -251,4 +251,13 @@ async def test_a_connection_remembers_a_bounded_number_of_sent_ids() -> None:
     for entry_id in range(1, 40):
         fanout.send_replay(conn, "a", [entry(entry_id)])
     assert len(conn.frames) == 39
-    assert conn.extra.sent == tuple(range(24, 40))
+    assert conn.state.sent == tuple(range(24, 40))
+
+
+async def test_broadcasts_that_start_are_announced_polls_are_not() -> None:
+    heard: list[tuple[str, int]] = []
+    fanout = FanOut(TopicIndex(), None, started=lambda app, bid: heard.append((app, bid)))
+    fanout.broadcast(task(5, rate=1000))
+    fanout.broadcast(room_pb2.BroadcastTask(job=5))     # a poll names no message
+    assert heard == [("a", 5)]
+    await fanout.close()

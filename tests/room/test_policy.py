@@ -15,7 +15,7 @@ from services.room.policy import (
     Bucket,
     Reason,
     Rules,
-    Verdict,
+    Throttle,
     address_of,
     networks,
     permitted,
@@ -139,13 +139,13 @@ def test_accept_rate_is_a_token_bucket() -> None:
 def test_app_lists_apply_at_auth() -> None:
     p = policy()
     app = AppConfig(id="a", deny_cidrs=("198.51.100.0/24",))
-    p.check_app(Conn("203.0.113.1"), app)
+    p.check_app("203.0.113.1", app)
     with pytest.raises(NotFound, match="for this app"):
-        p.check_app(Conn("198.51.100.7"), app)
+        p.check_app("198.51.100.7", app)
     only = AppConfig(id="b", allow_cidrs=("203.0.113.0/24",))
-    p.check_app(Conn("203.0.113.1"), only)
+    p.check_app("203.0.113.1", only)
     with pytest.raises(NotFound):
-        p.check_app(Conn("10.0.0.1"), only)
+        p.check_app("10.0.0.1", only)
     with pytest.raises(ConfigError):
         AppConfig(id="c", deny_cidrs=("bad",))
 
@@ -154,26 +154,26 @@ def test_upstream_rate_refuses_then_closes_a_client_that_ignores_it() -> None:
     clock = Clock()
     p = policy(clock, up_rate_per_s=2.0, up_burst=3)
     conn = Conn("1.1.1.1")
-    assert [p.check_up(conn, None) for _ in range(3)] == [Verdict.OK] * 3
-    assert [p.check_up(conn, None) for _ in range(3)] == [Verdict.REFUSE] * 3
-    assert p.check_up(conn, None) is Verdict.CLOSE
+    assert [p.check_up(conn, None) for _ in range(3)] == [Throttle.OK] * 3
+    assert [p.check_up(conn, None) for _ in range(3)] == [Throttle.REFUSE] * 3
+    assert p.check_up(conn, None) is Throttle.CLOSE
     clock.now += 1.0                               # two more allowed, refusals forgiven
-    assert [p.check_up(conn, None) for _ in range(3)] == [Verdict.OK, Verdict.OK,
-                                                          Verdict.REFUSE]
+    assert [p.check_up(conn, None) for _ in range(3)] == [Throttle.OK, Throttle.OK,
+                                                          Throttle.REFUSE]
     other = Conn("1.1.1.1")
-    assert p.check_up(other, None) is Verdict.OK   # per connection, not per address
+    assert p.check_up(other, None) is Throttle.OK   # per connection, not per address
 
 
 def test_app_rate_overrides_the_room_and_zero_means_unlimited() -> None:
     p = policy(up_rate_per_s=100.0, up_burst=100)
     strict = AppConfig(id="s", up_rate_per_s=1.0, up_burst=1)
     conn = Conn("1.1.1.1")
-    assert p.check_up(conn, strict) is Verdict.OK
-    assert p.check_up(conn, strict) is Verdict.REFUSE
+    assert p.check_up(conn, strict) is Throttle.OK
+    assert p.check_up(conn, strict) is Throttle.REFUSE
     p.forget(conn)
-    assert p.check_up(conn, strict) is Verdict.OK   # a new session starts full
+    assert p.check_up(conn, strict) is Throttle.OK   # a new session starts full
     free = policy()
-    assert all(free.check_up(conn, None) is Verdict.OK for _ in range(1000))
+    assert all(free.check_up(conn, None) is Throttle.OK for _ in range(1000))
 
 
 def test_bucket_refills_up_to_its_burst() -> None:

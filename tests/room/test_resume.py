@@ -1,5 +1,6 @@
-"""services/room/resume.py: parking, tokens and re-attach; then through the room's Gateway on a
-real RoomServer with recording stand-ins for register and saver (no other process)."""
+"""services/room/resume.py: parking, tokens and re-attach; then through the room's parts
+(services/room/app.py assemble) on a real RoomServer with recording stand-ins for register and
+saver (no other process)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,13 +17,15 @@ from websockets.typing import Subprotocol
 
 from services.kit import token, wire
 from services.kit.discovery.models import AppConfig, Instance
-from services.kit.pb import common_pb2, saver_pb2, wire_pb2
+from services.kit.pb import common_pb2, wire_pb2
 from services.kit.wire import Op
+from services.room.app import Parts, assemble
 from services.room.config import RoomConfig
-from services.room.gateway import ConnState, Gateway
 from services.room.protocol import Timeouts
 from services.room.resume import Resumption
 from services.room.server import RoomServer
+from services.room.state import ConnState
+from tests.room.fakes import Register, Saver
 
 SECRET = "resume-secret"
 APP = AppConfig(id="app1", secrets=(SECRET,), heartbeat_min_s=1, heartbeat_default_s=30)
@@ -94,31 +97,22 @@ def test_take_checks_identity_and_window() -> None:
     assert store.take(store.token_for("s2"), "app1", "u1", "d1") is None   # window over
 
 
-def test_unacked_messages_are_tracked_until_acked_and_bounded() -> None:
-    store = parked_store(Clock(), keep=2)
-    state = ConnState("app1")
-    store.track(state, message(1))
-    store.track(state, message(2))
-    assert state.pending is not None and set(state.pending.messages) == {("app1", 1),
-                                                                         ("app1", 2)}
-    store.acked(state, "app1", [1, 2])
-    assert state.pending is None                          # costs nothing once all are acked
-    for mid in (3, 4, 5):
-        store.track(state, message(mid))
-    assert state.pending is not None and state.pending.overflow
-    assert set(state.pending.messages) == {("app1", 3), ("app1", 4)}
+def test_messages_are_kept_for_a_resume_only_when_resume_is_on() -> None:
+    assert Resumption(0.0, keep=5).keeping == 0
+    assert parked_store(Clock(), keep=2).keeping == 2
 
 
 def test_pushes_for_parked_sessions_are_held() -> None:
     store = parked_store(Clock(), keep=3)
     store.park(Sess("s1", device="phone"), ConnState("app1"), 1006)
     store.park(Sess("s2", device="pad"), ConnState("app1"), 1006)
-    assert store.hold(message(1)) == 2                      # every device of the user
-    assert store.hold(message(2, device="pad")) == 1        # one device's
-    assert store.hold(message(3), session_id="s1") == 1
-    assert store.hold(message(4, uid="nobody")) == 0
+    assert store.hold(message(1), limit=100) == 2                      # every device of the user
+    assert store.hold(message(2, device="pad"), limit=100) == 1        # one device's
+    assert store.hold(message(3), session_id="s1", limit=100) == 1
+    assert store.hold(message(4, uid="nobody"), limit=100) == 0
     phone = store.take(store.token_for("s1"), "app1", "u1", "phone")
-    assert phone is not None and sorted(k[1] for k in phone.pending.messages) == [1, 3]
+    assert phone is not None and phone.state.unacked is not None
+    assert [m.id for m in phone.state.unacked.messages()] == [1, 3]
 
 
 def test_supersede_drop_expire_and_release() -> None:
@@ -157,39 +151,6 @@ def test_broadcasts_started_while_parked_are_named() -> None:
 
 # --- through the Gateway ----------------------------------------------------------------------
 
-@dataclass
-class Register:
-    """register as the Gateway uses it: online (awaited), offline_nowait."""
-
-    onlines: list[common_pb2.Session] = field(default_factory=list)
-    offline: list[common_pb2.Session] = field(default_factory=list)
-
-    async def online(self, session: common_pb2.Session, issued: int = 0) -> None:
-        self.onlines.append(session)
-
-    def offline_nowait(self, session: common_pb2.Session) -> bool:
-        self.offline.append(session)
-        return True
-
-
-@dataclass
-class Saver:
-    stored: list[common_pb2.Message] = field(default_factory=list)
-    loads: int = 0
-    acks: list[int] = field(default_factory=list)
-
-    async def load(self, item: saver_pb2.LoadItem) -> saver_pb2.Inbox:
-        self.loads += 1
-        return saver_pb2.Inbox(messages=[m for m in self.stored if m.id not in self.acks])
-
-    def ack_nowait(self, item: saver_pb2.AckItem) -> bool:
-        self.acks.append(item.id)
-        return True
-
-    async def broadcasts(self, app: str, after: int, limit: int) -> list[common_pb2.Message]:
-        return []
-
-
 class Discovery:
     def app(self, app_id: str) -> AppConfig | None:
         return APP if app_id == APP.id else None
@@ -201,7 +162,7 @@ class Discovery:
 @dataclass
 class Room:
     server: RoomServer
-    gateway: Gateway
+    parts: Parts
     register: Register
     saver: Saver
 
@@ -214,18 +175,20 @@ class Room:
 async def room() -> AsyncIterator[Room]:
     register, saver = Register(), Saver()
     config = RoomConfig(instance="room-t", resume_linger_s=1.0)
-    gateway = Gateway(config, Discovery(), register, saver)  # type: ignore[arg-type]
-    server = RoomServer(gateway, timeouts=Timeouts(auth_s=2.0, close_s=1.0), tick_s=0.05,
+    parts = assemble(config, Discovery(), register, saver)  # type: ignore[arg-type]
+    server = RoomServer(parts.sessions, hub=parts.hub,
+                        timeouts=Timeouts(auth_s=2.0, close_s=1.0), tick_s=0.05,
                         resolution_s=0.05)
     await server.start("127.0.0.1", 0)
     sweeper = asyncio.create_task(server.run())
-    expiry = asyncio.create_task(gateway.resume.run(gateway.unregister_parked, every_s=0.05))
-    yield Room(server, gateway, register, saver)
+    expiry = asyncio.create_task(parts.resume.run(parts.sessions.unregister_parked,
+                                                  every_s=0.05))
+    yield Room(server, parts, register, saver)
     await server.close()
     for task in (sweeper, expiry):
         task.cancel()
     await asyncio.gather(sweeper, expiry, return_exceptions=True)
-    await gateway.close()
+    await parts.close()
 
 
 async def dial(room: Room, resume: str = "", device: str = "d1") -> tuple[ClientConnection,
@@ -279,23 +242,24 @@ async def test_resume_reattaches_without_register_or_saver_and_resends_once(
     await first.send(wire.encode(Op.BIND, 2, wire_pb2.Bind(topics=["news"]).SerializeToString()))
     assert (await packet(first)).op == Op.BIND_REPLY
     first.transport.abort()                                   # the link drops
-    await eventually(lambda: len(room.gateway.resume) == 1)
+    await eventually(lambda: len(room.parts.resume) == 1)
     assert room.register.offline == []                         # parked, still registered
     # A push arrives while the client is away: held for it.
     later = common_pb2.Message(id=9, app="app1", uid="u1", data=b"b")
-    assert room.gateway.deliver(room.server.hub.sessions_of("app1", "u1"), later) == 0
-    assert room.gateway.resume.hold(later) == 1
+    assert room.parts.delivery.deliver(later) == 0           # held for the parked session
     onlines, loads = len(room.register.onlines), room.saver.loads
 
     second, again = await dial(room, resume=reply.resume_token)
     assert again.resumed and again.session_id == reply.session_id
     assert await pushes(second, 2) == [7, 9]
     assert (len(room.register.onlines), room.saver.loads) == (onlines, loads)   # no round trip
-    assert room.gateway.topics.topic_count("app1", "news") == 1   # topics re-bound
+    # 7 came from a load; re-sent on the resume, it counts as a delivery, as does 9.
+    assert room.saver.delivered == [(7, reply.session_id), (9, reply.session_id)]
+    assert room.parts.topics.topic_count("app1", "news") == 1   # topics re-bound
     await second.send(wire.encode(Op.ACK, 0, wire_pb2.Ack(app="app1", ids=[7, 9])
                                   .SerializeToString()))
     assert await silent(second, 0.3)                          # once: nothing more
-    await eventually(lambda: room.saver.acks == [7, 9])
+    await eventually(lambda: room.saver.acked == [7, 9])
     await second.close()
 
 
@@ -305,7 +269,7 @@ async def test_window_end_unregisters_and_a_late_token_opens_a_new_session(
     first.transport.abort()
     await eventually(lambda: len(room.register.offline) == 1, timeout=3.0)
     assert room.register.offline[0].session_id == reply.session_id
-    assert len(room.gateway.resume) == 0
+    assert len(room.parts.resume) == 0
     second, again = await dial(room, resume=reply.resume_token)
     assert not again.resumed and again.session_id != reply.session_id
     await second.close()
@@ -314,11 +278,11 @@ async def test_window_end_unregisters_and_a_late_token_opens_a_new_session(
 async def test_a_new_session_of_the_device_supersedes_the_parked_one(room: Room) -> None:
     first, reply = await dial(room)
     first.transport.abort()
-    await eventually(lambda: len(room.gateway.resume) == 1)
+    await eventually(lambda: len(room.parts.resume) == 1)
     second, fresh = await dial(room)                          # no resume token
     assert not fresh.resumed
     assert [s.session_id for s in room.register.offline] == [reply.session_id]
-    assert len(room.gateway.resume) == 0
+    assert len(room.parts.resume) == 0
     await second.close()
 
 
@@ -336,8 +300,8 @@ async def test_resume_over_a_half_open_link_takes_the_session_over(room: Room) -
 async def test_kick_ends_a_parked_session(room: Room) -> None:
     first, reply = await dial(room)
     first.transport.abort()
-    await eventually(lambda: len(room.gateway.resume) == 1)
-    assert room.gateway.drop_parked("app1", "u1") == 1
+    await eventually(lambda: len(room.parts.resume) == 1)
+    assert room.parts.sessions.kick("app1", "u1", "", 4102, "kicked") == 1
     assert [s.session_id for s in room.register.offline] == [reply.session_id]
     second, again = await dial(room, resume=reply.resume_token)
     assert not again.resumed

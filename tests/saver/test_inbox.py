@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 
 from services.kit.errors import BadRequest, LimitError, NotFound, StoreError
+from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, EXPIRED, DurableBatch, SqliteDurableStore
 from services.saver.hot import MemoryHotStore
 from services.saver.ids import IdGenerator
@@ -204,6 +205,37 @@ async def test_online_pushes_count_as_deliveries(world: World) -> None:
     assert status is not None and (status.state, status.delivered_to) == ("dead", ("s9",))
 
 
+async def test_a_live_push_shows_in_the_status_before_and_after_the_ack(world: World) -> None:
+    [m] = await store(world, StoreItem("app", "u1", b"live"))
+    await world.inboxes.delivered([Delivery("app", m.id, "s1")])
+    status = await world.inboxes.status("app", m.id)     # read right away: no write-behind lag
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("stored", 1, ("s1",))
+    await world.inboxes.ack([AckItem("app", "u1", m.id, "s1")])
+    status = await world.inboxes.status("app", m.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("acked", 1, ("s1",))
+
+
+async def test_a_delivery_recorded_after_its_ack_still_counts(world: World) -> None:
+    # The room sends ACKs and delivery records in different batches: either may come first.
+    [m] = await store(world, StoreItem("app", "u1", b"fast client"))
+    await world.inboxes.ack([AckItem("app", "u1", m.id, "s1")])
+    await world.inboxes.delivered([Delivery("app", m.id, "s1")])
+    status = await world.inboxes.status("app", m.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("acked", 1, ("s1",))
+
+
+async def test_a_session_delivered_twice_is_named_once(world: World) -> None:
+    [m] = await store(world, StoreItem("app", "u1", b"again"))
+    await world.inboxes.delivered([Delivery("app", m.id, "s1")])
+    await world.inboxes.status("app", m.id)              # the first record is committed
+    assert await load(world, session="s1") == ([b"again"], 0)
+    status = await world.inboxes.status("app", m.id)
+    assert status is not None and (status.deliveries, status.delivered_to) == (2, ("s1",))
+
+
 async def test_bad_items_fail_alone(world: World) -> None:
     results = await world.inboxes.store([
         StoreItem("app", "u1", b"x" * 17), StoreItem("nope", "u1", b"x"),
@@ -214,6 +246,14 @@ async def test_bad_items_fail_alone(world: World) -> None:
     assert isinstance(results[3], StoredMessage)
     assert await load(world) == ([b"fine"], 0)
     assert (await world.inboxes.load([LoadItem("nope", "u1", "phone")]))[0].messages == []
+
+
+async def test_ids_up_to_the_one_limit_are_stored(world: World) -> None:
+    uid, device = "u" * MAX_ID_LEN, "d" * MAX_ID_LEN
+    results = await world.inboxes.store([StoreItem("app", uid, b"x", device=device),
+                                         StoreItem("app", uid, b"x", device=device + "d")])
+    assert isinstance(results[0], StoredMessage) and isinstance(results[1], BadRequest)
+    assert await load(world, uid=uid, device=device) == ([b"x"], 0)
 
 
 async def test_status_of_unknown_message_is_none(world: World) -> None:

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from services.kit.pb import common_pb2 as pushwire_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pushwire/register.proto\x12\x11pushwire.register\x1a\x15pushwire/common.proto\"R\n\x0cSessionBatch\x12*\n\x08sessions\x18\x01 \x03(\x0b\x32\x18.pushwire.common.Session\x12\x16\n\x0etoken_issued_s\x18\x02 \x03(\x03\"7\n\x0bOnlineReply\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.pushwire.common.Status\"p\n\nRevokeItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rexcept_device\x18\x04 \x01(\t\x12\r\n\x05\x61t_ms\x18\x05 \x01(\x03\x12\x12\n\nexpires_ms\x18\x06 \x01(\x03\";\n\x0bRevokeBatch\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.pushwire.register.RevokeItem\"8\n\rLookupRequest\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.pushwire.common.UserRef\"9\n\x0bSessionList\x12*\n\x08sessions\x18\x01 \x03(\x0b\x32\x18.pushwire.common.Session\">\n\x0bLookupReply\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.pushwire.register.SessionList\"Z\n\x0c\x46lushRequest\x12\x0c\n\x04room\x18\x01 \x01(\t\x12*\n\x08sessions\x18\x02 \x03(\x0b\x32\x18.pushwire.common.Session\x12\x10\n\x08\x61s_of_ms\x18\x03 \x01(\x03\"\x1f\n\x0f\x44ropRoomRequest\x12\x0c\n\x04room\x18\x01 \x01(\t\"\x1b\n\x0c\x43ountRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\"-\n\nCountReply\x12\x10\n\x08sessions\x18\x01 \x01(\x04\x12\r\n\x05users\x18\x02 \x01(\x04\x32\xfa\x03\n\x08Register\x12I\n\x06Online\x12\x1f.pushwire.register.SessionBatch\x1a\x1e.pushwire.register.OnlineReply\x12\x42\n\x07Offline\x12\x1f.pushwire.register.SessionBatch\x1a\x16.pushwire.common.Empty\x12J\n\x06Lookup\x12 .pushwire.register.LookupRequest\x1a\x1e.pushwire.register.LookupReply\x12@\n\x05\x46lush\x12\x1f.pushwire.register.FlushRequest\x1a\x16.pushwire.common.Empty\x12\x46\n\x08\x44ropRoom\x12\".pushwire.register.DropRoomRequest\x1a\x16.pushwire.common.Empty\x12G\n\x05\x43ount\x12\x1f.pushwire.register.CountRequest\x1a\x1d.pushwire.register.CountReply\x12@\n\x06Revoke\x12\x1e.pushwire.register.RevokeBatch\x1a\x16.pushwire.common.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pushwire/register.proto\x12\x11pushwire.register\x1a\x15pushwire/common.proto\"R\n\x0cSessionBatch\x12*\n\x08sessions\x18\x01 \x03(\x0b\x32\x18.pushwire.common.Session\x12\x16\n\x0etoken_issued_s\x18\x02 \x03(\x03\"7\n\x0bOnlineReply\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.pushwire.common.Status\"p\n\nRevokeItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rexcept_device\x18\x04 \x01(\t\x12\r\n\x05\x61t_ms\x18\x05 \x01(\x03\x12\x12\n\nexpires_ms\x18\x06 \x01(\x03\";\n\x0bRevokeBatch\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.pushwire.register.RevokeItem\"7\n\x0bRevokeReply\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.pushwire.common.Status\"8\n\rLookupRequest\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.pushwire.common.UserRef\"9\n\x0bSessionList\x12*\n\x08sessions\x18\x01 \x03(\x0b\x32\x18.pushwire.common.Session\">\n\x0bLookupReply\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.pushwire.register.SessionList\"Z\n\x0c\x46lushRequest\x12\x0c\n\x04room\x18\x01 \x01(\t\x12*\n\x08sessions\x18\x02 \x03(\x0b\x32\x18.pushwire.common.Session\x12\x10\n\x08\x61s_of_ms\x18\x03 \x01(\x03\"\x1f\n\x0f\x44ropRoomRequest\x12\x0c\n\x04room\x18\x01 \x01(\t\"\x1b\n\x0c\x43ountRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\"-\n\nCountReply\x12\x10\n\x08sessions\x18\x01 \x01(\x04\x12\r\n\x05users\x18\x02 \x01(\x04\x32\x82\x04\n\x08Register\x12I\n\x06Online\x12\x1f.pushwire.register.SessionBatch\x1a\x1e.pushwire.register.OnlineReply\x12\x42\n\x07Offline\x12\x1f.pushwire.register.SessionBatch\x1a\x16.pushwire.common.Empty\x12J\n\x06Lookup\x12 .pushwire.register.LookupRequest\x1a\x1e.pushwire.register.LookupReply\x12@\n\x05\x46lush\x12\x1f.pushwire.register.FlushRequest\x1a\x16.pushwire.common.Empty\x12\x46\n\x08\x44ropRoom\x12\".pushwire.register.DropRoomRequest\x1a\x16.pushwire.common.Empty\x12G\n\x05\x43ount\x12\x1f.pushwire.register.CountRequest\x1a\x1d.pushwire.register.CountReply\x12H\n\x06Revoke\x12\x1e.pushwire.register.RevokeBatch\x1a\x1e.pushwire.register.RevokeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,20 +41,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEITEM']._serialized_end=322
   _globals['_REVOKEBATCH']._serialized_start=324
   _globals['_REVOKEBATCH']._serialized_end=383
-  _globals['_LOOKUPREQUEST']._serialized_start=385
-  _globals['_LOOKUPREQUEST']._serialized_end=441
-  _globals['_SESSIONLIST']._serialized_start=443
-  _globals['_SESSIONLIST']._serialized_end=500
-  _globals['_LOOKUPREPLY']._serialized_start=502
-  _globals['_LOOKUPREPLY']._serialized_end=564
-  _globals['_FLUSHREQUEST']._serialized_start=566
-  _globals['_FLUSHREQUEST']._serialized_end=656
-  _globals['_DROPROOMREQUEST']._serialized_start=658
-  _globals['_DROPROOMREQUEST']._serialized_end=689
-  _globals['_COUNTREQUEST']._serialized_start=691
-  _globals['_COUNTREQUEST']._serialized_end=718
-  _globals['_COUNTREPLY']._serialized_start=720
-  _globals['_COUNTREPLY']._serialized_end=765
-  _globals['_REGISTER']._serialized_start=768
-  _globals['_REGISTER']._serialized_end=1274
+  _globals['_REVOKEREPLY']._serialized_start=385
+  _globals['_REVOKEREPLY']._serialized_end=440
+  _globals['_LOOKUPREQUEST']._serialized_start=442
+  _globals['_LOOKUPREQUEST']._serialized_end=498
+  _globals['_SESSIONLIST']._serialized_start=500
+  _globals['_SESSIONLIST']._serialized_end=557
+  _globals['_LOOKUPREPLY']._serialized_start=559
+  _globals['_LOOKUPREPLY']._serialized_end=621
+  _globals['_FLUSHREQUEST']._serialized_start=623
+  _globals['_FLUSHREQUEST']._serialized_end=713
+  _globals['_DROPROOMREQUEST']._serialized_start=715
+  _globals['_DROPROOMREQUEST']._serialized_end=746
+  _globals['_COUNTREQUEST']._serialized_start=748
+  _globals['_COUNTREQUEST']._serialized_end=775
+  _globals['_COUNTREPLY']._serialized_start=777
+  _globals['_COUNTREPLY']._serialized_end=822
+  _globals['_REGISTER']._serialized_start=825
+  _globals['_REGISTER']._serialized_end=1339
 # @@protoc_insertion_point(module_scope)

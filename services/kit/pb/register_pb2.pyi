@@ -44,6 +44,12 @@ class RevokeBatch(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[RevokeItem]
     def __init__(self, items: _Optional[_Iterable[_Union[RevokeItem, _Mapping]]] = ...) -> None: ...
 
+class RevokeReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_common_pb2.Status]
+    def __init__(self, results: _Optional[_Iterable[_Union[_common_pb2.Status, _Mapping]]] = ...) -> None: ...
+
 class LookupRequest(_message.Message):
     __slots__ = ("users",)
     USERS_FIELD_NUMBER: _ClassVar[int]

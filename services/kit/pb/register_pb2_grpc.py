@@ -69,7 +69,7 @@ class RegisterStub:
         self.Revoke = channel.unary_unary(
                 '/pushwire.register.Register/Revoke',
                 request_serializer=pushwire_dot_register__pb2.RevokeBatch.SerializeToString,
-                response_deserializer=pushwire_dot_common__pb2.Empty.FromString,
+                response_deserializer=pushwire_dot_register__pb2.RevokeReply.FromString,
                 _registered_method=True)
 
 
@@ -154,7 +154,7 @@ def add_RegisterServicer_to_server(servicer, server):
             'Revoke': grpc.unary_unary_rpc_method_handler(
                     servicer.Revoke,
                     request_deserializer=pushwire_dot_register__pb2.RevokeBatch.FromString,
-                    response_serializer=pushwire_dot_common__pb2.Empty.SerializeToString,
+                    response_serializer=pushwire_dot_register__pb2.RevokeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -345,7 +345,7 @@ class Register:
             target,
             '/pushwire.register.Register/Revoke',
             pushwire_dot_register__pb2.RevokeBatch.SerializeToString,
-            pushwire_dot_common__pb2.Empty.FromString,
+            pushwire_dot_register__pb2.RevokeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,24 @@ class AckReply(_message.Message):
     removed: _containers.RepeatedScalarFieldContainer[bool]
     def __init__(self, removed: _Optional[_Iterable[bool]] = ...) -> None: ...
 
+class DeliveredItem(_message.Message):
+    __slots__ = ("app", "uid", "id", "session_id")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    uid: str
+    id: int
+    session_id: str
+    def __init__(self, app: _Optional[str] = ..., uid: _Optional[str] = ..., id: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class DeliveredRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[DeliveredItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[DeliveredItem, _Mapping]]] = ...) -> None: ...
+
 class LoadItem(_message.Message):
     __slots__ = ("app", "uid", "device", "limit", "session_id")
     APP_FIELD_NUMBER: _ClassVar[int]

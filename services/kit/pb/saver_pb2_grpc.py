@@ -51,6 +51,11 @@ class SaverStub:
                 request_serializer=pushwire_dot_saver__pb2.LoadRequest.SerializeToString,
                 response_deserializer=pushwire_dot_saver__pb2.LoadReply.FromString,
                 _registered_method=True)
+        self.Delivered = channel.unary_unary(
+                '/pushwire.saver.Saver/Delivered',
+                request_serializer=pushwire_dot_saver__pb2.DeliveredRequest.SerializeToString,
+                response_deserializer=pushwire_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/pushwire.saver.Saver/Status',
                 request_serializer=pushwire_dot_saver__pb2.MessageQuery.SerializeToString,
@@ -94,6 +99,12 @@ class SaverServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Load(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Delivered(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -146,6 +157,11 @@ def add_SaverServicer_to_server(servicer, server):
                     servicer.Load,
                     request_deserializer=pushwire_dot_saver__pb2.LoadRequest.FromString,
                     response_serializer=pushwire_dot_saver__pb2.LoadReply.SerializeToString,
+            ),
+            'Delivered': grpc.unary_unary_rpc_method_handler(
+                    servicer.Delivered,
+                    request_deserializer=pushwire_dot_saver__pb2.DeliveredRequest.FromString,
+                    response_serializer=pushwire_dot_common__pb2.Empty.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -254,6 +270,33 @@ class Saver:
             '/pushwire.saver.Saver/Load',
             pushwire_dot_saver__pb2.LoadRequest.SerializeToString,
             pushwire_dot_saver__pb2.LoadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Delivered(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.saver.Saver/Delivered',
+            pushwire_dot_saver__pb2.DeliveredRequest.SerializeToString,
+            pushwire_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

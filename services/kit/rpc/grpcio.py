@@ -1,9 +1,11 @@
 """The grpc boundary: channels, server start-up, and error translation in both directions.
 
 Client side: `Channels.get(addr)` gives one long-lived HTTP/2 channel per target (many calls
-in flight on it); `translate_call` maps AioRpcError to our tree. Server side: `servicer`
-decorates a gRPC method so a PushwireError becomes a status with our code in trailing
-metadata (`pw-code`), and anything else becomes INTERNAL without leaking details.
+in flight on it) that presents the cluster credential; `translate_call` maps AioRpcError to
+our tree. Server side: `start_server` refuses calls without the credential
+(services/kit/rpc/credential.py); `servicer` decorates a gRPC method so a PushwireError
+becomes a status with our code in trailing metadata (`pw-code`), and anything else becomes
+INTERNAL without leaking details.
 """
 
 from __future__ import annotations
@@ -16,47 +18,97 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from services.kit.config import ServiceConfig
 from services.kit.errors import (
     BadRequest,
+    Disconnected,
     NotFound,
     Overloaded,
     PushwireError,
     Unavailable,
     from_code,
 )
+from services.kit.rpc.credential import Attach, Require
 
 log = logging.getLogger("pushwire.rpc")
 T = TypeVar("T")
 
-CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-]
+# Keepalive: each client pings its server every KEEPALIVE_TIME_MS (with or without calls in
+# flight) and drops the connection when a ping goes unanswered for KEEPALIVE_TIMEOUT_MS, so a
+# dead peer is noticed in seconds, not at the next failed call.
+KEEPALIVE_TIME_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+MESSAGE_MAX = 64 * 1024 * 1024
+
+Options = list[tuple[str, int]]
+
+
+def client_options(keepalive_ms: int = KEEPALIVE_TIME_MS) -> Options:
+    """Channel options of every internal client."""
+    return [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),      # keep pinging an idle channel
+        ("grpc.max_receive_message_length", MESSAGE_MAX),
+        ("grpc.max_send_message_length", MESSAGE_MAX),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+def server_options(keepalive_ms: int = KEEPALIVE_TIME_MS) -> Options:
+    """Server options that accept what `client_options(keepalive_ms)` sends.
+
+    A gRPC server polices the pings it receives (gRPC core doc/keepalive.md): by default a
+    ping less than 5 minutes after the previous one, while the server sent no data, is a
+    "strike", and after 2 strikes the server answers GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
+    and closes the connection with every call on it. Our clients ping every `keepalive_ms`,
+    also on idle channels, so the server permits pings without calls and sets the interval
+    floor below the clients' period: half of it, since a client's next ping is timed from
+    the previous ping's ack and the margin absorbs jitter.
+    """
+    return [
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+        ("grpc.http2.max_ping_strikes", 2),
+        # The server's own pings find clients that vanished without closing (a dead host).
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.max_receive_message_length", MESSAGE_MAX),
+        ("grpc.max_send_message_length", MESSAGE_MAX),
+    ]
+
+
+CLIENT_OPTIONS = client_options()
+SERVER_OPTIONS = server_options()
+
+
+def channel(target: str, secret: str | None) -> grpc.aio.Channel:
+    """A new channel to `target` whose every call presents the cluster `secret` (None: none,
+    for a cluster run with `insecure_rpc`)."""
+    interceptors = [Attach(secret)] if secret is not None else None
+    return grpc.aio.insecure_channel(target, options=CLIENT_OPTIONS, interceptors=interceptors)
 
 
 class Channels:
-    """One channel per target address; stubs built by the caller from `get`."""
+    """One channel per target address, each presenting the cluster `secret`; stubs built by
+    the caller from `get`."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, target: str) -> grpc.aio.Channel:
-        channel = self._channels.get(target)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-            self._channels[target] = channel
-        return channel
+        found = self._channels.get(target)
+        if found is None:
+            found = self._channels[target] = channel(target, self._secret)
+        return found
 
     async def drop(self, target: str) -> None:
-        channel = self._channels.pop(target, None)
-        if channel is not None:
-            await channel.close()
+        found = self._channels.pop(target, None)
+        if found is not None:
+            await found.close()
 
     async def close(self) -> None:
         for target in list(self._channels):
@@ -68,22 +120,31 @@ _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 
 
 async def translate_call(target: str, call: Awaitable[T]) -> T:
-    """Await a stub call, mapping grpc errors into the PushwireError tree."""
+    """Await a stub call, mapping grpc errors into the PushwireError tree.
+
+    UNAVAILABLE without our code in the trailers comes from the transport (connection refused
+    or reset, GOAWAY), not from a servicer: that is Disconnected. Our servicers' own errors
+    carry `pw-code` and are rebuilt as such."""
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
-        if code in _TRANSIENT:
-            raise Unavailable(f"{target}: {code.name.lower()}", detail=exc.details() or "") \
-                from exc
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise Overloaded(f"{target} overloaded", detail=exc.details() or "") from exc
+        # The peer's address and gRPC's text are internal: kept in `detail` (logs only); the
+        # message may reach a client (an ERROR packet) or a backend (an HTTP error body).
+        detail = f"{target}: {code.name.lower()}: {exc.details() or ''}"
         ours = dict(exc.trailing_metadata() or ()).get("pw-code")
         if ours is not None:
-            raise from_code(int(ours), exc.details() or "") from exc
-        raise PushwireError(f"{target}: {code.name.lower()}", detail=exc.details() or "") \
-            from exc
-
+            raise from_code(int(ours), exc.details() or "", detail=target) from exc
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise Disconnected("a cluster service is unreachable", detail=detail) from exc
+        if code in _TRANSIENT:
+            raise Unavailable("a cluster service did not answer", detail=detail) from exc
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise Overloaded("a cluster service is overloaded", detail=detail) from exc
+        if code == grpc.StatusCode.UNAUTHENTICATED:     # a misconfigured cluster: not transient
+            raise PushwireError("a cluster service refused the cluster credential",
+                                detail=detail) from exc
+        raise PushwireError("a cluster service failed", detail=detail) from exc
 
 _STATUS = {BadRequest: grpc.StatusCode.INVALID_ARGUMENT, NotFound: grpc.StatusCode.NOT_FOUND,
            Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable: grpc.StatusCode.UNAVAILABLE}
@@ -119,15 +180,19 @@ def servicer(method: Method) -> Method:
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 
 
-async def start_server(bind: str, port: int, servicers: Iterable[Registration]) \
+async def start_server(config: ServiceConfig, servicers: Iterable[Registration]) \
         -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server with [(add_XServicer_to_server, impl)]; return it and its port."""
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    """Start a gRPC server with [(add_XServicer_to_server, impl)] on the service's bind
+    address and gRPC port, refusing calls without the cluster secret; return it and its
+    port."""
+    accepted = config.rpc_secrets()
+    server = grpc.aio.server(options=SERVER_OPTIONS,
+                             interceptors=[Require(accepted)] if accepted is not None else None)
     for add, impl in servicers:
         add(impl, server)
-    bound = server.add_insecure_port(f"{bind}:{port}")
+    bound = server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
     if bound == 0:
-        raise Unavailable(f"cannot bind gRPC on {bind}:{port}")
+        raise Unavailable(f"cannot bind gRPC on {config.bind}:{config.grpc_port}")
     await server.start()
     return server, bound
 

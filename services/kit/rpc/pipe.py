@@ -12,6 +12,25 @@ right for its interface (SEED-360.md lesson 2):
 - RETRY:  wait for room (and re-send failed batches) with backoff until `retry_for`, then
           raise Overloaded / the last error;
 - DROP:   discard the item and count it; `call` raises Dropped, `post` just counts.
+
+Re-sending. A batch whose connection failed (Disconnected: reset, GOAWAY, the peer
+restarting) may or may not have been processed by the peer, so only a pipe of an idempotent
+method may send it again, where a second copy changes nothing a user can see:
+- `idempotent=True` pipes re-send a Disconnected batch up to `resend_attempts` times within
+  `resend_within_s` (defaults: 4 attempts in 1 s, backoff from 50 ms; gRPC reconnects a
+  GOAWAYed channel on the next call, a restarted peer within its reconnect backoff), so a
+  reset costs a fire-and-forget item tens of milliseconds instead of its loss;
+- RETRY pipes re-send on any Unavailable until `retry_for_s`: they must carry idempotent
+  methods too.
+Idempotent today, and why: room Deliver (clients drop copies by message id, DESIGN.md §4),
+room Kick (a closed connection is not closed twice), saver Ack (deleting a deleted message
+is a no-op), Load, Pending and the broadcast-log query (reads), register Offline (ignored
+unless its session version is the current one) and Revoke (the same kick mark), coordinator
+Status (events carry a per-session version; a copy is dropped as stale). Not idempotent, so
+never re-sent after it may have arrived: saver Store and AppendBroadcast (a second copy is a
+second message), saver Delivered (a copy counts one delivery twice against the redelivery
+limit), coordinator Upstream (a second webhook call), room Publish (at-most-once, a copy
+would reach clients twice); their callers see the error and decide.
 """
 
 from __future__ import annotations
@@ -27,11 +46,13 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from services.kit import metrics
-from services.kit.errors import Overloaded, PushwireError, Unavailable
+from services.kit.errors import Disconnected, Overloaded, PushwireError, Unavailable
 
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")
 log = logging.getLogger("pushwire.rpc")
+
+RESEND_BACKOFF_S = 0.05     # first pause before sending a failed batch again; doubles
 
 Send = Callable[[list[I], float], Awaitable[Sequence[R]]]
 """send(items, timeout_s) -> one result per item, in order; raises PushwireError."""
@@ -56,6 +77,9 @@ class PipeOptions:
     timeout_s: float = 5.0
     overflow: Overflow = Overflow.REJECT
     retry_for_s: float = 10.0
+    idempotent: bool = False        # a Disconnected batch may be sent again (module docstring)
+    resend_attempts: int = 4
+    resend_within_s: float = 1.0
 
 
 _Entry = tuple[Any, "asyncio.Future[Any] | None"]
@@ -74,6 +98,7 @@ class Pipe(Generic[I, R]):
         self._size = metrics.RPC_BATCH_SIZE.labels(name)
         self._latency = metrics.RPC_LATENCY.labels(name)
         self._failed = metrics.RPC_FAILED.labels(name)
+        self._resent = metrics.RPC_RESENT.labels(name)
         self.dropped = 0
         self._busy = 0                  # batches taken from the queue and not yet answered
         self._collect = asyncio.Lock()
@@ -224,18 +249,29 @@ class Pipe(Generic[I, R]):
                 fut.set_result(result)
 
     async def _send_with_policy(self, items: list[I]) -> Sequence[R]:
-        deadline = time.monotonic() + self._opts.retry_for_s
-        delay = 0.02
+        """Send one batch, sending it again after failures the pipe's policy allows."""
+        opts = self._opts
+        retrying = opts.overflow is Overflow.RETRY
+        deadline = time.monotonic() + (opts.retry_for_s if retrying else opts.resend_within_s)
+        delay = RESEND_BACKOFF_S
+        resends = 0
         while True:
             started = time.perf_counter()
             try:
-                results = await self._send(items, self._opts.timeout_s)
+                results = await self._send(items, opts.timeout_s)
                 self._latency.observe(time.perf_counter() - started)
                 return results
-            except Unavailable:
-                if self._opts.overflow is not Overflow.RETRY or time.monotonic() >= deadline:
+            except Unavailable as exc:
+                resendable = retrying or (opts.idempotent and isinstance(exc, Disconnected)
+                                          and resends < opts.resend_attempts)
+                if not resendable or time.monotonic() >= deadline:
                     raise
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                resends += 1
+                self._resent.inc()
+                log.debug("%s: sending %d items again (%s): %s", self.name, len(items),
+                          exc.message, exc.detail)
+            await asyncio.sleep(min(delay * random.uniform(0.8, 1.2),
+                                    max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
 
     def _fail(self, batch: list[_Entry], exc: PushwireError) -> None:

@@ -1,0 +1,59 @@
+"""The checks a client passes before a session serves an app (docs/protocol.md §4).
+
+In order: the app exists (NotFound), uid and device fit (LimitError), the token is the app's
+for this uid and device and not expired (AuthError: "token expired" closes 4101), its
+lifetime is within the app's `token_max_ttl_s` (AuthError), the client's address passes the
+app's lists (NotFound, services/room/policy.py). What passes carries the token's issue time:
+register refuses it when a kick of the user or device came later (Kicked, checked where the
+session is registered: services/room/presence.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.kit import token
+from services.kit.discovery import AppConfig, Discovery
+from services.kit.errors import AuthError, LimitError, NotFound
+from services.kit.limits import MAX_ID_LEN
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A client that passed the checks for one app."""
+
+    app: AppConfig
+    issued: int                 # the token's `iat` (unix s): register compares it to kicks
+
+
+class AddressLists(Protocol):
+    """The apps' address lists (services/room/policy.py AccessPolicy)."""
+
+    def check_app(self, peer: str, app: AppConfig) -> None: ...
+
+
+class Admission:
+    """The checks of one room: the apps from discovery, the address lists of its policy."""
+
+    def __init__(self, discovery: Discovery, policy: AddressLists) -> None:
+        self.discovery = discovery
+        self.policy = policy
+
+    def check(self, app_id: str, token_text: str, uid: str, device: str, peer: str,
+              now: float) -> Admitted:
+        """Admit (uid, device) at address `peer` to `app_id` with `token_text` at `now`
+        (unix s); raises NotFound, LimitError or AuthError (see the module docstring)."""
+        app = self.discovery.app(app_id)
+        if app is None:
+            raise NotFound("unknown app")
+        if not uid or len(uid) > MAX_ID_LEN or len(device) > MAX_ID_LEN:
+            raise LimitError(f"uid must be 1-{MAX_ID_LEN} characters, device at most "
+                             f"{MAX_ID_LEN}")
+        claims = token.verify(list(app.secrets), token_text, app=app_id, uid=uid,
+                              device=device, now=now)
+        if claims.expires - claims.issued > app.token_max_ttl_s:
+            # Kick marks live token_max_ttl_s: a longer-lived token could outlive its kick.
+            raise AuthError("token lifetime exceeds the app's token_max_ttl_s")
+        self.policy.check_app(peer, app)
+        return Admitted(app, claims.issued)

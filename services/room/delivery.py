@@ -1,0 +1,191 @@
+"""Unicast delivery of one room: live pushes, offline replay rounds, ACKs (docs/protocol.md §6).
+
+    deliver(message, session_id)   a stored message center sends (Deliver RPC): written to the
+                                   user's connections here, held for the user's parked
+                                   sessions (services/room/resume.py)
+    replay_soon(conn), replay_all  rounds loaded from saver: after AUTH, after a register
+                                   re-flush (services/room/standby.py), by the redelivery
+                                   sweep (services/room/redelivery.py)
+    acked(conn, app, ids)          the client's ACK: to saver (batched, fire and forget) for
+                                   the ids this connection holds; the next replay round once
+                                   this one is ACKed
+
+Every unicast message the room writes goes through `write`, which records it on the
+connection until it is ACKed (`ConnState.unacked`, services/room/state.py). That record is
+what the connection may ACK: an ACK naming other ids (never written here, or ACKed already)
+sends saver nothing for them and is answered with a non-fatal ERROR 1006 saying how many
+(docs/protocol.md §6), so one client cannot fill the shared `saver.ack` queue with ids. A
+message is written once per connection until it is ACKed (a replay round racing a live push
+does not send it twice); the redelivery sweep and a resume write it again on purpose.
+Offline replay is bounded per connect: one round of `replay_batch` messages, the next when
+the client has ACKed it (DESIGN.md §2 "Connect", issue #3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+from services.kit.discovery import AppConfig, Discovery
+from services.kit.errors import NotFound, PushwireError
+from services.kit.pb import common_pb2, saver_pb2
+from services.kit.tasks import TaskSet
+from services.room.hub import Hub, Member
+from services.room.resume import Resumption
+from services.room.state import ConnState
+from services.room.topics import TopicIndex
+from services.saver.client import SaverClient
+
+log = logging.getLogger("pushwire.room.delivery")
+
+
+class Recipient(Member, Protocol):
+    """A connection as delivery uses it (services/room/connection.py Connection)."""
+
+    state: ConnState | None
+
+    @property
+    def closed(self) -> bool: ...
+
+    def push(self, message: common_pb2.Message) -> bool: ...
+
+
+R = TypeVar("R", bound=Recipient)
+
+DEFAULTS = AppConfig(id="-")     # for an app gone from discovery: the default inbox bound
+
+
+class Delivery(Generic[R]):
+    """Unicast delivery to the connections of one room."""
+
+    def __init__(self, hub: Hub[R], topics: TopicIndex[R], saver: SaverClient,
+                 resume: Resumption, tasks: TaskSet, discovery: Discovery, *,
+                 replay_batch: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.discovery = discovery          # the apps' inbox_max bounds what is recorded
+        self._clock = clock
+        self.hub = hub
+        self.topics = topics
+        self.saver = saver
+        self.resume = resume
+        self.tasks = tasks
+        self.replay_batch = replay_batch
+
+    # --- live -----------------------------------------------------------------------------------
+
+    def targets(self, app: str, uid: str, device: str = "", session_id: str = "") -> list[R]:
+        """The connections here a message (or kick) for `app`/`uid` reaches: the session with
+        `session_id` when given; else the user's sessions of `app` (one device's when
+        `device` is set), and those that bound `app` after AUTH with another app."""
+        if session_id:
+            conn = self.hub.get(session_id)
+            return [conn] if conn is not None else []
+        return self.hub.sessions_of(app, uid, device) + self.topics.guests_of(app, uid, device)
+
+    def deliver(self, message: common_pb2.Message, session_id: str = "") -> int:
+        """Deliver a stored message from center to its targets here (all of the user's, or
+        the session `session_id`); hold it for the user's parked sessions. Returns how many
+        connections it was written to. The one place of live delivery: offline rounds are
+        loads, which saver counts itself."""
+        written = [conn for conn in self.targets(message.app, message.uid, message.device,
+                                                 session_id) if self.write(conn, message)]
+        self.resume.hold(message, session_id, limit=self._inbox_max(message.app))
+        return len(written)
+
+    def write(self, conn: R, message: common_pb2.Message, *, again: bool = False,
+              loaded: bool = False) -> bool:
+        """Write one unicast message to `conn`, recorded there until ACKed; False when the
+        connection is closed. A message written to it already and not ACKed since is not
+        written twice, unless `again` (the redelivery sweep, a resume). Saver records each
+        write as a delivery (message status, redelivery limit); a load did already for
+        `loaded` messages."""
+        state = conn.state
+        if state is not None and not state.written(message, self.resume.keeping,
+                                                   self._inbox_max(message.app)) \
+                and not again:
+            return not conn.closed
+        if not conn.push(message):
+            return False
+        if not loaded:
+            self.saver.delivered_nowait(message, conn.session_id)
+        return True
+
+    def write_all(self, conn: R, messages: Iterable[common_pb2.Message], *,
+                  again: bool = False, loaded: bool = False) -> None:
+        """Write `messages` in order until one does not go out (the connection closed)."""
+        for message in messages:
+            if not self.write(conn, message, again=again, loaded=loaded):
+                return
+
+    def _inbox_max(self, app: str) -> int:
+        return (self.discovery.app(app) or DEFAULTS).inbox_max
+
+    # --- ACK ------------------------------------------------------------------------------------
+
+    def acked(self, conn: R, app: str, ids: tuple[int, ...]) -> None:
+        """The client ACKed unicast messages `ids` of `app` (docs/protocol.md §6): saver
+        deletes those this connection was written and had not ACKed; a completed replay
+        round loads the next. Raises NotFound (non-fatal ERROR 1006) for an app the
+        connection does not serve, and after forwarding the others, for ids it does not
+        hold, saying how many."""
+        state = conn.state
+        if state is None or app not in state.apps:
+            raise NotFound(f"this connection does not hold app {app!r}")
+        held = state.acked(app, ids)
+        for message_id in held:
+            self.saver.ack_nowait(saver_pb2.AckItem(app=app, uid=conn.uid, id=message_id,
+                                                    session_id=conn.session_id))
+        if app == conn.app and state.round_acked(ids):
+            self.replay_soon(conn)
+        if len(held) < len(ids):
+            raise NotFound(f"{len(ids) - len(held)} of {len(ids)} acknowledged ids are not "
+                           "pending on this connection (not delivered here, or ACKed already)")
+
+    # --- replay ---------------------------------------------------------------------------------
+
+    def replay_soon(self, conn: R, *, again: bool = False) -> None:
+        """Load and write one round of the user's stored messages, in the background
+        (`again`: those still unacked on `conn` too, as after a resume)."""
+        self.tasks.spawn(self._replay(conn, again))
+
+    async def load(self, conn: R, app: str) -> saver_pb2.Inbox:
+        """One round of what `app` stored for the user of `conn` (raises PushwireError)."""
+        return await self.saver.load(saver_pb2.LoadItem(
+            app=app, uid=conn.uid, device=conn.device, limit=self.replay_batch,
+            session_id=conn.session_id))
+
+    async def replay_all(self, conns: Sequence[R], chunk: int = 1000) -> None:
+        """Load and write one round for many connections (after a re-flush: pushes stored
+        while register was unreachable reached no room; the redelivery sweep). Batched
+        through the pipe. Messages still unacked on a connection are written again: this is
+        the safety net for clients that stay connected."""
+        for start in range(0, len(conns), chunk):
+            part = [c for c in conns[start:start + chunk] if not c.closed]
+            items = [saver_pb2.LoadItem(app=c.app, uid=c.uid, device=c.device,
+                                        limit=self.replay_batch, session_id=c.session_id)
+                     for c in part]
+            try:
+                inboxes = await self.saver.load_many(items)
+            except PushwireError as exc:
+                log.warning("replay of %d sessions failed: %s", len(part), exc)
+                return
+            for conn, inbox in zip(part, inboxes, strict=True):
+                self._write_round(conn, inbox, again=True)
+
+    async def _replay(self, conn: R, again: bool) -> None:
+        if conn.closed or conn.state is None:
+            return
+        try:
+            inbox = await self.load(conn, conn.app)
+        except PushwireError as exc:
+            log.warning("%r: offline load failed: %s", conn, exc)
+            return
+        self._write_round(conn, inbox, again=again)
+
+    def _write_round(self, conn: R, inbox: saver_pb2.Inbox, *, again: bool = False) -> None:
+        state = conn.state
+        if conn.closed or state is None:
+            return
+        state.start_round((m.id for m in inbox.messages), inbox.remaining > 0, self._clock())
+        self.write_all(conn, inbox.messages, again=again, loaded=True)

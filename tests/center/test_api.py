@@ -1,0 +1,85 @@
+"""services/center/api.py: the request bodies center accepts (docs/api.md §2), no server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.center.api import KICK, PUBLISH, TOPIC, _data, broadcast_schema, push_schema
+from services.kit.errors import BadRequest
+from services.kit.schema import MAX_TTL_S
+
+PUSH = push_schema(max_uids=3)
+BROADCAST = broadcast_schema(rate_max=1e6)
+
+
+def refusal(schema: Any, body: dict[str, Any]) -> str:
+    with pytest.raises(BadRequest) as caught:
+        schema.parse(body)
+    return caught.value.message
+
+
+def test_a_push_body_with_defaults() -> None:
+    body = PUSH.parse({"uids": ["u1", "u2"], "data": "hi"})
+    assert body == {"uids": ["u1", "u2"], "data": "hi", "ttl_s": 0, "device": "",
+                    "durable": False}
+    assert _data(body) == b"hi"
+    assert _data(PUSH.parse({"uids": ["u"], "data_b64": "AAE="})) == b"\x00\x01"
+    assert PUSH.parse({"uids": ["u"], "data": "", "device": "d" * 128, "ttl_s": MAX_TTL_S,
+                       "durable": True})["device"] == "d" * 128
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"uids": [], "data": "x"}, "uids must hold 1-3 items"),
+    ({"uids": ["a"] * 4, "data": "x"}, "uids must hold 1-3 items"),
+    ({"uids": ["a", ""], "data": "x"}, "uids[1] must be 1-128 characters"),
+    ({"uids": ["u" * 129], "data": "x"}, "uids[0] must be 1-128 characters"),
+    ({"uids": ["\ud800"], "data": "x"}, "uids[0] is not valid Unicode (lone surrogate)"),
+    ({"uids": "u1", "data": "x"}, "uids must be a list"),
+    ({"uids": ["u"], "data": "\udc00"}, "data is not valid Unicode (lone surrogate)"),
+    ({"uids": ["u"], "data": 5}, "data must be a string"),
+    ({"uids": ["u"], "data_b64": "***"}, "data_b64 is not valid base64"),
+    ({"uids": ["u"], "data": "x", "ttl_s": True}, "ttl_s must be an integer"),
+    ({"uids": ["u"], "data": "x", "ttl_s": -1}, f"ttl_s must be in 0..{MAX_TTL_S}"),
+    ({"uids": ["u"], "data": "x", "ttl_s": 10**30}, f"ttl_s must be in 0..{MAX_TTL_S}"),
+    ({"uids": ["u"], "data": "x", "ttl_s": 60.0}, "ttl_s must be an integer"),
+    ({"uids": ["u"], "data": "x", "device": "d" * 129}, "device must be 0-128 characters"),
+    ({"uids": ["u"], "data": "x", "durable": 1}, "durable must be true or false"),
+    ({"uids": ["u"], "data": "x", "priority": 1}, "unknown field(s): priority"),
+    ({"data": "x"}, "uids is required"),
+])
+def test_push_bodies_refused(body: dict[str, Any], message: str) -> None:
+    assert refusal(PUSH, body) == message
+
+
+def test_kick_fields_are_optional_and_bounded() -> None:
+    assert KICK.parse({}) == {"device": "", "except_device": "", "reason": ""}
+    assert refusal(KICK, {"device": 5}) == "device must be a string"
+    assert refusal(KICK, {"except_device": "d" * 129}) == "except_device must be 0-128 characters"
+    assert refusal(KICK, {"reason": "é" * 51}) == "reason must be at most 100 bytes in UTF-8"
+    assert refusal(KICK, {"devise": "d1"}) == "unknown field(s): devise"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"data": "x", "rate_per_s": True}, "rate_per_s must be a number"),
+    ({"data": "x", "rate_per_s": "fast"}, "rate_per_s must be a number"),
+    ({"data": "x", "rate_per_s": -1}, "rate_per_s must be in 0..1e+06"),
+    ({"data": "x", "rate_per_s": 2e6}, "rate_per_s must be in 0..1e+06"),
+    ({"data": "x", "rate_per_s": float("inf")}, "rate_per_s must be in 0..1e+06"),
+    ({"data": "x", "ttl_s": 10**30}, f"ttl_s must be in 0..{MAX_TTL_S}"),
+    ({"data": "x", "ttl_s": 1e30}, "ttl_s must be an integer"),
+    ({"rate_per_s": 10}, "give exactly one of data or data_b64"),
+])
+def test_broadcast_bodies_refused(body: dict[str, Any], message: str) -> None:
+    assert refusal(BROADCAST, body) == message
+
+
+def test_broadcast_and_publish_bodies() -> None:
+    assert BROADCAST.parse({"data": "x"}) == {"data": "x", "rate_per_s": 0.0, "ttl_s": 0}
+    assert BROADCAST.parse({"data": "x", "rate_per_s": 5000})["rate_per_s"] == 5000.0
+    assert PUBLISH.parse({"data_b64": "aGk="}) == {"data_b64": b"hi"}
+    assert refusal(PUBLISH, {"data": "x", "topic": "t"}) == "unknown field(s): topic"
+    assert TOPIC.check("topic", "t" * 128)
+    with pytest.raises(BadRequest):
+        TOPIC.check("topic", "t" * 129)

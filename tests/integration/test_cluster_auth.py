@@ -1,0 +1,99 @@
+"""Internal gRPC takes only cluster members (issue 10, docs/security.md).
+
+A real cluster, then from this process, which holds no credential (or a wrong one), a call to
+every method of every internal service, enumerated from the generated descriptors so a new
+RPC or service is covered without touching this file: every one answers UNAUTHENTICATED, and
+the cluster, whose services present the secret to each other, still delivers a push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+
+import services.kit.pb
+from sdk.client import PushClient
+from services.kit.rpc import grpcio
+from tests.integration.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def internal_methods() -> list[tuple[str, MethodDescriptor]]:
+    """(service kind, method) of every RPC in proto/: the kind is the proto file's name."""
+    found = []
+    for module in pkgutil.iter_modules(services.kit.pb.__path__):
+        if not module.name.endswith("_pb2"):
+            continue
+        descriptor = importlib.import_module(f"services.kit.pb.{module.name}").DESCRIPTOR
+        for service in descriptor.services_by_name.values():
+            found += [(module.name.removesuffix("_pb2"), method) for method in service.methods]
+    return found
+
+
+METHODS = internal_methods()
+
+
+def test_every_service_has_methods_to_try() -> None:
+    kinds = {kind for kind, _ in METHODS}
+    assert kinds == {"center", "coordinator", "register", "room", "saver"}
+    assert len(METHODS) >= 27
+
+
+async def call(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.StatusCode:
+    """Call `method` with an empty request; the status it ends with."""
+    request = message_factory.GetMessageClass(method.input_type)()
+    reply = message_factory.GetMessageClass(method.output_type)
+    rpc = channel.unary_unary(f"/{method.containing_service.full_name}/{method.name}",
+                              request_serializer=type(request).SerializeToString,
+                              response_deserializer=reply.FromString)
+    try:
+        await rpc(request, timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_no_internal_method_answers_a_caller_without_the_cluster_secret(
+        tmp_path: Path) -> None:
+    async with Cluster(tmp_path, real=False) as cluster:
+        assert cluster.discovery is not None
+        addresses = {kind: [i.addresses["grpc"] for i in cluster.discovery.instances(kind)]
+                     for kind, _ in METHODS}
+        assert all(addresses.values()), addresses
+        outcomes: dict[str, set[grpc.StatusCode]] = {}
+        for kind, method in METHODS:
+            for address in addresses[kind]:
+                async with grpc.aio.insecure_channel(address) as anonymous, \
+                        grpcio.channel(address, "not-the-cluster-secret-000") as impostor:
+                    codes = {await call(anonymous, method), await call(impostor, method)}
+                outcomes[f"{kind} {method.name} @ {address}"] = codes
+        assert {name: codes for name, codes in outcomes.items()
+                if codes != {grpc.StatusCode.UNAUTHENTICATED}} == {}
+
+        # The services present the secret to each other: a push still goes through.
+        async with PushClient(cluster.dispatcher, "demo", "u1", cluster.token("u1")) as client:
+            messages = client.messages()
+            for _ in range(200):
+                status, body = await cluster.api("GET", "/v1/apps/demo/users/u1")
+                if status == 200 and body["online"]:
+                    break
+                await asyncio.sleep(0.05)
+            status, body = await cluster.push("u1", "members only")
+            assert status == 200 and body["online_sessions"] == 1, body
+            message = await asyncio.wait_for(anext(messages), 30)
+            assert message.data == b"members only"
+            await client.ack(message)
+            await messages.aclose()
+        # And a member calling directly gets an answer, not a refusal.
+        async with grpcio.channel(addresses["room"][0], cluster.secret) as member:
+            [info] = [m for k, m in METHODS if k == "room" and m.name == "Info"]
+            assert await call(member, info) is grpc.StatusCode.OK
