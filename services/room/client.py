@@ -5,14 +5,16 @@ the redelivery sweep) and is re-sent when its connection fails (idempotent: clie
 copies by message id), Kick retries (a kick must happen), the fan-out calls (publish,
 broadcast shares, connection counts) reject.
 
-A delivery for a room this process's discovery does not show yet waits for it (`Unseen`): a
-room registers its sessions with register as soon as it announces itself, and the other
-processes see the announcement a moment later (a ZooKeeper watch, a folder poll).
+A delivery or a kick for a room this process's discovery does not show yet waits for it (a
+delivery parked in `Unseen`, a kick awaiting the change): a room registers its sessions with
+register as soon as it announces itself, and the other processes see the announcement a
+moment later (a ZooKeeper watch, a folder poll).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Container
@@ -84,6 +86,7 @@ class RoomClient:
         self.peers = Peers(discovery, "room")
         # Registered after Peers' own listener: it sees the new view.
         self._unseen: Unseen[room_pb2.Delivery] = Unseen(wait_s=options.timeout_s)
+        self._seen = asyncio.Event()            # set when discovery's rooms change
         discovery.listen(self._rooms_changed)
         stub = room_pb2_grpc.RoomStub
         self._deliver: PipeSet[room_pb2.Delivery, int] = PipeSet(
@@ -111,10 +114,17 @@ class RoomClient:
                                      lambda items: room_pb2.AppCountRequest(apps=items),
                                      lambda reply, _n: list(reply.connections)), options)
 
-    def _target(self, room: str) -> str:
-        address = self.peers.address(room)
-        if address is None:
-            raise Unavailable(f"room {room} is not live")
+    async def _live(self, room: str) -> str:
+        """The address of `room`; one that discovery does not show yet is waited for, at most
+        the call deadline (register names a room a moment before this process sees it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._unseen.wait_s
+        while (address := self.peers.address(room)) is None:
+            if loop.time() >= deadline:
+                raise Unavailable(f"room {room} is not live")
+            self._seen.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._seen.wait(), deadline - loop.time())
         return address
 
     async def deliver(self, room: str, delivery: room_pb2.Delivery) -> None:
@@ -127,8 +137,12 @@ class RoomClient:
             raise Unavailable(f"room {room} is not live")
 
     def _rooms_changed(self, kind: str) -> None:
-        """Discovery listener: send the deliveries waiting for rooms that are live now."""
-        if kind != "room" or not len(self._unseen):
+        """Discovery listener: wake the calls waiting for a room, send the deliveries waiting
+        for rooms that are live now."""
+        if kind != "room":
+            return
+        self._seen.set()
+        if not len(self._unseen):
             return
         dropped = self._unseen.dropped
         rooms = self.rooms()
@@ -140,10 +154,11 @@ class RoomClient:
 
     async def deliver_many(self, pairs: list[tuple[str, room_pb2.Delivery]]) -> list[int]:
         """Deliver and wait: connections written per delivery."""
-        return await self._deliver.call_many([(self._target(r), d) for r, d in pairs])
+        return await self._deliver.call_many([(await self._live(r), d) for r, d in pairs])
 
     async def kick(self, pairs: list[tuple[str, room_pb2.KickItem]]) -> list[int]:
-        return await self._kick.call_many([(self._target(r), k) for r, k in pairs])
+        """Close sessions in their rooms (waits for a room discovery does not show yet)."""
+        return await self._kick.call_many([(await self._live(r), k) for r, k in pairs])
 
     def rooms(self) -> dict[str, str]:
         """Live room instances: id -> gRPC address."""

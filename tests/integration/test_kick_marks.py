@@ -100,14 +100,16 @@ async def test_a_kicked_token_stays_refused_after_register_restarts(tmp_path: Pa
     async with Cluster(tmp_path, real=real) as cluster:
         old = cluster.token("u1", "d1")
         phone = await connect(cluster, "u1", "d1", old)
-        code, body = await kick(cluster, "u1", reason="stolen")
-        assert (code, body) == (200, {"kicked": 1})
-        with pytest.raises(ClientClosed) as closed:
-            async with asyncio.timeout(10):
-                async for _ in phone.messages():
-                    pass
-        assert closed.value.close_code == KICKED
-        await phone.close()
+        try:            # closed whatever happens: left open, it fails a later test
+            code, body = await kick(cluster, "u1", reason="stolen")
+            assert (code, body) == (200, {"kicked": 1})
+            with pytest.raises(ClientClosed) as closed:
+                async with asyncio.timeout(10):
+                    async for _ in phone.messages():
+                        pass
+            assert closed.value.close_code == KICKED
+        finally:
+            await phone.close()
         await next_second()
         fresh = cluster.token("u1", "d1")
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from services.room.client import Unseen
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from services.kit.discovery import Instance
+from services.kit.errors import Unavailable
+from services.kit.rpc.grpcio import Channels
+from services.kit.rpc.pipe import PipeOptions
+from services.room.client import RoomClient, Unseen
 
 
 def test_items_wait_for_their_room_and_leave_in_order() -> None:
@@ -31,3 +40,42 @@ def test_it_is_bounded() -> None:
     assert unseen.dropped == 1
     assert unseen.park("r", 4, now=6.0)          # the first two expired: room again
     assert unseen.take({"r"}, now=6.0) == [("r", 4)] and unseen.dropped == 3
+
+
+class Rooms:
+    """The part of Discovery a RoomClient uses, with rooms the test shows one by one."""
+
+    def __init__(self) -> None:
+        self.shown: list[Instance] = []
+        self.listeners: list[Callable[[str], None]] = []
+
+    def instances(self, kind: str) -> list[Instance]:
+        return list(self.shown) if kind == "room" else []
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        self.listeners.append(listener)
+
+    def show(self, room: str) -> None:
+        self.shown.append(Instance(kind="room", id=room, addresses={"grpc": f"{room}:1"}))
+        for listener in self.listeners:
+            listener("room")
+
+
+def client(rooms: Rooms, timeout_s: float) -> RoomClient:
+    return RoomClient(rooms, Channels(None), PipeOptions(timeout_s=timeout_s))  # type: ignore[arg-type]
+
+
+async def test_a_kick_waits_for_a_room_discovery_does_not_show_yet() -> None:
+    rooms = Rooms()
+    waiting = asyncio.create_task(client(rooms, 5.0)._live("room-1"))
+    await asyncio.sleep(0.01)
+    rooms.show("room-0")                        # another room: still waiting
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    rooms.show("room-1")
+    assert await asyncio.wait_for(waiting, 1) == "room-1:1"
+
+
+async def test_a_room_that_does_not_appear_within_the_deadline_is_unavailable() -> None:
+    with pytest.raises(Unavailable):
+        await client(Rooms(), 0.05)._live("room-1")
