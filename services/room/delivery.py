@@ -15,8 +15,12 @@ connection until it is ACKed (`ConnState.unacked`, services/room/state.py). That
 what the connection may ACK: an ACK naming other ids (never written here, or ACKed already)
 sends saver nothing for them and is answered with a non-fatal ERROR 1006 saying how many
 (docs/protocol.md §6), so one client cannot fill the shared `saver.ack` queue with ids. A
-message is written once per connection until it is ACKed (a replay round racing a live push
-does not send it twice); the redelivery sweep and a resume write it again on purpose.
+live push is written once per connection until it is ACKed (it is not sent again when a
+replay round wrote it first); a loaded message is always written, because saver counted the
+load as a delivery (message status, redelivery limit) and the count must match the copies a
+client receives. So a live push that races a load answered after it reaches the client twice,
+and the client dedupes by id (docs/protocol.md §6). The redelivery sweep and a resume write
+again on purpose.
 Offline replay is bounded per connect: one round of `replay_batch` messages, the next when
 the client has ACKed it (DESIGN.md §2 "Connect", issue #3).
 """
@@ -96,14 +100,14 @@ class Delivery(Generic[R]):
     def write(self, conn: R, message: common_pb2.Message, *, again: bool = False,
               loaded: bool = False) -> bool:
         """Write one unicast message to `conn`, recorded there until ACKed; False when the
-        connection is closed. A message written to it already and not ACKed since is not
-        written twice, unless `again` (the redelivery sweep, a resume). Saver records each
-        write as a delivery (message status, redelivery limit); a load did already for
-        `loaded` messages."""
+        connection is closed. A live message written to it already and not ACKed since is
+        not written twice, unless `again` (the redelivery sweep, a resume). Saver records
+        each write as a delivery (message status, redelivery limit); for `loaded` messages
+        the load did already, so they are always written (one count, one copy)."""
         state = conn.state
         if state is not None and not state.written(message, self.resume.keeping,
                                                    self._inbox_max(message.app)) \
-                and not again:
+                and not (again or loaded):
             return not conn.closed
         if not conn.push(message):
             return False

@@ -96,17 +96,29 @@ def test_an_ack_sends_saver_only_the_ids_written_here_and_counts_the_others() ->
         room.delivery.acked(conn, "b", (7,))
 
 
-def test_a_message_is_written_once_per_connection_until_acked_unless_again() -> None:
+def test_a_live_message_is_written_once_per_connection_until_acked_unless_again() -> None:
     room = Room()
     conn = room.connect("s1")
-    assert room.delivery.deliver(message(7)) == 1
-    room.delivery.write_all(conn, [message(7), message(8)])     # a replay round racing it
+    room.delivery.write_all(conn, [message(7), message(8)], loaded=True)    # a replay round
+    room.delivery.deliver(message(7))                        # the live push racing it
     assert conn.pushed == [7, 8]
     room.delivery.write(conn, message(7), again=True)          # the sweep, a resume
     assert conn.pushed == [7, 8, 7]
     room.delivery.acked(conn, "a", (7,))
     room.delivery.write(conn, message(7))                      # a copy after the ACK
     assert conn.pushed == [7, 8, 7, 7]
+    assert room.saver.delivered == [(7, "s1"), (7, "s1")]   # the load counted the rest
+
+
+def test_a_loaded_message_is_written_even_when_a_live_push_wrote_it_first() -> None:
+    # Saver counted the load as a delivery: the copy must go out, or status and the
+    # redelivery limit count a copy the client never received.
+    room = Room()
+    conn = room.connect("s1")
+    assert room.delivery.deliver(message(7)) == 1
+    room.delivery.write_all(conn, [message(7), message(8)], loaded=True)
+    assert conn.pushed == [7, 7, 8]
+    assert room.saver.delivered == [(7, "s1")]
 
 
 async def test_replay_is_bounded_per_round_and_the_next_follows_the_acks() -> None:
