@@ -97,7 +97,10 @@ def _add_app(subs: Any) -> None:
     s.add_argument("--remove-webhook", action="append", default=[], metavar="TYPE")
     s.add_argument("--status-webhook", metavar="URL", help="online/offline events ('' to stop)")
     s.add_argument("--secret", action="append", metavar="SECRET",
-                   help="token and webhook signing secret(s); replaces the list, first is current")
+                   help="token signing secret(s); replaces the list, first is current")
+    s.add_argument("--webhook-secret", action="append", metavar="WHSEC",
+                   help="webhook signing secret(s), whsec_<base64 of 24-64 bytes>; replaces the "
+                        "list, each signs every request ('' to sign none)")
     s.add_argument("--api-key", action="append", metavar="KEY",
                    help="business API key(s); replaces the list")
     s.add_argument("--webhook-timeout", type=float, metavar="S", help="per webhook request")
@@ -223,6 +226,8 @@ def changed(current: AppConfig | None, args: argparse.Namespace) -> AppConfig:
                "status_batch_max": args.status_batch_max,
                "token_max_ttl_s": args.token_max_ttl,
                "secrets": tuple(args.secret) if args.secret else None,
+               "webhook_secrets": tuple(filter(None, args.webhook_secret))
+               if args.webhook_secret else None,
                "api_keys": tuple(args.api_key) if args.api_key else None}
     fields.update({k: v for k, v in options.items() if v is not None})
     if fields.get("status_webhook") and not str(fields["status_webhook"]).startswith(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
 import json
 import logging
@@ -56,6 +57,12 @@ def event_json(event: StatusEvent) -> dict[str, Any]:
     return {"type": "online" if event.online else "offline", "uid": s.uid, "device": s.device,
             "session_id": s.session_id, "room": s.room, "version": s.version,
             "at_ms": event.at_ms}
+
+
+def batch_id(body: bytes) -> str:
+    """The webhook-id of a batch of status events, from its content: the same on every
+    attempt, distinct for batches that differ (docs/coordinator.md §1)."""
+    return "status_" + hashlib.sha256(body).hexdigest()[:32]
 
 
 @dataclass(slots=True)
@@ -207,13 +214,13 @@ class StatusSender:
         body = json.dumps({"app": app.id, "events": [event_json(e) for e in batch]},
                           separators=(",", ":")).encode()
         policy = Policy.of(app)
-        request = Request(app.status_webhook, body, app.secrets[0] if app.secrets else "",
-                          "status", app.id)
+        request = Request.to(app, app.status_webhook, body, batch_id(body), "status")
         outcome = await deliver(self._transport, request, policy,
                                 time.monotonic() + policy.worst_case_s())
         if outcome.verdict is Verdict.DELIVERED:
             return
-        record = {"event": "status", "app": app.id, "at_ms": int(time.time() * 1000),
+        record = {"event": "status", "app": app.id, "webhook_id": request.id,
+                  "at_ms": int(time.time() * 1000),
                   "reason": outcome.detail or outcome.verdict.value, "status": outcome.status,
                   "attempts": outcome.attempts, "url": app.status_webhook, "body": body.decode()}
         try:

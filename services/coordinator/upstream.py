@@ -57,10 +57,16 @@ _Entry = tuple[UpItem, float, "asyncio.Future[UpResult]"]
 Handler = Callable[[Transport, UpItem, float], Awaitable[UpResult]]
 
 
+def message_id(item: UpItem) -> str:
+    """The id of an upstream message: its body's `id` and the webhook-id of every request
+    carrying it (docs/coordinator.md §1, §2)."""
+    return f"{item.session_id}:{item.seq}"
+
+
 def body_of(item: UpItem, at_ms: int) -> bytes:
     """The JSON the webhook receives for one upstream message (docs/coordinator.md §2)."""
     record: dict[str, Any] = {
-        "id": f"{item.session_id}:{item.seq}", "app": item.app, "uid": item.uid,
+        "id": message_id(item), "app": item.app, "uid": item.uid,
         "device": item.device, "session_id": item.session_id, "type": item.type,
         "seq": item.seq, "at_ms": at_ms}
     try:
@@ -186,8 +192,7 @@ class Upstream:
             return refusal or result(Verdict.REJECTED, 0, "unknown app")
         body = body_of(item, int(time.time() * 1000))
         deadline = queued_at + self.config.upstream_budget_s
-        request = Request(app.webhooks[item.type], body, app.secrets[0] if app.secrets else "",
-                          "up", app.id)
+        request = Request.to(app, app.webhooks[item.type], body, message_id(item), "up")
         outcome = await deliver(transport, request, Policy.of(app), deadline)
         if outcome.verdict is Verdict.FAILED:
             return await self._failed(app, item, outcome, body)
@@ -197,7 +202,8 @@ class Upstream:
                       body: bytes | None = None) -> UpResult:
         """Dead-letter a message the business did not take; answer FAILED."""
         body = body or body_of(item, int(time.time() * 1000))
-        record = {"event": "up", "app": app.id, "at_ms": int(time.time() * 1000),
+        record = {"event": "up", "app": app.id, "webhook_id": message_id(item),
+                  "at_ms": int(time.time() * 1000),
                   "reason": outcome.detail, "status": outcome.status,
                   "attempts": outcome.attempts, "url": app.webhooks.get(item.type, ""),
                   "body": body.decode()}

@@ -5,9 +5,14 @@
         5xx, 3xx, connection error, timeout -> retried with exponential backoff and jitter
         while attempts and the deadline allow, then FAILED.
 
-Every attempt is signed afresh (docs/coordinator.md §1):
-    X-Pushwire-Timestamp: unix seconds
-    X-Pushwire-Signature: hex HMAC-SHA256(app secret, f"{timestamp}.{body}")
+Requests are signed by the Standard Webhooks scheme (docs/coordinator.md §1), so a business
+verifies them with an existing library in its language:
+    webhook-id: the event's id, the same on every attempt (receivers dedupe with it)
+    webhook-timestamp: unix seconds of this attempt
+    webhook-signature: "v1,<base64 HMAC-SHA256(key, f'{id}.{timestamp}.{body}')>" for every
+                       one of the app's webhook secrets (whsec_<base64 key>), space-separated
+The signing is these few lines rather than the `standardwebhooks` package at run time: the
+tests verify what we send with that package, an implementation that is not ours.
 
 `Transport` is the seam to HTTP; `HttpTransport` (aiohttp, one bounded connection pool per
 app) is the only code in coordinator that speaks HTTP, and maps aiohttp's errors into
@@ -17,6 +22,7 @@ Unavailable here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import random
@@ -30,10 +36,12 @@ import aiohttp
 from prometheus_client import Counter, Histogram
 
 from services.kit.discovery import AppConfig
+from services.kit.discovery.models import webhook_key
 from services.kit.errors import Unavailable
 
-TIMESTAMP = "X-Pushwire-Timestamp"
-SIGNATURE = "X-Pushwire-Signature"
+ID = "webhook-id"
+TIMESTAMP = "webhook-timestamp"
+SIGNATURE = "webhook-signature"
 EVENT = "X-Pushwire-Event"
 APP = "X-Pushwire-App"
 MAX_REPLY = 4096          # bytes of a webhook's reply we read (the detail we keep is shorter)
@@ -81,19 +89,23 @@ class Policy:
             self.backoff_s * (2.0 ** a) * 1.5 for a in range(self.retries))
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The X-Pushwire-Signature of `body` sent at `timestamp` (unix s)."""
-    message = str(timestamp).encode() + b"." + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One signature of the webhook-signature header: `body` sent as `msg_id` at `timestamp`
+    (unix s), signed with `key` (the decoded webhook secret)."""
+    message = f"{msg_id}.{timestamp}.".encode() + body
+    mac = hmac.new(key, message, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode("ascii")
 
 
-def signed_headers(secret: str, body: bytes, event: str, app: str, now: float) -> dict[str, str]:
-    """Headers of one attempt; the signature is left out when the app has no secret."""
+def signed_headers(request: Request, now: float) -> dict[str, str]:
+    """Headers of one attempt at `now`; no signature when the app has no webhook secret."""
     timestamp = int(now)
-    headers = {"Content-Type": "application/json", TIMESTAMP: str(timestamp), EVENT: event,
-               APP: app, "User-Agent": "pushwire-coordinator"}
-    if secret:
-        headers[SIGNATURE] = sign(secret, timestamp, body)
+    headers = {"Content-Type": "application/json", "User-Agent": "pushwire-coordinator",
+               ID: request.id, TIMESTAMP: str(timestamp), EVENT: request.event,
+               APP: request.app}
+    if request.keys:
+        headers[SIGNATURE] = " ".join(sign(key, request.id, timestamp, request.body)
+                                      for key in request.keys)
     return headers
 
 
@@ -114,28 +126,38 @@ class Pool(Transport, Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One webhook request: where, what, signed with which secret."""
+    """One webhook request: where, what, as which event id, signed with which keys."""
 
     url: str
     body: bytes
-    secret: str
-    event: str          # "up" or "status" (X-Pushwire-Event)
+    id: str                  # webhook-id: the same for every attempt of this event
+    keys: tuple[bytes, ...]  # the app's webhook secrets, decoded; each signs
+    event: str               # "up" or "status" (X-Pushwire-Event)
     app: str
+
+    @classmethod
+    def to(cls, app: AppConfig, url: str, body: bytes, msg_id: str, event: str) -> Request:
+        """A request of `app`, signed with its webhook secrets as they are now."""
+        keys = tuple(webhook_key(secret) for secret in app.webhook_secrets)
+        return cls(url, body, msg_id, keys, event, app.id)
 
 
 async def deliver(transport: Transport, request: Request, policy: Policy, deadline: float, *,
                   clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                  rand: Callable[[], float] = random.random) -> Outcome:
+                  rand: Callable[[], float] = random.random,
+                  wall: Callable[[], float] = time.time) -> Outcome:
     """POST `request` until the business answers 2xx or 4xx, retrying other answers while
     `policy` and `deadline` (a `clock()` time) allow. No attempt starts after the deadline;
-    each attempt's timeout is cut to what is left of it."""
+    each attempt's timeout is cut to what is left of it, and each is signed at `wall()`."""
     attempts, status, detail = 0, 0, "deadline passed before the first attempt"
     for attempt in range(policy.retries + 1):
         left = deadline - clock()
         if left <= 0:
             break
-        status, detail = await _attempt(transport, request, min(policy.timeout_s, left))
+        headers = signed_headers(request, wall())
+        status, detail = await _attempt(transport, request, headers,
+                                        min(policy.timeout_s, left))
         attempts += 1
         if 200 <= status < 300:
             return Outcome(Verdict.DELIVERED, status, "", attempts)
@@ -149,9 +171,8 @@ async def deliver(transport: Transport, request: Request, policy: Policy, deadli
     return Outcome(Verdict.FAILED, status, detail[:MAX_DETAIL], attempts)
 
 
-async def _attempt(transport: Transport, request: Request, timeout_s: float) -> tuple[int, str]:
-    headers = signed_headers(request.secret, request.body, request.event, request.app,
-                             time.time())
+async def _attempt(transport: Transport, request: Request, headers: dict[str, str],
+                   timeout_s: float) -> tuple[int, str]:
     started = time.perf_counter()
     try:
         status, text = await transport.post(request.url, request.body, headers, timeout_s)

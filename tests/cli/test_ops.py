@@ -59,9 +59,19 @@ def test_set_merges_into_the_current_configuration() -> None:
     assert ops.changed(None, parse("app", "set", "new", "--secret", "k")).secrets == ("k",)
 
 
+def test_set_replaces_the_webhook_secrets() -> None:
+    one, two = "whsec_" + "A" * 32, "whsec_" + "B" * 44
+    args = parse("app", "set", "demo", "--webhook-secret", one, "--webhook-secret", two)
+    app = ops.changed(AppConfig(id="demo", secrets=("s",)), args)
+    assert (app.webhook_secrets, app.secrets) == ((one, two), ("s",))
+    assert ops.changed(app, parse("app", "set", "demo")).webhook_secrets == (one, two)
+    assert ops.changed(app, parse("app", "set", "demo", "--webhook-secret", "")) \
+        .webhook_secrets == ()
+
+
 @pytest.mark.parametrize("argv", [
     ["--webhook", "chat"], ["--webhook", "chat=ftp://x"], ["--status-webhook", "x"],
-    ["--webhook-timeout", "0"], ["--status-batch-max", "0"],
+    ["--webhook-timeout", "0"], ["--status-batch-max", "0"], ["--webhook-secret", "not-whsec"],
 ])
 def test_set_refuses_bad_values(argv: list[str]) -> None:
     with pytest.raises(ConfigError):

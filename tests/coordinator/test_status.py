@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+from standardwebhooks import Webhook
+
 from services.coordinator.deadletter import MemoryDeadLetters
 from services.coordinator.status import Debouncer, Status, StatusEvent
+from services.coordinator.webhooks import ID
 from services.kit.discovery import AppConfig
 from services.kit.pb import common_pb2
 
@@ -116,23 +119,27 @@ class Apps:
 
 
 class Business:
-    """A transport that records each posted batch and answers `status`."""
+    """A transport that records each posted batch (verified, with its webhook id) and
+    answers `status`."""
 
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.batches: list[dict[str, object]] = []
+        self.ids: list[str] = []
         self.closed = False
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
                    timeout_s: float) -> tuple[int, str]:
-        self.batches.append(json.loads(body))
+        self.batches.append(Webhook(SECRET).verify(body, headers))
+        self.ids.append(headers[ID])
         return self.status, ""
 
     async def close(self) -> None:
         self.closed = True
 
 
-APP = AppConfig(id="chat", secrets=("k",), status_webhook="http://b/status",
+SECRET = "whsec_c2lnbmluZyBrZXkgb2YgdGhlIGNoYXQgYXBwIDEyMzQ="
+APP = AppConfig(id="chat", webhook_secrets=(SECRET,), status_webhook="http://b/status",
                 status_debounce_s=0.0, status_batch_max=50, webhook_retries=1,
                 webhook_backoff_s=0.001)
 
@@ -158,6 +165,8 @@ async def test_events_are_batched_per_app_in_order() -> None:
         per_session.setdefault(e["session_id"], []).append(e["version"])
     assert all(v == [1, 2] for v in per_session.values())
     assert set(events[0]) == {"type", "uid", "device", "session_id", "room", "version", "at_ms"}
+    assert len(set(business.ids)) == len(business.ids)        # one id per batch
+    assert all(i.startswith("status_") for i in business.ids)
     await status.close()
     assert business.closed
 
@@ -179,7 +188,9 @@ async def test_a_batch_the_business_does_not_take_is_dead_lettered() -> None:
     status.feed([event("s1", True), event("s2", True, uid="u2")])
     assert await status.drain(5.0)
     assert len(business.batches) == 2          # one attempt and one retry
+    assert business.ids[0] == business.ids[1]  # of the same batch
     [record] = await deadletters.recent("chat")
     assert record["event"] == "status" and record["status"] == 503 and record["attempts"] == 2
+    assert record["webhook_id"] == business.ids[0]
     assert [e["session_id"] for e in json.loads(record["body"])["events"]] == ["s1", "s2"]
     await status.close()

@@ -7,17 +7,21 @@ import base64
 import json
 from dataclasses import replace
 
+from standardwebhooks import Webhook, WebhookVerificationError
+
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.deadletter import MemoryDeadLetters
 from services.coordinator.upstream import UpItem, Upstream, body_of
-from services.coordinator.webhooks import SIGNATURE, TIMESTAMP, sign
+from services.coordinator.webhooks import ID
 from services.kit.discovery import AppConfig
 from services.kit.pb import wire_pb2
 
 DELIVERED, REJECTED, FAILED = (wire_pb2.UpReply.DELIVERED, wire_pb2.UpReply.REJECTED,
                                wire_pb2.UpReply.FAILED)
+SECRET = "whsec_c2lnbmluZyBrZXkgb2YgdGhlIGNoYXQgYXBwIDEyMzQ="
 APP = AppConfig(id="chat", secrets=("k",), webhooks={"msg": "http://b/msg", "bad": "http://b/bad"},
-                webhook_retries=2, webhook_backoff_s=0.001, webhook_timeout_s=1.0)
+                webhook_secrets=(SECRET,), webhook_retries=2, webhook_backoff_s=0.001,
+                webhook_timeout_s=1.0)
 CONFIG = CoordinatorConfig(webhook_workers=4, webhook_queue=100, upstream_budget_s=5.0)
 
 
@@ -30,12 +34,14 @@ class Apps:
 
 
 class Business:
-    """Answers by URL: /msg with `status`, /bad with 400; records signed bodies."""
+    """Answers by URL: /msg with `status`, /bad with 400; records bodies and webhook ids,
+    counts requests whose signature does not verify."""
 
     def __init__(self, status: int = 200, delay_s: float = 0.0) -> None:
         self.status = status
         self.delay_s = delay_s
         self.bodies: list[dict[str, object]] = []
+        self.ids: list[str] = []
         self.bad_signatures = 0
         self.pools = 0
         self.closed = 0
@@ -46,9 +52,12 @@ class Business:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str],
                    timeout_s: float) -> tuple[int, str]:
-        if headers[SIGNATURE] != sign("k", int(headers[TIMESTAMP]), body):
+        try:
+            Webhook(SECRET).verify(body, headers)
+        except WebhookVerificationError:
             self.bad_signatures += 1
         self.bodies.append(json.loads(body))
+        self.ids.append(headers[ID])
         await asyncio.sleep(self.delay_s)
         return (400, "no such thing") if url.endswith("/bad") else (self.status, "")
 
@@ -85,6 +94,7 @@ async def test_outcomes_delivered_rejected_and_no_webhook() -> None:
                                                                           "no such thing")
     assert results[2].detail == "no webhook for type 'none'" and results[3].status == 0
     assert len(business.bodies) == 2 and business.bad_signatures == 0
+    assert business.ids == [b["id"] for b in business.bodies] == ["s1:1", "s2:2"]
     await up.close()
     assert business.closed == 1
 
@@ -96,9 +106,11 @@ async def test_business_down_retries_then_dead_letters_and_fails() -> None:
     results = await up.submit([item(i) for i in range(10)])
     assert {r.outcome for r in results} == {FAILED} and {r.status for r in results} == {503}
     assert len(business.bodies) == 10 * 3                      # 1 attempt + 2 retries each
+    assert sorted(business.ids) == sorted(f"s{i}:{i}" for i in range(10) for _ in range(3))
     records = await deadletters.recent("chat", 100)
     assert len(records) == 10
     assert {json.loads(r["body"])["id"] for r in records} == {f"s{i}:{i}" for i in range(10)}
+    assert all(r["webhook_id"] == json.loads(r["body"])["id"] for r in records)
     assert {(r["event"], r["status"], r["attempts"]) for r in records} == {("up", 503, 3)}
     await up.close()
 

@@ -1,11 +1,16 @@
-"""services/coordinator/webhooks.py: signing, retries, backoff and verdicts of one request."""
+"""services/coordinator/webhooks.py: signing, retries, backoff and verdicts of one request.
+
+Signatures are checked with the `standardwebhooks` package, an implementation not ours."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import time
+
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.coordinator.webhooks import (
+    ID,
     SIGNATURE,
     TIMESTAMP,
     Policy,
@@ -13,11 +18,25 @@ from services.coordinator.webhooks import (
     Verdict,
     deliver,
     sign,
+    signed_headers,
 )
 from services.kit.discovery import AppConfig
+from services.kit.discovery.models import webhook_key
 from services.kit.errors import Unavailable
 
-REQUEST = Request("http://business/up", b'{"x":1}', "s3cret", "up", "chat")
+# The test vector of docs/coordinator.md §1.
+VECTOR_SECRET = "whsec_cHVzaHdpcmUgd2ViaG9vayB0ZXN0IHZlY3RvciBrZXk="
+VECTOR_ID = "5b1f0c8e:17"
+VECTOR_TIMESTAMP = 1700000000
+VECTOR_BODY = (b'{"id":"5b1f0c8e:17","app":"demo","uid":"alice","device":"phone",'
+               b'"session_id":"5b1f0c8e","type":"chat","seq":17,"at_ms":1700000000123,'
+               b'"data":"hello"}')
+VECTOR_SIGNATURE = "v1,vK4Z/+gBoSY59O58ygpFDohc4xgwYjxWfI5VpiR3Tc4="
+
+SECRET = "whsec_c2lnbmluZyBrZXkgb2YgdGhlIGNoYXQgYXBwIDEyMzQ="     # 32 bytes
+NEXT = "whsec_dGhlIG5leHQgc2lnbmluZyBrZXkgb2YgdGhlIGNoYXQh"       # 33 bytes
+APP = AppConfig(id="chat", webhook_secrets=(SECRET,))
+REQUEST = Request.to(APP, "http://business/up", b'{"x":1}', "s1:7", "up")
 
 
 class Script:
@@ -56,20 +75,76 @@ async def run(transport: Script, policy: Policy, deadline: float = 1e9,
                          rand=lambda: 0.5)
 
 
-def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
-    expected = hmac.new(b"k", b"1700000000.hello", hashlib.sha256).hexdigest()
-    assert sign("k", 1700000000, b"hello") == expected
-    assert sign("other", 1700000000, b"hello") != expected
+def test_the_documented_test_vector() -> None:
+    headers = signed_headers(Request("http://b/", VECTOR_BODY, VECTOR_ID,
+                                     (webhook_key(VECTOR_SECRET),), "up", "demo"),
+                             VECTOR_TIMESTAMP + 0.9)
+    assert (headers[ID], headers[TIMESTAMP], headers[SIGNATURE]) == (
+        VECTOR_ID, str(VECTOR_TIMESTAMP), VECTOR_SIGNATURE)
 
 
-async def test_2xx_is_delivered_once_with_a_valid_signature() -> None:
+def test_signature_covers_id_timestamp_body_and_key() -> None:
+    key = webhook_key(VECTOR_SECRET)
+    assert sign(key, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY) == VECTOR_SIGNATURE
+    others = {sign(key, "5b1f0c8e:18", VECTOR_TIMESTAMP, VECTOR_BODY),
+              sign(key, VECTOR_ID, VECTOR_TIMESTAMP + 1, VECTOR_BODY),
+              sign(key, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY + b" "),
+              sign(webhook_key(SECRET), VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY)}
+    assert len(others) == 4 and VECTOR_SIGNATURE not in others
+
+
+def test_what_we_send_verifies_with_the_standard_library() -> None:
+    headers = signed_headers(REQUEST, time.time())
+    assert Webhook(SECRET).verify(REQUEST.body, headers) == {"x": 1}
+    assert Webhook(SECRET.removeprefix("whsec_")).verify(REQUEST.body, headers) == {"x": 1}
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(NEXT).verify(REQUEST.body, headers)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET).verify(b'{"x":2}', headers)
+    moved = {**headers, TIMESTAMP: str(int(headers[TIMESTAMP]) - 1)}
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        Webhook(SECRET).verify(REQUEST.body, moved)
+    stale = signed_headers(REQUEST, time.time() - 600)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        Webhook(SECRET).verify(REQUEST.body, stale)
+
+
+def test_during_a_rotation_every_secret_signs() -> None:
+    request = Request.to(AppConfig(id="chat", webhook_secrets=(SECRET, NEXT)),
+                         "http://b/", b"{}", "status_1", "status")
+    headers = signed_headers(request, time.time())
+    assert len(headers[SIGNATURE].split(" ")) == 2
+    assert Webhook(SECRET).verify(b"{}", headers) == Webhook(NEXT).verify(b"{}", headers) == {}
+
+
+def test_an_app_without_webhook_secret_sends_id_and_timestamp_unsigned() -> None:
+    headers = signed_headers(Request.to(AppConfig(id="chat", secrets=("token-secret",)),
+                                        "http://b/", b"{}", "s1:1", "up"), 1700000000)
+    assert SIGNATURE not in headers and headers[ID] == "s1:1"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(b"{}", headers)
+
+
+async def test_2xx_is_delivered_once_signed() -> None:
     transport = Script(204)
     outcome = await run(transport, Policy(timeout_s=2, retries=3))
     assert (outcome.verdict, outcome.status, outcome.attempts) == (Verdict.DELIVERED, 204, 1)
     url, body, headers, timeout = transport.calls[0]
     assert (url, body, timeout) == (REQUEST.url, REQUEST.body, 2)
-    assert headers[SIGNATURE] == sign("s3cret", int(headers[TIMESTAMP]), REQUEST.body)
+    assert Webhook(SECRET).verify(body, headers) == {"x": 1}
     assert headers["X-Pushwire-Event"] == "up" and headers["X-Pushwire-App"] == "chat"
+
+
+async def test_every_attempt_has_the_same_id_and_its_own_timestamp() -> None:
+    transport = Script(503, Unavailable("webhook unreachable"), 200)
+    walls = iter([time.time() - 20, time.time() - 10, time.time()])
+    outcome = await deliver(transport, REQUEST, Policy(retries=3), 1e9, wall=lambda: next(walls),
+                            sleep=Clock().sleep)
+    assert outcome.attempts == 3
+    headers = [call[2] for call in transport.calls]
+    assert {h[ID] for h in headers} == {"s1:7"}
+    assert len({h[TIMESTAMP] for h in headers}) == 3
+    assert all(Webhook(SECRET).verify(REQUEST.body, h) == {"x": 1} for h in headers)
 
 
 async def test_4xx_is_rejected_at_once_with_the_business_reply() -> None:
@@ -111,12 +186,6 @@ async def test_deadline_already_passed_makes_no_attempt() -> None:
     clock = Clock()
     outcome = await run(transport, Policy(), deadline=clock.now, clock=clock)
     assert (outcome.verdict, outcome.attempts) == (Verdict.FAILED, 0)
-
-
-async def test_an_app_without_secret_sends_no_signature() -> None:
-    transport = Script(200)
-    await deliver(transport, Request("http://b/", b"{}", "", "status", "chat"), Policy(), 1e9)
-    assert SIGNATURE not in transport.calls[0][2]
 
 
 def test_policy_follows_the_app_configuration() -> None:

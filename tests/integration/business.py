@@ -1,15 +1,15 @@
 """A business backend for integration tests: a real aiohttp server that receives pushwire's
-webhooks (upstream and status), checks their signatures and records what came.
+webhooks (upstream and status), verifies their signatures with the `standardwebhooks` package
+(as a business would, docs/coordinator.md §1) and records what came.
 
-    async with Business("app-secret") as business:
-        app = AppConfig(..., webhooks={"chat": business.url("/up")})
+    async with Business() as business:
+        app = AppConfig(..., webhook_secrets=(business.secret,),
+                        webhooks={"chat": business.url("/up")})
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,8 +17,11 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from cli.processes import free_port
+
+WEBHOOK_SECRET = "whsec_dGhlIGJ1c2luZXNzIG9mIHRoZSBpbnRlZ3JhdGlvbiB0ZXN0cw=="
 
 
 @dataclass
@@ -27,13 +30,15 @@ class Hit:
     body: dict[str, Any]
     headers: dict[str, str]
     at: float
+    raw: bytes = b""          # the body as it came on the wire
 
 
 @dataclass
 class Business:
-    secret: str
+    secret: str = WEBHOOK_SECRET           # the webhook secret it verifies with
     status: int = 200                      # what every request is answered with
     statuses: dict[str, int] = field(default_factory=dict)   # per path, overrides `status`
+    failing: dict[str, int] = field(default_factory=dict)    # path -> first N answered 503
     hits: list[Hit] = field(default_factory=list)
     bad_signatures: int = 0
     port: int = field(default_factory=free_port)
@@ -56,20 +61,23 @@ class Business:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def valid(self, headers: Any, body: bytes) -> bool:
-        """The pushwire signature check a business does (docs/coordinator.md §1)."""
-        timestamp = headers.get("X-Pushwire-Timestamp", "")
-        expected = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + body,
-                            hashlib.sha256).hexdigest()
-        fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) < 300
-        return fresh and hmac.compare_digest(expected, headers.get("X-Pushwire-Signature", ""))
+        """The signature check a business does (docs/coordinator.md §1)."""
+        try:
+            Webhook(self.secret).verify(body, dict(headers))
+        except WebhookVerificationError:
+            return False
+        return True
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
         if not self.valid(request.headers, raw):
             self.bad_signatures += 1
         self.hits.append(Hit(request.path, json.loads(raw), dict(request.headers),
-                             time.monotonic()))
+                             time.monotonic(), raw))
         status = self.statuses.get(request.path, self.status)
+        if self.failing.get(request.path, 0) > 0:
+            self.failing[request.path] -= 1
+            status = 503
         return web.Response(status=status, text="no thanks" if status >= 400 else "ok")
 
     def on(self, path: str) -> list[Hit]:

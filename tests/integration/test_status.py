@@ -13,7 +13,7 @@ import pytest
 
 from sdk.client import PushClient
 from services.kit.discovery import AppConfig
-from tests.integration.business import Business
+from tests.integration.business import WEBHOOK_SECRET, Business
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import connected, eventually
 from tests.integration.rawclient import Raw, auth_of, endpoint_port, sessions
@@ -25,7 +25,8 @@ WINDOW_S = 10.0      # the flash test's debounce window: far above any reconnect
 
 
 def app(**fields: Any) -> AppConfig:
-    return AppConfig(id="demo", secrets=(SECRET,), api_keys=("test-key",), **fields)
+    return AppConfig(id="demo", secrets=(SECRET,), api_keys=("test-key",),
+                     webhook_secrets=(WEBHOOK_SECRET,), **fields)
 
 
 def status_cluster(tmp_path: Path, application: AppConfig) -> Cluster:
@@ -82,7 +83,7 @@ def by_session(events: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]
 
 
 async def test_events_arrive_batched_signed_and_in_version_order(tmp_path: Path) -> None:
-    async with Business(SECRET) as business, status_cluster(
+    async with Business() as business, status_cluster(
             tmp_path, app(status_debounce_s=0.5)) as cluster:
         assert cluster.discovery is not None
         # subscribing is a live change of the app configuration
@@ -114,7 +115,7 @@ async def test_events_arrive_batched_signed_and_in_version_order(tmp_path: Path)
 
 
 async def test_a_flash_disconnect_within_the_window_emits_nothing(tmp_path: Path) -> None:
-    async with Business(SECRET) as business:
+    async with Business() as business:
         application = app(status_debounce_s=WINDOW_S, status_webhook=business.url("/status"))
         async with status_cluster(tmp_path, application) as cluster:
             # The SDK closes and a new session of the device opens within the window.
@@ -159,7 +160,7 @@ async def raw_device(cluster: Cluster) -> AsyncIterator[Callable[[], Awaitable[R
 
 
 async def test_sigkill_of_a_room_yields_offline_events_for_its_users(tmp_path: Path) -> None:
-    async with Business(SECRET) as business:
+    async with Business() as business:
         application = app(status_debounce_s=1.0, status_webhook=business.url("/status"))
         async with Cluster(tmp_path, real=True, app=application) as cluster:
             async with connected(cluster, [f"k{i}" for i in range(5)]):

@@ -30,6 +30,7 @@ SECRET = "test-secret"
 
 def app_with(business: Business, **fields: Any) -> AppConfig:
     return AppConfig(id="demo", secrets=(SECRET,), api_keys=("test-key",),
+                     webhook_secrets=(business.secret,),
                      webhooks={"chat": business.url("/up"), "refuse": business.url("/refuse")},
                      **fields)
 
@@ -68,7 +69,7 @@ async def tasks_back_to(cluster: Cluster, baseline: float | None = None) -> floa
 
 async def test_1000_messages_from_50_clients_reach_the_webhook_once_signed(
         tmp_path: Path) -> None:
-    business = Business(SECRET, statuses={"/refuse": 422})
+    business = Business(statuses={"/refuse": 422})
     async with business, Cluster(tmp_path, real=True, app=app_with(business)) as cluster:
         async with clients(cluster, 50, "u") as conns:
             await many_reach_the_webhook(business, conns)
@@ -112,7 +113,7 @@ async def many_reach_the_webhook(business: Business, conns: list[PushClient]) ->
 
 async def test_webhook_down_retries_then_dead_letters_and_clients_get_failed(
         tmp_path: Path) -> None:
-    async with Business(SECRET, status=503) as business:
+    async with Business(status=503) as business:
         app = app_with(business, webhook_retries=2, webhook_backoff_s=0.01,
                        webhook_timeout_s=2.0)
         async with Cluster(tmp_path, real=True, app=app, metrics=("coordinator",)) as cluster, \

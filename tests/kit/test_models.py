@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
-from services.kit.discovery.models import AppConfig, Instance
+from services.kit.discovery.models import AppConfig, Instance, webhook_key
 from services.kit.errors import ConfigError
 
 
@@ -60,3 +61,35 @@ def test_heartbeat_bounds_must_be_ordered(lo: int, default: int, hi: int) -> Non
         AppConfig.from_json(json.dumps({"id": "chat", "heartbeat_min_s": lo,
                                         "heartbeat_default_s": default,
                                         "heartbeat_max_s": hi}))
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def test_webhook_secrets_are_standard_webhooks_secrets() -> None:
+    app = AppConfig.from_json(json.dumps({"id": "chat", "webhook_secrets": [WEBHOOK_SECRET]}))
+    assert app.webhook_secrets == (WEBHOOK_SECRET,)
+    assert webhook_key(WEBHOOK_SECRET) == b"k" * 32
+    assert AppConfig.from_json(app.to_json()) == app
+
+
+@pytest.mark.parametrize("secret", [
+    base64.b64encode(b"k" * 32).decode(),               # no whsec_ prefix
+    "whsec_" + base64.b64encode(b"k" * 23).decode(),    # shorter than 24 bytes
+    "whsec_" + base64.b64encode(b"k" * 65).decode(),    # longer than 64 bytes
+    "whsec_not*base64*at*all*but*long*enough",
+    "whsec_" + base64.b64encode(b"k" * 32).decode().rstrip("="),   # padding cut
+    "whsec_ü" + "A" * 40,
+    "",
+])
+def test_a_bad_webhook_secret_is_refused_without_being_shown(secret: str) -> None:
+    with pytest.raises(ConfigError, match="chat: webhook secret 2 must be whsec_") as refused:
+        AppConfig("chat", webhook_secrets=(WEBHOOK_SECRET, secret))
+    assert not secret or secret not in str(refused.value)
+    with pytest.raises(ConfigError):
+        AppConfig.from_json(json.dumps({"id": "chat", "webhook_secrets": [secret]}))
+
+
+def test_a_webhook_secret_that_is_not_text_is_refused() -> None:
+    with pytest.raises(ConfigError, match="webhook secret 1"):
+        AppConfig.from_json(json.dumps({"id": "chat", "webhook_secrets": [5]}))

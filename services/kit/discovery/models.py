@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -56,6 +58,7 @@ class AppConfig:
     webhook_timeout_s: float = 5.0         # per webhook request (upstream and status)
     webhook_retries: int = 3               # extra attempts after a failure (5xx, timeout)
     webhook_backoff_s: float = 0.2         # first retry delay, doubled per attempt (jitter)
+    webhook_secrets: tuple[str, ...] = ()  # whsec_…; every one signs each webhook request
     status_debounce_s: float = 3.0         # hold offline this long; a reconnect cancels it
     status_batch_max: int = 100            # status events per webhook request
     token_max_ttl_s: int = 30 * 86400      # longest token lifetime the rooms accept
@@ -72,6 +75,8 @@ class AppConfig:
             raise ConfigError(f"app {self.id}: need 1 <= heartbeat min <= default <= max")
         if self.webhook_timeout_s <= 0 or self.webhook_retries < 0 or self.webhook_backoff_s < 0:
             raise ConfigError(f"app {self.id}: need webhook timeout > 0, retries and backoff >= 0")
+        for n, secret in enumerate(self.webhook_secrets):
+            webhook_key(secret, f"app {self.id}: webhook secret {n + 1}")
         if self.status_debounce_s < 0 or self.status_batch_max < 1 or self.token_max_ttl_s < 1:
             raise ConfigError(f"app {self.id}: need status debounce >= 0, batch max >= 1 and "
                               "token max TTL >= 1")
@@ -93,3 +98,22 @@ class AppConfig:
         kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                   for k, v in data.items() if k in known}
         return cls(**kwargs)
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_KEY_BYTES = (24, 64)
+
+
+def webhook_key(secret: str, name: str = "webhook secret") -> bytes:
+    """The HMAC key of a Standard Webhooks secret, `whsec_` and the standard base64 of 24 to
+    64 random bytes (docs/coordinator.md §1). ConfigError naming `name` (never the secret)
+    when `secret` is not one."""
+    low, high = WEBHOOK_KEY_BYTES
+    key = b""
+    if isinstance(secret, str) and secret.startswith(WEBHOOK_SECRET_PREFIX):
+        with contextlib.suppress(ValueError):     # binascii.Error, non-ASCII text
+            key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX):], validate=True)
+    if not low <= len(key) <= high:
+        raise ConfigError(f"{name} must be {WEBHOOK_SECRET_PREFIX} and the base64 of {low} to "
+                          f"{high} bytes")
+    return key
