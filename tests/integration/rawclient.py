@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 from bench.wsclient import WsClient, WsError
 from services.kit import token, wire
@@ -213,6 +213,18 @@ async def sessions() -> AsyncIterator[Connect]:
     finally:
         for client in opened:
             client.abort()
+
+
+@contextlib.contextmanager
+def dropped(clients: list[Raw]) -> Iterator[None]:
+    """Every client in `clients` when the block ends is dropped, whatever happened; the list
+    is emptied (an autouse fixture of a module whose tests append their clients to it)."""
+    try:
+        yield
+    finally:
+        for c in clients:
+            c.abort()
+        clients.clear()
 
 
 def endpoint_port(endpoint: str) -> tuple[str, int]:

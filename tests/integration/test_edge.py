@@ -19,7 +19,7 @@ from services.kit.pb import wire_pb2
 from services.kit.proxy import V2_SIGNATURE
 from services.kit.wire import Op
 from tests.integration.cluster import Cluster
-from tests.integration.rawclient import ABNORMAL, Raw, auth_of, dial, endpoint_port
+from tests.integration.rawclient import ABNORMAL, Raw, auth_of, dial, dropped, endpoint_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -45,10 +45,8 @@ OPENED: list[Raw] = []
 @pytest.fixture(autouse=True)
 def drop_clients() -> Iterator[None]:
     """Every raw client a test opened is dropped when it ends, whatever happened."""
-    yield
-    for c in OPENED:
-        c.abort()
-    OPENED.clear()
+    with dropped(OPENED):
+        yield
 
 
 def v1(client: str) -> bytes:
