@@ -343,7 +343,7 @@ class Connection(asyncio.Protocol):
             self.fresh = False
             upgrade = fast_upgrade(data, SUBPROTOCOL)
             if upgrade is not None:
-                self.origin = sys.intern(upgrade.origin)
+                self.origin = upgrade.origin
                 self._upgraded(upgrade.response)
                 data = upgrade.rest
                 if not data or self.closed:
@@ -435,7 +435,7 @@ class Connection(asyncio.Protocol):
         self._flush()
         # websockets' parser generator keeps the Request alive as a local for the life of
         # the connection; its headers would add ~2.4 KB to every idle connection (~4 KB).
-        self.origin = sys.intern(request.headers.get("Origin", ""))
+        self.origin = request.headers.get("Origin", "")
         request.headers.clear()
         if response.status_code != 101:
             return                      # rejected: websockets sent EOF, the client leaves
