@@ -1,19 +1,29 @@
 """A real cluster at the edge (issue 11): a room behind a load balancer speaking the PROXY
-protocol, an app that admits browser pages of one origin, a dispatcher answering browsers'
-CORS preflights. The "balancer" is this test writing a real PROXY header from 127.0.0.1 (the
-room trusts 127.0.0.1/32); 127.0.0.2 and 127.0.0.3 are untrusted peers."""
+protocol, an app that admits browser pages of its origins, a dispatcher answering browsers'
+CORS preflights, and a real headless Chromium on a page of another origin. The "balancer" is
+this test writing a real PROXY header from 127.0.0.5 (the room trusts 127.0.0.5/32);
+127.0.0.2, 127.0.0.3 and the browser (127.0.0.1) are untrusted peers: direct clients."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import ipaddress
+import json
+import os
+import shutil
 import struct
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
+from cli.processes import free_port
+from services.kit import wire
 from services.kit.discovery import AppConfig
 from services.kit.pb import wire_pb2
 from services.kit.proxy import V2_SIGNATURE
@@ -24,11 +34,13 @@ from tests.integration.rawclient import ABNORMAL, Raw, auth_of, dial, dropped, e
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 PAGE = "https://app.example"
+BALANCER = "127.0.0.5"
+BROWSER_PAGE = f"http://127.0.0.1:{free_port()}"        # the origin of the app's web client
 APP = AppConfig(id="edge", secrets=("edge-secret",), api_keys=("edge-key",),
-                deny_cidrs=("198.51.100.66/32",), allowed_origins=(PAGE,))
-ROOM = {"PUSHWIRE_ROOM_TRUSTED_PROXIES": "127.0.0.1/32",
+                deny_cidrs=("198.51.100.66/32",), allowed_origins=(PAGE, BROWSER_PAGE))
+ROOM = {"PUSHWIRE_ROOM_TRUSTED_PROXIES": f"{BALANCER}/32",
         "PUSHWIRE_ROOM_DENY_CIDRS": "203.0.113.0/24", "PUSHWIRE_ROOM_PROXY_TIMEOUT_S": "1"}
-DISPATCHER = {"PUSHWIRE_DISPATCHER_CORS_ORIGINS": PAGE}
+DISPATCHER = {"PUSHWIRE_DISPATCHER_CORS_ORIGINS": f"{PAGE},{BROWSER_PAGE}"}
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -84,15 +96,15 @@ async def test_the_client_address_in_a_real_proxy_header_is_what_the_lists_see(
         cluster: Cluster) -> None:
     denied_before = await metric(cluster, "pushwire_room_refused_total", "denied")
     # The room's deny list, at WebSocket open, by the address in a v1 header.
-    denied = await client(cluster, "p1", source="127.0.0.1", preface=v1("203.0.113.9"))
+    denied = await client(cluster, "p1", source=BALANCER, preface=v1("203.0.113.9"))
     assert await denied.wait_closed() == 4107
     # The app's deny list, at AUTH, by the address in a v2 header.
-    app_denied = await client(cluster, "p2", source="127.0.0.1", preface=v2("198.51.100.66"))
+    app_denied = await client(cluster, "p2", source=BALANCER, preface=v2("198.51.100.66"))
     assert await app_denied.wait_closed() == 4107
     assert last_error(app_denied).message == "address not allowed for this app"
     # The balancer's own address would pass both lists; so does this client.
     for header in (v1("198.51.100.10"), v2("198.51.100.11")):
-        welcome = await client(cluster, "p3", source="127.0.0.1", preface=header)
+        welcome = await client(cluster, "p3", source=BALANCER, preface=header)
         await served(welcome)
         welcome.abort()
     assert await metric(cluster, "pushwire_room_refused_total", "denied") == denied_before + 1
@@ -112,7 +124,7 @@ async def test_a_spoofed_header_from_an_untrusted_address_is_refused(cluster: Cl
 async def test_a_trusted_proxy_that_sends_no_header_is_cut_off(cluster: Cluster) -> None:
     before = await metric(cluster, "pushwire_room_proxy_refused_total", "timeout")
     host, port = endpoint_port(f"ws://{cluster.room('room-0').addresses['ws']}/")
-    reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.0.1", 0))
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(BALANCER, 0))
     try:
         assert await asyncio.wait_for(reader.read(), 15) == b""      # closed, nothing said
     except ConnectionResetError:
@@ -156,3 +168,88 @@ async def test_browsers_preflight_the_dispatcher_and_not_center(cluster: Cluster
         assert r.headers["Access-Control-Allow-Origin"] == PAGE
     center = await options(f"{cluster.center()}/v1/health", PAGE)   # not configured there
     assert center.status == 405 and "Access-Control-Allow-Origin" not in center.headers
+
+
+# --- a real browser (headless Chromium driven by playwright-core, tests/browser) ------------
+
+BROWSER_DIR = Path(__file__).resolve().parent.parent / "browser"
+CHROMIUM = os.environ.get("PUSHWIRE_TEST_CHROMIUM") or shutil.which("chromium") \
+    or shutil.which("chromium-browser")
+# The page fetches the route (reading it needs CORS), then opens a WebSocket to the room and
+# sends AUTH; it reports the route, the first message (base64) and the close (its own after
+# AUTH_REPLY).
+PAGE_SCRIPT = """<!doctype html><script>
+const report = {};
+fetch(%(route)s).then((r) => r.json()).then(
+  (body) => { report.route = {endpoints: body.endpoints}; },
+  (error) => { report.route = {error: String(error)}; }
+).then(() => {
+  const ws = new WebSocket(%(endpoint)s, "pushwire.v1");
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => ws.send(Uint8Array.from(atob(%(auth)s), (c) => c.charCodeAt(0)));
+  ws.onmessage = (event) => {
+    report.first ??= btoa(String.fromCharCode(...new Uint8Array(event.data)));
+    // A packet's op is the u32 at byte 8 (docs/protocol.md §2): served, so leave.
+    if (new DataView(event.data).getUint32(8) === %(auth_reply)d) ws.close(1000, "done");
+  };
+  ws.onclose = (event) => {
+    report.close = {code: event.code, reason: event.reason};
+    window.pushwireResult = report;
+  };
+});
+</script>"""
+
+
+@contextlib.asynccontextmanager
+async def page_server(port: int, script: str) -> AsyncIterator[str]:
+    """Serve `script` as the page at http://127.0.0.1:port/ (port 0: any free one)."""
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text=script, content_type="text/html")
+    app = web.Application()
+    app.add_routes([web.get("/", index)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
+async def in_chromium(url: str) -> dict[str, object]:
+    """What the page at `url` reports, run in a real headless Chromium."""
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(BROWSER_DIR / "page.mjs"), url, cwd=BROWSER_DIR,
+        env={**os.environ, "CHROMIUM": str(CHROMIUM)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    report: dict[str, object] = json.loads(out.decode().splitlines()[-1])["result"]
+    return report
+
+
+@pytest.mark.skipif(CHROMIUM is None or not (BROWSER_DIR / "node_modules").exists(),
+                    reason="needs chromium and `npm install` in tests/browser")
+async def test_a_browser_page_routes_and_connects_only_from_an_allowed_origin(
+        cluster: Cluster) -> None:
+    endpoint = f"ws://{cluster.room('room-0').addresses['ws']}/"
+    auth = wire.encode(Op.AUTH, 1, auth_of(APP.id, "edge-secret", "web-1").SerializeToString())
+    script = PAGE_SCRIPT % {
+        "route": json.dumps(f"{cluster.dispatcher}/v1/route?app={APP.id}&uid=web-1"),
+        "endpoint": json.dumps(endpoint), "auth": json.dumps(base64.b64encode(auth).decode()),
+        "auth_reply": Op.AUTH_REPLY}
+    async with page_server(int(BROWSER_PAGE.rsplit(":", 1)[1]), script) as url:
+        allowed = await in_chromium(url)
+    assert allowed["route"] == {"endpoints": [endpoint]}, allowed
+    first = base64.b64decode(str(allowed["first"]))
+    assert [p.op for p in wire.decode(first)] == [Op.AUTH_REPLY], allowed
+    assert allowed["close"] == {"code": 1000, "reason": "done"}, allowed
+    async with page_server(0, script) as url:                     # another origin
+        other = await in_chromium(url)
+    assert "Failed to fetch" in str(other["route"]), other          # CORS kept the reply
+    assert other["close"] == {"code": 4107, "reason": "origin not allowed for this app"}, other
