@@ -39,7 +39,8 @@ BROWSER_PAGE = f"http://127.0.0.1:{free_port()}"        # the origin of the app'
 APP = AppConfig(id="edge", secrets=("edge-secret",), api_keys=("edge-key",),
                 deny_cidrs=("198.51.100.66/32",), allowed_origins=(PAGE, BROWSER_PAGE))
 ROOM = {"PUSHWIRE_ROOM_TRUSTED_PROXIES": f"{BALANCER}/32",
-        "PUSHWIRE_ROOM_DENY_CIDRS": "203.0.113.0/24", "PUSHWIRE_ROOM_PROXY_TIMEOUT_S": "1"}
+        "PUSHWIRE_ROOM_DENY_CIDRS": "203.0.113.0/24", "PUSHWIRE_ROOM_PROXY_TIMEOUT_S": "1",
+        "PUSHWIRE_ROOM_IP_MAX_CONNECTIONS": "3"}
 DISPATCHER = {"PUSHWIRE_DISPATCHER_CORS_ORIGINS": f"{PAGE},{BROWSER_PAGE}"}
 
 
@@ -108,6 +109,17 @@ async def test_the_client_address_in_a_real_proxy_header_is_what_the_lists_see(
         await served(welcome)
         welcome.abort()
     assert await metric(cluster, "pushwire_room_refused_total", "denied") == denied_before + 1
+
+
+async def test_the_per_address_limit_counts_clients_not_the_balancer(cluster: Cluster) -> None:
+    # Every connection comes from the balancer; the limit (3) holds per client it names.
+    for i in range(3):
+        await served(await client(cluster, f"l{i}", source=BALANCER, preface=v1("192.0.2.50")))
+    fourth = await client(cluster, "l3", source=BALANCER, preface=v1("192.0.2.50"))
+    assert await fourth.wait_closed() == 4104
+    other = await client(cluster, "l9", source=BALANCER, preface=v2("192.0.2.51"))
+    await served(other)
+    assert await metric(cluster, "pushwire_room_refused_total", "ip_limit") == 1
 
 
 async def test_a_spoofed_header_from_an_untrusted_address_is_refused(cluster: Cluster) -> None:
