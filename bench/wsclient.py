@@ -72,14 +72,18 @@ class WsClient:
         self.close_code = 0
         self.replies = bytearray()   # pongs and the close echo, to write after receive()
 
-    def handshake(self, host: str, path: str = "/", subprotocol: str = "") -> bytes:
-        """The HTTP upgrade request; write it right after connecting."""
+    def handshake(self, host: str, path: str = "/", subprotocol: str = "",
+                  origin: str = "") -> bytes:
+        """The HTTP upgrade request (from a page of `origin` when given, as browsers send
+        it); write it right after connecting."""
         self._key = base64.b64encode(os.urandom(16))
         lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
                  "Connection: Upgrade", f"Sec-WebSocket-Key: {self._key.decode()}",
                  "Sec-WebSocket-Version: 13"]
         if subprotocol:
             lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+        if origin:
+            lines.append(f"Origin: {origin}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def frame(self, payload: bytes, opcode: int = BINARY) -> bytes:

@@ -13,8 +13,10 @@ from services.center.servicer import CenterServicer
 from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
+from services.kit.cors import Cors
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
+from services.kit.networks import TrustedProxies
 from services.kit.pb import center_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
 from services.register.client import RegisterClient
@@ -36,8 +38,10 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         api = CenterApi(config, host.discovery, pusher,
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
-        web_app = http.application(http.Limits(config.max_request_bytes,
-                                               config.request_read_timeout_s))
+        web_app = http.application(
+            http.Limits(config.max_request_bytes, config.request_read_timeout_s),
+            proxies=TrustedProxies.of(config.trusted_proxies),
+            cors=Cors(config.cors_origins) if config.cors_origins else None)
         web_app.add_routes(api.routes())
         runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
         server, grpc_port = await start_server(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.kit.config import ServiceConfig
+from services.kit.cors import Cors
 from services.kit.errors import ConfigError
+from services.kit.networks import TrustedProxies
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,10 @@ class CenterConfig(ServiceConfig):
     max_uids: int = 1000               # uids per push request
     max_request_bytes: int = 4 * 1024 * 1024    # HTTP request body (more: 413)
     request_read_timeout_s: float = 10.0        # to receive a request body (later: 408)
+    # At the edge (docs/config.md): reverse proxies whose Forwarded / X-Forwarded-For name
+    # the client, and the browser pages that may call the API (empty: no CORS, the default).
+    trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
     # Broadcast jobs (docs/broadcast.md). redis: the job store every center shares
     # (redis://host:port/db); empty or memory: in memory, for one center (`pushwire dev`).
     redis: str = ""
@@ -34,6 +40,8 @@ class CenterConfig(ServiceConfig):
             raise ConfigError("http_port must be a port number and max_uids >= 1")
         if self.max_request_bytes < 1024 or self.request_read_timeout_s <= 0:
             raise ConfigError("need max_request_bytes >= 1024 and request_read_timeout_s > 0")
+        TrustedProxies.of(self.trusted_proxies)
+        Cors(self.cors_origins)
         if self.redis not in ("", "memory:") and not self.redis.startswith(
                 ("redis://", "rediss://", "unix://")):
             raise ConfigError("PUSHWIRE_CENTER_REDIS must be a redis:// URL, memory: or empty")

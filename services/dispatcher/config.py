@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.kit.config import ServiceConfig
+from services.kit.cors import Cors
 from services.kit.errors import ConfigError
+from services.kit.networks import TrustedProxies
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,10 @@ class DispatcherConfig(ServiceConfig):
     backoff_factor: float = 2.0
     backoff_jitter: float = 0.5        # +/- fraction of each delay
     backoff_max_ms: int = 60_000
+    # At the edge (docs/config.md): reverse proxies whose Forwarded / X-Forwarded-For name
+    # the client, and the browser pages that may call /v1/route ("*": any; empty: no CORS).
+    trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ("*",)
 
     def validate(self) -> None:
         super().validate()
@@ -30,3 +36,5 @@ class DispatcherConfig(ServiceConfig):
             raise ConfigError("route_ttl_s, degraded_ttl_s and failed_idc_after must be >= 1")
         if not 0 <= self.backoff_jitter <= 1 or self.backoff_max_ms < self.backoff_base_ms:
             raise ConfigError("backoff_jitter must be in [0, 1], backoff_max_ms >= base")
+        TrustedProxies.of(self.trusted_proxies)
+        Cors(self.cors_origins)

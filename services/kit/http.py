@@ -13,6 +13,10 @@ Every answer that is not a success is `{"error": {"code": <int>, "message": "<te
 
 So an internal address or exception text in an error raised from an internal call (a gRPC
 error carries its target) can reach a log, never a response body.
+
+Outside that layer, when configured: the client's address from trusted reverse proxies'
+`Forwarded` / `X-Forwarded-For` (services/kit/forwarded.py) becomes `request.remote`, and
+browsers' cross-origin requests are answered (services/kit/cors.py).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from services.kit import metrics
+from services.kit.cors import Cors
 from services.kit.errors import (
     AuthError,
     BadRequest,
@@ -41,6 +47,8 @@ from services.kit.errors import (
     TooLarge,
     Unavailable,
 )
+from services.kit.forwarded import client_address, forwarded_hops, x_forwarded_for_hops
+from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.schema import Schema, decode_json
 
 log = logging.getLogger("pushwire.http")
@@ -128,15 +136,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except PushwireError as exc:
         status = status_of(exc)
         if status >= 500:
-            log.warning("%s %s -> %d: %s: %s %s", request.method, request.path, status,
-                        type(exc).__name__, exc.message, exc.detail)
+            log.warning("%s %s from %s -> %d: %s: %s %s", request.method, request.path,
+                        request.remote, status, type(exc).__name__, exc.message, exc.detail)
         return error_response(exc.code, public_message(exc, status), status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return _framework_error(exc)
     except Exception:
-        log.exception("%s %s failed", request.method, request.path)
+        log.exception("%s %s from %s failed", request.method, request.path, request.remote)
         return error_response(PushwireError.code, "internal error", 500)
 
 
@@ -179,9 +187,64 @@ def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def application(limits: Limits = Limits()) -> web.Application:
-    """An aiohttp app with the JSON error layer, the request limits and /metrics."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=limits.max_body)
+def forwarded_middleware(proxies: TrustedProxies) -> Middleware:
+    """Make `request.remote` the client a trusted proxy names (services/kit/forwarded.py)
+    for everything inside: handlers, per-address decisions, logs."""
+
+    @web.middleware
+    async def real_client(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.remote or ""
+        if proxies.trusts(peer):
+            if "Forwarded" in request.headers:
+                hops = forwarded_hops(element.get("for") for element in request.forwarded)
+            else:
+                hops = x_forwarded_for_hops(request.headers.getall("X-Forwarded-For", ()))
+            request = request.clone(remote=client_address(peer, hops, proxies))
+        return await handler(request)
+
+    return real_client
+
+
+def cors_middleware(cors: Cors) -> Middleware:
+    """Answer browsers' preflights and mark allowed origins' answers (services/kit/cors.py);
+    outside the JSON error layer, so errors carry the CORS headers too."""
+
+    @web.middleware
+    async def cross_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return await handler(request)
+        wanted = request.headers.get("Access-Control-Request-Method")
+        if request.method == "OPTIONS" and wanted is not None:
+            return await _preflight(cors, request, handler, origin, wanted)
+        response = await handler(request)
+        if cors.allows(origin):
+            response.headers.update(cors.headers(origin))
+        return response
+
+    return cross_origin
+
+
+async def _preflight(cors: Cors, request: web.Request, handler: Handler, origin: str,
+                     wanted: str) -> web.StreamResponse:
+    refused = request.match_info.http_exception
+    if not isinstance(refused, web.HTTPMethodNotAllowed):
+        return await handler(request)           # no such route: its 404
+    headers = cors.preflight(origin, wanted, set(refused.allowed_methods))
+    if headers is None:
+        return error_response(BadRequest.code, "cross-origin request not allowed", 403)
+    return web.Response(status=204, headers=headers)
+
+
+def application(limits: Limits = Limits(), *, proxies: TrustedProxies = NO_PROXIES,
+                cors: Cors | None = None) -> web.Application:
+    """An aiohttp app with the JSON error layer, the request limits and /metrics; the client
+    address from `proxies`' forwarded headers, and browsers' cross-origin requests answered
+    by `cors` (None: no CORS header, OPTIONS answers 405)."""
+    edge = [forwarded_middleware(proxies)] if proxies else []
+    if cors is not None:
+        edge.append(cors_middleware(cors))
+    app = web.Application(middlewares=[*edge, errors_middleware], client_max_size=limits.max_body)
     app[LIMITS] = limits
     metrics.add_route(app)
     return app

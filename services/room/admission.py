@@ -3,7 +3,8 @@
 In order: the app exists (NotFound), uid and device fit (LimitError), the token is the app's
 for this uid and device and not expired (AuthError: "token expired" closes 4101), its
 lifetime is within the app's `token_max_ttl_s` (AuthError), the client's address passes the
-app's lists (NotFound, services/room/policy.py). What passes carries the token's issue time:
+app's lists and the handshake's Origin its `allowed_origins` (NotFound, 4107:
+services/room/policy.py). What passes carries the token's issue time:
 register refuses it when a kick of the user or device came later (Kicked, checked where the
 session is registered: services/room/presence.py).
 """
@@ -30,7 +31,7 @@ class Admitted:
 class AddressLists(Protocol):
     """The apps' address lists (services/room/policy.py AccessPolicy)."""
 
-    def check_app(self, peer: str, app: AppConfig) -> None: ...
+    def check_app(self, peer: str, app: AppConfig, origin: str = "") -> None: ...
 
 
 class Admission:
@@ -41,9 +42,10 @@ class Admission:
         self.policy = policy
 
     def check(self, app_id: str, token_text: str, uid: str, device: str, peer: str,
-              now: float) -> Admitted:
-        """Admit (uid, device) at address `peer` to `app_id` with `token_text` at `now`
-        (unix s); raises NotFound, LimitError or AuthError (see the module docstring)."""
+              now: float, *, origin: str = "") -> Admitted:
+        """Admit (uid, device) at address `peer`, from a page of `origin` (the handshake's
+        Origin header, "" without), to `app_id` with `token_text` at `now` (unix s); raises
+        NotFound, LimitError or AuthError (see the module docstring)."""
         app = self.discovery.app(app_id)
         if app is None:
             raise NotFound("unknown app")
@@ -55,5 +57,5 @@ class Admission:
         if claims.expires - claims.issued > app.token_max_ttl_s:
             # Kick marks live token_max_ttl_s: a longer-lived token could outlive its kick.
             raise AuthError("token lifetime exceeds the app's token_max_ttl_s")
-        self.policy.check_app(peer, app)
+        self.policy.check_app(peer, app, origin)
         return Admitted(app, claims.issued)

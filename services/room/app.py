@@ -19,6 +19,7 @@ from services.kit.discovery import Discovery
 from services.kit.errors import PushwireError
 from services.kit.host import Host, hosted
 from services.kit.lifecycle import Lifecycle
+from services.kit.networks import TrustedProxies
 from services.kit.pb import room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
 from services.kit.tasks import TaskSet
@@ -108,7 +109,8 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             heartbeat_grace_s=config.heartbeat_grace_s), limits=Limits(
             max_frame=config.max_frame, write_limit=config.outbound_limit,
             max_connections=0),     # the access policy enforces it (and counts refusals)
-            bounds=Bounds.of(config))
+            bounds=Bounds.of(config), proxies=TrustedProxies.of(config.trusted_proxies),
+            proxy_timeout_s=config.proxy_timeout_s)
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
         grpc_server, grpc_port = await start_server(
             config,

@@ -83,7 +83,7 @@ class Bindings:
         """AUTH's checks for `app`; the token's issue time."""
         try:
             admitted = self.admission.check(app, token_text, conn.uid, conn.device, conn.peer,
-                                            self._clock())
+                                            self._clock(), origin=conn.origin)
         except AuthError as exc:
             # Not fatal: the connection's other apps are fine (docs/protocol.md §6).
             raise BadRequest(f"token for app {app!r}: {exc.message}") from exc

@@ -57,6 +57,10 @@ class RoomConfig(ServiceConfig):
     # Workers and addresses (services/room/workers.py).
     reuse_port: bool = False           # share ws_port with other processes (SO_REUSEPORT)
     ws_isp: tuple[str, ...] = ()       # per-ISP addresses for clients: "isp=host[:port]"
+    # Behind a TCP load balancer (services/kit/proxy.py, docs/config.md): connections from
+    # these networks must start with a PROXY protocol v1/v2 header naming the client.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_timeout_s: float = 5.0       # ... sent within this long, else the connection closes
 
     def validate(self) -> None:
         super().validate()
@@ -82,11 +86,14 @@ class RoomConfig(ServiceConfig):
                               "ack_max_ids (else a full BATCH or ACK could never pass)")
 
     def _validate_policy(self) -> None:
-        for entry in (*self.allow_cidrs, *self.deny_cidrs):
+        if self.proxy_timeout_s <= 0:
+            raise ConfigError("proxy_timeout_s must be > 0")
+        for entry in (*self.allow_cidrs, *self.deny_cidrs, *self.trusted_proxies):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
-                raise ConfigError(f"bad network {entry!r} in allow_cidrs/deny_cidrs") from exc
+                raise ConfigError(f"bad network {entry!r} in allow_cidrs/deny_cidrs/"
+                                  "trusted_proxies") from exc
         if min(self.ip_max_connections, self.accept_rate_per_s, self.accept_burst,
                self.up_rate_per_s, self.up_burst, self.resume_linger_s, self.resume_keep,
                self.drain_spread_ms, self.rebalance_after_s) < 0:

@@ -15,6 +15,13 @@ close; each such close is counted in `pushwire_room_violations_total{violation}`
 for the WebSocket layer too: websockets' failures (bad masking, reserved bits, an oversized or
 fragmented control frame, a message over `max_frame`) are sent as ERROR 1002 / 1005 before
 their close frame, with pushwire's close codes.
+
+Behind a load balancer (`Context.proxies` set), a connection from a trusted proxy starts with
+a PROXY protocol header (services/kit/proxy.py) that names the client: `peer` becomes the
+client's address before anything else sees the connection (access policy, logs). A header
+that is malformed, comes from a peer that is not a trusted proxy, or does not arrive within
+`proxy_timeout_s` closes the TCP connection (there is no WebSocket yet to carry a close
+code), counted in `pushwire_room_proxy_refused_total{reason}`.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ from websockets.protocol import CLOSING, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from services.kit import proxy
 from services.kit.errors import LimitError, Overloaded, ProtocolError, PushwireError
+from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.pb import common_pb2, wire_pb2
 from services.kit.wire import Op
 from services.room.backend import RoomBackend
@@ -80,6 +89,10 @@ CLOSED = Counter("pushwire_room_closed_total", "Sessions the room closed, by clo
 # Those of them that broke the protocol or a bound, by what they broke (docs/protocol.md §9).
 VIOLATIONS = Counter("pushwire_room_violations_total",
                      "Clients closed for breaking the protocol or a bound", ["violation"])
+# Connections closed over their PROXY protocol header: "untrusted" (a header from a peer that
+# is not a trusted proxy), "malformed", "timeout" (a trusted proxy that sent none in time).
+PROXY_REFUSED = Counter("pushwire_room_proxy_refused_total",
+                        "Connections closed over their PROXY protocol header", ["reason"])
 
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
@@ -159,12 +172,18 @@ class Context:
     """What every connection of one RoomServer shares. Built by RoomServer."""
 
     __slots__ = ("backend", "bounds", "connections", "drained", "hub", "limits",
-                 "pre_auth_max_frame", "tasks", "timeouts", "wheel")
+                 "pre_auth_max_frame", "proxies", "proxy_timeout_s", "tasks", "timeouts",
+                 "wheel")
 
     def __init__(self, backend: RoomBackend, hub: Hub[Connection],
                  wheel: TimerWheel[Connection], timeouts: Timeouts, limits: Limits,
-                 bounds: Bounds) -> None:
+                 bounds: Bounds, proxies: TrustedProxies = NO_PROXIES,
+                 proxy_timeout_s: float = 5.0) -> None:
+        """`proxies`: peers that send a PROXY header first (none: no header is accepted);
+        `proxy_timeout_s`: how long such a peer may take to send it."""
         self.backend = backend
+        self.proxies = proxies
+        self.proxy_timeout_s = proxy_timeout_s
         self.hub = hub
         self.wheel = wheel
         self.timeouts = timeouts
@@ -195,10 +214,13 @@ class Context:
 
 class Connection(asyncio.Protocol):
     """One client. Identity (`session_id`, `app`, `uid`, `device`) is set once AUTH passes;
-    `state` is the room's state of the connection once AUTH passed (services/room/state.py)."""
+    `state` is the room's state of the connection once AUTH passed (services/room/state.py).
+    `peer` is the client's address (a trusted proxy's PROXY header may set it), `origin`
+    the handshake's `Origin` header ("" without one; apps may restrict it at AUTH)."""
 
-    __slots__ = ("alive", "app", "ctx", "device", "fresh", "inflight", "peer", "session",
-                 "session_id", "state", "transport", "uid", "ws")
+    __slots__ = ("alive", "app", "ctx", "device", "fresh", "inflight", "origin", "peer",
+                 "proxy_due", "proxy_head", "session", "session_id", "state", "transport",
+                 "uid", "ws")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -209,6 +231,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport
         self.alive = False
         self.peer = ""
+        self.origin = ""
+        self.proxy_head: bytes | None = None    # a PROXY header being received, else None
+        self.proxy_due = math.inf
         self.session_id = ""
         self.app = ""
         self.uid = ""
@@ -275,11 +300,17 @@ class Connection(asyncio.Protocol):
     # --- timer wheel -----------------------------------------------------------------------
 
     def deadline(self) -> float:
-        return self.session.deadline() if self.alive else math.inf
+        if not self.alive:
+            return math.inf
+        return min(self.session.deadline(), self.proxy_due)
 
     def on_deadline(self, now: float) -> None:
         """Called by the room's sweep once `deadline()` passed: close for an auth or heartbeat
-        timeout, or abort a connection whose close (or handshake) timed out."""
+        timeout, or abort a connection whose close (or handshake, or PROXY header) timed
+        out."""
+        if self.proxy_head is not None:
+            self._refuse_proxy("timeout", "no PROXY header in time")
+            return
         code = self.session.timeout_code()
         if code is None or self.ws.state is not OPEN:
             self.transport.abort()
@@ -297,14 +328,22 @@ class Connection(asyncio.Protocol):
         self.alive = True
         peer = transport.get_extra_info("peername")
         self.peer = sys.intern(str(peer[0])) if peer else ""
+        if self.ctx.proxies.trusts(self.peer):
+            self.proxy_head = b""
+            self.proxy_due = time.monotonic() + self.ctx.proxy_timeout_s
         self.ctx.connections.add(self)
         self.ctx.wheel.schedule(self)
 
     def data_received(self, data: bytes) -> None:
         if self.fresh:
+            if self.ctx.proxies:
+                data = self._proxy_header(data)
+                if not data:
+                    return
             self.fresh = False
             upgrade = fast_upgrade(data, SUBPROTOCOL)
             if upgrade is not None:
+                self.origin = upgrade.origin
                 self._upgraded(upgrade.response)
                 data = upgrade.rest
                 if not data or self.closed:
@@ -350,6 +389,37 @@ class Connection(asyncio.Protocol):
 
     # --- internals -------------------------------------------------------------------------
 
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Take the PROXY header off the first bytes of a trusted proxy's connection (the
+        client's address becomes `peer`); return the bytes after it, b"" while it is still
+        incomplete or when the connection was refused over it."""
+        if self.proxy_head is None:
+            if proxy.is_header(data):
+                self._refuse_proxy("untrusted", "PROXY header from an untrusted peer")
+                return b""
+            return data
+        buffer = self.proxy_head + data
+        try:
+            header = proxy.parse(buffer)
+        except ProtocolError as exc:
+            self._refuse_proxy("malformed", exc.message)
+            return b""
+        if header is None:
+            self.proxy_head = buffer
+            return b""
+        self.proxy_head = None
+        self.proxy_due = math.inf
+        if header.source is not None:
+            self.peer = sys.intern(header.source[0])
+        return buffer[header.size:]
+
+    def _refuse_proxy(self, reason: str, what: str) -> None:
+        PROXY_REFUSED.labels(reason).inc()
+        log.warning("connection from %s closed: %s", self.peer, what)
+        self.proxy_head = None
+        self.proxy_due = math.inf
+        self.transport.abort()
+
     def _flush(self) -> None:
         for data in self.ws.data_to_send():
             if data:
@@ -365,6 +435,7 @@ class Connection(asyncio.Protocol):
         self._flush()
         # websockets' parser generator keeps the Request alive as a local for the life of
         # the connection; its headers would add ~2.4 KB to every idle connection (~4 KB).
+        self.origin = request.headers.get("Origin", "")
         request.headers.clear()
         if response.status_code != 101:
             return                      # rejected: websockets sent EOF, the client leaves

@@ -30,6 +30,7 @@ class Upgrade:
 
     response: bytes             # the 101 response to write
     rest: bytes                 # bytes after the request (frames the client sent early)
+    origin: str = ""            # the Origin header (browsers send one), "" without
 
 
 def accept_value(key: bytes) -> bytes:
@@ -63,7 +64,7 @@ def fast_upgrade(data: bytes, subprotocol: str) -> Upgrade | None:
     response = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_value(key) + b"\r\n"
                 + chosen + b"\r\n")
-    return Upgrade(response, data[end + 4:])
+    return Upgrade(response, data[end + 4:], headers.get(b"origin", b"").decode("latin-1"))
 
 
 def _headers(lines: list[bytes]) -> dict[bytes, bytes] | None:

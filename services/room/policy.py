@@ -5,7 +5,8 @@ and counted in `pushwire_room_refused_total{reason}`:
 
     WebSocket open (admit)   deny/allow lists -> 4107, room full -> 4004,
                              connections per address -> 4104, accept rate -> 4004
-    AUTH, BIND (check_app)   the app's deny/allow lists -> 4107 at AUTH, ERROR 1006 at BIND
+    AUTH, BIND (check_app)   the app's deny/allow lists, its allowed Origins -> 4107 at AUTH,
+                             ERROR 1006 at BIND
     UP (check_up)            per-connection rate: ERROR 1005, then 4104 for a client that
                              keeps sending while refused
 
@@ -21,9 +22,8 @@ connections that send UP.
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Generic, Protocol, TypeVar
@@ -31,7 +31,8 @@ from typing import Generic, Protocol, TypeVar
 from prometheus_client import Counter
 
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import ConfigError, LimitError, NotFound, Overloaded
+from services.kit.errors import LimitError, NotFound, Overloaded
+from services.kit.networks import Address, Network, address_of, networks
 from services.room.config import RoomConfig
 
 PRUNE_S = 1.0               # closed connections leave the counts at least this often ...
@@ -40,13 +41,11 @@ FULL_PRUNE_S = 0.5          # ... and this often while the room is at its limit
 REFUSED = Counter("pushwire_room_refused_total",
                   "Clients and requests the room's access policy refused", ["reason"])
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 class Reason(StrEnum):
     DENIED = "denied"                 # address on the room's deny list, or off its allow list
     APP_DENIED = "app_denied"         # same, with the app's lists (at AUTH)
+    APP_ORIGIN = "app_origin"         # a handshake Origin the app does not allow (at AUTH)
     ROOM_FULL = "room_full"
     IP_LIMIT = "ip_limit"
     ACCEPT_RATE = "accept_rate"
@@ -60,25 +59,6 @@ class Throttle(Enum):
     OK = "ok"
     REFUSE = "refuse"                 # answer ERROR 1005, keep the connection
     CLOSE = "close"                   # close with 4104
-
-
-def networks(entries: Iterable[str]) -> tuple[Network, ...]:
-    """Parse CIDR entries ("10.0.0.0/8", "2001:db8::/32", a bare address); ConfigError."""
-    try:
-        return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
-    except ValueError as exc:
-        raise ConfigError(f"bad network in {list(entries)}") from exc
-
-
-def address_of(peer: str) -> Address | None:
-    """The client's address (an IPv4-mapped IPv6 address as IPv4); None when not an IP."""
-    try:
-        addr = ipaddress.ip_address(peer)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
 
 
 def permitted(addr: Address | None, allow: tuple[Network, ...],
@@ -231,9 +211,14 @@ class AccessPolicy(Generic[C]):
 
     # --- AUTH -----------------------------------------------------------------------------------
 
-    def check_app(self, peer: str, app: AppConfig) -> None:
-        """Apply the app's address lists to a client at `peer` (AUTH, BIND of the app); raises
-        NotFound (4107 at AUTH)."""
+    def check_app(self, peer: str, app: AppConfig, origin: str = "") -> None:
+        """Apply the app's address lists to a client at `peer` and its `allowed_origins` to
+        the handshake's `origin` (AUTH, BIND of the app); raises NotFound (4107 at AUTH).
+
+        No Origin passes: browsers always send one, other clients may send any, so only a
+        browser page can be held to the list (docs/protocol.md §4)."""
+        if origin and app.allowed_origins and origin.lower() not in app.allowed_origins:
+            raise _refused(NotFound("origin not allowed for this app"), Reason.APP_ORIGIN)
         if not app.allow_cidrs and not app.deny_cidrs:
             return
         allow, deny = self._networks_of(app)

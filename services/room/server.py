@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 
+from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.room.backend import RoomBackend
 from services.room.connection import Connection, Context, Limits
 from services.room.hub import Hub
@@ -31,13 +32,15 @@ class RoomServer:
     def __init__(self, backend: RoomBackend, *, hub: Hub[Connection] | None = None,
                  timeouts: Timeouts | None = None, limits: Limits | None = None,
                  bounds: Bounds = DEFAULT_BOUNDS, tick_s: float = 0.5,
-                 resolution_s: float = 1.0) -> None:
+                 resolution_s: float = 1.0, proxies: TrustedProxies = NO_PROXIES,
+                 proxy_timeout_s: float = 5.0) -> None:
         """`hub` indexes the authenticated connections (a new one when None): the room's
-        other parts (delivery, drain) share it."""
+        other parts (delivery, drain) share it. Connections from `proxies` start with a
+        PROXY protocol header, within `proxy_timeout_s` (services/room/connection.py)."""
         self.hub: Hub[Connection] = Hub() if hub is None else hub
         self.wheel: TimerWheel[Connection] = TimerWheel(resolution_s)
         self._ctx = Context(backend, self.hub, self.wheel, timeouts or Timeouts(),
-                            limits or Limits(), bounds)
+                            limits or Limits(), bounds, proxies, proxy_timeout_s)
         self._tick_s = tick_s
         self._server: asyncio.Server | None = None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 from bench.wsclient import WsClient, WsError
 from services.kit import token, wire
@@ -33,9 +33,14 @@ ABNORMAL = 1006
 class Raw(asyncio.Protocol):
     """One client connection; see the module docstring."""
 
-    def __init__(self, host: str, auth: wire_pb2.Auth | None) -> None:
+    def __init__(self, host: str, auth: wire_pb2.Auth | None, *, preface: bytes = b"",
+                 origin: str = "") -> None:
+        """`preface`: bytes sent before the handshake (a PROXY header); `origin`: the
+        handshake's Origin header (as a browser page of that origin sends it)."""
         self.host = host
         self.auth = auth
+        self.preface = preface
+        self.origin = origin
         self.ws = WsClient()
         self.transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
@@ -108,7 +113,8 @@ class Raw(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         assert self.transport is not None
-        self.transport.write(self.ws.handshake(self.host, subprotocol=SUBPROTOCOL))
+        self.transport.write(self.preface + self.ws.handshake(
+            self.host, subprotocol=SUBPROTOCOL, origin=self.origin))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -174,13 +180,16 @@ def auth_of(app: str, secret: str, uid: str, *, device: str = "raw", heartbeat_s
 
 
 async def dial(host: str, port: int, auth: wire_pb2.Auth | None = None, *,
-               source: str | None = None, timeout: float = 10.0) -> Raw:
+               source: str | None = None, timeout: float = 10.0, preface: bytes = b"",
+               origin: str = "") -> Raw:
     """Connect (from address `source` when given) and send AUTH once open; returns at once
-    after the TCP connect: await `client.replied` or `client.closed` as the test needs."""
+    after the TCP connect: await `client.replied` or `client.closed` as the test needs.
+    `preface` and `origin`: see Raw."""
     loop = asyncio.get_running_loop()
     local = (source, 0) if source else None
     _, client = await asyncio.wait_for(loop.create_connection(
-        lambda: Raw(f"{host}:{port}", auth), host, port, local_addr=local), timeout)
+        lambda: Raw(f"{host}:{port}", auth, preface=preface, origin=origin), host, port,
+        local_addr=local), timeout)
     return client
 
 
@@ -204,6 +213,18 @@ async def sessions() -> AsyncIterator[Connect]:
     finally:
         for client in opened:
             client.abort()
+
+
+@contextlib.contextmanager
+def dropped(clients: list[Raw]) -> Iterator[None]:
+    """Every client in `clients` when the block ends is dropped, whatever happened; the list
+    is emptied (an autouse fixture of a module whose tests append their clients to it)."""
+    try:
+        yield
+    finally:
+        for c in clients:
+            c.abort()
+        clients.clear()
 
 
 def endpoint_port(endpoint: str) -> tuple[str, int]:

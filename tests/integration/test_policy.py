@@ -19,7 +19,7 @@ from services.kit.wire import Op
 from services.room.policy import PRUNE_S
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
-from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port
+from tests.integration.rawclient import Raw, auth_of, dial, dropped, endpoint_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -72,10 +72,8 @@ OPENED: list[Raw] = []          # this test's raw clients (dropped by `drop_clie
 @pytest.fixture(autouse=True)
 def drop_clients() -> Iterator[None]:
     """Every raw client a test opened is dropped when it ends, whatever happened."""
-    yield
-    for c in OPENED:
-        c.abort()
-    OPENED.clear()
+    with dropped(OPENED):
+        yield
 
 
 async def client(cluster: Cluster, name: str, uid: str, source: str = "127.0.0.1",

@@ -216,3 +216,20 @@ def test_tools_find_the_secret_in_env_then_file_then_the_dev_cluster(tmp_path: P
     assert client_secret({"PUSHWIRE_CLUSTER_SECRET_FILE": str(other)}, dev) == SECRET + "-file"
     assert client_secret({"PUSHWIRE_CLUSTER_SECRET": SECRET,
                           "PUSHWIRE_CLUSTER_SECRET_FILE": str(other)}, dev) == SECRET
+
+
+# --- at the edge: trusted proxies and CORS (docs/config.md "At the edge") -----------------------
+
+def test_edge_settings_of_the_dispatcher() -> None:
+    assert load(DispatcherConfig, "dispatcher", {}).cors_origins == ("*",)
+    assert load(DispatcherConfig, "dispatcher",
+                {"PUSHWIRE_DISPATCHER_CORS_ORIGINS": ""}).cors_origins == ()
+    config = load(DispatcherConfig, "dispatcher", {
+        "PUSHWIRE_DISPATCHER_CORS_ORIGINS": "https://a.example,http://localhost:3000",
+        "PUSHWIRE_DISPATCHER_TRUSTED_PROXIES": "10.0.0.0/8"})
+    assert config.cors_origins == ("https://a.example", "http://localhost:3000")
+    assert config.trusted_proxies == ("10.0.0.0/8",)
+    for var, raw in (("PUSHWIRE_DISPATCHER_CORS_ORIGINS", "https://a.example/"),
+                     ("PUSHWIRE_DISPATCHER_TRUSTED_PROXIES", "10.0.0.0/33")):
+        with pytest.raises(ConfigError):
+            load(DispatcherConfig, "dispatcher", {var: raw})

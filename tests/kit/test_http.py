@@ -1,15 +1,20 @@
-"""services/kit/http.py: the JSON error layer and the bearer check, on mocked requests."""
+"""services/kit/http.py: the JSON error layer and the bearer check, on mocked requests; the edge
+(trusted proxies, CORS) over real sockets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from services.kit import http
+from services.kit.cors import Cors
 from services.kit.errors import (
     AuthError,
     BadRequest,
@@ -24,6 +29,7 @@ from services.kit.errors import (
     TooLarge,
     Unavailable,
 )
+from services.kit.networks import TrustedProxies
 
 
 class QuotaExceeded(LimitError):
@@ -124,3 +130,91 @@ def test_bearer_scheme_is_case_insensitive_and_keys_may_be_any_text(header: str,
     request = make_mocked_request("GET", "/", headers={"Authorization": header})
     assert http.bearer_matches(request, ["k1", "k2", "ключ"]) is ok
 
+
+
+# --- at the edge: trusted proxies and CORS, over real sockets on 127.0.0.0/8 -----------------
+
+async def who(request: web.Request) -> web.Response:
+    return web.json_response({"remote": request.remote})
+
+
+async def broken(request: web.Request) -> web.Response:
+    raise Unavailable("backend down", detail="10.9.9.9:9400")
+
+
+@contextlib.asynccontextmanager
+async def edge_site(**options: Any) -> AsyncIterator[str]:
+    """A real server of `http.application(**options)` with GET /who and POST /broken."""
+    app = http.application(**options)
+    app.add_routes([web.get("/who", who), web.post("/broken", broken)])
+    runner, port = await http.start_site(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def client_from(source: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
+
+
+async def remote_seen(base: str, source: str, headers: dict[str, str]) -> str:
+    async with client_from(source) as session, session.get(f"{base}/who",
+                                                           headers=headers) as resp:
+        body = await resp.json()
+    return str(body["remote"])
+
+
+async def test_forwarded_headers_count_from_trusted_proxies_only(
+        caplog: pytest.LogCaptureFixture) -> None:
+    proxies = TrustedProxies.of(["127.0.0.1/32"])
+    xff = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}
+    async with edge_site(proxies=proxies) as base:
+        assert await remote_seen(base, "127.0.0.1", xff) == "203.0.113.7"
+        assert await remote_seen(base, "127.0.0.1", {
+            "Forwarded": 'for="[2001:db8::7]:4711";proto=https',
+            "X-Forwarded-For": "203.0.113.7"}) == "2001:db8::7"
+        assert await remote_seen(base, "127.0.0.2", xff) == "127.0.0.2"        # spoofed
+        assert await remote_seen(base, "127.0.0.1", {}) == "127.0.0.1"
+        async with client_from("127.0.0.1") as session, session.post(
+                f"{base}/broken", headers=xff) as resp:
+            assert resp.status == 503
+        assert any("from 203.0.113.7 -> 503" in r.getMessage() for r in caplog.records)
+    async with edge_site() as base:                     # no trusted proxies: nobody is
+        assert await remote_seen(base, "127.0.0.1", xff) == "127.0.0.1"
+
+
+async def preflight(base: str, origin: str, method: str = "GET",
+                    path: str = "/who") -> aiohttp.ClientResponse:
+    async with aiohttp.ClientSession() as session, session.options(
+            f"{base}{path}", headers={"Origin": origin,
+                                      "Access-Control-Request-Method": method}) as resp:
+        await resp.read()
+        return resp
+
+
+async def test_cors_answers_preflights_and_marks_allowed_answers() -> None:
+    page = "https://app.example"
+    async with edge_site(cors=Cors((page,))) as base:
+        ok = await preflight(base, page)
+        assert ok.status == 204
+        assert ok.headers["Access-Control-Allow-Origin"] == page
+        assert ok.headers["Access-Control-Allow-Methods"] == "GET, HEAD"
+        assert ok.headers["Access-Control-Max-Age"] == "600"
+        for refused in (await preflight(base, "https://evil.example"),
+                        await preflight(base, page, "DELETE")):
+            assert refused.status == 403 and "Access-Control-Allow-Origin" not in \
+                refused.headers
+        assert (await preflight(base, page, path="/nowhere")).status == 404
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/who", headers={"Origin": page}) as resp:
+                assert resp.headers["Access-Control-Allow-Origin"] == page
+            async with session.post(f"{base}/broken", headers={"Origin": page}) as resp:
+                assert resp.status == 503                  # errors are readable by the page
+                assert resp.headers["Access-Control-Allow-Origin"] == page
+            async with session.get(f"{base}/who",
+                                   headers={"Origin": "https://evil.example"}) as resp:
+                assert "Access-Control-Allow-Origin" not in resp.headers
+    async with edge_site() as base:                     # no CORS: OPTIONS is not a route
+        answer = await preflight(base, page)
+        assert answer.status == 405 and "Access-Control-Allow-Origin" not in answer.headers

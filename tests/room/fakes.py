@@ -21,6 +21,7 @@ class Conn:
     state: ConnState | None = None
     closed: bool = False
     peer: str = "203.0.113.1"
+    origin: str = ""                    # the handshake Origin ("" without)
     alive: bool = True
     pushed: list[int] = field(default_factory=list)
     code: int = 0

@@ -21,7 +21,8 @@ from tests.room.fakes import Conn, Register, Saver
 
 APPS = {a.id: a for a in (
     AppConfig(id="a", secrets=("sa",)),
-    AppConfig(id="b", secrets=("sb",), token_max_ttl_s=3600, deny_cidrs=("198.51.100.0/24",)))}
+    AppConfig(id="b", secrets=("sb",), token_max_ttl_s=3600, deny_cidrs=("198.51.100.0/24",),
+              allowed_origins=("https://b.example",)))}
 
 
 class Apps:
@@ -35,8 +36,8 @@ class Room:
         self.parts: Parts = assemble(RoomConfig(instance="room-t"), Apps(),  # type: ignore[arg-type]
                                      self.register, self.saver)  # type: ignore[arg-type]
 
-    def connect(self, uid: str = "u1", peer: str = "203.0.113.1") -> Conn:
-        conn = Conn("s1", "a", uid, "d1", state=ConnState("a"), peer=peer)
+    def connect(self, uid: str = "u1", peer: str = "203.0.113.1", origin: str = "") -> Conn:
+        conn = Conn("s1", "a", uid, "d1", state=ConnState("a"), peer=peer, origin=origin)
         self.parts.hub.add(conn)  # type: ignore[arg-type]
         self.parts.topics.join(conn, conn.state, "a")  # type: ignore[arg-type]
         return conn
@@ -124,3 +125,16 @@ async def test_bounds_are_checked_before_register_and_a_client_that_left_is_unre
     await pending
     assert room.parts.topics.app_count("b") == 0
     assert [(s.app, s.session_id) for s in room.register.offline] == [("b", "s1")]
+
+
+async def test_a_page_of_another_origin_cannot_bind_an_app_that_lists_its_pages() -> None:
+    room = Room()
+    conn = room.connect(origin="https://a-only.example")
+    with pytest.raises(NotFound, match="origin not allowed"):
+        room.bind(conn, "b", tok=mint())
+    assert room.register.onlines == [] and room.parts.topics.app_count("b") == 0
+    other = Room()
+    listed = other.connect(origin="https://b.example")
+    pending = other.bind(listed, "b", tok=mint())
+    assert inspect.iscoroutine(pending)
+    assert (await pending).app == "b"

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import uvloop
@@ -20,11 +21,14 @@ from websockets.typing import Subprotocol
 from services.kit import token, wire
 from services.kit.discovery.models import AppConfig
 from services.kit.errors import AuthError, LimitError, NotFound, ProtocolError
+from services.kit.networks import TrustedProxies
 from services.kit.pb import common_pb2, wire_pb2
+from services.kit.proxy import V2_SIGNATURE
 from services.kit.wire import Op
 from services.room.connection import Connection, Limits, encode_frame
 from services.room.protocol import Bounds, CloseCode, Timeouts, Violation, negotiate_heartbeat
 from services.room.server import RoomServer
+from tests.integration.crowd import eventually
 from tests.integration.rawclient import raw_frame
 
 SECRET = "test-secret"
@@ -47,9 +51,11 @@ class FakeBackend:
     ready: list[Connection] = field(default_factory=list)
     closed: list[tuple[str, int]] = field(default_factory=list)
     denied: set[str] = field(default_factory=set)
+    admitted: list[tuple[str, str]] = field(default_factory=list)   # (peer, origin)
     sessions: int = 0
 
     def admit(self, conn: Connection) -> None:
+        self.admitted.append((conn.peer, conn.origin))
         if conn.peer in self.denied:
             raise NotFound("access denied")
 
@@ -98,10 +104,10 @@ class Room:
         return f"ws://127.0.0.1:{self.server.port}/ws"
 
 
-async def start_room(backend: FakeBackend,
-                     limits: Limits = LIMITS) -> tuple[Room, asyncio.Task[None]]:
+async def start_room(backend: FakeBackend, limits: Limits = LIMITS,
+                     **options: Any) -> tuple[Room, asyncio.Task[None]]:
     server = RoomServer(backend, timeouts=TIMEOUTS, limits=limits, bounds=BOUNDS, tick_s=0.02,
-                        resolution_s=0.05)
+                        resolution_s=0.05, **options)
     await server.start("127.0.0.1", 0)
     return Room(server, backend), asyncio.get_running_loop().create_task(server.run())
 
@@ -753,3 +759,114 @@ def test_slow_consumer_on_uvloop() -> None:
 
 def test_no_task_leak_on_uvloop() -> None:
     uvloop.run(test_200_connections_closed_by_the_server_leave_no_task())
+
+
+async def read_head_and_frame(reader: asyncio.StreamReader) -> tuple[bytes, wire.Packet]:
+    """The 101 response head and the first packet after it."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
+    assert b0 == 0x82 and b1 < 126
+    payload = await asyncio.wait_for(reader.readexactly(b1), 5)
+    (packet,) = list(wire.decode(payload))
+    return head, packet
+
+
+# --- behind a load balancer: the PROXY protocol (services/kit/proxy.py) ---------------------
+
+TRUSTED = TrustedProxies.of(["127.0.0.0/8"])
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: room\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           b"Origin: https://app.example\r\n\r\n")
+V1 = b"PROXY TCP4 203.0.113.7 10.0.0.5 51234 8200\r\n"
+V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
+
+
+def refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("pushwire_room_proxy_refused_total",
+                                     {"reason": reason}) or 0.0
+
+
+async def first_packet(room: Room, *pieces: bytes) -> wire.Packet:
+    """Send `pieces` (one write each), then AUTH; the room's first packet after the 101."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    try:
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+        writer.write(Frame(Opcode.BINARY, auth_packet()).serialize(mask=True))
+        head, packet = await read_head_and_frame(reader)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        return packet
+    finally:
+        writer.close()
+
+
+async def closed_unanswered(room: Room, data: bytes) -> bytes:
+    """Send `data` and read until the room closes the connection: what it answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    try:
+        writer.write(data)
+        with contextlib.suppress(ConnectionError):
+            return await asyncio.wait_for(reader.read(), 10)
+        return b""
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("pieces", [
+    (V1 + UPGRADE,),                                    # header and request in one read
+    (V1[:9], V1[9:30], V1[30:] + UPGRADE[:20], UPGRADE[20:]),   # dribbled
+], ids=["one-read", "split"])
+async def test_a_trusted_proxy_names_the_client(pieces: tuple[bytes, ...]) -> None:
+    room, sweeper = await start_room(FakeBackend(), proxies=TRUSTED)
+    try:
+        packet = await first_packet(room, *pieces)
+        assert packet.op == Op.AUTH_REPLY
+        assert room.backend.admitted == [("203.0.113.7", "https://app.example")]
+    finally:
+        await stop_room(room, sweeper)
+
+
+async def test_v2_local_keeps_the_proxy_address_and_a_denied_client_is_refused() -> None:
+    room, sweeper = await start_room(FakeBackend(denied={"203.0.113.7"}), proxies=TRUSTED)
+    try:
+        assert (await first_packet(room, V2_LOCAL + UPGRADE)).op == Op.AUTH_REPLY
+        assert (await first_packet(room, V1 + UPGRADE)).op == Op.ERROR      # then 4107
+        assert [peer for peer, _ in room.backend.admitted] == ["127.0.0.1", "203.0.113.7"]
+    finally:
+        await stop_room(room, sweeper)
+
+
+async def test_a_header_from_an_untrusted_peer_closes_the_connection() -> None:
+    room, sweeper = await start_room(FakeBackend(),
+                                     proxies=TrustedProxies.of(["192.0.2.0/24"]))
+    try:
+        before = refused("untrusted")
+        assert await closed_unanswered(room, V1 + UPGRADE) == b""
+        assert refused("untrusted") == before + 1
+        assert room.backend.admitted == []
+        # The same peer without a header is a direct client, under its own address.
+        assert (await first_packet(room, UPGRADE)).op == Op.AUTH_REPLY
+        assert room.backend.admitted == [("127.0.0.1", "https://app.example")]
+    finally:
+        await stop_room(room, sweeper)
+
+
+async def test_a_trusted_proxy_must_send_a_valid_header_in_time() -> None:
+    room, sweeper = await start_room(FakeBackend(), proxies=TRUSTED, proxy_timeout_s=0.2)
+    try:
+        malformed, timeout = refused("malformed"), refused("timeout")
+        assert await closed_unanswered(room, UPGRADE) == b""       # no header: garbage
+        assert await closed_unanswered(room, V1[:20]) == b""       # never completed
+        assert await closed_unanswered(room, b"") == b""           # nothing at all
+        assert (refused("malformed"), refused("timeout")) == (malformed + 1, timeout + 2)
+        assert room.backend.admitted == []
+        await _none_left(room)
+    finally:
+        await stop_room(room, sweeper)
+
+
+async def _none_left(room: Room) -> None:
+    async def empty() -> bool:
+        return room.server.connection_count == 0
+    await eventually(empty, timeout=10, every=0.01)

@@ -10,10 +10,15 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from services.kit import wire
 from services.kit.wire import Op
 from services.room.handshake import accept_value, fast_upgrade
-from tests.room.test_connection import FakeBackend, auth_packet, start_room, stop_room
+from tests.room.test_connection import (
+    FakeBackend,
+    auth_packet,
+    read_head_and_frame,
+    start_room,
+    stop_room,
+)
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -71,6 +76,13 @@ def test_header_names_and_tokens_are_case_insensitive() -> None:
     assert fast_answer(data) == websockets_answer(data)
 
 
+def test_the_origin_is_kept() -> None:
+    upgrade = fast_upgrade(request("Origin: https://app.example"), "pushwire.v1")
+    assert upgrade is not None and upgrade.origin == "https://app.example"
+    plain = fast_upgrade(request(), "pushwire.v1")
+    assert plain is not None and plain.origin == ""
+
+
 def test_early_frames_after_the_request_are_kept() -> None:
     upgrade = fast_upgrade(request() + b"\x82\x80abcd", "pushwire.v1")
     assert upgrade is not None and upgrade.rest == b"\x82\x80abcd"
@@ -97,15 +109,6 @@ def test_anything_unusual_takes_the_full_path(data: bytes) -> None:
 
 # --- through a real room (services/room/connection.py) --------------------------------------
 
-async def _read_head_and_frame(reader: asyncio.StreamReader) -> tuple[bytes, wire.Packet]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    b0, b1 = await asyncio.wait_for(reader.readexactly(2), 5)
-    assert b0 == 0x82 and b1 < 126
-    payload = await asyncio.wait_for(reader.readexactly(b1), 5)
-    (packet,) = list(wire.decode(payload))
-    return head, packet
-
-
 @pytest.mark.parametrize("piece", [0, 7], ids=["one-read", "split"])
 async def test_room_upgrades_fast_or_through_websockets_and_then_authenticates(
         piece: int) -> None:
@@ -123,7 +126,7 @@ async def test_room_upgrades_fast_or_through_websockets_and_then_authenticates(
                 await asyncio.sleep(0.001)
         else:
             writer.write(data)
-        head, packet = await _read_head_and_frame(reader)
+        head, packet = await read_head_and_frame(reader)
         assert head.startswith(b"HTTP/1.1 101 ")
         assert b"Sec-WebSocket-Protocol: pushwire.v1\r\n" in head
         assert (b"\r\nDate: " in head) == bool(piece)

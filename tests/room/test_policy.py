@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 
 from services.kit.discovery.models import AppConfig
 from services.kit.errors import ConfigError, LimitError, NotFound, Overloaded
+from services.kit.networks import address_of, networks
 from services.room.config import RoomConfig
 from services.room.policy import (
     AccessPolicy,
@@ -16,8 +17,6 @@ from services.room.policy import (
     Reason,
     Rules,
     Throttle,
-    address_of,
-    networks,
     permitted,
 )
 
@@ -182,3 +181,21 @@ def test_bucket_refills_up_to_its_burst() -> None:
     assert bucket.refused == 1
     assert bucket.take(10.0) and bucket.take(10.0) and not bucket.take(10.0)  # capped at 2
     assert bucket.take(10.25)
+
+
+def test_app_origins_apply_at_auth_to_browsers_only() -> None:
+    p = policy()
+    app = AppConfig(id="a", allowed_origins=("https://app.example", "http://localhost:3000"))
+    p.check_app("203.0.113.1", app, "https://app.example")
+    p.check_app("203.0.113.1", app, "HTTP://LOCALHOST:3000")    # origins compare lower-case
+    p.check_app("203.0.113.1", app)                  # no Origin: not a browser, not held
+    before = REGISTRY.get_sample_value("pushwire_room_refused_total",
+                                       {"reason": "app_origin"}) or 0.0
+    with pytest.raises(NotFound, match="origin not allowed"):
+        p.check_app("203.0.113.1", app, "https://evil.example")
+    assert REGISTRY.get_sample_value("pushwire_room_refused_total",
+                                     {"reason": "app_origin"}) == before + 1
+    p.check_app("203.0.113.1", AppConfig(id="b"), "https://anything.example")
+    for bad in ("https://app.example/", "*", "app.example", "https://App.example"):
+        with pytest.raises(ConfigError):
+            AppConfig(id="c", allowed_origins=(bad,))

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from services.kit.cors import is_origin
 from services.kit.errors import ConfigError
 
 
@@ -67,6 +68,9 @@ class AppConfig:
     deny_cidrs: tuple[str, ...] = ()       # these client networks are refused (4107)
     up_rate_per_s: float = 0.0             # UP per connection per second; 0: the room's
     up_burst: int = 0                      # 0: the room's
+    # Browser pages allowed to open this app's sessions: their handshake Origin must be one
+    # of these ("https://app.example.com", lower case); empty: any (docs/protocol.md §4).
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.id or "/" in self.id:
@@ -87,6 +91,10 @@ class AppConfig:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"app {self.id}: bad network {entry!r}") from exc
+        for origin in self.allowed_origins:
+            if not is_origin(origin):
+                raise ConfigError(f"app {self.id}: allowed_origins holds scheme://host[:port] "
+                                  f"in lower case, got {origin!r}")
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
