@@ -7,6 +7,7 @@ from services.dispatcher.config import DispatcherConfig
 from services.kit import http
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
+from services.kit.tls import ServerTls
 
 
 async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
@@ -14,7 +15,8 @@ async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
     async with hosted("dispatcher", config, life, watch=("room",)) as host:
         web_app = http.application()
         web_app.add_routes(DispatcherApi(config, host.discovery).routes())
-        runner, port = await http.start_site(web_app, config.bind, config.http_port)
+        runner, port = await http.start_site(web_app, config.bind, config.http_port,
+                                                ServerTls.started(config, life))
         await host.announce({"http": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await runner.cleanup()

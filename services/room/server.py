@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from ssl import SSLContext
 
 from services.room.backend import RoomBackend
 from services.room.connection import Connection, Context, Limits
@@ -53,12 +54,15 @@ class RoomServer:
             raise RuntimeError("room server is not listening")
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
-        """Listen for clients. reuse_port lets several room processes share one port."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False,
+                    ssl: SSLContext | None = None) -> None:
+        """Listen for clients. reuse_port lets several room processes share one port; `ssl`
+        serves wss:// (services/kit/tls.py), its handshake bounded by the AUTH timeout."""
         loop = asyncio.get_running_loop()
         # A deep backlog: reconnect storms arrive faster than one accept loop drains them.
         self._server = await loop.create_server(
-            lambda: Connection(self._ctx), host, port, reuse_port=reuse_port, backlog=4096)
+            lambda: Connection(self._ctx), host, port, reuse_port=reuse_port, backlog=4096,
+            ssl=ssl, ssl_handshake_timeout=self._ctx.timeouts.auth_s if ssl else None)
         log.info("listening on %s:%d", host, self.port)
 
     async def run(self) -> None:
