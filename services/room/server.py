@@ -57,12 +57,15 @@ class RoomServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False,
                     ssl: SSLContext | None = None) -> None:
         """Listen for clients. reuse_port lets several room processes share one port; `ssl`
-        serves wss:// (services/kit/tls.py), its handshake bounded by the AUTH timeout."""
+        serves wss:// (services/kit/tls.py): the TLS handshake is bounded by the AUTH timeout,
+        the TLS close (close_notify both ways) by the close timeout."""
         loop = asyncio.get_running_loop()
+        timeouts = self._ctx.timeouts
         # A deep backlog: reconnect storms arrive faster than one accept loop drains them.
         self._server = await loop.create_server(
             lambda: Connection(self._ctx), host, port, reuse_port=reuse_port, backlog=4096,
-            ssl=ssl, ssl_handshake_timeout=self._ctx.timeouts.auth_s if ssl else None)
+            ssl=ssl, ssl_handshake_timeout=timeouts.auth_s if ssl else None,
+            ssl_shutdown_timeout=timeouts.close_s if ssl else None)
         log.info("listening on %s:%d", host, self.port)
 
     async def run(self) -> None:

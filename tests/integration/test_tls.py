@@ -1,0 +1,134 @@
+"""`pushwire dev --tls` as a user runs it (issue #11 "Done when", Deliver 1): the dispatcher
+answers over https with wss:// endpoints, `pushwire listen` and `pushwire push` work with no
+flags, and certificates replaced on disk reach new handshakes with no restart while the
+connections already open stay up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from cli import devca
+from sdk.trust import client_context
+from tests.integration.test_dev import descendants, free_offset, pushwire
+
+pytestmark = pytest.mark.integration
+
+
+def served_serial(port: int, ca: Path) -> int:
+    """The serial of the certificate a new handshake with 127.0.0.1:`port` is shown (checked
+    against the dev CA `ca` alone)."""
+    context = client_context(ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached in time"
+        time.sleep(0.1)
+
+
+def service_pid(parent: int, kind: str) -> int:
+    for pid in descendants(parent):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"services.{kind}.main".encode() in cmdline:
+            return pid
+    raise AssertionError(f"no {kind} process under {parent}")
+
+
+def banner_of(dev: subprocess.Popen[str]) -> str:
+    """What `pushwire dev` printed up to the end of its banner (or its failure)."""
+    assert dev.stdout is not None
+    seen = []
+    for line in dev.stdout:
+        seen.append(line)
+        if "Ctrl-C" in line or "did not come up" in line:
+            break
+    return "".join(seen)
+
+
+def push(env: dict[str, str], data: str) -> dict[str, object]:
+    done = subprocess.run(pushwire("push", "--app", "demo", "--uid", "u1", "--data", data),
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert isinstance(reply, dict)
+    return reply
+
+
+def test_dev_tls_route_listen_push_and_certificate_reload(tmp_path: Path) -> None:
+    # dispatcher and center notice changed files by themselves; the room only on SIGHUP
+    env = {**os.environ, "PUSHWIRE_HOME": str(tmp_path), "PUSHWIRE_TLS_RELOAD_S": "0.2",
+           "PUSHWIRE_ROOM_TLS_RELOAD_S": "0"}
+    env.pop("PUSHWIRE_DISPATCHER_URL", None)
+    env.pop("PUSHWIRE_CENTER_URL", None)
+    o = free_offset(tmp_path)
+    dispatcher, center, room = 8000 + o, 8100 + o, 8200 + o
+    dev = subprocess.Popen(pushwire("dev", "--tls", "--port-offset", str(o)), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    listen = None
+    try:
+        banner = banner_of(dev)
+        assert "pushwire dev is up" in banner, banner
+        assert f"wss://127.0.0.1:{room}/" in banner and f"https://127.0.0.1:{dispatcher}" in banner
+        ca = tmp_path / "dev" / "tls" / "ca.pem"
+        assert str(ca) in banner
+
+        # what `curl --cacert <dev CA> https://127.0.0.1:8000/v1/route?...` shows
+        request = f"https://127.0.0.1:{dispatcher}/v1/route?app=demo&uid=u1"
+        with urllib.request.urlopen(request, context=client_context(ca), timeout=10) as reply:
+            route = json.load(reply)
+        assert route["endpoints"] == [f"wss://127.0.0.1:{room}/"]
+        with pytest.raises(urllib.error.URLError):     # a client that does not trust the CA
+            urllib.request.urlopen(request, context=ssl.create_default_context(), timeout=10)
+
+        listen = subprocess.Popen(pushwire("listen", "--app", "demo", "--uid", "u1", "-v",
+                                           "--count", "1", "--timeout", "90"),
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        assert listen.stderr is not None
+        session = next((line for line in listen.stderr if ": session " in line), "")
+        assert f"on wss://127.0.0.1:{room}/" in session     # its own CA, no flags
+
+        files = devca.DevTls(ca, tmp_path / "dev" / "tls" / "server.pem",
+                             tmp_path / "dev" / "tls" / "server-key.pem")
+        old = served_serial(room, ca)
+        assert served_serial(dispatcher, ca) == served_serial(center, ca) == old
+        new = devca.issue(files, devca.NAMES).serial_number
+        wait_for(lambda: served_serial(dispatcher, ca) == new, "dispatcher reloaded")
+        wait_for(lambda: served_serial(center, ca) == new, "center reloaded")
+        assert served_serial(room, ca) == old          # no polling there: it waits for SIGHUP
+        os.kill(service_pid(dev.pid, "room"), signal.SIGHUP)
+        wait_for(lambda: served_serial(room, ca) == new, "room reloaded on SIGHUP")
+
+        assert push(env, "after reload")["online_sessions"] == 1
+        out, err = listen.communicate(timeout=60)
+        assert listen.returncode == 0, err
+        assert json.loads(out)["data"] == "after reload"
+        assert ": session " not in err and " closed (" not in err   # stayed up: no reconnect
+    finally:
+        if listen is not None and listen.poll() is None:
+            listen.kill()
+            listen.communicate()
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
