@@ -17,11 +17,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 
 from cli import devca
+from sdk.client import PushClient
 from sdk.trust import client_context
+from tests.integration.cluster import Cluster
 from tests.integration.test_dev import descendants, free_offset, pushwire
 
 pytestmark = pytest.mark.integration
@@ -132,3 +135,46 @@ def test_dev_tls_route_listen_push_and_certificate_reload(tmp_path: Path) -> Non
             listen.communicate()
         dev.send_signal(signal.SIGINT)
         dev.communicate(timeout=30)
+
+
+async def route(cluster: Cluster, uid: str, **extra: str) -> list[str]:
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{cluster.dispatcher}/v1/route", params={"app": "demo", "uid": uid, **extra},
+            timeout=aiohttp.ClientTimeout(total=10)) as reply:
+        assert reply.status == 200
+        endpoints = (await reply.json())["endpoints"]
+        assert isinstance(endpoints, list)
+        return endpoints
+
+
+async def sticky_to(cluster: Cluster, endpoint: str, isp: str) -> str:
+    """A uid whose sticky room is the one at `endpoint` for clients of `isp`."""
+    for uid in (f"u{i}" for i in range(200)):
+        if (await route(cluster, uid, isp=isp))[0] == endpoint:
+            return uid
+    raise AssertionError(f"no uid of 200 sticks to {endpoint}")
+
+
+async def test_rooms_advertise_their_client_urls_and_the_dispatcher_hands_them_out(
+        tmp_path: Path) -> None:
+    files = devca.ensure(tmp_path / "tls")
+    on_tls = {"PUSHWIRE_ROOM_TLS_CERT_FILE": str(files.cert),
+              "PUSHWIRE_ROOM_TLS_KEY_FILE": str(files.key),
+              "PUSHWIRE_ROOM_WS_ISP": "cmcc=localhost"}
+    balanced = {"PUSHWIRE_ROOM_WS_PUBLIC_URL": "wss://push.example.com:443",
+                "PUSHWIRE_ROOM_WS_ISP": "cmcc=wss://cmcc.push.example.com:443/"}
+    async with Cluster(tmp_path, real=False, rooms=2,
+                       proc_env={"room-0": on_tls, "room-1": balanced}) as cluster:
+        port = cluster.procs["room-0"].env["PUSHWIRE_ROOM_WS_PORT"]
+        own = f"wss://127.0.0.1:{port}/"
+        assert set(await route(cluster, "u1")) == {own, "wss://push.example.com:443"}
+        assert set(await route(cluster, "u1", isp="cmcc")) == {
+            f"wss://localhost:{port}/", "wss://cmcc.push.example.com:443/"}
+        assert await route(cluster, "u1", failed="push.example.com:443") == [own]
+
+        # A client reaches the TLS room with the CA it is given, by either address.
+        for isp, host in (("", "127.0.0.1"), ("cmcc", "localhost")):
+            uid = await sticky_to(cluster, f"wss://{host}:{port}/", isp)
+            async with PushClient(cluster.dispatcher, "demo", uid, cluster.token(uid), isp=isp,
+                                  cafile=str(files.ca), connect_timeout_s=30) as client:
+                assert client.session is not None
