@@ -5,6 +5,9 @@ connections already open stay up."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -19,11 +22,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from cli import devca
 from sdk.client import PushClient
 from sdk.trust import client_context
+from services.kit.http import start_site
+from services.kit.tls import server_context
 from tests.integration.cluster import Cluster
 from tests.integration.test_dev import descendants, free_offset, pushwire
 
@@ -178,3 +185,54 @@ async def test_rooms_advertise_their_client_urls_and_the_dispatcher_hands_them_o
             async with PushClient(cluster.dispatcher, "demo", uid, cluster.token(uid), isp=isp,
                                   cafile=str(files.ca), connect_timeout_s=30) as client:
                 assert client.session is not None
+
+
+BROWSER = Path(__file__).parent.parent / "browser"
+PAGE = """<!doctype html><meta charset="utf-8"><title>pushwire wss check</title><script>
+let mixed = "allowed";
+try { new WebSocket("ws://push.example.com/"); } catch (e) { mixed = e.name; }
+const ws = new WebSocket(%s, "pushwire.v1");
+ws.onopen = () => { window.result = {open: true, protocol: ws.protocol, mixed}; ws.close(); };
+ws.onerror = () => { window.result = {open: false, mixed}; };
+</script>"""
+
+
+def spki_hash(cert: Path) -> str:
+    """What chromium's --ignore-certificate-errors-spki-list names: base64 SHA-256 of the
+    certificate's public key info."""
+    key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.mark.skipif(not (BROWSER / "node_modules" / "playwright-core").exists()
+                    or not Path("/usr/bin/chromium").exists(),
+                    reason="needs `npm --prefix tests/browser install` and Debian's chromium")
+async def test_an_https_page_opens_the_wss_endpoint_in_chromium(tmp_path: Path) -> None:
+    files = devca.ensure(tmp_path / "tls")
+    on_tls = {"PUSHWIRE_ROOM_TLS_CERT_FILE": str(files.cert),
+              "PUSHWIRE_ROOM_TLS_KEY_FILE": str(files.key)}
+    async with Cluster(tmp_path, real=False, proc_env={"room-0": on_tls}) as cluster:
+        (endpoint,) = await route(cluster, "browser")
+        assert endpoint.startswith("wss://127.0.0.1:")
+        async def serve(_: web.Request) -> web.Response:
+            return web.Response(text=PAGE % json.dumps(endpoint), content_type="text/html")
+
+        page = web.Application()
+        page.router.add_get("/", serve)
+        runner, port = await start_site(page, "127.0.0.1", 0,
+                                        server_context(files.cert, files.key))
+        try:
+            args = json.dumps({"url": f"https://127.0.0.1:{port}/", "spki": spki_hash(files.cert)})
+            node = await asyncio.create_subprocess_exec(
+                "node", str(BROWSER / "open_page.mjs"), args, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            out, err = await asyncio.wait_for(node.communicate(), 90)
+        finally:
+            await runner.cleanup()
+        assert node.returncode == 0, err.decode()
+        result = json.loads(out)
+        assert result["open"] and result["protocol"] == "pushwire.v1", result
+        # what a plain ws:// endpoint gets from an https page (loopback ones are exempt)
+        assert result["mixed"] == "SecurityError"
