@@ -167,7 +167,7 @@ async def test_rooms_advertise_their_client_urls_and_the_dispatcher_hands_them_o
     files = devca.ensure(tmp_path / "tls")
     on_tls = {"PUSHWIRE_ROOM_TLS_CERT_FILE": str(files.cert),
               "PUSHWIRE_ROOM_TLS_KEY_FILE": str(files.key),
-              "PUSHWIRE_ROOM_WS_ISP": "cmcc=localhost"}
+              "PUSHWIRE_ROOM_WS_ISP": "cmcc=localhost", "PUSHWIRE_ROOM_AUTH_TIMEOUT_S": "2"}
     balanced = {"PUSHWIRE_ROOM_WS_PUBLIC_URL": "wss://push.example.com:443",
                 "PUSHWIRE_ROOM_WS_ISP": "cmcc=wss://cmcc.push.example.com:443/"}
     async with Cluster(tmp_path, real=False, rooms=2,
@@ -185,6 +185,14 @@ async def test_rooms_advertise_their_client_urls_and_the_dispatcher_hands_them_o
             async with PushClient(cluster.dispatcher, "demo", uid, cluster.token(uid), isp=isp,
                                   cafile=str(files.ca), connect_timeout_s=30) as client:
                 assert client.session is not None
+
+        # A connection that never starts its TLS handshake is closed by the AUTH deadline
+        # (2 s here; without it, the loop's default of 60 s).
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+        try:
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+        finally:
+            writer.close()
 
 
 BROWSER = Path(__file__).parent.parent / "browser"
