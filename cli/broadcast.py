@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from cli.clients import UsageError, api_key_for, dev_cluster, error_line
+from cli.clients import UsageError, api_key_for, dev_cluster, error_line, http_session
 
 Ask = Callable[[str], str]
 
@@ -139,7 +139,7 @@ class Center:
     session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     async def __aenter__(self) -> Center:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        self.session = http_session(self.url, self.timeout_s)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -5,9 +5,11 @@
     pushwire push   --app demo --uid alice --data hello    # POST /v1/apps/demo/push
 
 Where things come from, strongest first: flags, environment (PUSHWIRE_SECRET,
-PUSHWIRE_API_KEY, PUSHWIRE_DISPATCHER_URL, PUSHWIRE_CENTER_URL), then the running `pushwire dev`
-cluster (cli/cluster.py). Exit codes: 0 done, 1 the cluster refused or failed, 2 bad usage
-(e.g. no secret or API key found), 130 interrupted.
+PUSHWIRE_API_KEY, PUSHWIRE_DISPATCHER_URL, PUSHWIRE_CENTER_URL, PUSHWIRE_CAFILE), then the
+running `pushwire dev` cluster (cli/cluster.py). On https:// and wss:// the servers'
+certificates are checked against --cafile (PUSHWIRE_CAFILE), else the system's CAs and the dev
+CA of `pushwire dev --tls` (sdk/trust.py). Exit codes: 0 done, 1 the cluster refused or failed,
+2 bad usage (e.g. no secret or API key found), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from typing import Any, TextIO
 import aiohttp
 
 from cli import cluster as clusterfile
+from sdk import trust
 from sdk.client import ClientClosed, Message, PushClient
 from services.kit import token
-from services.kit.errors import PushwireError
+from services.kit.errors import ConfigError, PushwireError
 
 Env = Mapping[str, str]
 Loader = Callable[[], clusterfile.Cluster]
@@ -70,6 +73,7 @@ def _add_listen(subs: Any) -> None:
     p.add_argument("--count", type=_positive, default=0, help="exit after N messages")
     p.add_argument("--timeout", type=float, default=None, help="exit after S seconds")
     p.add_argument("-v", "--verbose", action="store_true", help="log connects and reconnects")
+    add_cafile(p)
     p.set_defaults(run=run_listen)
 
 
@@ -88,6 +92,7 @@ def _add_push(subs: Any) -> None:
     p.add_argument("--center", help="center URL (default: PUSHWIRE_CENTER_URL, then dev cluster)")
     p.add_argument("--api-key", help="API key (default: PUSHWIRE_API_KEY, then dev cluster)")
     p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in s")
+    add_cafile(p)
     p.set_defaults(run=run_push)
 
 
@@ -97,6 +102,25 @@ def _identity(p: argparse.ArgumentParser, device_default: str) -> None:
     p.add_argument("--device", default=device_default,
                    help="device id (default: %(default)r" + (", any device)" if not
                                                              device_default else ")"))
+
+
+def add_cafile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cafile", help="PEM file of the CAs to trust on https/wss (default: "
+                                    "PUSHWIRE_CAFILE, else the system's and the dev CA)")
+
+
+def cafile_for(flag: str | None, env: Env = os.environ) -> str | None:
+    """The CA file to trust: --cafile, else PUSHWIRE_CAFILE, else None (sdk/trust.py's
+    default: the system's CAs and the dev CA)."""
+    return flag or env.get("PUSHWIRE_CAFILE") or None
+
+
+def http_session(url: str, timeout_s: float, cafile: str | None = None) -> aiohttp.ClientSession:
+    """An HTTP client for `url`'s server, trusting `cafile_for(cafile)` on https.
+    ConfigError when the CA file does not load."""
+    tls = trust.client_context(cafile_for(cafile)) if url.startswith("https:") else None
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
+                                 connector=aiohttp.TCPConnector(ssl=tls) if tls else None)
 
 
 def _positive(text: str) -> int:
@@ -189,7 +213,8 @@ def run_listen(args: argparse.Namespace) -> int:
         client = PushClient(args.dispatcher or dev_cluster().dispatcher, args.app, args.uid,
                             args.token or mint(args, time.time()), args.device, args.net,
                             args.heartbeat, connect_timeout_s=None,
-                            renew_token=None if args.token else renew)
+                            renew_token=None if args.token else renew,
+                            cafile=cafile_for(args.cafile))
     except UsageError as exc:
         return _fail("listen", str(exc), 2)
     try:
@@ -261,9 +286,11 @@ def run_push(args: argparse.Namespace) -> int:
     center = (args.center or dev_cluster().center).rstrip("/")
     url = f"{center}/v1/apps/{args.app}/push"
     try:
-        status, text = asyncio.run(_post(url, key, body, args.timeout))
+        status, text = asyncio.run(_post(url, key, body, args.timeout, args.cafile))
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:
+        return _fail("push", exc.message, 2)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return _fail("push", f"cannot reach center at {center}: {exc or type(exc).__name__}", 1)
     if status >= 400:
@@ -272,9 +299,9 @@ def run_push(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _post(url: str, key: str, body: dict[str, Any], timeout_s: float) -> tuple[int, str]:
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as http, \
+async def _post(url: str, key: str, body: dict[str, Any], timeout_s: float,
+                cafile: str | None = None) -> tuple[int, str]:
+    async with http_session(url, timeout_s, cafile) as http, \
             http.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
         return response.status, await response.text()
 

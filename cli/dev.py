@@ -8,6 +8,10 @@ PUSHWIRE_DISCOVERY, PUSHWIRE_SAVER_HOT and PUSHWIRE_SAVER_DURABLE override eithe
 that dies is restarted (with backoff) and logged; Ctrl-C or SIGTERM stops every child, in
 order, and leaves no process behind (children also get SIGKILL if the supervisor itself is
 killed).
+
+`--tls` makes a local CA and a server certificate under <home>/tls (cli/devca.py; the CA is
+kept across runs) and serves every public listener on TLS: rooms on wss://, dispatcher and
+center on https://. The CLI and the SDK trust that CA with no flags (sdk/trust.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -26,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from cli import cluster as clusterfile
+from cli import devca
 from cli.processes import routes, secret_env, spawn_service, stop_in_order
+from sdk.trust import client_context
 from services.kit.config import DEV_HOME
 from services.kit.discovery import AppConfig, Discovery, connect
 
@@ -60,6 +67,9 @@ def add_parser(subs: Any) -> None:
                    help="state directory (default: %(default)s)")
     p.add_argument("--port-offset", type=int, default=0,
                    help="add this to every port (to run beside another cluster)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve wss:// and https:// with certificates of a local dev CA "
+                        "(made under <home>/tls; the CLI and SDK trust it)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.set_defaults(run=run)
@@ -97,6 +107,7 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         "PUSHWIRE_REGISTER_KICKS_FILE": str(home / "kicks.db"),
         "PUSHWIRE_SAVER_DURABLE": os.environ.get("PUSHWIRE_SAVER_DURABLE", urls["durable"]),
         **secret_env(home),
+        **(tls_env(home) if args.tls else {}),
     }
     children = [
         Child("register", "register", {"PUSHWIRE_REGISTER_GRPC_PORT": str(9100 + o),
@@ -118,6 +129,12 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(8000 + o)}),
     ]
     return common, children
+
+
+def tls_env(home: Path) -> dict[str, str]:
+    """The certificate settings every public listener shares (made where missing)."""
+    files = devca.ensure(home / "tls")
+    return {"PUSHWIRE_TLS_CERT_FILE": str(files.cert), "PUSHWIRE_TLS_KEY_FILE": str(files.key)}
 
 
 def demo_app(home: Path) -> AppConfig:
@@ -175,13 +192,17 @@ class Supervisor:
                   for c in self.children}
         while time.monotonic() < deadline and not self.stopping.is_set():
             if all(len(discovery.instances(k)) >= n for k, n in wanted.items()) \
-                    and await routes(self.url(8000), "demo"):
+                    and await routes(self.url(8000), "demo", self.trust()):
                 return True
             await asyncio.sleep(0.2)
         return False
 
-    def url(self, port: int) -> str:
-        return f"http://127.0.0.1:{port + self.args.port_offset}"
+    def url(self, port: int, scheme: str = "http") -> str:
+        secure = "s" if self.args.tls else ""
+        return f"{scheme}{secure}://127.0.0.1:{port + self.args.port_offset}"
+
+    def trust(self) -> ssl.SSLContext | None:
+        return client_context(self.args.home / "tls" / "ca.pem") if self.args.tls else None
 
     def report(self, app: AppConfig) -> None:
         o = self.args.port_offset
@@ -190,7 +211,7 @@ class Supervisor:
             discovery=self.common["PUSHWIRE_DISCOVERY"],
             apps={app.id: {"secret": app.secrets[0], "api_key": app.api_keys[0]}})
         clusterfile.save(cluster, self.args.home / "cluster.json")
-        rooms = ", ".join(f"ws://127.0.0.1:{8200 + o + i}/" for i in range(self.args.rooms))
+        rooms = ", ".join(self.url(8200 + i, "ws") + "/" for i in range(self.args.rooms))
         print(f"""pushwire dev is up ({'real servers' if self.args.real else 'embedded'})
   dispatcher   {cluster.dispatcher}/v1/route
   center       {cluster.center}/v1/apps/demo/push
@@ -198,11 +219,17 @@ class Supervisor:
   register     grpc 127.0.0.1:{9100 + o}   saver grpc 127.0.0.1:{9200 + o}
   coordinator  grpc 127.0.0.1:{9300 + o}
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
-  gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}
+  gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}{self.ca_line()}
   demo app     id demo  secret {app.secrets[0]}  api key {app.api_keys[0]}
 Try:  pushwire listen --app demo --uid u1      (another shell)
       pushwire push --app demo --uid u1 --data hello
 Ctrl-C stops the cluster.""", flush=True)
+
+    def ca_line(self) -> str:
+        if not self.args.tls:
+            return ""
+        return f"\n  dev CA       {self.args.home / 'tls' / 'ca.pem'}   (curl --cacert; " \
+               "the CLI and SDK trust it)"
 
     async def supervise(self) -> None:
         while not self.stopping.is_set():

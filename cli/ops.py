@@ -137,7 +137,8 @@ def run_up(args: argparse.Namespace) -> int:
         body = up_body(args)
         client = PushClient(args.dispatcher or clients.dev_cluster().dispatcher, args.app,
                             args.uid, args.token or clients.mint(args, time.time()),
-                            args.device, connect_timeout_s=args.timeout)
+                            args.device, connect_timeout_s=args.timeout,
+                            cafile=clients.cafile_for(None))
     except clients.UsageError as exc:
         return _fail("up", str(exc), 2)
     try:
@@ -188,8 +189,7 @@ def run_kick(args: argparse.Namespace) -> int:
 
 
 async def _post(url: str, key: str, body: dict[str, str], timeout_s: float) -> tuple[int, str]:
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as http, \
+    async with clients.http_session(url, timeout_s) as http, \
             http.post(url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
         return response.status, await response.text()
 

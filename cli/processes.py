@@ -16,6 +16,7 @@ import resource
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -128,12 +129,13 @@ def ephemeral_low() -> int:
         return 32768
 
 
-async def routes(dispatcher: str, app: str) -> bool:
-    """True when the dispatcher answers a route for `app` (the cluster takes clients)."""
+async def routes(dispatcher: str, app: str, tls: ssl.SSLContext | None = None) -> bool:
+    """True when the dispatcher answers a route for `app` (the cluster takes clients); on
+    https its certificate is checked with `tls` (default: the system's CAs)."""
     try:
         async with aiohttp.ClientSession() as s, s.get(
                 f"{dispatcher}/v1/route", params={"app": app, "uid": "probe"},
-                timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                timeout=aiohttp.ClientTimeout(total=2), ssl=tls or True) as resp:
             return resp.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False

@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -49,7 +50,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
 
-from sdk import protocol, route
+from sdk import protocol, route, trust
 from sdk.backoff import Backoff
 from sdk.protocol import (
     Authed,
@@ -125,7 +126,7 @@ class PushClient:
                  request_timeout_s: float = 10.0,
                  renew_token: Callable[[], Awaitable[str]] | None = None,
                  rand: Callable[[], float] = random.random, isp: str = "",
-                 idc: str = "") -> None:
+                 idc: str = "", cafile: str | None = None) -> None:
         """`heartbeat_s` 0 lets the room choose (the app's default). `connect_timeout_s` None
         makes `connect()` wait until a session opens or the room refuses for good.
         `open_timeout_s` bounds each route request, WebSocket handshake and AUTH.
@@ -134,7 +135,9 @@ class PushClient:
         remembered. `renew_token`, when given, is awaited for a fresh token after the room
         closed with 4101 (token expired); without it 4101 stops the client like 4100.
         `net` (wifi, cell, ...) keys the route cache (`network_changed`); `isp` and `idc` are
-        passed to the dispatcher when known (docs/api.md §1.1)."""
+        passed to the dispatcher when known (docs/api.md §1.1). On https:// and wss:// the
+        servers must have certificates from the CAs in `cafile`, or else from the system's CAs
+        or the `pushwire dev --tls` CA (sdk/trust.py)."""
         self.dispatcher_url = dispatcher_url
         self.app, self.uid, self.token, self.device, self.net = app, uid, token, device, net
         self.isp, self.idc = isp, idc
@@ -143,6 +146,8 @@ class PushClient:
         self.open_timeout_s = open_timeout_s
         self.request_timeout_s = request_timeout_s
         self.renew_token = renew_token
+        self.cafile = cafile
+        self._tls: ssl.SSLContext | None = None       # made when first needed
         self.session: wire_pb2.AuthReply | None = None   # the open session; None while away
         self.resume_token = ""
         self.cursors: dict[str, int] = {app: broadcast_cursor}   # last broadcast id per app
@@ -187,7 +192,11 @@ class PushClient:
         """
         if self._task is not None:
             raise RuntimeError("PushClient.connect() called twice")
-        self._http = aiohttp.ClientSession()
+        secure = self.dispatcher_url.startswith("https:")
+        if self.cafile:
+            self._trust()                 # a CA file that does not load: ConfigError now
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._trust()) if secure else None)
         self._task = asyncio.create_task(self._run(), name=f"pushwire-client:{self.uid}")
         self._acker = asyncio.create_task(self._ack_loop(), name=f"pushwire-acks:{self.uid}")
         try:
@@ -500,13 +509,19 @@ class PushClient:
             await self._dropped(link)
         self._verdict(link)
 
+    def _trust(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = trust.client_context(self.cafile)
+        return self._tls
+
     async def _open(self, endpoint: str) -> ClientConnection:
         try:
             ws = await connect(endpoint, subprotocols=[Subprotocol(protocol.SUBPROTOCOL)],
                                compression=None,   # the room never negotiates it (§1)
                                open_timeout=self.open_timeout_s, ping_interval=None,
                                close_timeout=CLOSE_TIMEOUT_S, max_size=MAX_MESSAGE,
-                               proxy=None)   # like aiohttp for the route: no proxy from env
+                               proxy=None,   # like aiohttp for the route: no proxy from env
+                               ssl=self._trust() if endpoint.startswith("wss:") else None)
         except (OSError, TimeoutError, WebSocketException) as exc:
             why = str(exc) or type(exc).__name__
             raise Unavailable(f"cannot open {endpoint}: {why}") from exc

@@ -19,6 +19,7 @@ from services.kit.lifecycle import Lifecycle
 from services.kit.networks import TrustedProxies
 from services.kit.pb import center_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
+from services.kit.tls import ServerTls
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
 from services.saver.client import SaverClient
@@ -43,7 +44,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
             proxies=TrustedProxies.of(config.trusted_proxies),
             cors=Cors(config.cors_origins) if config.cors_origins else None)
         web_app.add_routes(api.routes())
-        runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
+        runner, http_port = await http.start_site(web_app, config.bind, config.http_port,
+                                                ServerTls.started(config, life))
         server, grpc_port = await start_server(
             config,
             [(center_pb2_grpc.add_CenterServicer_to_server, CenterServicer(host.discovery,

@@ -8,10 +8,11 @@ from services.kit.config import ServiceConfig
 from services.kit.cors import Cors
 from services.kit.errors import ConfigError
 from services.kit.networks import TrustedProxies
+from services.kit.tls import TlsConfig
 
 
 @dataclass(frozen=True)
-class CenterConfig(ServiceConfig):
+class CenterConfig(ServiceConfig, TlsConfig):
     grpc_port: int = 9500
     http_port: int = 8100
     admin_token: str = ""              # Bearer token of the admin API; empty: admin API off
@@ -36,6 +37,7 @@ class CenterConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_tls()
         if not 0 <= self.http_port <= 65535 or self.max_uids < 1:
             raise ConfigError("http_port must be a port number and max_uids >= 1")
         if self.max_request_bytes < 1024 or self.request_read_timeout_s <= 0:

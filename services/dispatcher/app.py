@@ -9,6 +9,7 @@ from services.kit.cors import Cors
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.networks import TrustedProxies
+from services.kit.tls import ServerTls
 
 
 async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
@@ -18,7 +19,8 @@ async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
             proxies=TrustedProxies.of(config.trusted_proxies),
             cors=Cors(config.cors_origins) if config.cors_origins else None)
         web_app.add_routes(DispatcherApi(config, host.discovery).routes())
-        runner, port = await http.start_site(web_app, config.bind, config.http_port)
+        runner, port = await http.start_site(web_app, config.bind, config.http_port,
+                                                ServerTls.started(config, life))
         await host.announce({"http": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await runner.cleanup()

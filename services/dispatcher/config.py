@@ -8,10 +8,11 @@ from services.kit.config import ServiceConfig
 from services.kit.cors import Cors
 from services.kit.errors import ConfigError
 from services.kit.networks import TrustedProxies
+from services.kit.tls import TlsConfig
 
 
 @dataclass(frozen=True)
-class DispatcherConfig(ServiceConfig):
+class DispatcherConfig(ServiceConfig, TlsConfig):
     internal_rpc = False               # reads discovery only: no cluster secret needed
 
     http_port: int = 8000
@@ -30,6 +31,7 @@ class DispatcherConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_tls()
         if self.group_size < 1 or self.backoff_base_ms < 1 or self.backoff_factor < 1:
             raise ConfigError("group_size, backoff_base_ms must be >= 1, backoff_factor >= 1")
         if min(self.route_ttl_s, self.degraded_ttl_s, self.failed_idc_after) < 1:

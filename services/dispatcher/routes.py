@@ -10,7 +10,9 @@ group are the next rooms in the uid's ranking, preferring other hosts.
 Endpoints the client reported as failed are left out; once it reports `failed_idc_after`
 failures (or says it is on that attempt), rooms of other IDCs are mixed in. Draining and full
 rooms are never offered. A room may publish per-ISP addresses (`ws.<isp>`): a client that
-names its ISP gets that address of the room.
+names its ISP gets that address of the room. An address is `host:port` (the endpoint is
+`ws://host:port/`) or the whole URL the room advertises (`wss://…` on TLS, or a balancer's
+public URL), handed out exactly as published.
 
 The room uses `rank` too (services/room/drain.py) to send clients back to their sticky room.
 """
@@ -21,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, zip_longest
+from urllib.parse import urlsplit
 
 from services.kit import shards
 from services.kit.discovery import Instance
@@ -49,13 +52,19 @@ class Choice:
 
 
 def address(room: Instance, isp: str = "") -> str:
-    """The room's WebSocket host:port for clients of `isp` (its default address otherwise)."""
+    """The room's published WebSocket address for clients of `isp` (its default otherwise)."""
     return room.addresses.get(f"ws.{isp}", room.addresses["ws"]) if isp \
         else room.addresses["ws"]
 
 
 def endpoint(room: Instance, isp: str = "") -> str:
-    return f"ws://{address(room, isp)}/"
+    """The URL a client of `isp` connects to."""
+    return url_of(address(room, isp))
+
+
+def url_of(published: str) -> str:
+    """A published address as a URL: host:port means ws://host:port/, a URL stays as it is."""
+    return published if "://" in published else f"ws://{published}/"
 
 
 def weight(room: Instance) -> float:
@@ -113,7 +122,7 @@ def _spread(order: list[Instance], isp: str) -> list[str]:
     hosts: set[str] = set()
     for room in order:
         url = endpoint(room, isp)
-        host = address(room, isp).rsplit(":", 1)[0]
+        host = urlsplit(url).hostname or url
         if host in hosts:
             later.append(url)
         else:
@@ -125,5 +134,6 @@ def _spread(order: list[Instance], isp: str) -> list[str]:
 def _failed(room: Instance, failed: frozenset[str]) -> bool:
     if not failed:
         return False
-    known = {v for k, v in room.addresses.items() if k == "ws" or k.startswith("ws.")}
-    return any(a in failed or f"ws://{a}/" in failed for a in known)
+    # Clients report an endpoint or its host:port (sdk/route.py hostport).
+    urls = {url_of(v) for k, v in room.addresses.items() if k == "ws" or k.startswith("ws.")}
+    return any(u in failed or urlsplit(u).netloc in failed for u in urls)

@@ -27,6 +27,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
@@ -279,11 +280,13 @@ class _Runner(web.AppRunner):
         return server
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app`; return the runner (clean up to stop) and the bound port."""
+async def start_site(app: web.Application, host: str, port: int,
+                     ssl_context: SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` (over https with `ssl_context`, services/kit/tls.py); return the runner
+    (clean up to stop) and the bound port."""
     runner = _Runner(app, access_log=None, handle_signals=False, auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or ()
     bound = sockets[0].getsockname()[1] if sockets else port

@@ -23,6 +23,7 @@ from services.kit.networks import TrustedProxies
 from services.kit.pb import room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
 from services.kit.tasks import TaskSet
+from services.kit.tls import ServerTls
 from services.register.client import RegisterClient
 from services.room.admission import Admission
 from services.room.binding import Bindings
@@ -111,13 +112,14 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             max_connections=0),     # the access policy enforces it (and counts refusals)
             bounds=Bounds.of(config), proxies=TrustedProxies.of(config.trusted_proxies),
             proxy_timeout_s=config.proxy_timeout_s)
-        await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port)
+        tls = ServerTls.started(config, life)
+        await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port, ssl=tls)
         grpc_server, grpc_port = await start_server(
             config,
             [(room_pb2_grpc.add_RoomServicer_to_server,
               RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))])
         await host.await_peers(("register", "saver"))
-        await host.announce({**_ws_addresses(config, server.port),
+        await host.announce({**ws_addresses(config, server.port, tls is not None),
                              "grpc": f"{config.advertise}:{grpc_port}"},
                             capacity=config.max_connections)
         standby = Standby(config.instance, hub, register, room.presence, room.resume,
@@ -160,13 +162,23 @@ async def _mark_draining(host: Host) -> None:
         await host.discovery.update(host.instance)
 
 
-def _ws_addresses(config: RoomConfig, port: int) -> dict[str, str]:
-    """The client addresses to publish: the default one and one per ISP (`ws_isp`)."""
-    addresses = {"ws": f"{config.ws_advertise or config.advertise}:{port}"}
+def ws_addresses(config: RoomConfig, port: int, tls: bool) -> dict[str, str]:
+    """The client addresses to publish (services/dispatcher/routes.py hands them out): the
+    default one (`ws_public_url` when set) and one per ISP (`ws_isp`). A plain address is
+    host:port (clients use ws://host:port/); on TLS, or when configured, the whole URL."""
+    addresses = {"ws": config.ws_public_url
+                 or _client_url(config.ws_advertise or config.advertise, port, tls)}
     for entry in config.ws_isp:
         isp, _, where = entry.partition("=")
-        addresses[f"ws.{isp}"] = where if ":" in where else f"{where}:{port}"
+        addresses[f"ws.{isp}"] = _client_url(where, port, tls)
     return addresses
+
+
+def _client_url(where: str, port: int, tls: bool) -> str:
+    if "://" in where:
+        return where
+    hostport = where if ":" in where else f"{where}:{port}"
+    return f"wss://{hostport}/" if tls else hostport
 
 
 async def _report_load(host: Host, server: RoomServer, every_s: float,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from services.kit.config import ServiceConfig
 from services.kit.errors import ConfigError
+from services.kit.tls import TlsConfig
 
 
 @dataclass(frozen=True)
-class RoomConfig(ServiceConfig):
+class RoomConfig(ServiceConfig, TlsConfig):
     grpc_port: int = 9400
     ws_port: int = 8200
     ws_advertise: str = ""             # host clients use; empty: `advertise`
+    # The URL clients must use when it is not this room's own ws(s)://<ws_advertise>:<port>/,
+    # e.g. a TLS-terminating balancer's wss://push.example.com:443 (the dispatcher hands it out).
+    ws_public_url: str = ""
     max_connections: int = 100_000     # global limit (close 4004 beyond it)
     max_frame: int = 64 * 1024         # bytes per client message (close 4104 beyond it)
     outbound_limit: int = 1024 * 1024  # unsent bytes per connection (close 4001 beyond it)
@@ -64,6 +69,7 @@ class RoomConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_tls()
         if not 0 <= self.ws_port <= 65535:
             raise ConfigError("ws_port must be a port number")
         if min(self.max_connections, self.max_frame, self.outbound_limit, self.replay_batch) < 1:
@@ -103,4 +109,16 @@ class RoomConfig(ServiceConfig):
         for entry in self.ws_isp:
             isp, _, where = entry.partition("=")
             if not isp or not where or "." in isp:
-                raise ConfigError(f"ws_isp entries are isp=host[:port], got {entry!r}")
+                raise ConfigError(f"ws_isp entries are isp=host[:port] or isp=wss://host:port, "
+                                  f"got {entry!r}")
+            if "://" in where:
+                _checked_url(where, f"ws_isp entry {entry!r}")
+        if self.ws_public_url:
+            _checked_url(self.ws_public_url, "ws_public_url")
+
+
+def _checked_url(url: str, what: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"{what}: a ws:// or wss:// URL with a host, like "
+                          "wss://push.example.com:443")

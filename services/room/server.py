@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from ssl import SSLContext
 
 from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.room.backend import RoomBackend
@@ -56,12 +57,18 @@ class RoomServer:
             raise RuntimeError("room server is not listening")
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
-        """Listen for clients. reuse_port lets several room processes share one port."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False,
+                    ssl: SSLContext | None = None) -> None:
+        """Listen for clients. reuse_port lets several room processes share one port; `ssl`
+        serves wss:// (services/kit/tls.py): the TLS handshake is bounded by the AUTH timeout,
+        the TLS close (close_notify both ways) by the close timeout."""
         loop = asyncio.get_running_loop()
+        timeouts = self._ctx.timeouts
         # A deep backlog: reconnect storms arrive faster than one accept loop drains them.
         self._server = await loop.create_server(
-            lambda: Connection(self._ctx), host, port, reuse_port=reuse_port, backlog=4096)
+            lambda: Connection(self._ctx), host, port, reuse_port=reuse_port, backlog=4096,
+            ssl=ssl, ssl_handshake_timeout=timeouts.auth_s if ssl else None,
+            ssl_shutdown_timeout=timeouts.close_s if ssl else None)
         log.info("listening on %s:%d", host, self.port)
 
     async def run(self) -> None:

@@ -77,9 +77,11 @@ class Supervisor:
         self.stopping = False
 
     def run(self) -> int:
-        """Until a signal asks to stop: keep every worker running. Returns the exit code."""
+        """Until a signal asks to stop: keep every worker running. Returns the exit code.
+        SIGHUP goes on to every worker (each reloads its TLS certificate)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, self.forward)
         for worker in self.workers:
             self.start(worker)
         while not self.stopping:
@@ -127,6 +129,12 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
+
+    def forward(self, signum: int, _frame: FrameType | None = None) -> None:
+        """Send `signum` to every live worker."""
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.proc.send_signal(signum)
 
 
 def main(n: int) -> int:

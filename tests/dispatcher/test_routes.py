@@ -212,3 +212,34 @@ def test_workers_sharing_one_port_are_one_endpoint() -> None:
     got = choose([*workers, room(1)], q("jo"), 5)
     assert sorted(got) == sorted(["ws://10.0.0.9:8200/", endpoint(room(1))])
     assert len(choose(workers, q("jo"), 5)) == 1
+
+
+def url_room(n: int, **addresses: str) -> Instance:
+    return Instance("room", f"room-{n}", idc="dc1", addresses=addresses)
+
+
+def test_a_published_url_is_handed_out_exactly() -> None:
+    tls = url_room(1, ws="wss://10.0.0.1:8443/")
+    balanced = url_room(2, ws="wss://push.example.com:443")
+    assert endpoint(tls) == "wss://10.0.0.1:8443/"
+    assert endpoint(balanced) == "wss://push.example.com:443"
+    assert choose([balanced], q(), 3) == ["wss://push.example.com:443"]
+
+
+def test_per_isp_addresses_keep_their_scheme() -> None:
+    r = url_room(1, ws="wss://10.0.0.1:8443/", **{"ws.cmcc": "wss://cmcc.example.com:443/",
+                                                  "ws.ct": "10.9.0.1:8200"})
+    assert endpoint(r, "cmcc") == "wss://cmcc.example.com:443/"
+    assert endpoint(r, "ct") == "ws://10.9.0.1:8200/"
+    assert endpoint(r, "unknown") == "wss://10.0.0.1:8443/"
+
+
+def test_a_failed_url_room_is_left_out_in_either_reported_form() -> None:
+    rooms = [url_room(1, ws="wss://10.0.0.1:8443/"), url_room(2, ws="wss://10.0.0.2:8443/")]
+    for failed in ("10.0.0.1:8443", "wss://10.0.0.1:8443/"):
+        assert choose(rooms, q(failed=(failed,)), 3) == ["wss://10.0.0.2:8443/"]
+
+
+def test_rooms_behind_one_balancer_give_one_endpoint() -> None:
+    rooms = [url_room(n, ws="wss://push.example.com:443") for n in (1, 2, 3)]
+    assert choose(rooms, q(), 3) == ["wss://push.example.com:443"]

@@ -25,7 +25,7 @@ def free_offset(home: Path) -> int:
     """A --port-offset whose ports are free now and below the kernel's ephemeral range (where
     the local end of any outgoing connection could take one before `pushwire dev` binds it)."""
     _, children = plan(argparse.Namespace(home=home, port_offset=0, rooms=1, real=False,
-                                          log_level="info"))
+                                          log_level="info", tls=False))
     ports = [int(v) for c in children for k, v in c.env.items() if k.endswith("_PORT")]
     top = ephemeral_low() - max(ports) - 1
     for _ in range(100):

@@ -3,10 +3,13 @@ themselves run in tests/integration/test_workers.py)."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 
 from services.room.config import RoomConfig
-from services.room.workers import plan, reserve
+from services.room.workers import Supervisor, Worker, plan, reserve
 
 
 def test_each_worker_is_its_own_instance_on_the_shared_port() -> None:
@@ -39,3 +42,24 @@ def test_the_reserved_port_can_be_shared_by_listeners() -> None:
         for sock in listeners:
             sock.close()
         holder.close()
+
+
+def test_sighup_goes_on_to_every_live_worker() -> None:
+    child = ("import signal, sys, time\n"
+             "signal.signal(signal.SIGHUP, lambda *_: sys.exit(7))\n"
+             "print('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    workers = [Worker(i, {}) for i in range(2)]
+    for worker in workers:
+        worker.proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE)
+        assert worker.proc.stdout is not None and worker.proc.stdout.readline() == b"ready\n"
+    try:
+        Supervisor(workers).forward(signal.SIGHUP)
+        assert [w.proc.wait(timeout=30) for w in workers if w.proc is not None] == [7, 7]
+    finally:
+        for worker in workers:
+            if worker.proc is not None:
+                worker.proc.kill()
+                worker.proc.wait()
+                assert worker.proc.stdout is not None
+                worker.proc.stdout.close()

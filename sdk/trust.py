@@ -1,0 +1,33 @@
+"""Which servers a client trusts on `wss://` and `https://` (docs/security.md §TLS).
+
+    client_context()              # the system's CAs, plus the `pushwire dev --tls` CA if any
+    client_context("corp-ca.pem") # exactly the CAs in that file
+
+The dev CA lives in <PUSHWIRE_HOME>/dev/tls/ca.pem (made by cli/devca.py); trusting it when
+it exists is what lets the CLI and the SDK reach a dev cluster on TLS with no flags. Host names
+are always checked.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from services.kit.config import DEV_HOME
+from services.kit.errors import ConfigError
+
+DEV_CA = DEV_HOME / "dev" / "tls" / "ca.pem"
+
+
+def client_context(cafile: str | Path | None = None, dev_ca: Path = DEV_CA) -> ssl.SSLContext:
+    """A verifying client context: the CAs of `cafile` when given, else the system's plus the
+    dev CA when `dev_ca` exists. ConfigError when `cafile` holds no usable certificate."""
+    if cafile:
+        try:
+            return ssl.create_default_context(cafile=str(cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load CA file {cafile}: {exc}") from exc
+    context = ssl.create_default_context()
+    if dev_ca.exists():
+        context.load_verify_locations(dev_ca)
+    return context
