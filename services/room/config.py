@@ -57,6 +57,10 @@ class RoomConfig(ServiceConfig):
     # Workers and addresses (services/room/workers.py).
     reuse_port: bool = False           # share ws_port with other processes (SO_REUSEPORT)
     ws_isp: tuple[str, ...] = ()       # per-ISP addresses for clients: "isp=host[:port]"
+    # JWKS of apps with a `jwks_url` (services/room/jwks.py, docs/security.md).
+    jwks_max_age_s: float = 300.0      # keys are fetched again when older than this
+    jwks_refetch_s: float = 10.0       # at most one fetch per URL this often (unknown kid)
+    jwks_timeout_s: float = 5.0        # one fetch
 
     def validate(self) -> None:
         super().validate()
@@ -66,6 +70,8 @@ class RoomConfig(ServiceConfig):
             raise ConfigError("room limits must be >= 1")
         if self.auth_timeout_s <= 0 or self.heartbeat_factor < 1:
             raise ConfigError("auth_timeout_s must be > 0 and heartbeat_factor >= 1")
+        if min(self.jwks_max_age_s, self.jwks_refetch_s, self.jwks_timeout_s) <= 0:
+            raise ConfigError("jwks_max_age_s, jwks_refetch_s and jwks_timeout_s must be > 0")
         self._validate_policy()
         self._validate_bounds()
 
