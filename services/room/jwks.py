@@ -109,13 +109,15 @@ class KeySets:
     async def _http_get(self, url: str) -> bytes:
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        raw = bytearray()
         async with self._session.get(url, allow_redirects=False) as response:
             if response.status != 200:
                 raise ConfigError(f"HTTP {response.status}")
-            raw = await response.content.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:
-            raise ConfigError(f"document larger than {MAX_BYTES} bytes")
-        return raw
+            async for chunk in response.content.iter_chunked(16 * 1024):
+                raw += chunk
+                if len(raw) > MAX_BYTES:
+                    raise ConfigError(f"document larger than {MAX_BYTES} bytes")
+        return bytes(raw)
 
 
 def parse(raw: bytes) -> dict[str, PublicKey]:
