@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from services.kit.errors import ConfigError, Unavailable
+from services.room.config import RoomConfig
 from services.room.jwks import MAX_KEYS, KeySets, parse
 
 URL = "https://keys.example/jwks.json"
@@ -176,3 +177,10 @@ def test_parse_keeps_usable_signing_keys_by_kid() -> None:
 def test_a_document_without_a_usable_key_is_refused(raw: bytes) -> None:
     with pytest.raises(ConfigError):
         parse(raw)
+
+
+@pytest.mark.parametrize("field", ["jwks_max_age_s", "jwks_refetch_s", "jwks_timeout_s"])
+def test_the_room_config_refuses_jwks_settings_of_zero(field: str) -> None:
+    RoomConfig(instance="r", insecure_rpc=True).validate()
+    with pytest.raises(ConfigError, match=field):
+        RoomConfig(instance="r", insecure_rpc=True, **{field: 0}).validate()  # type: ignore[arg-type]
