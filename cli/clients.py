@@ -1,6 +1,6 @@
 """`pushwire token | listen | push`: act as a client or as a business backend of a cluster.
 
-    pushwire token  --app demo --uid alice                 # a client token (HMAC, docs/api.md)
+    pushwire token  --app demo --uid alice                 # a client JWT (docs/protocol.md §4.1)
     pushwire listen --app demo --uid alice --count 1       # one JSON line per message received
     pushwire push   --app demo --uid alice --data hello    # POST /v1/apps/demo/push
 
@@ -47,7 +47,8 @@ def add_parsers(subs: Any) -> None:
 
 def _add_token(subs: Any) -> None:
     p = subs.add_parser("token", help="mint a client token for (app, uid[, device])",
-                        description="Print a client token signed with the app's secret.")
+                        description="Print a client token: a JWT (HS256) signed with the "
+                        "app's secret, its kid naming that secret (docs/protocol.md §4.1).")
     _identity(p, device_default="")
     p.add_argument("--ttl", type=int, default=86400, help="seconds of validity (%(default)s)")
     p.add_argument("--secret", help="app secret (default: PUSHWIRE_SECRET, then the dev cluster)")

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -109,6 +110,11 @@ def _add_app(subs: Any) -> None:
     s.add_argument("--status-debounce", type=float, metavar="S", help="offline debounce window")
     s.add_argument("--status-batch-max", type=int, metavar="N", help="events per status request")
     s.add_argument("--token-max-ttl", type=int, metavar="S", help="longest token lifetime")
+    s.add_argument("--token-key", action="append", default=[], metavar="KID=PEMFILE",
+                   help="RS256/ES256 public key (PEM file) under key id KID; repeat for several")
+    s.add_argument("--remove-token-key", action="append", default=[], metavar="KID")
+    s.add_argument("--jwks-url", metavar="URL", help="JWKS of the token keys ('' for none)")
+    s.add_argument("--token-leeway", type=int, metavar="S", help="clock skew allowed (0-300)")
     s.set_defaults(run=run_app_set)
 
 
@@ -219,12 +225,13 @@ def changed(current: AppConfig | None, args: argparse.Namespace) -> AppConfig:
         webhooks[kind] = url
     for kind in args.remove_webhook:
         webhooks.pop(kind, None)
-    fields: dict[str, Any] = {"webhooks": webhooks}
+    fields: dict[str, Any] = {"webhooks": webhooks, "token_keys": _token_keys(app, args)}
     options = {"status_webhook": args.status_webhook, "webhook_timeout_s": args.webhook_timeout,
                "webhook_retries": args.webhook_retries, "webhook_backoff_s": args.webhook_backoff,
                "status_debounce_s": args.status_debounce,
                "status_batch_max": args.status_batch_max,
                "token_max_ttl_s": args.token_max_ttl,
+               "jwks_url": args.jwks_url, "token_leeway_s": args.token_leeway,
                "secrets": tuple(args.secret) if args.secret else None,
                "webhook_secrets": tuple(filter(None, args.webhook_secret))
                if args.webhook_secret else None,
@@ -234,6 +241,22 @@ def changed(current: AppConfig | None, args: argparse.Namespace) -> AppConfig:
             ("http://", "https://")):
         raise ConfigError("--status-webhook must be an http(s):// URL (or '' to stop)")
     return dataclasses.replace(app, **fields)
+
+
+def _token_keys(app: AppConfig, args: argparse.Namespace) -> dict[str, str]:
+    """The app's token keys with --token-key KID=PEMFILE added, --remove-token-key removed."""
+    keys = dict(app.token_keys)
+    for spec in args.token_key:
+        kid, sep, path = spec.partition("=")
+        if not sep or not kid or not path:
+            raise ConfigError(f"--token-key wants KID=PEMFILE, got {spec!r}")
+        try:
+            keys[kid] = Path(path).expanduser().read_text()
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"--token-key {kid}: cannot read {path}: {exc}") from exc
+    for kid in args.remove_token_key:
+        keys.pop(kid, None)
+    return keys
 
 
 def run_app_show(args: argparse.Namespace) -> int:

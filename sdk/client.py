@@ -127,7 +127,9 @@ class PushClient:
                  renew_token: Callable[[], Awaitable[str]] | None = None,
                  rand: Callable[[], float] = random.random, isp: str = "",
                  idc: str = "", cafile: str | None = None) -> None:
-        """`heartbeat_s` 0 lets the room choose (the app's default). `connect_timeout_s` None
+        """`token` is the JWT the app's backend signed for (app, uid[, device]) (docs/protocol.md
+        §4.1): the client holds no key; a refusal's ClientClosed reason says what was wrong
+        with it. `heartbeat_s` 0 lets the room choose (the app's default). `connect_timeout_s` None
         makes `connect()` wait until a session opens or the room refuses for good.
         `open_timeout_s` bounds each route request, WebSocket handshake and AUTH.
         `queue_size` bounds received messages not yet taken (a full queue stops reading: the

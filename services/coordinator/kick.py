@@ -6,7 +6,7 @@ with the reason and close with the "do not reconnect" code 4102 (docs/protocol.m
 Before any session is closed, the user's register keeps a kick mark: a token issued at or
 before the kick no longer opens a session of the kicked devices, so the kicked client cannot
 come back with its old token (docs/coordinator.md §4). The mark lives as long as the app's
-longest token (`token_max_ttl_s`).
+longest token plus the clock leeway (`token_max_ttl_s` + `token_leeway_s`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Kicker:
         await self.register.revoke(register_pb2.RevokeItem(
             app=order.app, uid=order.uid, device=order.device,
             except_device=order.except_device, at_ms=at_ms,
-            expires_ms=at_ms + app.token_max_ttl_s * 1000))
+            # A token is accepted until exp + leeway: the mark outlives every older token.
+            expires_ms=at_ms + (app.token_max_ttl_s + app.token_leeway_s) * 1000))
         sessions = (await self.register.lookup(order.app, [order.uid]))[0]
         by_room: dict[str, list[room_pb2.KickItem]] = defaultdict(list)
         for s in targets(sessions, order):

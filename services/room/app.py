@@ -33,6 +33,7 @@ from services.room.delivery import Delivery
 from services.room.drain import Drain, Mover, Rebalance
 from services.room.fanout import FanOut
 from services.room.hub import Hub
+from services.room.jwks import KeySets
 from services.room.policy import AccessPolicy, Rules
 from services.room.presence import Presence
 from services.room.protocol import Bounds, Timeouts
@@ -59,11 +60,14 @@ class Parts:
     presence: Presence
     delivery: Delivery[Connection]
     sessions: Sessions
+    key_sets: KeySets
 
     async def close(self) -> None:
-        """Stop the broadcast jobs and the short requests still running."""
+        """Stop the broadcast jobs and the short requests still running, then the JWKS
+        client."""
         await self.fanout.close()
         await self.tasks.close()
+        await self.key_sets.close()
 
 
 def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
@@ -80,13 +84,15 @@ def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
     presence = Presence(config.instance, register)
     delivery = Delivery(hub, topics, saver, resume, tasks, discovery,
                         replay_batch=config.replay_batch)
-    admission = Admission(discovery, policy)
+    key_sets = KeySets(max_age_s=config.jwks_max_age_s, refetch_s=config.jwks_refetch_s,
+                       timeout_s=config.jwks_timeout_s)
+    admission = Admission(discovery, policy, key_sets)
     sessions = Sessions(
         config.instance, hub=hub, policy=policy, admission=admission, presence=presence,
         delivery=delivery, bindings=Bindings(admission, topics, presence, delivery, fanout, tasks),
         upstream=Upstream(discovery, policy, coordinator), topics=topics, fanout=fanout,
         resume=resume, tasks=tasks, turn_away=turn_away)
-    return Parts(hub, tasks, resume, topics, fanout, presence, delivery, sessions)
+    return Parts(hub, tasks, resume, topics, fanout, presence, delivery, sessions, key_sets)
 
 
 async def serve(config: RoomConfig, life: Lifecycle) -> None:

@@ -52,18 +52,23 @@ class Bindings:
 
     def bind(self, conn: Connection, bind: wire_pb2.Bind) -> Reply | Coroutine[Any, Any, Reply]:
         """Topics of an app the connection serves: bound now, the reply lists them. Another
-        app: checked now (raises BadRequest for its token, NotFound for an unknown app or a
-        denied address, LimitError beyond the bounds); the returned coroutine registers it
-        and binds it (see the module docstring)."""
+        app: the returned coroutine checks it (raises BadRequest for its token, NotFound for
+        an unknown app or a denied address, LimitError beyond the bounds, Unavailable while
+        the app's JWKS cannot be fetched), registers it and binds it (see the module
+        docstring)."""
         state = _held(conn)
         app = bind.app or conn.app
         topics = list(bind.topics)
         if app in state.apps:
             return self._bind_topics(conn, state, app, topics)
-        issued = self._admit(conn, app, bind.token)
+        return self._bind_other(conn, state, app, bind)
+
+    async def _bind_other(self, conn: Connection, state: ConnState, app: str,
+                          bind: wire_pb2.Bind) -> Reply:
+        issued = await self._admit(conn, app, bind.token)
         self.topics.check_join(state, app)
-        self.topics.check_bind(state, app, topics)
-        return self._bind_app(conn, state, app, issued, bind)
+        self.topics.check_bind(state, app, list(bind.topics))
+        return await self._bind_app(conn, state, app, issued, bind)
 
     def unbind(self, conn: Connection, bind: wire_pb2.Bind) -> Reply:
         """Unbind topics; with no topics, a bound app itself (the AUTH app's topics only)."""
@@ -79,11 +84,11 @@ class Bindings:
             self.presence.offline(conn, [app])
         return Reply(app=app, topics=removed)
 
-    def _admit(self, conn: Connection, app: str, token_text: str) -> int:
+    async def _admit(self, conn: Connection, app: str, token_text: str) -> int:
         """AUTH's checks for `app`; the token's issue time."""
         try:
-            admitted = self.admission.check(app, token_text, conn.uid, conn.device, conn.peer,
-                                            self._clock(), origin=conn.origin)
+            admitted = await self.admission.check(app, token_text, conn.uid, conn.device,
+                                                  conn.peer, self._clock(), origin=conn.origin)
         except AuthError as exc:
             # Not fatal: the connection's other apps are fine (docs/protocol.md §6).
             raise BadRequest(f"token for app {app!r}: {exc.message}") from exc

@@ -66,6 +66,10 @@ class RoomConfig(ServiceConfig, TlsConfig):
     # these networks must start with a PROXY protocol v1/v2 header naming the client.
     trusted_proxies: tuple[str, ...] = ()
     proxy_timeout_s: float = 5.0       # ... sent within this long, else the connection closes
+    # JWKS of apps with a `jwks_url` (services/room/jwks.py, docs/security.md).
+    jwks_max_age_s: float = 300.0      # keys are fetched again when older than this
+    jwks_refetch_s: float = 10.0       # at most one fetch per URL this often (unknown kid)
+    jwks_timeout_s: float = 5.0        # one fetch
 
     def validate(self) -> None:
         super().validate()
@@ -76,6 +80,8 @@ class RoomConfig(ServiceConfig, TlsConfig):
             raise ConfigError("room limits must be >= 1")
         if self.auth_timeout_s <= 0 or self.heartbeat_factor < 1:
             raise ConfigError("auth_timeout_s must be > 0 and heartbeat_factor >= 1")
+        if min(self.jwks_max_age_s, self.jwks_refetch_s, self.jwks_timeout_s) <= 0:
+            raise ConfigError("jwks_max_age_s, jwks_refetch_s and jwks_timeout_s must be > 0")
         self._validate_policy()
         self._validate_bounds()
 

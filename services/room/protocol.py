@@ -27,7 +27,7 @@ from enum import Enum, IntEnum, StrEnum
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
-from services.kit import wire
+from services.kit import token, wire
 from services.kit.discovery.models import AppConfig
 from services.kit.errors import (
     AuthError,
@@ -84,7 +84,7 @@ _ERROR_BEFORE_CLOSE: dict[int, int] = {
 }
 _KICK_BEFORE_CLOSE = frozenset({CloseCode.KICKED, CloseCode.SUPERSEDED})
 
-TOKEN_EXPIRED_MESSAGE = "token expired"   # services/kit/token.py raises AuthError with it
+TOKEN_EXPIRED_MESSAGE = token.EXPIRED     # services/kit/token.py raises AuthError with it
 
 
 def close_code_for(exc: PushwireError) -> CloseCode:

@@ -70,8 +70,8 @@ class Sessions:
         self.policy.admit(conn)
 
     async def authenticate(self, conn: Connection, auth: wire_pb2.Auth) -> wire_pb2.AuthReply:
-        admitted = self.admission.check(auth.app, auth.token, auth.uid, auth.device, conn.peer,
-                                        time.time(), origin=conn.origin)
+        admitted = await self.admission.check(auth.app, auth.token, auth.uid, auth.device,
+                                              conn.peer, time.time(), origin=conn.origin)
         heartbeat_s = negotiate_heartbeat(auth.heartbeat_s, admitted.app)
         if auth.resume:
             reply = await self._resume(conn, auth, admitted.issued, heartbeat_s)

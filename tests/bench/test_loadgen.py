@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bench.adapters import NatsSession, PushwireSession
@@ -24,7 +26,8 @@ def test_session_templates_take_the_session_number() -> None:
                                   device="d{i}"), 7)
     assert isinstance(session, PushwireSession)
     assert (session.uid, session.device) == ("u7", "d7")
-    token.verify(["s"], session.token, app="a", uid="u7", device="d7", now=0)
+    token.verify(token.Keys(("s",)), session.token, app="a", uid="u7", device="d7",
+                 now=time.time())
     nats = worker.session(Spec("nats", 1, subject="u.{i}"), 3)
     assert isinstance(nats, NatsSession) and nats.subject == "u.3"
     with pytest.raises(ValueError, match="unknown kind"):

@@ -81,7 +81,7 @@ def test_token_command_prints_a_token_the_room_accepts(
                  "--secret", "s3cret")
     assert args.run(args) == 0
     printed = capsys.readouterr().out.strip()
-    claims = token.verify(["s3cret"], printed, app="demo", uid="alice", device="d1",
+    claims = token.verify(token.Keys(("s3cret",)), printed, app="demo", uid="alice", device="d1",
                           now=time.time())
     assert claims.expires - claims.issued == 60
 

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cli import ops
 from cli.main import build_parser, main
@@ -69,9 +71,25 @@ def test_set_replaces_the_webhook_secrets() -> None:
         .webhook_secrets == ()
 
 
+def test_set_adds_and_removes_token_keys_from_pem_files(tmp_path: Path) -> None:
+    pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    (tmp_path / "k2.pem").write_text(pem)
+    current = AppConfig(id="demo", token_keys={"k1": pem})
+    app = ops.changed(current, parse("app", "set", "demo", "--token-key",
+                                     f"k2={tmp_path / 'k2.pem'}", "--remove-token-key", "k1",
+                                     "--jwks-url", "https://idp.example/jwks",
+                                     "--token-leeway", "5"))
+    assert (app.token_keys, app.jwks_url, app.token_leeway_s) == (
+        {"k2": pem}, "https://idp.example/jwks", 5)
+    assert ops.changed(app, parse("app", "set", "demo", "--jwks-url", "")).jwks_url == ""
+
+
 @pytest.mark.parametrize("argv", [
     ["--webhook", "chat"], ["--webhook", "chat=ftp://x"], ["--status-webhook", "x"],
     ["--webhook-timeout", "0"], ["--status-batch-max", "0"], ["--webhook-secret", "not-whsec"],
+    ["--token-key", "k1"], ["--token-key", "k1=/nonexistent/key.pem"], ["--jwks-url", "ftp://x"],
+    ["--token-leeway", "301"],
 ])
 def test_set_refuses_bad_values(argv: list[str]) -> None:
     with pytest.raises(ConfigError):

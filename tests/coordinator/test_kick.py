@@ -73,7 +73,8 @@ class Rooms:
 
 class Apps:
     def app(self, app_id: str) -> AppConfig | None:
-        return AppConfig(id=app_id, token_max_ttl_s=600) if app_id == "chat" else None
+        return AppConfig(id=app_id, token_max_ttl_s=600, token_leeway_s=30) \
+            if app_id == "chat" else None
 
 
 async def test_kicker_marks_then_closes_the_matching_sessions() -> None:
@@ -87,7 +88,7 @@ async def test_kicker_marks_then_closes_the_matching_sessions() -> None:
     assert (mark.app, mark.uid, mark.device, mark.except_device) == (  # type: ignore[attr-defined]
         "chat", "u1", "", "phone")
     assert before <= mark.at_ms <= time.time() * 1000  # type: ignore[attr-defined]
-    assert mark.expires_ms == mark.at_ms + 600_000  # type: ignore[attr-defined]
+    assert mark.expires_ms == mark.at_ms + 630_000  # type: ignore[attr-defined]
     assert [(room, item.session_id, item.code, item.reason)  # type: ignore[attr-defined]
             for room, item in rooms.items] == [("room-1", "s2", 4102, "bye"),
                                                ("room-1", "s4", 4102, "bye")]

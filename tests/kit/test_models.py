@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.kit.discovery.models import AppConfig, Instance, webhook_key
 from services.kit.errors import ConfigError
@@ -93,3 +95,32 @@ def test_a_bad_webhook_secret_is_refused_without_being_shown(secret: str) -> Non
 def test_a_webhook_secret_that_is_not_text_is_refused() -> None:
     with pytest.raises(ConfigError, match="webhook secret 1"):
         AppConfig.from_json(json.dumps({"id": "chat", "webhook_secrets": [5]}))
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_app_config_token_keys_round_trip_and_are_checked_at_load() -> None:
+    pem = _pem(ec.generate_private_key(ec.SECP256R1()))
+    app = AppConfig(id="chat", token_keys={"k1": pem}, jwks_url="https://idp.example/jwks",
+                    token_leeway_s=5)
+    assert AppConfig.from_json(app.to_json()) == app
+    assert AppConfig(id="chat").token_leeway_s == 30
+
+
+@pytest.mark.parametrize(("fields", "text"), [
+    ({"token_keys": {"k1": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}},
+     "token key 'k1': not a PEM public key"),
+    ({"token_keys": {"k1": "hello"}}, "not a PEM public key"),
+    ({"token_keys": {"k1": _pem(ec.generate_private_key(ec.SECP384R1()))}}, "EC P-256"),
+    ({"token_keys": {"": "x"}}, "maps key ids to PEM"),
+    ({"token_keys": {"k1": 5}}, "maps key ids to PEM"),
+    ({"jwks_url": "file:///etc/passwd"}, "http\\(s\\) URL"),
+    ({"token_leeway_s": -1}, "token_leeway_s"),
+    ({"token_leeway_s": 301}, "token_leeway_s"),
+])
+def test_bad_token_settings_are_config_errors(fields: dict[str, object], text: str) -> None:
+    with pytest.raises(ConfigError, match=text):
+        AppConfig.from_json(json.dumps({"id": "chat", **fields}))

@@ -85,7 +85,7 @@ async def test_another_app_is_registered_with_its_token_issue_time_then_bound() 
 # The tokens are minted when the test runs, not when it is collected: the binding checks
 # expiry against the wall clock, and a long run reaches a test minutes after collection.
 @pytest.mark.parametrize(("app", "minted", "peer", "error", "text"), [
-    ("b", {"secret": "wrong"}, "203.0.113.1", BadRequest, "signature"),
+    ("b", {"secret": "wrong"}, "203.0.113.1", BadRequest, "key id"),
     ("b", {"uid": "u2"}, "203.0.113.1", BadRequest, "another user"),
     ("b", {"ttl_s": 3601}, "203.0.113.1", BadRequest, "token_max_ttl_s"),
     ("b", {}, "198.51.100.7", NotFound, "address"),
@@ -98,7 +98,7 @@ async def test_auths_checks_refuse_at_once_and_bind_nothing(app: str, minted: di
     room = Room()
     conn = room.connect(peer=peer)
     with pytest.raises(error, match=text):
-        room.bind(conn, app, tok=mint(**minted))
+        await room.bind(conn, app, tok=mint(**minted))
     assert room.register.onlines == [] and room.parts.topics.app_count(app) == 0
 
 
@@ -118,7 +118,7 @@ async def test_bounds_are_checked_before_register_and_a_client_that_left_is_unre
     room = Room()
     conn = room.connect()
     with pytest.raises(LimitError):
-        room.bind(conn, "b", tuple(f"t{i}" for i in range(65)))
+        await room.bind(conn, "b", tuple(f"t{i}" for i in range(65)))
     assert room.register.onlines == []
     pending = room.bind(conn, "b")
     conn.closed = True                                     # the client left meanwhile
@@ -131,7 +131,7 @@ async def test_a_page_of_another_origin_cannot_bind_an_app_that_lists_its_pages(
     room = Room()
     conn = room.connect(origin="https://a-only.example")
     with pytest.raises(NotFound, match="origin not allowed"):
-        room.bind(conn, "b", tok=mint())
+        await room.bind(conn, "b", tok=mint())
     assert room.register.onlines == [] and room.parts.topics.app_count("b") == 0
     other = Room()
     listed = other.connect(origin="https://b.example")

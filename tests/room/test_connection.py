@@ -62,7 +62,7 @@ class FakeBackend:
     async def authenticate(self, conn: Connection, auth: wire_pb2.Auth) -> wire_pb2.AuthReply:
         if auth.app != APP.id:
             raise NotFound(f"unknown app {auth.app}")
-        token.verify(list(APP.secrets), auth.token, app=auth.app, uid=auth.uid,
+        token.verify(token.Keys(APP.secrets), auth.token, app=auth.app, uid=auth.uid,
                      device=auth.device, now=time.time())
         await asyncio.sleep(self.auth_delay)
         self.sessions += 1
@@ -158,8 +158,9 @@ async def close_code(ws: ClientConnection) -> int | None:
 
 async def authed(room: Room, uid: str = "u1", device: str = "d1",
                  heartbeat_s: int = 0) -> tuple[ClientConnection, wire_pb2.AuthReply]:
+    auth = auth_packet(uid, device, heartbeat_s=heartbeat_s)   # before the auth deadline runs
     ws = await dial(room)
-    await ws.send(auth_packet(uid, device, heartbeat_s=heartbeat_s))
+    await ws.send(auth)
     reply = await receive(ws)
     assert reply.op == Op.AUTH_REPLY
     return ws, wire_pb2.AuthReply.FromString(reply.body)

@@ -47,7 +47,7 @@ class Backend:
         pass
 
     async def authenticate(self, conn: Connection, auth: wire_pb2.Auth) -> wire_pb2.AuthReply:
-        token.verify(list(APP.secrets), auth.token, app=auth.app, uid=auth.uid,
+        token.verify(token.Keys(APP.secrets), auth.token, app=auth.app, uid=auth.uid,
                      device=auth.device, now=time.time())
         self.auths.append(auth)
         n = len(self.auths)

@@ -8,9 +8,13 @@ import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from services.kit.cors import is_origin
 from services.kit.errors import ConfigError
+from services.kit.token import load_public_key
+
+MAX_TOKEN_LEEWAY_S = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,11 @@ class AppConfig:
     status_debounce_s: float = 3.0         # hold offline this long; a reconnect cancels it
     status_batch_max: int = 100            # status events per webhook request
     token_max_ttl_s: int = 30 * 86400      # longest token lifetime the rooms accept
+    # Client tokens (services/kit/token.py, docs/protocol.md §4.1): HS256 with `secrets`,
+    # RS256/ES256 with these PEM public keys (kid -> PEM) or the keys of a JWKS URL.
+    token_keys: dict[str, str] = field(default_factory=dict)
+    jwks_url: str = ""                     # http(s) URL of a JWKS, fetched by the rooms
+    token_leeway_s: int = 30               # clock skew allowed on exp, nbf and iat
     # Access policy of the app's connections, on top of the room's (services/room/policy.py).
     allow_cidrs: tuple[str, ...] = ()      # non-empty: only these client networks (4107)
     deny_cidrs: tuple[str, ...] = ()       # these client networks are refused (4107)
@@ -86,6 +95,7 @@ class AppConfig:
                               "token max TTL >= 1")
         if self.up_rate_per_s < 0 or self.up_burst < 0:
             raise ConfigError(f"app {self.id}: need up_rate_per_s and up_burst >= 0")
+        self._validate_token_keys()
         for entry in (*self.allow_cidrs, *self.deny_cidrs):
             try:
                 ipaddress.ip_network(entry, strict=False)
@@ -95,6 +105,19 @@ class AppConfig:
             if not is_origin(origin):
                 raise ConfigError(f"app {self.id}: allowed_origins holds scheme://host[:port] "
                                   f"in lower case, got {origin!r}")
+
+    def _validate_token_keys(self) -> None:
+        if not 0 <= self.token_leeway_s <= MAX_TOKEN_LEEWAY_S:
+            raise ConfigError(f"app {self.id}: token_leeway_s must be 0-{MAX_TOKEN_LEEWAY_S}")
+        if self.jwks_url and urlsplit(self.jwks_url).scheme not in ("http", "https"):
+            raise ConfigError(f"app {self.id}: jwks_url must be an http(s) URL")
+        for kid, pem in self.token_keys.items():
+            if not isinstance(kid, str) or not kid or not isinstance(pem, str):
+                raise ConfigError(f"app {self.id}: token_keys maps key ids to PEM text")
+            try:
+                load_public_key(pem)
+            except ConfigError as exc:
+                raise ConfigError(f"app {self.id}: token key {kid!r}: {exc.message}") from exc
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
