@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,11 +48,13 @@ def valid_unicode(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A string of `min_len`..`max_len` characters (and at most `max_bytes` in UTF-8)."""
+    """A string of `min_len`..`max_len` characters (and at most `max_bytes` in UTF-8, all of
+    it matching `pattern` when one is given)."""
 
     min_len: int = 0
     max_len: int = 1 << 30
     max_bytes: int = 0                  # 0: no byte bound
+    pattern: str = ""                   # a regular expression the whole text must match
 
     def check(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
@@ -62,6 +65,8 @@ class Text:
             raise BadRequest(f"{name} must be {self.min_len}-{self.max_len} characters")
         if self.max_bytes and len(value.encode()) > self.max_bytes:
             raise BadRequest(f"{name} must be at most {self.max_bytes} bytes in UTF-8")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise BadRequest(f"{name} must match {self.pattern}")
         return value
 
 
@@ -71,12 +76,15 @@ DEVICE = Text(0, MAX_ID_LEN)            # empty: no device / every device
 
 @dataclass(frozen=True, slots=True)
 class Integer:
-    """A JSON integer (not a boolean, not 1.0) in [lo, hi]."""
+    """A JSON integer in [lo, hi]: not a boolean; 60.0 is 60, as JSON (and JSON Schema) has
+    one number type and encoders write whole floats so, but 60.5 is no integer."""
 
     lo: int = 0
     hi: int = MAX_ID
 
     def check(self, name: str, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadRequest(f"{name} must be an integer")
         if not self.lo <= value <= self.hi:

@@ -33,9 +33,21 @@ def refused(kind: Any, value: Any) -> str:
     return caught.value.message
 
 
-@pytest.mark.parametrize("value", [True, False, 1.0, "1", None, [1], -1, 2**63])
+def test_text_may_have_to_match_a_pattern() -> None:
+    assert Text(pattern="[a-c,]*").check("f", "a,b") == "a,b"
+    assert refused(Text(pattern="[a-c]*"), "ab\n") == "f must match [a-c]*"
+
+
+@pytest.mark.parametrize("value", [True, False, 1.5, float("inf"), float("nan"), "1", None,
+                                   [1], -1, -1.0, 2**63, 2.0**63])
 def test_an_integer_is_a_json_integer_in_range(value: Any) -> None:
     assert refused(Integer(0, MAX_ID), value).startswith("f must be")
+
+
+def test_a_whole_float_is_the_integer_it_equals() -> None:
+    # JSON has one number type: Python's json.dumps(60.0) writes "60.0" (JSON Schema: integer)
+    assert Integer(0, 100).check("f", 60.0) == 60
+    assert type(Integer(0, 100).check("f", 60.0)) is int
 
 
 def test_integer_bounds_are_inclusive() -> None:
@@ -162,3 +174,4 @@ def test_decode_json_keeps_escapes_for_the_schema_to_judge() -> None:
     body = decode_json(json.dumps({"uids": ["\ud800"], "n": 10**30}).encode())
     assert body == {"uids": ["\ud800"], "n": 10**30}
     assert decode_json(b'{"x": 1e400}')["x"] == float("inf")       # Number refuses it later
+
