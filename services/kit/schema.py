@@ -28,11 +28,16 @@ from services.kit.limits import MAX_ID_LEN
 
 MAX_ID = 2**63 - 1              # message and broadcast ids: positive signed 64-bit
 MAX_TTL_S = 2**31 - 1           # any ttl_s in a request (the app's TTL caps it further)
+# Standard base64 with padding, what Base64 accepts (b64decode with validate=True).
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 class Type(Protocol):
     def check(self, name: str, value: Any) -> Any:
         """`value` if it fits, converted where the type says so; else BadRequest."""
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema (2020-12, as OpenAPI 3.1 uses it) of the values `check` accepts."""
 
 
 def valid_unicode(text: str) -> bool:
@@ -69,6 +74,17 @@ class Text:
             raise BadRequest(f"{name} must match {self.pattern}")
         return value
 
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "minLength": self.min_len}
+        longest = min(self.max_len, self.max_bytes or self.max_len)    # a character: >= 1 byte
+        if longest < 1 << 30:
+            out["maxLength"] = longest
+        if self.max_bytes:          # JSON Schema has no byte bound: said in words
+            out["description"] = f"at most {self.max_bytes} bytes in UTF-8"
+        if self.pattern:            # JSON Schema's pattern searches: anchor it
+            out["pattern"] = f"^(?:{self.pattern})$"
+        return out
+
 
 UID = Text(1, MAX_ID_LEN)               # the same bound as the room's AUTH and saver's columns
 DEVICE = Text(0, MAX_ID_LEN)            # empty: no device / every device
@@ -91,6 +107,9 @@ class Integer:
             raise BadRequest(f"{name} must be in {self.lo}..{self.hi}")
         return value
 
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.lo, "maximum": self.hi}
+
 
 @dataclass(frozen=True, slots=True)
 class Number:
@@ -107,6 +126,10 @@ class Number:
             raise BadRequest(f"{name} must be in {self.lo:g}..{self.hi:g}")
         return float(value)
 
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "number", "minimum": self.lo}
+        return out | {"maximum": self.hi} if math.isfinite(self.hi) else out
+
 
 @dataclass(frozen=True, slots=True)
 class Boolean:
@@ -114,6 +137,9 @@ class Boolean:
         if not isinstance(value, bool):
             raise BadRequest(f"{name} must be true or false")
         return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +152,9 @@ class Base64:
             return base64.b64decode(text.encode("ascii"), validate=True)
         except (binascii.Error, ValueError) as exc:      # ValueError: not ASCII
             raise BadRequest(f"{name} is not valid base64") from exc
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +172,10 @@ class ListOf:
             raise BadRequest(f"{name} must hold {self.min_len}-{self.max_len} items")
         return [self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item.json_schema(), "minItems": self.min_len,
+                "maxItems": self.max_len}
+
 
 @dataclass(frozen=True, slots=True)
 class Digits:
@@ -158,6 +191,10 @@ class Digits:
                 and len(value) <= width and self.lo <= int(value) <= self.hi):
             raise BadRequest(f"{name} must be a decimal integer in {self.lo}..{self.hi}")
         return int(value)
+
+    def json_schema(self) -> dict[str, Any]:
+        # A path or query parameter: OpenAPI serialises an integer as its decimal text.
+        return {"type": "integer", "minimum": self.lo, "maximum": self.hi}
 
 
 ID = Digits(1, MAX_ID)                  # a message or broadcast id in a path
@@ -186,6 +223,19 @@ class Schema:
             raise BadRequest(f"{missing[0]} is required")
         out = dict(self.defaults)
         out.update((k, t.check(k, obj[k])) for k, t in self.fields.items() if k in obj)
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        """The object `parse` accepts; a field's default is its JSON Schema `default`."""
+        out: dict[str, Any] = {
+            "type": "object", "additionalProperties": False,
+            "properties": {k: t.json_schema() | ({"default": self.defaults[k]}
+                                                 if k in self.defaults else {})
+                           for k, t in self.fields.items()},
+            "required": [k for k in self.fields
+                         if k not in self.defaults and k not in self.one_of]}
+        if self.one_of:
+            out["oneOf"] = [{"required": [k]} for k in self.one_of]
         return out
 
 
