@@ -3,8 +3,10 @@ valid OpenAPI 3.1 (the meta-schema, via openapi-spec-validator)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from openapi_spec_validator import validate
 
 from services.center.api import CenterApi
@@ -16,14 +18,17 @@ from services.kit import openapi
 CONFIG = CenterConfig(max_uids=7, broadcast_rate_max=500.0)
 
 
-def served() -> set[tuple[str, str]]:
+def served(config: CenterConfig) -> set[tuple[str, str]]:
     none: Any = None        # the routes only name the handlers: no collaborator is called
-    api = CenterApi(CONFIG, none, none, none, topics=none, broadcasts=none)
-    return openapi.served(web_app(CONFIG, api))
+    api = CenterApi(config, none, none, none, topics=none, broadcasts=none)
+    return openapi.served(web_app(config, api))
 
 
-def test_every_route_is_documented_and_every_documented_route_served() -> None:
-    routes, listed = served(), openapi.documented(document(CONFIG))
+# With and without the admin API's token: routes that exist only with it are checked too.
+@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, admin_token="admin-token")])
+def test_every_route_is_documented_and_every_documented_route_served(
+        config: CenterConfig) -> None:
+    routes, listed = served(config), openapi.documented(document(config))
     assert sorted(routes - listed) == [], "routes missing from services/center/openapi.py"
     assert sorted(listed - routes) == [], "documented routes center does not serve"
     assert ("POST", "/v1/apps/{app}/push") in routes and ("GET", "/openapi.json") in routes
