@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
+
 from services.center.api import PEERS, CenterApi
 from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
+from services.center.openapi import document
 from services.center.push import Pusher
 from services.center.servicer import CenterServicer
 from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
-from services.kit import http
+from services.kit import http, openapi
 from services.kit.cors import Cors
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
@@ -23,6 +26,17 @@ from services.kit.tls import ServerTls
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
 from services.saver.client import SaverClient
+
+
+def web_app(config: CenterConfig, api: CenterApi) -> web.Application:
+    """center's HTTP face: the API, /metrics and its OpenAPI document at /openapi.json."""
+    app = http.application(
+        http.Limits(config.max_request_bytes, config.request_read_timeout_s),
+        proxies=TrustedProxies.of(config.trusted_proxies),
+        cors=Cors(config.cors_origins) if config.cors_origins else None)
+    app.add_routes(api.routes())
+    openapi.add_route(app, document(config))
+    return app
 
 
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
@@ -39,13 +53,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         api = CenterApi(config, host.discovery, pusher,
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
-        web_app = http.application(
-            http.Limits(config.max_request_bytes, config.request_read_timeout_s),
-            proxies=TrustedProxies.of(config.trusted_proxies),
-            cors=Cors(config.cors_origins) if config.cors_origins else None)
-        web_app.add_routes(api.routes())
-        runner, http_port = await http.start_site(web_app, config.bind, config.http_port,
-                                                ServerTls.started(config, life))
+        runner, http_port = await http.start_site(web_app(config, api), config.bind,
+                                                  config.http_port, ServerTls.started(config, life))
         server, grpc_port = await start_server(
             config,
             [(center_pb2_grpc.add_CenterServicer_to_server, CenterServicer(host.discovery,

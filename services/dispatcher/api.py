@@ -14,6 +14,9 @@ from services.kit.limits import MAX_ID_LEN
 from services.kit.schema import UID, Digits, Schema, Text
 
 MAX_FAILED = 32             # endpoints a client may report (the SDK keeps as many)
+# The `failed` list: printable ASCII (endpoints are host:port or ws://host:port/), short
+# enough that a request with it fits aiohttp's 8,190-byte request line.
+FAILED = Text(0, 2048, pattern="[ -~]*")
 
 
 class DispatcherApi:
@@ -48,7 +51,7 @@ class DispatcherApi:
 
 
 ROUTE = Schema({"app": Text(1, MAX_ID_LEN), "uid": UID, "net": Text(0, 32),
-                "isp": Text(0, 64), "idc": Text(0, 64), "failed": Text(0, MAX_FAILED * 300),
+                "isp": Text(0, 64), "idc": Text(0, 64), "failed": FAILED,
                 "attempt": Digits(0, 2**31 - 1)},
                defaults={"net": "", "isp": "", "idc": "", "failed": "", "attempt": 0})
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from aiohttp import web
+
 from services.dispatcher.api import DispatcherApi
 from services.dispatcher.config import DispatcherConfig
-from services.kit import http
+from services.dispatcher.openapi import document
+from services.kit import http, openapi
 from services.kit.cors import Cors
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
@@ -12,15 +15,22 @@ from services.kit.networks import TrustedProxies
 from services.kit.tls import ServerTls
 
 
+def web_app(config: DispatcherConfig, api: DispatcherApi) -> web.Application:
+    """dispatcher's HTTP face: the API, /metrics and its OpenAPI document at /openapi.json."""
+    app = http.application(
+        proxies=TrustedProxies.of(config.trusted_proxies),
+        cors=Cors(config.cors_origins) if config.cors_origins else None)
+    app.add_routes(api.routes())
+    openapi.add_route(app, document())
+    return app
+
+
 async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
     """Run one dispatcher instance until SIGTERM."""
     async with hosted("dispatcher", config, life, watch=("room",)) as host:
-        web_app = http.application(
-            proxies=TrustedProxies.of(config.trusted_proxies),
-            cors=Cors(config.cors_origins) if config.cors_origins else None)
-        web_app.add_routes(DispatcherApi(config, host.discovery).routes())
-        runner, port = await http.start_site(web_app, config.bind, config.http_port,
-                                                ServerTls.started(config, life))
+        runner, port = await http.start_site(web_app(config, DispatcherApi(config, host.discovery)),
+                                             config.bind, config.http_port,
+                                             ServerTls.started(config, life))
         await host.announce({"http": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await runner.cleanup()

@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,11 +28,16 @@ from services.kit.limits import MAX_ID_LEN
 
 MAX_ID = 2**63 - 1              # message and broadcast ids: positive signed 64-bit
 MAX_TTL_S = 2**31 - 1           # any ttl_s in a request (the app's TTL caps it further)
+# Standard base64 with padding, what Base64 accepts (b64decode with validate=True).
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 class Type(Protocol):
     def check(self, name: str, value: Any) -> Any:
         """`value` if it fits, converted where the type says so; else BadRequest."""
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema (2020-12, as OpenAPI 3.1 uses it) of the values `check` accepts."""
 
 
 def valid_unicode(text: str) -> bool:
@@ -47,11 +53,13 @@ def valid_unicode(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A string of `min_len`..`max_len` characters (and at most `max_bytes` in UTF-8)."""
+    """A string of `min_len`..`max_len` characters (and at most `max_bytes` in UTF-8, all of
+    it matching `pattern` when one is given)."""
 
     min_len: int = 0
     max_len: int = 1 << 30
     max_bytes: int = 0                  # 0: no byte bound
+    pattern: str = ""                   # a regular expression the whole text must match
 
     def check(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
@@ -62,7 +70,20 @@ class Text:
             raise BadRequest(f"{name} must be {self.min_len}-{self.max_len} characters")
         if self.max_bytes and len(value.encode()) > self.max_bytes:
             raise BadRequest(f"{name} must be at most {self.max_bytes} bytes in UTF-8")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise BadRequest(f"{name} must match {self.pattern}")
         return value
+
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "string", "minLength": self.min_len}
+        longest = min(self.max_len, self.max_bytes or self.max_len)    # a character: >= 1 byte
+        if longest < 1 << 30:
+            out["maxLength"] = longest
+        if self.max_bytes:          # JSON Schema has no byte bound: said in words
+            out["description"] = f"at most {self.max_bytes} bytes in UTF-8"
+        if self.pattern:            # JSON Schema's pattern searches: anchor it
+            out["pattern"] = f"^(?:{self.pattern})$"
+        return out
 
 
 UID = Text(1, MAX_ID_LEN)               # the same bound as the room's AUTH and saver's columns
@@ -71,17 +92,23 @@ DEVICE = Text(0, MAX_ID_LEN)            # empty: no device / every device
 
 @dataclass(frozen=True, slots=True)
 class Integer:
-    """A JSON integer (not a boolean, not 1.0) in [lo, hi]."""
+    """A JSON integer in [lo, hi]: not a boolean; 60.0 is 60, as JSON (and JSON Schema) has
+    one number type and encoders write whole floats so, but 60.5 is no integer."""
 
     lo: int = 0
     hi: int = MAX_ID
 
     def check(self, name: str, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadRequest(f"{name} must be an integer")
         if not self.lo <= value <= self.hi:
             raise BadRequest(f"{name} must be in {self.lo}..{self.hi}")
         return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "integer", "minimum": self.lo, "maximum": self.hi}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +126,10 @@ class Number:
             raise BadRequest(f"{name} must be in {self.lo:g}..{self.hi:g}")
         return float(value)
 
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "number", "minimum": self.lo}
+        return out | {"maximum": self.hi} if math.isfinite(self.hi) else out
+
 
 @dataclass(frozen=True, slots=True)
 class Boolean:
@@ -106,6 +137,9 @@ class Boolean:
         if not isinstance(value, bool):
             raise BadRequest(f"{name} must be true or false")
         return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +152,9 @@ class Base64:
             return base64.b64decode(text.encode("ascii"), validate=True)
         except (binascii.Error, ValueError) as exc:      # ValueError: not ASCII
             raise BadRequest(f"{name} is not valid base64") from exc
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "string", "contentEncoding": "base64", "pattern": BASE64_PATTERN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +172,10 @@ class ListOf:
             raise BadRequest(f"{name} must hold {self.min_len}-{self.max_len} items")
         return [self.item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item.json_schema(), "minItems": self.min_len,
+                "maxItems": self.max_len}
+
 
 @dataclass(frozen=True, slots=True)
 class Digits:
@@ -150,6 +191,10 @@ class Digits:
                 and len(value) <= width and self.lo <= int(value) <= self.hi):
             raise BadRequest(f"{name} must be a decimal integer in {self.lo}..{self.hi}")
         return int(value)
+
+    def json_schema(self) -> dict[str, Any]:
+        # A path or query parameter: OpenAPI serialises an integer as its decimal text.
+        return {"type": "integer", "minimum": self.lo, "maximum": self.hi}
 
 
 ID = Digits(1, MAX_ID)                  # a message or broadcast id in a path
@@ -178,6 +223,19 @@ class Schema:
             raise BadRequest(f"{missing[0]} is required")
         out = dict(self.defaults)
         out.update((k, t.check(k, obj[k])) for k, t in self.fields.items() if k in obj)
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        """The object `parse` accepts; a field's default is its JSON Schema `default`."""
+        out: dict[str, Any] = {
+            "type": "object", "additionalProperties": False,
+            "properties": {k: t.json_schema() | ({"default": self.defaults[k]}
+                                                 if k in self.defaults else {})
+                           for k, t in self.fields.items()},
+            "required": [k for k in self.fields
+                         if k not in self.defaults and k not in self.one_of]}
+        if self.one_of:
+            out["oneOf"] = [{"required": [k]} for k in self.one_of]
         return out
 
 

@@ -103,6 +103,9 @@ async def test_draining_and_full_rooms_are_not_offered(
     ({"app": "chat", "uid": "u", "attempt": "99999999999999999999999"}, 400),
     ({"app": "chat", "uid": "u", "attempt": "١"}, 400),
     ({"app": "chat", "uid": "u", "isp": "i" * 65}, 400),
+    ({"app": "chat", "uid": "u", "failed": "h" * 2049}, 400),      # it would not fit a request
+    ({"app": "chat", "uid": "u", "failed": "hé:1"}, 400),           # no endpoint is so named
+    ({"app": "chat", "uid": "u", "failed": "ws://[::1]:8200/, h:1"}, 200),
     ({"app": "chat", "uid": "u" * 128, "attempt": "", "cache": "x"}, 200),
 ])
 async def test_bad_requests(client: tuple[ClientSession, str, View], params: dict[str, str],

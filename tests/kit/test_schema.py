@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from services.kit.errors import BadRequest
 from services.kit.limits import MAX_ID_LEN
@@ -33,9 +34,21 @@ def refused(kind: Any, value: Any) -> str:
     return caught.value.message
 
 
-@pytest.mark.parametrize("value", [True, False, 1.0, "1", None, [1], -1, 2**63])
+def test_text_may_have_to_match_a_pattern() -> None:
+    assert Text(pattern="[a-c,]*").check("f", "a,b") == "a,b"
+    assert refused(Text(pattern="[a-c]*"), "ab\n") == "f must match [a-c]*"
+
+
+@pytest.mark.parametrize("value", [True, False, 1.5, float("inf"), float("nan"), "1", None,
+                                   [1], -1, -1.0, 2**63, 2.0**63])
 def test_an_integer_is_a_json_integer_in_range(value: Any) -> None:
     assert refused(Integer(0, MAX_ID), value).startswith("f must be")
+
+
+def test_a_whole_float_is_the_integer_it_equals() -> None:
+    # JSON has one number type: Python's json.dumps(60.0) writes "60.0" (JSON Schema: integer)
+    assert Integer(0, 100).check("f", 60.0) == 60
+    assert type(Integer(0, 100).check("f", 60.0)) is int
 
 
 def test_integer_bounds_are_inclusive() -> None:
@@ -162,3 +175,46 @@ def test_decode_json_keeps_escapes_for_the_schema_to_judge() -> None:
     body = decode_json(json.dumps({"uids": ["\ud800"], "n": 10**30}).encode())
     assert body == {"uids": ["\ud800"], "n": 10**30}
     assert decode_json(b'{"x": 1e400}')["x"] == float("inf")       # Number refuses it later
+
+
+# json_schema(): what the OpenAPI documents say. Every value `check` accepts fits the schema,
+# and every listed value the schema refuses `check` refuses too (the schema is as tight as
+# JSON Schema can say; the looser case is named: a byte bound is only words).
+ONE_OF = Schema({"a": Integer(0, 9), "data": Text(), "data_b64": Base64()}, defaults={"a": 1},
+                one_of=("data", "data_b64"))
+
+
+@pytest.mark.parametrize(("kind", "good", "bad"), [
+    (Text(1, 3), ["a", "abc", "é"], ["", "abcd", 5, None]),
+    (Text(max_bytes=4), ["", "abcd", "éé"], ["abcde", 4]),
+    (Integer(0, 9), [0, 9, 9.0], [-1, 10, True, "1", 1.5]),
+    (Text(0, 9, pattern="[a-c,]*"), ["", "a,b"], ["d", "ab;", "a" * 10]),
+    (Number(0, 1e6), [0, 0.5, 10**6], [-0.1, 1e6 + 1, False, "1"]),
+    (Number(), [0, 1e300], [-1, None]),
+    (Boolean(), [True, False], [0, "true", None]),
+    (Base64(), ["", "AA==", "AAE=", "AAAA"], ["A", "AA=", "AAA", "A===", "****", 5]),
+    (ListOf(UID, 1, 2), [["u"], ["u", "v"]], [[], ["u"] * 3, [""], "u", [5]]),
+    (ONE_OF, [{"data": ""}, {"data_b64": "AA==", "a": 9}],
+     [{}, {"data": "", "data_b64": ""}, {"a": 1}, {"data": "", "b": 1}, {"data": 5}, []]),
+])
+def test_json_schema_agrees_with_check(kind: Any, good: list[Any], bad: list[Any]) -> None:
+    validator = Draft202012Validator(kind.json_schema())
+    Draft202012Validator.check_schema(kind.json_schema())
+    check = kind.parse if isinstance(kind, Schema) else lambda v: kind.check("f", v)
+    for value in good:
+        check(value)
+        assert validator.is_valid(value), value
+    for value in bad:
+        assert not validator.is_valid(value), value
+        with pytest.raises(BadRequest):
+            check(value)
+
+
+def test_json_schema_states_what_it_cannot_check() -> None:
+    assert Text(max_bytes=100).json_schema() == {
+        "type": "string", "minLength": 0, "maxLength": 100,
+        "description": "at most 100 bytes in UTF-8"}
+    assert Integer().json_schema()["maximum"] == MAX_ID
+    assert Digits(1, 5).json_schema() == {"type": "integer", "minimum": 1, "maximum": 5}
+    assert ONE_OF.json_schema()["properties"]["a"]["default"] == 1
+    assert ONE_OF.json_schema()["required"] == []

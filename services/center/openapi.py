@@ -1,0 +1,100 @@
+"""center's API as OpenAPI 3.1 (served at GET /openapi.json; docs/api.md §2 in words).
+
+Every route of `CenterApi.routes()` and of the HTTP plumbing has an `Operation` here; request
+bodies and parameters are the Schema/Type objects the handlers check (services/center/api.py),
+so only the success bodies are written out. Adding a route: services/kit/openapi.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.center.api import KICK, PUBLISH, TOPIC, broadcast_schema, push_schema
+from services.center.config import CenterConfig
+from services.kit import openapi
+from services.kit.limits import MAX_ID_LEN
+from services.kit.openapi import COUNT, Operation, json_object
+from services.kit.schema import ID, MAX_ID, UID, Text, Type
+
+APP: dict[str, Type] = {"app": Text(1, MAX_ID_LEN)}
+MS = {"type": "integer", "minimum": 0, "description": "Unix time in milliseconds"}
+ID_TEXT = {"type": "string", "pattern": "^[1-9][0-9]*$",
+           "description": f"a decimal id 1..{MAX_ID} (a JSON string: 64 bits)"}
+
+
+def _enum(*values: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)}
+
+
+SHARE = json_object(
+    room={"type": "string"},
+    state=_enum("queued", "running", "done", "gone", "failed", "cancelled"),
+    delivered=COUNT, connections=COUNT, rate_per_s={"type": "number", "minimum": 0},
+    owner={"type": "string"}, attempts=COUNT)
+BROADCAST = json_object(
+    id=ID_TEXT, app={"type": "string"}, state=_enum("running", "done", "cancelled"),
+    rate_per_s={"type": "number", "minimum": 0}, delivered=COUNT, rooms=COUNT, rooms_done=COUNT,
+    measured_per_s={"type": "number", "minimum": 0}, created_ms=MS, expires_ms=MS,
+    finished_ms={"anyOf": [MS, {"type": "null"}]}, elapsed_s={"type": "number", "minimum": 0},
+    shares={"type": "array", "items": SHARE})
+PUSHED = json_object(
+    messages={"type": "array", "items": json_object(uid={"type": "string"}, id=ID_TEXT)},
+    online_sessions=COUNT)
+MESSAGE = json_object(
+    id=ID_TEXT, uid={"type": "string"}, state=_enum("stored", "acked", "expired", "dead"),
+    deliveries=COUNT, delivered_to={"type": "array", "items": {"type": "string"}},
+    created_ms=MS, expires_ms=MS, acked_ms={"anyOf": [MS, {"type": "null"}]})
+USER = json_object(
+    uid={"type": "string"}, online={"type": "boolean"}, pending=COUNT,
+    sessions={"type": "array", "items": json_object(
+        session_id={"type": "string"}, device={"type": "string"}, room={"type": "string"},
+        since_ms=MS)})
+HEALTH = json_object(ok={"const": True}, instance={"type": "string"},
+                     peers={"type": "object", "additionalProperties": COUNT})
+
+
+def operations(config: CenterConfig) -> dict[tuple[str, str], Operation]:
+    """center's operations with this instance's limits (uids per push, broadcast rate)."""
+    apps = "/v1/apps/{app}"
+    broadcast = {**APP, "id": ID}
+    pushed = {"app": "$request.path.app"}
+    return {
+        ("POST", f"{apps}/push"): Operation(
+            "store a message for each uid, then hand it to their sessions", PUSHED,
+            body=push_schema(config.max_uids), path=APP, auth=True, errors=(429, 503),
+            links={"status": (("GET", f"{apps}/messages/{{id}}"),
+                              pushed | {"id": "$response.body#/messages/0/id"}),
+                   "user": (("GET", f"{apps}/users/{{uid}}"),
+                            pushed | {"uid": "$response.body#/messages/0/uid"})}),
+        ("GET", f"{apps}/messages/{{id}}"): Operation(
+            "where a message stands", MESSAGE, path={**APP, "id": ID}, auth=True,
+            errors=(503,)),
+        ("GET", f"{apps}/users/{{uid}}"): Operation(
+            "a user's sessions and pending messages", USER, path={**APP, "uid": UID},
+            auth=True, errors=(503,)),
+        ("POST", f"{apps}/users/{{uid}}/kick"): Operation(
+            "close a user's sessions (all, one device, all but one)",
+            json_object(kicked=COUNT), body=KICK, body_required=False, path={**APP, "uid": UID},
+            auth=True, errors=(429, 503)),
+        ("POST", f"{apps}/topics/{{topic}}/publish"): Operation(
+            "write a message to the connections bound to a topic (online only)",
+            json_object(rooms=COUNT, delivered=COUNT, failed_rooms=COUNT), body=PUBLISH,
+            path={**APP, "topic": TOPIC}, auth=True, errors=(503,)),
+        ("POST", f"{apps}/broadcasts"): Operation(
+            "send a message to every connection of the app, paced", BROADCAST, status=201,
+            body=broadcast_schema(config.broadcast_rate_max), path=APP, auth=True,
+            errors=(429, 503)),
+        ("GET", f"{apps}/broadcasts/{{id}}"): Operation(
+            "a broadcast job's progress", BROADCAST, path=broadcast, auth=True, errors=(503,)),
+        ("DELETE", f"{apps}/broadcasts/{{id}}"): Operation(
+            "cancel a broadcast job", BROADCAST, path=broadcast, auth=True, errors=(503,)),
+        ("GET", "/v1/health"): Operation("liveness and the peers this center sees", HEALTH),
+        ("GET", "/metrics"): openapi.metrics_operation(),
+        ("GET", openapi.PATH): openapi.spec_operation("center"),
+    }
+
+
+def document(config: CenterConfig) -> dict[str, Any]:
+    return openapi.document(
+        "pushwire center", "1", "The business HTTP API: push, status, presence, kick, topics, "
+        "broadcasts (docs/api.md §2). Errors: docs/api.md §3.", operations(config))
