@@ -1,5 +1,8 @@
 """Inboxes against real Redis and real MariaDB: the Lua scripts and the SQL.
 
+Every test that touches Redis runs twice: on one Redis, and on a real six-node Redis Cluster
+(tests/integration/rediscluster.py), where each script call must keep to one hash slot.
+
 PUSHWIRE_TEST_REDIS (default redis://127.0.0.1:6379/15) and PUSHWIRE_TEST_MYSQL (default
 mysql://root:@127.0.0.1:3306/pushwire_test; the database is created if missing). Each test
 uses its own key prefix and app id, and removes its keys and rows afterwards, so tests (and
@@ -21,19 +24,19 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 import pytest
-import redis.asyncio
 
+from services.kit import redis
 from services.kit.errors import StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
 from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
-from tests.integration.cluster import delete_keys
+from tests.integration.cluster import TEST_REDIS, delete_keys
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+REDIS_URL = TEST_REDIS
 # A database of this run's own (inside the test user's `pushwire_test%` grant), dropped at exit:
 # other suites' rows and schema versions never meet ours.
 _BASE_URL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
@@ -85,15 +88,16 @@ class World:
     clock: Clock
     app: str
     prefix: str
+    url: str
 
 
-def make(app: str, prefix: str) -> World:
+def make(app: str, prefix: str, url: str = REDIS_URL) -> World:
     """A saver's inboxes on the test servers, keys under `prefix`, its clock under test control."""
     clock = Clock()
-    inboxes = Inboxes(RedisHotStore(REDIS_URL, prefix=prefix), MysqlDurableStore(MYSQL_URL),
+    inboxes = Inboxes(RedisHotStore(url, prefix=prefix), MysqlDurableStore(MYSQL_URL),
                       IdGenerator(2, clock=clock), clock=clock, limits=lambda _app: LIMITS,
                       write_behind_ms=1)
-    return World(inboxes, clock, app, prefix)
+    return World(inboxes, clock, app, prefix, url)
 
 
 @pytest.fixture
@@ -108,17 +112,17 @@ async def names() -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.fixture
-async def world(names: tuple[str, str]) -> AsyncIterator[World]:
-    w = make(*names)
+async def world(names: tuple[str, str], redis_url: str) -> AsyncIterator[World]:
+    w = make(*names, redis_url)
     await w.inboxes.start()
     yield w
     await w.inboxes.close()
-    await wipe(w.prefix)
+    await wipe(w.prefix, w.url)
 
 
-async def wipe(prefix: str) -> None:
+async def wipe(prefix: str, url: str) -> None:
     """Delete every key under the prefix: to saver, the same as a Redis restart or FLUSHDB."""
-    await delete_keys(f"{prefix}:*", REDIS_URL)
+    await delete_keys(f"{prefix}:*", url)
 
 
 async def store(w: World, *items: StoreItem) -> list[StoredMessage]:
@@ -208,8 +212,9 @@ async def test_live_pushes_count_and_name_their_sessions_before_and_after_the_ac
         world: World) -> None:
     a, b = await store(world, StoreItem(world.app, "u1", b"a"), StoreItem(world.app, "u2", b"b"))
     # One batch: two devices of u1 got a, u2's one device got b.
-    await world.inboxes.delivered([Delivery(world.app, a.id, "s1"), Delivery(world.app, a.id, "s2"),
-                                   Delivery(world.app, b.id, "s3")])
+    await world.inboxes.delivered([Delivery(world.app, "u1", a.id, "s1"),
+                                   Delivery(world.app, "u1", a.id, "s2"),
+                                   Delivery(world.app, "u2", b.id, "s3")])
     seen = [await world.inboxes.status(world.app, m.id) for m in (a, b)]
     assert [(s.state, s.deliveries, s.delivered_to) for s in seen if s] == [
         ("stored", 2, ("s1", "s2")), ("stored", 1, ("s3",))]
@@ -239,8 +244,8 @@ async def test_redis_loss_is_repaired_from_mysql_with_the_same_ids(world: World)
     [acked] = await store(world, StoreItem(world.app, "u2", b"acked"))
     await load(world, uid="u2")
     await world.inboxes.ack([AckItem(world.app, "u2", acked.id)])
-    await wipe(world.prefix)
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    await wipe(world.prefix, world.url)
+    client = redis.connect(world.url)
     try:
         await client.script_flush()      # a restarted Redis has no cached scripts either
     finally:
@@ -261,9 +266,10 @@ async def test_durable_item_is_in_mysql_when_store_returns(world: World) -> None
     assert rows == ((b"important", 0),)
 
 
-async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str]) -> None:
+async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str],
+                                                     redis_url: str) -> None:
     app, prefix = names
-    w = make(app, prefix)
+    w = make(app, prefix, redis_url)
     await w.inboxes.start()
     try:
         stored = await store(w, *(StoreItem(app, f"u{i}", b"bye") for i in range(50)))
@@ -279,7 +285,7 @@ async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str]) -> 
         finally:
             await reopened.close()
     finally:
-        await wipe(prefix)
+        await wipe(prefix, redis_url)
 
 
 async def test_overdue_count_in_redis(world: World) -> None:
