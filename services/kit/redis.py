@@ -151,9 +151,13 @@ async def primaries(client: Client) -> frozenset[str]:
     if not isinstance(client, RedisCluster):
         return frozenset()
     nodes: dict[str, Any] = await client.cluster_nodes()
+    # Confirmed failures only ("fail"): a "fail?" is one node's suspicion, often a blip.
     return frozenset(str(n["node_id"]) for n in nodes.values()
-                     if "master" in str(n["flags"]) and "fail" not in str(n["flags"])
-                     and n.get("slots"))
+                     if {"master"} <= _flags(n) and "fail" not in _flags(n) and n.get("slots"))
+
+
+def _flags(node: dict[str, Any]) -> set[str]:
+    return set(str(node["flags"]).split(","))
 
 
 class Sentinel:

@@ -1,12 +1,14 @@
 """A real Redis Cluster on loopback for the tests: six `redis-server --cluster-enabled yes`
 processes (three primaries, one replica each) in a temporary folder, created with
 `redis-cli --cluster create`. `RedisClusterProcs.start()` returns once every node reports
-`cluster_state:ok` and knows all six; `stop()` ends only these processes (by PID) and removes
-the folder. tests/integration/conftest.py holds it in a session fixture, `redis_cluster`.
+`cluster_state:ok` and knows all six, and every replica holds its primary's data; `stop()`
+ends only these processes (by PID) and removes the folder. tests/integration/conftest.py
+holds it in a session fixture, `redis_cluster`.
 
 Failover: `kill(port)` SIGKILLs one node; its replica takes over after the node timeout
 (1 s here); `restart(port)` starts the same node again (same config file: it rejoins as a
-replica of whoever holds its slots now).
+replica of whoever holds its slots now). `pause`/`resume` SIGSTOP/SIGCONT a node, e.g. a
+replica, so that its primary's writes cannot reach it for a while.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class RedisClusterProcs:
                         "--cluster-replicas", "1", "--cluster-yes"],
                        capture_output=True, check=True, timeout=timeout)
         self.wait_ok(deadline - time.monotonic())
+        self._until(self.replicas_in_sync, deadline)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Until every running node says cluster_state:ok and knows every node."""
@@ -108,9 +111,29 @@ class RedisClusterProcs:
         return out
 
     def replicas_in_sync(self) -> bool:
-        """Whether every primary has a replica whose link is up."""
-        return all("connected_slaves:1" in cli(p, "info", "replication")
-                   for p in self.primaries())
+        """Whether every primary has a replica that finished its first sync and whose link is
+        up (a replica still loading its first copy cannot take over)."""
+        primaries = self.primaries()
+        linked = [p for p in self.running() if p not in primaries
+                  and "master_link_status:up" in cli(p, "info", "replication")]
+        return len(linked) == len(primaries) and all(
+            "connected_slaves:1" in cli(p, "info", "replication") for p in primaries)
+
+    def replica_of(self, port: int) -> int:
+        """The port of the replica of the primary on `port`."""
+        node_id = self.primaries()[port]
+        for line in cli(port, "cluster", "nodes").splitlines():
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == node_id:
+                return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        raise AssertionError(f"no replica of {port}")
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP the node (it reads nothing until `resume`)."""
+        self.procs[port].send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGCONT)
 
     def kill(self, port: int) -> None:
         """SIGKILL the node on `port` (a crash: no shutdown, no last replication)."""
@@ -126,6 +149,7 @@ class RedisClusterProcs:
         """End our processes (only these, by PID) and remove the folder."""
         for proc in self.procs.values():
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)     # a paused node could not stop
                 proc.terminate()
         for proc in self.procs.values():
             try:

@@ -11,12 +11,13 @@ other suites sharing the servers) do not see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -33,6 +34,7 @@ from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
 from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
 from tests.integration.cluster import TEST_REDIS, delete_keys
+from tests.integration.rediscluster import RedisClusterProcs, cli
 
 pytestmark = pytest.mark.integration
 
@@ -334,3 +336,111 @@ async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> 
     with pytest.raises(StoreError):
         await durable.start()
     await durable.close()
+
+
+# --- Redis Cluster failover -------------------------------------------------------------------
+
+ROOMY = Limits(ttl_s=600, inbox_max=100_000, max_deliveries=1000, max_body=1024)
+
+
+class Traffic:
+    """Stores (and ACKs a third of what it stored) in batches across 64 users, as a saver
+    under load does, until stopped; remembers what each call reported."""
+
+    def __init__(self, inboxes: Inboxes, app: str) -> None:
+        self.inboxes = inboxes
+        self.app = app
+        self.uids = [f"u{i}" for i in range(64)]
+        self.stored: dict[int, StoredMessage] = {}   # what store() returned: acknowledged
+        self.acked: set[int] = set()                 # asked to ACK (it may have happened)
+        self.failed = 0                              # store calls that raised StoreError
+        self.stop = asyncio.Event()
+
+    async def run(self, max_batches: int = 20_000) -> None:
+        for n in range(max_batches):
+            if self.stop.is_set():
+                return
+            batch = [StoreItem(self.app, self.uids[(16 * n + k) % 64], b"%d" % (16 * n + k))
+                     for k in range(16)]
+            try:
+                fresh = [m for m in await self.inboxes.store(batch)
+                         if isinstance(m, StoredMessage)]
+                self.stored.update((m.id, m) for m in fresh)
+                acks = [m for m in fresh if m.id % 3 == 0]
+                self.acked.update(m.id for m in acks)
+                await self.inboxes.ack([AckItem(m.app, m.uid, m.id) for m in acks])
+            except StoreError:
+                self.failed += 1
+                await asyncio.sleep(0.02)        # the cluster is failing over: back off
+
+
+async def until(probe: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_primary_loses_no_message_whose_store_returned(
+        names: tuple[str, str], redis_cluster: RedisClusterProcs) -> None:
+    """kill -9 of a primary during stores and ACKs, with writes it acknowledged that never
+    reached its replica (asynchronous replication: the test cuts the replica's link first,
+    so such writes surely exist): the replica takes over without them, the saver sees the
+    failover and rebuilds the inboxes from MySQL, and every message whose store call returned
+    (and was not ACKed) is delivered afterwards (docs/design-notes.md)."""
+    app, prefix = names
+    await until(redis_cluster.replicas_in_sync)
+    # The loss watch is driven by hand below (`recover()`, what the watch runs every period),
+    # so the test can first see what Redis itself lost.
+    inboxes = Inboxes(RedisHotStore(redis_cluster.url, prefix=prefix, timeout_s=2.0),
+                      MysqlDurableStore(MYSQL_URL), IdGenerator(3), limits=lambda _app: ROOMY,
+                      loss_check_s=3600)
+    reader = RedisHotStore(redis_cluster.url, prefix=prefix, timeout_s=2.0)
+    await inboxes.start()
+    loops = asyncio.create_task(inboxes.run())
+    traffic = Traffic(inboxes, app)
+    running = asyncio.create_task(traffic.run())
+    victim = next(iter(redis_cluster.primaries()))
+    replica = redis_cluster.replica_of(victim)
+    try:
+        await until(lambda: len(traffic.stored) >= 1000)
+        redis_cluster.pause(replica)
+        cli(victim, "client", "kill", "type", "replica")    # its writes now stay unreplicated
+        cut = len(traffic.stored)
+        await until(lambda: len(traffic.stored) >= cut + 64)    # every user got one more
+        before = [m for i, m in traffic.stored.items() if i not in traffic.acked]
+        redis_cluster.kill(victim)
+        redis_cluster.resume(replica)
+        started = time.monotonic()
+        await until(lambda: victim not in redis_cluster.primaries()
+                    and len(redis_cluster.primaries()) == 3)
+        await until(lambda: len(traffic.stored) >= cut + 1000)     # traffic flows again
+        took = time.monotonic() - started
+        now = int(time.time() * 1000)
+        lost = [m for m in before if await reader.get(app, m.uid, m.id, now) is None
+                and m.id not in traffic.acked]
+        assert lost, "the promoted replica should lack the writes made after the cut"
+        assert await inboxes.recover() > 0         # the failover is seen: rebuilt from MySQL
+        traffic.stop.set()
+        await running
+        found = await inboxes.load([LoadItem(app, uid, "phone", 1000) for uid in traffic.uids])
+        loaded = {m.id for inbox in found for m in inbox.messages}
+        missing = [i for i in traffic.stored if i not in traffic.acked and i not in loaded]
+        print(f"\nfailover: {len(traffic.stored)} stored ({len(before)} pending at the kill), "
+              f"{len(lost)} of them lost by Redis, {traffic.failed} store calls refused, "
+              f"traffic back {took:.1f}s after the kill, {len(missing)} missing after the "
+              "rebuild")
+        assert missing == []
+        assert loaded <= set(traffic.stored)
+    finally:
+        traffic.stop.set()
+        loops.cancel()
+        await asyncio.gather(running, loops, return_exceptions=True)
+        await inboxes.close()
+        await reader.close()
+        redis_cluster.resume(replica)
+        if victim not in redis_cluster.running():
+            redis_cluster.restart(victim)  # it rejoins as the new primary's replica
+        await until(lambda: redis_cluster.replicas_in_sync() and all(
+            "cluster_state:ok" in cli(p, "cluster", "info") for p in redis_cluster.running()))
+        await wipe(prefix, redis_cluster.url)
