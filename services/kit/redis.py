@@ -99,8 +99,9 @@ def _cluster(url: str, timeout_s: float) -> RedisCluster:
 
 def tag(unit: str) -> str:
     """The hash tag `{unit}`: keys sharing it live in one slot. `}` (which would end the tag
-    early, or leave it empty) and `%` are escaped so distinct units get distinct tags."""
-    return "{" + unit.replace("%", "%25").replace("}", "%7D") + "}"
+    early) and `%` are escaped so distinct units get distinct tags; the empty unit is `{%}`
+    (an empty tag would not be one: Redis would hash the whole key)."""
+    return "{" + (unit.replace("%", "%25").replace("}", "%7D") or "%") + "}"
 
 
 def by_slot(client: Client, units: Sequence[str]) -> list[list[int]]:
