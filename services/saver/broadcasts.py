@@ -17,7 +17,7 @@ hex digits (lexical = numeric order):
     <p>:b:<A>       ZSET  h, score 0           the log, ordered by id (range by lex)
     <p>:bx:<A>      ZSET  h, score expires_ms  what to sweep
     <p>:bm:<A>      HASH  h -> created_ms, expires_ms (>qq) + data
-    <p>:b:alive     STRING                     sentinel: gone means Redis lost the logs
+    <p>:b:alive:2   STRING                     sentinel (of this layout): gone means lost
 
 The app is the tag: a log is one app's, and every script touches one app's three keys at a
 time, so on a Redis Cluster they share one slot (a batch across apps runs once per slot,
@@ -298,7 +298,7 @@ class RedisBroadcastHot:
         self._append = redis.Script(self._redis, _LUA_APPEND)
         self._since = redis.Script(self._redis, _LUA_SINCE)
         self._remove = redis.Script(self._redis, _LUA_REMOVE)
-        self._sentinel = redis.Sentinel(self._redis, f"{prefix}:b:alive")
+        self._sentinel = redis.Sentinel(self._redis, f"{prefix}:b:alive:2")
 
     def _keys(self, app: str) -> list[str]:
         """The app's log keys, all with the app's hash tag `{app}`."""

@@ -12,7 +12,7 @@ contain "/"), `<h>` = the id as 16 hex digits (fixed width: lexical order is num
     <p>:e:<T>      ZSET  h, score = expires_ms      what to sweep when it expires
     <p>:t:<T>      HASH  h -> device                only messages aimed at one device
     <p>:m:<T>      HASH  h:d h:b h:c h:x h:n        device, body, created, expires, deliveries
-    <p>:alive      STRING                           sentinel: gone means Redis lost our data
+    <p>:alive:2    STRING                           sentinel: gone means Redis lost our data
 
 Why the user is the tag: every script touches one user's inbox at a time (store, ACK, load,
 the pending count), and Redis Cluster runs a script only on keys of one slot, declared in
@@ -20,6 +20,9 @@ KEYS. So a user's four keys share `{<app>/<uid>}` and land in one slot; differen
 spread over the cluster. The bodies live in the user's `m` hash (not one key per message, as
 before Redis Cluster support): a script can then declare every key it touches up front, even
 the bodies of messages it only finds while reading the inbox.
+
+The sentinel names the layout (2: tagged keys, bodies in the user's hash): a saver finding a
+Redis written in the older layout finds no sentinel and rebuilds the inboxes from MySQL.
 
 Expiry: a message is visible while `expires_ms > now_ms`, `now_ms` being the caller's clock;
 each script first sweeps the expired messages of the users it touches, and a user's keys
@@ -325,7 +328,7 @@ class RedisHotStore:
         self._load = redis.Script(self._redis, _LUA_LOAD)
         self._delivered = redis.Script(self._redis, _LUA_DELIVERED)
         self._pending = redis.Script(self._redis, _LUA_PENDING)
-        self._sentinel = redis.Sentinel(self._redis, f"{prefix}:alive")
+        self._sentinel = redis.Sentinel(self._redis, f"{prefix}:alive:2")
 
     def _keys(self, app: str, uid: str) -> list[str]:
         """The user's inbox keys i, e, t, m, all with the user's hash tag `{app/uid}`."""
