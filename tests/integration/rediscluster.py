@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cli.processes import free_port
+from cli.processes import FIXED_PORTS_FROM, ephemeral_low, free_port
 
 NODES = 6
 NODE_TIMEOUT_MS = 1000
@@ -42,10 +42,14 @@ def _bus_free(port: int) -> bool:
 
 
 def _ports(n: int) -> list[int]:
+    """n free ports whose bus ports are free too, both below the kernel's ephemeral range
+    when there is room (there, an outgoing connection could take one meanwhile)."""
+    room = ephemeral_low() - BUS_OFFSET > FIXED_PORTS_FROM + 1000
     ports: list[int] = []
     while len(ports) < n:
         port = free_port()
-        if port not in ports and _bus_free(port):
+        low_enough = not room or port + BUS_OFFSET < ephemeral_low()
+        if port not in ports and low_enough and _bus_free(port):
             ports.append(port)
     return ports
 
