@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.kit import redis
 from services.kit.config import ServiceConfig
 from services.kit.cors import Cors
 from services.kit.errors import ConfigError
@@ -24,7 +25,8 @@ class CenterConfig(ServiceConfig, TlsConfig):
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     # Broadcast jobs (docs/broadcast.md). redis: the job store every center shares
-    # (redis://host:port/db); empty or memory: in memory, for one center (`pushwire dev`).
+    # (redis://host:port/db, or redis+cluster://h1:p1,h2:p2 for a Redis Cluster); empty or
+    # memory: in memory, for one center (`pushwire dev`).
     redis: str = ""
     key_prefix: str = "pw"
     broadcast_rate_default: float = 10_000.0   # deliveries/s when a job names no rate
@@ -44,9 +46,10 @@ class CenterConfig(ServiceConfig, TlsConfig):
             raise ConfigError("need max_request_bytes >= 1024 and request_read_timeout_s > 0")
         TrustedProxies.of(self.trusted_proxies)
         Cors(self.cors_origins)
-        if self.redis not in ("", "memory:") and not self.redis.startswith(
-                ("redis://", "rediss://", "unix://")):
-            raise ConfigError("PUSHWIRE_CENTER_REDIS must be a redis:// URL, memory: or empty")
+        if self.redis not in ("", "memory:") and not redis.is_url(self.redis):
+            raise ConfigError("PUSHWIRE_CENTER_REDIS must be a redis:// or redis+cluster:// URL,"
+                              " memory: or empty")
+        redis.check_prefix(self.key_prefix, "PUSHWIRE_CENTER_KEY_PREFIX")
         if not 0 < self.broadcast_rate_default <= self.broadcast_rate_max:
             raise ConfigError("need 0 < broadcast_rate_default <= broadcast_rate_max")
         if not 0 < self.broadcast_poll_s < self.broadcast_lease_s or min(

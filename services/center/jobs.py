@@ -11,28 +11,34 @@ lease expires and another center claims the share (docs/broadcast.md).
                   running -> queued (released after a failure; retried later)
 
 Two stores with the same semantics: Redis when PUSHWIRE_CENTER_REDIS is set (every center of
-the cluster shares it; one Lua script per operation, so claims never race), in memory
-otherwise (one center, `pushwire dev`). This is center's only module importing redis; its
-errors become StoreError here.
+the cluster shares it; one Lua script per change, so claims never race), in memory
+otherwise (one center, `pushwire dev`). Redis is opened and its errors become StoreError in
+services/kit/redis.py.
 
-Redis layout, `<p>` the key prefix:
+Redis layout, `<p>` the key prefix, every key with the one hash tag `{jobs}`:
 
-    <p>:cj:<job>   HASH  app data created expires rate state rooms done delivered finished
-    <p>:cs:<job>   HASH  s:<room> state, r: rate, d: delivered, t: total, o: owner, a: attempts
-    <p>:cq         ZSET  "<job>:<room>", score = when it may be claimed (lease expiry)
+    <p>:cj:{jobs}:<job>  HASH  app data created expires rate state rooms done delivered finished
+    <p>:cs:{jobs}:<job>  HASH  s:<room> state, r: rate, d: delivered, t: total, o: owner,
+                               a: attempts
+    <p>:cq:{jobs}        ZSET  "<job>:<room>", score = when it may be claimed (lease expiry)
+
+Why one tag for all jobs: a claim takes the next due share from the ONE queue every center
+shares and updates that share's job in the same script, and finishing a share removes it from
+the queue; on a Redis Cluster a script's keys must share a slot, so the queue and every job
+do. The data is small (a job and one share per room, kept for a day after it ends) and
+changes at the pace of lease renewals, so one slot (one primary) carries it easily. Scripts
+name all their keys in KEYS: a claim first reads the queue's next due entry, then claims it in
+a script given that job's keys, which re-checks the entry is still due (another center may
+have taken it in between: then the next one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from services.kit.errors import StoreError
+from services.kit import redis
 
 RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
 QUEUED, GONE, FAILED = "queued", "gone", "failed"
@@ -251,13 +257,11 @@ class MemoryJobStore:
 
 # --- Redis (every center of a cluster) ----------------------------------------------------------
 
+# KEYS: the queue, the job's hash, its shares' hash. ARGV[1] = NOW, ARGV[2] = KEEP_DONE.
 _LUA_COMMON = """
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local Q = P .. ':cq'
-local function jkeys(id) return P .. ':cj:' .. id, P .. ':cs:' .. id end
-local function count(id, room, delivered, total)
-  local jk, sk = jkeys(id)
+local NOW = tonumber(ARGV[1])
+local Q, jk, sk = KEYS[1], KEYS[2], KEYS[3]
+local function count(room, delivered, total)
   local old = tonumber(redis.call('HGET', sk, 'd:' .. room) or '0')
   if delivered > old then
     redis.call('HINCRBY', jk, 'delivered', delivered - old)
@@ -268,7 +272,6 @@ local function count(id, room, delivered, total)
   end
 end
 local function finish(id, room, outcome)
-  local jk, sk = jkeys(id)
   local s = redis.call('HGET', sk, 's:' .. room)
   if s ~= 'queued' and s ~= 'running' then return end
   redis.call('HSET', sk, 's:' .. room, outcome)
@@ -277,78 +280,87 @@ local function finish(id, room, outcome)
   if done >= tonumber(redis.call('HGET', jk, 'rooms')) and
      redis.call('HGET', jk, 'state') == 'running' then
     redis.call('HSET', jk, 'state', 'done', 'finished', NOW)
-    redis.call('PEXPIRE', jk, ARGV[3])
-    redis.call('PEXPIRE', sk, ARGV[3])
+    redis.call('PEXPIRE', jk, ARGV[2])
+    redis.call('PEXPIRE', sk, ARGV[2])
   end
 end
 """
 
-# ARGV: P NOW KEEP_DONE LEASE OWNER MAX_ATTEMPTS
+# ARGV: NOW KEEP_DONE KEEP id n, n job field-value pairs, then per room: room rate.
+_LUA_CREATE = _LUA_COMMON + """
+local id, n = ARGV[4], tonumber(ARGV[5])
+local job = {}
+for i = 6, 5 + 2 * n do job[#job + 1] = ARGV[i] end
+redis.call('HSET', jk, unpack(job))
+for i = 6 + 2 * n, #ARGV, 2 do
+  local room = ARGV[i]
+  redis.call('HSET', sk, 's:' .. room, 'queued', 'r:' .. room, ARGV[i + 1], 'd:' .. room, 0,
+             't:' .. room, 0, 'o:' .. room, '', 'a:' .. room, 0)
+  redis.call('ZADD', Q, 0, id .. ':' .. room)
+end
+redis.call('PEXPIRE', jk, ARGV[3])
+redis.call('PEXPIRE', sk, ARGV[3])
+return 1
+"""
+
+# ARGV: NOW KEEP_DONE LEASE OWNER MAX_ATTEMPTS id room.  The share's fields when claimed,
+# else 0 (no longer due, finished, or failed now: take the next one).
 _LUA_CLAIM = _LUA_COMMON + """
-local LEASE, OWNER, MAXATT = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-for _ = 1, 32 do
-  local m = redis.call('ZRANGEBYSCORE', Q, '-inf', NOW, 'LIMIT', 0, 1)[1]
-  if not m then return false end
-  local sep = string.find(m, ':', 1, true)
-  local id, room = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
-  local jk, sk = jkeys(id)
-  local s = redis.call('HGET', sk, 's:' .. room)
-  if redis.call('HGET', jk, 'state') ~= 'running' or (s ~= 'queued' and s ~= 'running') then
-    redis.call('ZREM', Q, m)
-  else
-    local attempts = redis.call('HINCRBY', sk, 'a:' .. room, 1)
-    if attempts > MAXATT then
-      finish(id, room, 'failed')
-    else
-      redis.call('HSET', sk, 's:' .. room, 'running', 'o:' .. room, OWNER)
-      redis.call('ZADD', Q, NOW + LEASE, m)
-      local f = redis.call('HMGET', jk, 'app', 'data', 'created', 'expires', 'rate')
-      return {id, room, f[1], f[2], f[3], f[4], f[5], redis.call('HGET', sk, 'r:' .. room),
-              attempts}
-    end
-  end
-end
-return false
-"""
-
-# ARGV: P NOW KEEP_DONE LEASE OWNER id room delivered total
-_LUA_RENEW = _LUA_COMMON + """
+local LEASE, OWNER, MAXATT = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local id, room = ARGV[6], ARGV[7]
-local jk, sk = jkeys(id)
-local f = redis.call('HMGET', sk, 's:' .. room, 'o:' .. room)
-if f[1] ~= 'running' or f[2] ~= ARGV[5] then return 0 end
-count(id, room, tonumber(ARGV[8]), tonumber(ARGV[9]))
-if redis.call('HGET', jk, 'state') ~= 'running' then return 0 end
-redis.call('ZADD', Q, 'XX', NOW + tonumber(ARGV[4]), id .. ':' .. room)
-return 1
+local m = id .. ':' .. room
+local due = redis.call('ZSCORE', Q, m)
+if not due or tonumber(due) > NOW then return 0 end
+local s = redis.call('HGET', sk, 's:' .. room)
+if redis.call('HGET', jk, 'state') ~= 'running' or (s ~= 'queued' and s ~= 'running') then
+  redis.call('ZREM', Q, m)
+  return 0
+end
+local attempts = redis.call('HINCRBY', sk, 'a:' .. room, 1)
+if attempts > MAXATT then
+  finish(id, room, 'failed')
+  return 0
+end
+redis.call('HSET', sk, 's:' .. room, 'running', 'o:' .. room, OWNER)
+redis.call('ZADD', Q, NOW + LEASE, m)
+local f = redis.call('HMGET', jk, 'app', 'data', 'created', 'expires', 'rate')
+return {f[1], f[2], f[3], f[4], f[5], redis.call('HGET', sk, 'r:' .. room), attempts}
 """
 
-# ARGV: P NOW KEEP_DONE id room outcome delivered total
-_LUA_FINISH = _LUA_COMMON + """
-local id, room = ARGV[4], ARGV[5]
-local jk, sk = jkeys(id)
-if redis.call('HEXISTS', sk, 's:' .. room) == 0 then return 0 end
-count(id, room, tonumber(ARGV[7]), tonumber(ARGV[8]))
-finish(id, room, ARGV[6])
-return 1
-"""
-
-# ARGV: P NOW KEEP_DONE OWNER id room retry_at
-_LUA_RELEASE = _LUA_COMMON + """
+# ARGV: NOW KEEP_DONE LEASE OWNER id room delivered total
+_LUA_RENEW = _LUA_COMMON + """
 local id, room = ARGV[5], ARGV[6]
-local jk, sk = jkeys(id)
 local f = redis.call('HMGET', sk, 's:' .. room, 'o:' .. room)
-if f[1] == 'running' and f[2] == ARGV[4] then
+if f[1] ~= 'running' or f[2] ~= ARGV[4] then return 0 end
+count(room, tonumber(ARGV[7]), tonumber(ARGV[8]))
+if redis.call('HGET', jk, 'state') ~= 'running' then return 0 end
+redis.call('ZADD', Q, 'XX', NOW + tonumber(ARGV[3]), id .. ':' .. room)
+return 1
+"""
+
+# ARGV: NOW KEEP_DONE id room outcome delivered total
+_LUA_FINISH = _LUA_COMMON + """
+local id, room = ARGV[3], ARGV[4]
+if redis.call('HEXISTS', sk, 's:' .. room) == 0 then return 0 end
+count(room, tonumber(ARGV[6]), tonumber(ARGV[7]))
+finish(id, room, ARGV[5])
+return 1
+"""
+
+# ARGV: NOW KEEP_DONE OWNER id room retry_at
+_LUA_RELEASE = _LUA_COMMON + """
+local id, room = ARGV[4], ARGV[5]
+local f = redis.call('HMGET', sk, 's:' .. room, 'o:' .. room)
+if f[1] == 'running' and f[2] == ARGV[3] then
   redis.call('HSET', sk, 's:' .. room, 'queued', 'o:' .. room, '')
-  redis.call('ZADD', Q, tonumber(ARGV[7]), id .. ':' .. room)
+  redis.call('ZADD', Q, tonumber(ARGV[6]), id .. ':' .. room)
 end
 return 1
 """
 
-# ARGV: P NOW KEEP_DONE id
+# ARGV: NOW KEEP_DONE id
 _LUA_CANCEL = _LUA_COMMON + """
-local id = ARGV[4]
-local jk, sk = jkeys(id)
+local id = ARGV[3]
 if redis.call('HGET', jk, 'state') ~= 'running' then return 0 end
 redis.call('HSET', jk, 'state', 'cancelled', 'finished', NOW)
 local flat = redis.call('HGETALL', sk)
@@ -359,61 +371,57 @@ for i = 1, #flat, 2 do
     redis.call('ZREM', Q, id .. ':' .. string.sub(field, 3))
   end
 end
-redis.call('PEXPIRE', jk, ARGV[3])
-redis.call('PEXPIRE', sk, ARGV[3])
+redis.call('PEXPIRE', jk, ARGV[2])
+redis.call('PEXPIRE', sk, ARGV[2])
 return 1
 """
 
-
-@contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreError("job store unavailable", detail=f"redis {what}: {exc!r}") from exc
+_CLAIM_TRIES = 32       # stale queue entries one claim skips before giving up for now
 
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def _translated(what: str) -> AbstractContextManager[None]:
+    return redis.translated(what, "job store unavailable")
+
+
 class RedisJobStore:
-    """JobStore on Redis, shared by every center of a cluster."""
+    """JobStore on Redis or a Redis Cluster, shared by every center of a cluster."""
 
     def __init__(self, url: str, prefix: str = "pw", *, timeout_s: float = 5.0) -> None:
         self.prefix = prefix
-        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s)
-        self._claim = self._redis.register_script(_LUA_CLAIM)
-        self._renew = self._redis.register_script(_LUA_RENEW)
-        self._finish = self._redis.register_script(_LUA_FINISH)
-        self._release = self._redis.register_script(_LUA_RELEASE)
-        self._cancel = self._redis.register_script(_LUA_CANCEL)
+        self._redis = redis.connect(url, timeout_s=timeout_s)
+        self._queue = f"{prefix}:cq:{redis.tag('jobs')}"
+        self._create = redis.Script(self._redis, _LUA_CREATE)
+        self._claim = redis.Script(self._redis, _LUA_CLAIM)
+        self._renew = redis.Script(self._redis, _LUA_RENEW)
+        self._finish = redis.Script(self._redis, _LUA_FINISH)
+        self._release = redis.Script(self._redis, _LUA_RELEASE)
+        self._cancel = redis.Script(self._redis, _LUA_CANCEL)
 
-    def _keys(self, job_id: int) -> tuple[str, str]:
-        return f"{self.prefix}:cj:{job_id}", f"{self.prefix}:cs:{job_id}"
+    def _keys(self, job_id: int | str) -> tuple[str, str]:
+        t = redis.tag("jobs")
+        return f"{self.prefix}:cj:{t}:{job_id}", f"{self.prefix}:cs:{t}:{job_id}"
 
-    def _head(self, now_ms: int) -> list[Any]:
-        return [self.prefix, now_ms, KEEP_DONE_MS]
+    async def _run(self, script: redis.Script, job_id: int | str, now_ms: int,
+                   *args: Any) -> Any:
+        """Run `script` on the queue and the job's keys (NOW and KEEP_DONE first in ARGV)."""
+        [reply] = await script.run([((self._queue, *self._keys(job_id)),
+                                     (now_ms, KEEP_DONE_MS, *args))])
+        return reply
 
     async def create(self, spec: JobSpec, rates: dict[str, float], now_ms: int) -> None:
-        jk, sk = self._keys(spec.id)
-        state = RUNNING if rates else DONE
+        job: dict[str, Any] = {
+            "app": spec.app, "data": spec.data, "created": spec.created_ms,
+            "expires": spec.expires_ms, "rate": repr(spec.rate_per_s),
+            "state": RUNNING if rates else DONE, "rooms": len(rates), "done": 0,
+            "delivered": 0, "finished": 0 if rates else now_ms}
         with _translated("create"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(jk, mapping={
-                    "app": spec.app, "data": spec.data, "created": spec.created_ms,
-                    "expires": spec.expires_ms, "rate": repr(spec.rate_per_s), "state": state,
-                    "rooms": len(rates), "done": 0, "delivered": 0,
-                    "finished": 0 if rates else now_ms})
-                for room, rate in rates.items():
-                    pipe.hset(sk, mapping={f"s:{room}": QUEUED, f"r:{room}": repr(rate),
-                                           f"d:{room}": 0, f"t:{room}": 0, f"o:{room}": "",
-                                           f"a:{room}": 0})
-                    pipe.zadd(f"{self.prefix}:cq", {f"{spec.id}:{room}": 0})
-                pipe.pexpire(jk, KEEP_MS)
-                pipe.pexpire(sk, KEEP_MS)
-                await pipe.execute()
+            await self._run(self._create, spec.id, now_ms, KEEP_MS, spec.id, len(job),
+                            *(x for pair in job.items() for x in pair),
+                            *(x for room, rate in rates.items() for x in (room, repr(rate))))
 
     async def get(self, job_id: int) -> JobView | None:
         jk, sk = self._keys(job_id)
@@ -437,35 +445,41 @@ class RedisJobStore:
     async def claim(self, owner: str, lease_ms: int, now_ms: int, max_attempts: int) \
             -> Claim | None:
         with _translated("claim"):
-            found = await self._claim(args=[*self._head(now_ms), lease_ms, owner, max_attempts])
-        if not found:
-            return None
-        job_id, room, app, data, created, expires, rate, share_rate, attempts = found
-        spec = JobSpec(int(job_id), _text(app), bytes(data), int(created), int(expires),
-                       float(rate))
-        return Claim(spec, _text(room), float(share_rate), int(attempts))
+            for _ in range(_CLAIM_TRIES):
+                due = await self._redis.zrangebyscore(self._queue, "-inf", now_ms, 0, 1)
+                if not due:
+                    return None
+                job_id, _, room = _text(due[0]).partition(":")
+                found = await self._run(self._claim, job_id, now_ms, lease_ms, owner,
+                                        max_attempts, job_id, room)
+                if found:
+                    app, data, created, expires, rate, share_rate, attempts = found
+                    spec = JobSpec(int(job_id), _text(app), bytes(data), int(created),
+                                   int(expires), float(rate))
+                    return Claim(spec, room, float(share_rate), int(attempts))
+        return None
 
     async def renew(self, job_id: int, room: str, owner: str, delivered: int, total: int,
                     lease_ms: int, now_ms: int) -> bool:
         with _translated("renew"):
-            ok = await self._renew(args=[*self._head(now_ms), lease_ms, owner, job_id, room,
-                                         delivered, total])
+            ok = await self._run(self._renew, job_id, now_ms, lease_ms, owner, job_id, room,
+                                 delivered, total)
         return bool(ok)
 
     async def finish(self, job_id: int, room: str, outcome: str, delivered: int, total: int,
                      now_ms: int) -> None:
         with _translated("finish"):
-            await self._finish(args=[*self._head(now_ms), job_id, room, outcome, delivered,
-                                     total])
+            await self._run(self._finish, job_id, now_ms, job_id, room, outcome, delivered,
+                            total)
 
     async def release(self, job_id: int, room: str, owner: str, retry_at_ms: int) -> None:
         with _translated("release"):
-            await self._release(args=[*self._head(retry_at_ms), owner, job_id, room,
-                                      retry_at_ms])
+            await self._run(self._release, job_id, retry_at_ms, owner, job_id, room,
+                            retry_at_ms)
 
     async def cancel(self, job_id: int, now_ms: int) -> JobView | None:
         with _translated("cancel"):
-            await self._cancel(args=[*self._head(now_ms), job_id])
+            await self._run(self._cancel, job_id, now_ms, job_id)
         return await self.get(job_id)
 
     async def close(self) -> None:

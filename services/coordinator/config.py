@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.kit import redis
 from services.kit.config import ServiceConfig
 from services.kit.errors import ConfigError
 
@@ -17,7 +18,7 @@ from services.kit.errors import ConfigError
 class CoordinatorConfig(ServiceConfig):
     grpc_port: int = 9300
     redis: str = ""                    # dead letters in Redis (redis://...); "" / memory: in memory
-    key_prefix: str = "pw"             # Redis keys: <prefix>:deadletter:<app>
+    key_prefix: str = "pw"             # Redis keys: <prefix>:deadletter:{<app>}
     deadletter_max: int = 100_000      # dead letters kept per app (the oldest are trimmed)
     webhook_workers: int = 32          # upstream requests in flight per app
     webhook_queue: int = 10_000        # upstream messages waiting per app; beyond: failed
@@ -29,9 +30,10 @@ class CoordinatorConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.redis and not self.redis.startswith(("memory:", "redis://", "rediss://",
-                                                     "unix://")):
-            raise ConfigError("PUSHWIRE_COORDINATOR_REDIS must be empty, memory: or a redis:// URL")
+        if self.redis and self.redis != "memory:" and not redis.is_url(self.redis):
+            raise ConfigError("PUSHWIRE_COORDINATOR_REDIS must be empty, memory: or a redis:// or"
+                              " redis+cluster:// URL")
+        redis.check_prefix(self.key_prefix, "PUSHWIRE_COORDINATOR_KEY_PREFIX")
         for name in ("deadletter_max", "webhook_workers", "webhook_queue", "status_queue",
                      "status_held_max"):
             if getattr(self, name) < 1:

@@ -4,9 +4,10 @@ An upstream message whose webhook kept failing, or a status batch that could not
 is kept here as one JSON record, newest first, at most `max_per_app` per app (the oldest are
 trimmed). Two stores behind one small interface:
 
-- Redis (PUSHWIRE_COORDINATOR_REDIS=redis://...): a list per app, `<prefix>:deadletter:<app>`,
-  LPUSH + LTRIM in one round trip. This is the only module of coordinator importing redis;
-  its errors become StoreError here.
+- Redis (PUSHWIRE_COORDINATOR_REDIS=redis://... or redis+cluster://...): a list per app,
+  `<prefix>:deadletter:{<app>}` (the app's hash tag: one key per app, so on a Redis Cluster
+  each app's list lives in one slot and LPUSH + LTRIM go to one node), in one round trip.
+  Redis is opened and its errors become StoreError in services/kit/redis.py.
 - memory (`pushwire dev`, no Redis): a bounded deque per app, lost on restart.
 
 Record: {"event": "up" | "status", "app", "at_ms", "reason", "status", "attempts", "url",
@@ -20,10 +21,8 @@ from collections import deque
 from typing import Any, Protocol
 
 from prometheus_client import Counter
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from services.kit.errors import StoreError
+from services.kit import redis
 
 Record = dict[str, Any]
 
@@ -67,39 +66,34 @@ class MemoryDeadLetters:
 
 
 class RedisDeadLetters:
-    def __init__(self, url: str, prefix: str, max_per_app: int) -> None:
-        self._redis: Redis = Redis.from_url(url)
+    def __init__(self, url: str, prefix: str, max_per_app: int, timeout_s: float = 5.0) -> None:
+        self._redis = redis.connect(url, timeout_s=timeout_s)
         self._prefix = prefix
         self._max = max_per_app
 
     def key(self, app: str) -> str:
-        return f"{self._prefix}:deadletter:{app}"
+        return f"{self._prefix}:deadletter:{redis.tag(app)}"
 
     async def put(self, app: str, record: Record) -> None:
-        try:
+        with redis.translated("dead letter put", "dead letter not stored"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.lpush(self.key(app), json.dumps(record))
                 pipe.ltrim(self.key(app), 0, self._max - 1)
                 await pipe.execute()
-        except RedisError as exc:
-            raise StoreError("dead letter not stored", detail=repr(exc)) from exc
         DEAD_LETTERS.labels(str(record.get("event", ""))).inc()
 
     async def recent(self, app: str, limit: int = 100) -> list[Record]:
-        try:
+        with redis.translated("dead letters read", "dead letters not readable"):
             raw = await self._redis.lrange(self.key(app), 0, limit - 1)
-        except RedisError as exc:
-            raise StoreError("dead letters not readable", detail=repr(exc)) from exc
         return [json.loads(item) for item in raw]
 
     async def count(self, app: str) -> int:
-        try:
+        with redis.translated("dead letters count", "dead letters not readable"):
             return int(await self._redis.llen(self.key(app)))
-        except RedisError as exc:
-            raise StoreError("dead letters not readable", detail=repr(exc)) from exc
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        with redis.translated("close", "dead letters not readable"):
+            await self._redis.aclose()
 
 
 def open_store(url: str, prefix: str, max_per_app: int) -> DeadLetters:

@@ -8,13 +8,16 @@ live marks; a new scope beyond that is refused, nothing is evicted, so one app's
 push out another's. Expired marks neither count nor refuse anything, and are dropped as the
 app's marks are written (and by Redis key expiry).
 
-Redis layout, `<p>` the key prefix, `<u>` = `<app>/<uid>` (app ids never contain "/"), `<s>`
-the scope `<len(device)>:<device><except_device>`:
+Redis layout, `<p>` the key prefix, `<A>` the app's hash tag `{<app>}`, `<s>` the scope
+`<len(device)>:<device><except_device>`:
 
-    <p>:kick:<u>     HASH  <s> -> "<at_ms>:<expires_ms>"      the user's marks
-    <p>:kicks:<app>  ZSET  <len(uid)>:<uid><s>, score = expires_ms   the app's marks (quota)
+    <p>:kick:<A>:<uid>  HASH  <s> -> "<at_ms>:<expires_ms>"      the user's marks
+    <p>:kicks:<A>       ZSET  <len(uid)>:<uid><s>, score = expires_ms   the app's marks (quota)
 
-Both keys expire with their last mark. Each call is one round trip (a Lua script), so the
+Both keys expire with their last mark. The app is the hash tag because adding a mark checks
+the app's quota and writes the user's hash in one script: on a Redis Cluster both keys must
+share a slot (so one app's marks live on one node; a batch across apps runs once per slot,
+services/kit/redis.py). On one Redis each call is one round trip (a Lua script), so the
 quota holds across registers adding marks at once. Redis errors become StoreError in
 services/kit/redis.py, SQLite errors in services/kit/sqlite.py.
 """
@@ -145,14 +148,16 @@ class MemoryKickStore:
 
 # --- Redis -----------------------------------------------------------------------------------
 
-# ARGV: P NOW QUOTA, then per mark: app uid scope at_ms expires_ms. One "1"/"0" per mark.
+# KEYS per mark: the user's hash, the app's zset. ARGV: NOW QUOTA, then per mark: uid scope
+# at_ms expires_ms. One "1"/"0" per mark.
 _LUA_ADD = """
-local P, NOW, QUOTA = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local NOW, QUOTA = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
-for i = 4, #ARGV, 5 do
-  local app, uid, scope = ARGV[i], ARGV[i+1], ARGV[i+2]
-  local at, exp = tonumber(ARGV[i+3]), tonumber(ARGV[i+4])
-  local uk, ak = P .. ':kick:' .. app .. '/' .. uid, P .. ':kicks:' .. app
+for j = 0, #KEYS / 2 - 1 do
+  local a = 3 + 4 * j
+  local uid, scope = ARGV[a], ARGV[a+1]
+  local at, exp = tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
+  local uk, ak = KEYS[2*j+1], KEYS[2*j+2]
   local member = string.len(uid) .. ':' .. uid .. scope
   redis.call('ZREMRANGEBYSCORE', ak, '-inf', NOW)
   if not redis.call('ZSCORE', ak, member) and redis.call('ZCARD', ak) >= QUOTA then
@@ -160,13 +165,13 @@ for i = 4, #ARGV, 5 do
   else
     local last = 0
     local flat = redis.call('HGETALL', uk)
-    for j = 1, #flat, 2 do
-      local a, x = string.match(flat[j + 1], '^(%d+):(%d+)$')
+    for k = 1, #flat, 2 do
+      local a, x = string.match(flat[k + 1], '^(%d+):(%d+)$')
       a, x = tonumber(a), tonumber(x)
-      if flat[j] == scope then
+      if flat[k] == scope then
         at, exp = math.max(at, a), math.max(exp, x)
       elseif x <= NOW then
-        redis.call('HDEL', uk, flat[j])
+        redis.call('HDEL', uk, flat[k])
       else
         last = math.max(last, x)
       end
@@ -182,12 +187,10 @@ end
 return table.concat(out)
 """
 
-# ARGV: P, then per user: app uid. Per user, the flat HGETALL of its marks.
+# KEYS: per user its hash. Per user, the flat HGETALL of its marks.
 _LUA_MARKS = """
 local out = {}
-for i = 2, #ARGV, 2 do
-  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. ':kick:' .. ARGV[i] .. '/' .. ARGV[i+1])
-end
+for j = 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[j]) end
 return out
 """
 
@@ -202,38 +205,43 @@ class RedisKickStore:
     def __init__(self, url: str, prefix: str = "pw", *, timeout_s: float = 5.0) -> None:
         self.prefix = prefix
         self._redis = redis.connect(url, timeout_s=timeout_s)
-        self._add = self._redis.register_script(_LUA_ADD)
-        self._marks = self._redis.register_script(_LUA_MARKS)
+        self._add = redis.Script(self._redis, _LUA_ADD)
+        self._marks = redis.Script(self._redis, _LUA_MARKS)
+
+    def _user_key(self, app: str, uid: str) -> str:
+        return f"{self.prefix}:kick:{redis.tag(app)}:{uid}"
+
+    def _app_key(self, app: str) -> str:
+        return f"{self.prefix}:kicks:{redis.tag(app)}"
 
     async def start(self) -> None:
         """Nothing to do: the first command connects (a Redis down at start-up is then what
         it is later, an unreachable store, not a register that cannot start)."""
 
     async def add(self, marks: Sequence[Mark], now_ms: int, quota: int) -> list[bool]:
-        if not marks:
-            return []
-        args: list[Any] = [self.prefix, now_ms, quota]
-        for m in marks:
-            args += [m.app, m.uid, m.scope, m.at_ms, m.expires_ms]
+        groups = redis.by_slot(self._redis, [m.app for m in marks])
+        calls = [([k for i in g for k in (self._user_key(marks[i].app, marks[i].uid),
+                                          self._app_key(marks[i].app))],
+                  [now_ms, quota, *(x for i in g for x in (marks[i].uid, marks[i].scope,
+                                                           marks[i].at_ms,
+                                                           marks[i].expires_ms))])
+                 for g in groups]
         with redis.translated("kick marks add", "kick mark store unavailable"):
-            flags: bytes = await self._add(args=args)
-        return [f == ord("1") for f in flags]
+            replies = await self._add.run(calls)
+        return [flag == ord("1") for flag in redis.scatter(groups, replies, len(marks))]
 
     async def marks(self, users: Sequence[User], now_ms: int) -> list[list[Mark]]:
-        if not users:
-            return []
-        args: list[Any] = [self.prefix]
-        for app, uid in users:
-            args += [app, uid]
+        groups = redis.by_slot(self._redis, [app for app, _ in users])
+        calls: list[tuple[list[str], list[Any]]] = [
+            ([self._user_key(*users[i]) for i in g], []) for g in groups]
         with redis.translated("kick marks read", "kick mark store unavailable"):
-            found = await self._marks(args=args)
-        return [_parse(app, uid, flat, now_ms) for (app, uid), flat in zip(users, found,
-                                                                          strict=True)]
+            replies = await self._marks.run(calls)
+        return [_parse(app, uid, flat, now_ms) for (app, uid), flat
+                in zip(users, redis.scatter(groups, replies, len(users)), strict=True)]
 
     async def count(self, app: str, now_ms: int) -> int:
         with redis.translated("kick marks count", "kick mark store unavailable"):
-            return int(await self._redis.zcount(f"{self.prefix}:kicks:{app}", f"({now_ms}",
-                                                "+inf"))
+            return int(await self._redis.zcount(self._app_key(app), f"({now_ms}", "+inf"))
 
     async def close(self) -> None:
         with redis.translated("close", "kick mark store unavailable"):

@@ -11,12 +11,19 @@ migration 2), written before the append returns; it rebuilds the hot copy when R
 This module is the saver's second redis boundary (next to services/saver/hot.py): its errors
 become StoreError here.
 
-Redis layout, `<p>` the key prefix, `<h>` the id as 16 hex digits (lexical = numeric order):
+Redis layout, `<p>` the key prefix, `<A>` the app's hash tag `{<app>}`, `<h>` the id as 16
+hex digits (lexical = numeric order):
 
-    <p>:b:<app>     ZSET  h, score 0           the log, ordered by id (range by lex)
-    <p>:bx:<app>    ZSET  h, score expires_ms  what to sweep
-    <p>:bm:<app>    HASH  h -> created_ms, expires_ms (>qq) + data
-    <p>:b:alive     STRING                     sentinel: gone means Redis lost the logs
+    <p>:b:<A>       ZSET  h, score 0           the log, ordered by id (range by lex)
+    <p>:bx:<A>      ZSET  h, score expires_ms  what to sweep
+    <p>:bm:<A>      HASH  h -> created_ms, expires_ms (>qq) + data
+    <p>:b:alive:2   STRING                     sentinel (of this layout): gone means lost
+
+The app is the tag: a log is one app's, and every script touches one app's three keys at a
+time, so on a Redis Cluster they share one slot (a batch across apps runs once per slot,
+services/kit/redis.py). A cluster failover counts as a lost hot copy (kit/redis.py
+`Sentinel`): the rebuild from the durable rows brings back an entry the promoted replica
+had not received.
 """
 
 from __future__ import annotations
@@ -29,8 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
+from services.kit import redis
 from services.kit.errors import BadRequest, LimitError, PushwireError, StoreError
 from services.kit.lifecycle import every
 from services.saver.durable import MAX_APP
@@ -209,37 +215,37 @@ class BroadcastLog:
 
 # --- Redis -----------------------------------------------------------------------------------
 
+# Per item its app's three keys, KEYS[3j+1..3j+3] = log, expiry, bodies (one slot: they share
+# the app's tag); ARGV[1] = NOW.
 _LUA_COMMON = """
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local function keys(app) return P .. ':b:' .. app, P .. ':bx:' .. app, P .. ':bm:' .. app end
-local function drop(app, hids)
-  local lk, xk, mk = keys(app)
+local NOW = tonumber(ARGV[1])
+local function keys(j) return KEYS[3*j+1], KEYS[3*j+2], KEYS[3*j+3] end
+local function drop(lk, xk, mk, hids)
   for _, h in ipairs(hids) do
     redis.call('ZREM', lk, h)
     redis.call('ZREM', xk, h)
     redis.call('HDEL', mk, h)
   end
 end
-local function sweep(app)
-  local _, xk = keys(app)
-  drop(app, redis.call('ZRANGEBYSCORE', xk, '-inf', NOW))
+local function sweep(lk, xk, mk)
+  drop(lk, xk, mk, redis.call('ZRANGEBYSCORE', xk, '-inf', NOW))
 end
 """
 
-# ARGV: P NOW MAX, then per entry: app hid expires body
+# ARGV: NOW MAX, then per entry: hid expires body
 _LUA_APPEND = _LUA_COMMON + """
-local max = tonumber(ARGV[3])
-for i = 4, #ARGV, 4 do
-  local app, h, x = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
-  local lk, xk, mk = keys(app)
-  sweep(app)
+local max = tonumber(ARGV[2])
+for j = 0, (#ARGV - 2) / 3 - 1 do
+  local a = 3 + 3 * j
+  local h, x = ARGV[a], tonumber(ARGV[a+1])
+  local lk, xk, mk = keys(j)
+  sweep(lk, xk, mk)
   if x > NOW and redis.call('HEXISTS', mk, h) == 0 then
     redis.call('ZADD', lk, 0, h)
     redis.call('ZADD', xk, x, h)
-    redis.call('HSET', mk, h, ARGV[i+3])
+    redis.call('HSET', mk, h, ARGV[a+2])
     local over = redis.call('ZCARD', lk) - max
-    if over > 0 then drop(app, redis.call('ZRANGE', lk, 0, over - 1)) end
+    if over > 0 then drop(lk, xk, mk, redis.call('ZRANGE', lk, 0, over - 1)) end
   end
   local last = redis.call('ZRANGE', xk, -1, -1, 'WITHSCORES')[2]
   if last then
@@ -249,28 +255,34 @@ end
 return 1
 """
 
-# ARGV: P NOW, then per query: app after_hid limit.  Reply: per query n, then n (hid, body).
+# ARGV: NOW, then per query: after_hid limit.  Reply: per query n, then n (hid, body).
 _LUA_SINCE = _LUA_COMMON + """
 local out = {}
-for i = 3, #ARGV, 3 do
-  local app, limit = ARGV[i], tonumber(ARGV[i+2])
-  local lk, _, mk = keys(app)
-  sweep(app)
+for j = 0, (#ARGV - 1) / 2 - 1 do
+  local a = 2 + 2 * j
+  local limit = tonumber(ARGV[a+1])
+  local lk, xk, mk = keys(j)
+  sweep(lk, xk, mk)
   local hids = {}
   if limit > 0 then
-    hids = redis.call('ZREVRANGEBYLEX', lk, '+', '(' .. ARGV[i+1], 'LIMIT', 0, limit)
+    hids = redis.call('ZREVRANGEBYLEX', lk, '+', '(' .. ARGV[a], 'LIMIT', 0, limit)
   end
   out[#out + 1] = #hids
-  for j = #hids, 1, -1 do
-    out[#out + 1] = hids[j]
-    out[#out + 1] = redis.call('HGET', mk, hids[j]) or ''
+  for k = #hids, 1, -1 do
+    out[#out + 1] = hids[k]
+    out[#out + 1] = redis.call('HGET', mk, hids[k]) or ''
   end
 end
 return out
 """
 
+# ARGV: NOW hid.  One app's keys: take one entry out.
+_LUA_REMOVE = _LUA_COMMON + """
+drop(KEYS[1], KEYS[2], KEYS[3], {ARGV[2]})
+return 1
+"""
+
 _TIMES = struct.Struct(">qq")
-_ALIVE = "b:alive"
 
 
 def _hid(entry_id: int) -> str:
@@ -278,69 +290,77 @@ def _hid(entry_id: int) -> str:
 
 
 class RedisBroadcastHot:
-    """BroadcastHot on Redis."""
+    """BroadcastHot on Redis or a Redis Cluster (the same URL and prefix as the inboxes)."""
 
     def __init__(self, url: str, prefix: str = "pw", *, timeout_s: float = 5.0) -> None:
         self.prefix = prefix
-        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s)
-        self._append = self._redis.register_script(_LUA_APPEND)
-        self._since = self._redis.register_script(_LUA_SINCE)
+        self._redis = redis.connect(url, timeout_s=timeout_s)
+        self._append = redis.Script(self._redis, _LUA_APPEND)
+        self._since = redis.Script(self._redis, _LUA_SINCE)
+        self._remove = redis.Script(self._redis, _LUA_REMOVE)
+        self._sentinel = redis.Sentinel(self._redis, f"{prefix}:b:alive:2")
+
+    def _keys(self, app: str) -> list[str]:
+        """The app's log keys, all with the app's hash tag `{app}`."""
+        t, p = redis.tag(app), self.prefix
+        return [f"{p}:b:{t}", f"{p}:bx:{t}", f"{p}:bm:{t}"]
 
     async def append(self, entries: Sequence[BroadcastEntry], log_max: int, now_ms: int) -> None:
-        if not entries:
-            return
-        args: list[Any] = [self.prefix, now_ms, log_max]
-        for e in entries:
-            args += [e.app, _hid(e.id), e.expires_ms,
-                     _TIMES.pack(e.created_ms, e.expires_ms) + e.data]
+        calls = []
+        for group in redis.by_slot(self._redis, [e.app for e in entries]):
+            keys: list[Any] = []
+            args: list[Any] = [now_ms, log_max]
+            for i in group:
+                e = entries[i]
+                keys += self._keys(e.app)
+                args += [_hid(e.id), e.expires_ms,
+                         _TIMES.pack(e.created_ms, e.expires_ms) + e.data]
+            calls.append((keys, args))
         with translated("append"):
-            await self._append(args=args)
+            await self._append.run(calls)
 
     async def since(self, queries: Sequence[Query], now_ms: int) -> list[list[BroadcastEntry]]:
-        if not queries:
-            return []
-        args: list[Any] = [self.prefix, now_ms]
-        for q in queries:
-            args += [q.app, _hid(q.after), q.limit]
+        groups = redis.by_slot(self._redis, [q.app for q in queries])
+        calls = [([k for i in g for k in self._keys(queries[i].app)],
+                  [now_ms, *(x for i in g for x in (_hid(queries[i].after), queries[i].limit))])
+                 for g in groups]
         with translated("since"):
-            flat: list[Any] = await self._since(args=args)
-        out: list[list[BroadcastEntry]] = []
-        pos = 0
-        for q in queries:
-            n = int(flat[pos])
-            pos += 1
-            entries = []
-            for hid, body in zip(flat[pos:pos + 2 * n:2], flat[pos + 1:pos + 2 * n:2],
-                                 strict=True):
-                if len(body) >= _TIMES.size:
-                    created, expires = _TIMES.unpack_from(body)
-                    entries.append(BroadcastEntry(q.app, int(hid, 16), bytes(body[_TIMES.size:]),
-                                                  created, expires))
-            pos += 2 * n
-            out.append(entries)
+            replies: list[list[Any]] = await self._since.run(calls)
+        out: list[list[BroadcastEntry]] = [[] for _ in queries]
+        for group, flat in zip(groups, replies, strict=True):
+            pos = 0
+            for i in group:
+                n = int(flat[pos])
+                out[i] = _entries(queries[i].app, flat[pos + 1:pos + 1 + 2 * n])
+                pos += 1 + 2 * n
         return out
 
     async def remove(self, app: str, entry_id: int) -> None:
-        p, h = self.prefix, _hid(entry_id)
         with translated("remove"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(f"{p}:b:{app}", h)
-                pipe.zrem(f"{p}:bx:{app}", h)
-                pipe.hdel(f"{p}:bm:{app}", h)
-                await pipe.execute()
+            await self._remove.run([(self._keys(app), [0, _hid(entry_id)])])
 
     async def mark(self) -> None:
         with translated("mark"):
-            await self._redis.set(f"{self.prefix}:{_ALIVE}", b"1")
+            await self._sentinel.mark()
 
     async def lost(self) -> bool:
         with translated("lost"):
-            return not await self._redis.exists(f"{self.prefix}:{_ALIVE}")
+            return await self._sentinel.lost()
 
     async def close(self) -> None:
         with translated("close"):
             await self._redis.aclose()
+
+
+def _entries(app: str, flat: list[Any]) -> list[BroadcastEntry]:
+    """Decode one query's (hid, body) pairs of the since script."""
+    entries = []
+    for hid, body in zip(flat[::2], flat[1::2], strict=True):
+        if len(body) >= _TIMES.size:
+            created, expires = _TIMES.unpack_from(body)
+            entries.append(BroadcastEntry(app, int(hid, 16), bytes(body[_TIMES.size:]),
+                                          created, expires))
+    return entries
 
 
 # --- in memory (pushwire dev, unit tests) -----------------------------------------------------

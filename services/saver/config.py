@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.kit import redis
 from services.kit.config import DEV_HOME, ServiceConfig
 from services.kit.errors import ConfigError
 
@@ -11,7 +12,7 @@ from services.kit.errors import ConfigError
 @dataclass(frozen=True)
 class SaverConfig(ServiceConfig):
     grpc_port: int = 9200
-    hot: str = "memory:"                                   # or redis://host:port/db
+    hot: str = "memory:"       # or redis://host:port/db, or redis+cluster://h1:p1,h2:p2
     durable: str = f"sqlite:{DEV_HOME / 'dev' / 'pushwire.db'}"   # or mysql://u:p@h:port/db
     key_prefix: str = "pw"
     write_behind_max: int = 512        # rows per durable batch
@@ -21,7 +22,9 @@ class SaverConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.hot.startswith(("memory:", "redis://", "rediss://", "unix://")):
-            raise ConfigError("PUSHWIRE_SAVER_HOT must be memory: or a redis:// URL")
+        if self.hot != "memory:" and not redis.is_url(self.hot):
+            raise ConfigError("PUSHWIRE_SAVER_HOT must be memory: or a redis:// or"
+                              " redis+cluster:// URL")
+        redis.check_prefix(self.key_prefix, "PUSHWIRE_SAVER_KEY_PREFIX")
         if not self.durable.startswith(("sqlite:", "mysql://")):
             raise ConfigError("PUSHWIRE_SAVER_DURABLE must be sqlite:PATH or a mysql:// URL")

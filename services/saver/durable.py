@@ -46,6 +46,7 @@ class Delivery:
     """One delivery of a message to a session: a load on connect or an online push."""
 
     app: str
+    uid: str                    # whose inbox holds it (the hot store keys messages by user)
     id: int
     session_id: str
 

@@ -1,20 +1,32 @@
 """The hot store: per-user inboxes that serve store, load and ACK (Redis; in memory for dev).
 
-Every method takes a whole batch (items across many users) and costs ONE round trip: the
-Redis implementation runs one Lua script per call. This is the only module importing redis;
-its errors become StoreError here.
+Every method takes a whole batch (items across many users). On one Redis a call costs ONE
+round trip: one Lua script runs the whole batch. On a Redis Cluster the batch is split by
+hash slot and the scripts go out in one pipeline per node (services/kit/redis.py). This
+module's Redis errors become StoreError here.
 
-Redis layout, `<p>` the key prefix, `<u>` = `<app>/<uid>` (app ids never contain "/"),
-`<h>` = the id as 16 hex digits (fixed width: lexical order is numeric order):
+Redis layout, `<p>` the key prefix, `<T>` the user's hash tag `{<app>/<uid>}` (app ids never
+contain "/"), `<h>` = the id as 16 hex digits (fixed width: lexical order is numeric order):
 
-    <p>:i:<u>      ZSET  h, score = id's ms part    the inbox, oldest first (ties: by member)
-    <p>:e:<u>      ZSET  h, score = expires_ms      what to sweep when it expires
-    <p>:t:<u>      HASH  h -> device                only messages aimed at one device
-    <p>:m:<app>/<h> HASH  u d b c x n               uid, device, body, created, expires, deliveries
-    <p>:alive      STRING                           sentinel: gone means Redis lost our data
+    <p>:i:<T>      ZSET  h, score = id's ms part    the inbox, oldest first (ties: by member)
+    <p>:e:<T>      ZSET  h, score = expires_ms      what to sweep when it expires
+    <p>:t:<T>      HASH  h -> device                only messages aimed at one device
+    <p>:m:<T>      HASH  h:d h:b h:c h:x h:n        device, body, created, expires, deliveries
+    <p>:alive:2    STRING                           sentinel: gone means Redis lost our data
 
-Bodies expire with the message (PEXPIREAT); inbox keys live as long as their longest-lived
-message. A message is visible while `expires_ms > now_ms`, `now_ms` being the caller's clock.
+Why the user is the tag: every script touches one user's inbox at a time (store, ACK, load,
+the pending count), and Redis Cluster runs a script only on keys of one slot, declared in
+KEYS. So a user's four keys share `{<app>/<uid>}` and land in one slot; different users
+spread over the cluster. The bodies live in the user's `m` hash (not one key per message, as
+before Redis Cluster support): a script can then declare every key it touches up front, even
+the bodies of messages it only finds while reading the inbox.
+
+The sentinel names the layout (2: tagged keys, bodies in the user's hash): a saver finding a
+Redis written in the older layout finds no sentinel and rebuilds the inboxes from MySQL.
+
+Expiry: a message is visible while `expires_ms > now_ms`, `now_ms` being the caller's clock;
+each script first sweeps the expired messages of the users it touches, and a user's keys
+expire (PEXPIREAT) with their longest-lived message.
 """
 
 from __future__ import annotations
@@ -27,10 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from services.kit.errors import StoreError
+from services.kit import redis
 from services.saver.ids import EPOCH_MS, id_ms
 
 
@@ -102,7 +111,7 @@ class HotStore(Protocol):
         """Return each device's oldest pending messages and count this delivery."""
         ...
 
-    async def delivered(self, refs: Sequence[Ref]) -> list[int]:
+    async def delivered(self, refs: Sequence[InboxRef]) -> list[int]:
         """Count a delivery (a push) of each message; return the new counts (0: gone)."""
         ...
 
@@ -112,8 +121,9 @@ class HotStore(Protocol):
         only those stored at or before that time (what is overdue for an ACK)."""
         ...
 
-    async def get(self, app: str, message_id: int, now_ms: int) -> StoredMessage | None:
-        """The message if it is still in an inbox and not expired."""
+    async def get(self, app: str, uid: str, message_id: int, now_ms: int) \
+            -> StoredMessage | None:
+        """The message if it is still in uid's inbox and not expired."""
         ...
 
     async def mark(self) -> None:
@@ -121,7 +131,8 @@ class HotStore(Protocol):
         ...
 
     async def lost(self) -> bool:
-        """True when the sentinel is gone: the store restarted empty or was flushed."""
+        """True when the store may have lost data since `mark`: the sentinel is gone (it
+        restarted empty or was flushed), or a cluster failed over."""
         ...
 
     async def close(self) -> None:
@@ -130,92 +141,92 @@ class HotStore(Protocol):
 
 # --- Redis -----------------------------------------------------------------------------------
 
+# Every script gets per item its user's four keys, KEYS[4j+1..4j+4] = i e t m (one hash slot:
+# they share the user's tag), and ARGV[1] = NOW.
 _LUA_COMMON = """
-local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
-local function inbox_keys(app, uid)
-  local u = app .. '/' .. uid
-  return P .. ':i:' .. u, P .. ':e:' .. u, P .. ':t:' .. u
+local NOW = tonumber(ARGV[1])
+local function user(j) return KEYS[4*j+1], KEYS[4*j+2], KEYS[4*j+3], KEYS[4*j+4] end
+local function fields(hid)
+  return hid .. ':d', hid .. ':b', hid .. ':c', hid .. ':x', hid .. ':n'
 end
-local function body_key(app, hid) return P .. ':m:' .. app .. '/' .. hid end
 -- Remove one message from its inbox and delete its body; 1 if it was in the inbox.
-local function drop(app, uid, hid)
-  local ik, ek, tk = inbox_keys(app, uid)
+local function drop(ik, ek, tk, mk, hid)
   redis.call('ZREM', ek, hid)
   redis.call('HDEL', tk, hid)
-  redis.call('DEL', body_key(app, hid))
+  redis.call('HDEL', mk, fields(hid))
   return redis.call('ZREM', ik, hid)
 end
-local function sweep(app, uid)
-  local _, ek = inbox_keys(app, uid)
-  for _, hid in ipairs(redis.call('ZRANGEBYSCORE', ek, '-inf', NOW)) do drop(app, uid, hid) end
+local function sweep(ik, ek, tk, mk)
+  for _, hid in ipairs(redis.call('ZRANGEBYSCORE', ek, '-inf', NOW)) do
+    drop(ik, ek, tk, mk, hid)
+  end
 end
 """
 
-# ARGV: P NOW RESTORE, then per message: app uid hid score device created expires data bound n
+# ARGV: NOW RESTORE, then per message: hid score device created expires data bound n.
+# Returns the evicted as pairs: message index j (0-based), hid.
 _LUA_STORE = _LUA_COMMON + """
-local restore = ARGV[3] == '1'
+local restore = ARGV[2] == '1'
 local evicted = {}
-for i = 4, #ARGV, 10 do
-  local app, uid, hid, device, expires = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+4], ARGV[i+6]
-  local bk = body_key(app, hid)
-  if not (restore and redis.call('EXISTS', bk) == 1) then
-    local ik, ek, tk = inbox_keys(app, uid)
-    sweep(app, uid)
-    redis.call('HSET', bk, 'u', uid, 'd', device, 'b', ARGV[i+7], 'c', ARGV[i+5],
-               'x', expires, 'n', ARGV[i+9])
-    redis.call('PEXPIREAT', bk, expires)
-    redis.call('ZADD', ik, ARGV[i+3], hid)
+for j = 0, (#ARGV - 2) / 8 - 1 do
+  local a = 3 + 8 * j
+  local ik, ek, tk, mk = user(j)
+  local hid, device, expires = ARGV[a], ARGV[a+2], ARGV[a+4]
+  if not (restore and redis.call('HEXISTS', mk, hid .. ':b') == 1) then
+    sweep(ik, ek, tk, mk)
+    redis.call('HSET', mk, hid .. ':d', device, hid .. ':b', ARGV[a+5], hid .. ':c', ARGV[a+3],
+               hid .. ':x', expires, hid .. ':n', ARGV[a+7])
+    redis.call('ZADD', ik, ARGV[a+1], hid)
     redis.call('ZADD', ek, expires, hid)
     if device ~= '' then redis.call('HSET', tk, hid, device) end
-    local over = redis.call('ZCARD', ik) - tonumber(ARGV[i+8])
+    local over = redis.call('ZCARD', ik) - tonumber(ARGV[a+6])
     if over > 0 then
       for _, old in ipairs(redis.call('ZRANGE', ik, 0, over - 1)) do
-        drop(app, uid, old)
-        evicted[#evicted + 1] = app
+        drop(ik, ek, tk, mk, old)
+        evicted[#evicted + 1] = j
         evicted[#evicted + 1] = old
       end
     end
     local last = redis.call('ZRANGE', ek, -1, -1, 'WITHSCORES')[2]
     if last then
-      for _, k in ipairs({ik, ek, tk}) do redis.call('PEXPIREAT', k, last) end
+      for _, k in ipairs({ik, ek, tk, mk}) do redis.call('PEXPIREAT', k, last) end
     end
   end
 end
 return evicted
 """
 
-# ARGV: P NOW, then per ack: app uid hid.  Returns one string: "1" or "0" per ack.
+# ARGV: NOW, then per ack: hid.  Returns one string: "1" or "0" per ack.
 _LUA_ACK = _LUA_COMMON + """
 local out = {}
-for i = 3, #ARGV, 3 do
-  local app, uid, hid = ARGV[i], ARGV[i+1], ARGV[i+2]
-  local ik = inbox_keys(app, uid)
+for j = 0, #ARGV - 2 do
+  local ik, ek, tk, mk = user(j)
+  local hid = ARGV[j + 2]
   local live = 0
   if redis.call('ZSCORE', ik, hid) then
-    local x = redis.call('HGET', body_key(app, hid), 'x')
+    local x = redis.call('HGET', mk, hid .. ':x')
     if x and tonumber(x) > NOW then live = 1 end
-    drop(app, uid, hid)
+    drop(ik, ek, tk, mk, hid)
   end
   out[#out + 1] = live
 end
 return table.concat(out)
 """
 
-# ARGV: P NOW, then per request: app uid device limit max_deliveries.
+# ARGV: NOW, then per request: device limit max_deliveries.
 # Returns ONE string (a nested reply of thousands of elements costs more to parse in Python
 # than everything else here), per request: >III remaining, ndead, ntaken; ndead hids of 16
 # bytes; ntaken messages, each: hid, >I device length, device, >I body length, body,
 # >ddd created_ms, expires_ms, deliveries (doubles: exact for these integers).
 _LUA_LOAD = _LUA_COMMON + """
 local out = {}
-for i = 3, #ARGV, 5 do
-  local app, uid, device = ARGV[i], ARGV[i+1], ARGV[i+2]
-  local limit, maxdel = tonumber(ARGV[i+3]), tonumber(ARGV[i+4])
-  local ik, _, tk = inbox_keys(app, uid)
-  sweep(app, uid)
+for j = 0, (#ARGV - 1) / 3 - 1 do
+  local a = 2 + 3 * j
+  local device, limit, maxdel = ARGV[a], tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
+  local ik, ek, tk, mk = user(j)
+  sweep(ik, ek, tk, mk)
   local targets, flat = {}, redis.call('HGETALL', tk)
-  for j = 1, #flat, 2 do targets[flat[j]] = flat[j+1] end
+  for k = 1, #flat, 2 do targets[flat[k]] = flat[k+1] end
   local targeted = #flat > 0
   local dead, taken, ntaken, remaining = {}, {}, 0, 0
   local card, at = redis.call('ZCARD', ik), 0
@@ -230,17 +241,16 @@ for i = 3, #ARGV, 5 do
         remaining = remaining + 1
         at = at + 1
       else
-        local bk = body_key(app, hid)
-        local f = redis.call('HMGET', bk, 'd', 'b', 'c', 'x', 'n')
+        local f = redis.call('HMGET', mk, fields(hid))
         if not f[2] or tonumber(f[4]) <= NOW then
-          drop(app, uid, hid)
+          drop(ik, ek, tk, mk, hid)
           card = card - 1
         elseif tonumber(f[5]) >= maxdel then
-          drop(app, uid, hid)
+          drop(ik, ek, tk, mk, hid)
           card = card - 1
           dead[#dead + 1] = hid
         else
-          local n = redis.call('HINCRBY', bk, 'n', 1)
+          local n = redis.call('HINCRBY', mk, hid .. ':n', 1)
           taken[#taken + 1] = hid .. struct.pack('>I4c0I4c0ddd', #f[1], f[1], #f[2], f[2],
                                                  tonumber(f[3]), tonumber(f[4]), n)
           ntaken = ntaken + 1
@@ -260,13 +270,14 @@ end
 return table.concat(out)
 """
 
-# ARGV: P NOW, then per message: app hid.  Returns the new delivery count, 0 when gone.
-_LUA_DELIVERED = _LUA_COMMON + """
+# KEYS: per message its user's m key (only).  ARGV: per message: hid.
+# Returns the new delivery count, 0 when gone.
+_LUA_DELIVERED = """
 local out = {}
-for i = 3, #ARGV, 2 do
-  local bk = body_key(ARGV[i], ARGV[i+1])
-  if redis.call('EXISTS', bk) == 1 then
-    out[#out + 1] = redis.call('HINCRBY', bk, 'n', 1)
+for j = 1, #KEYS do
+  local hid = ARGV[j]
+  if redis.call('HEXISTS', KEYS[j], hid .. ':b') == 1 then
+    out[#out + 1] = redis.call('HINCRBY', KEYS[j], hid .. ':n', 1)
   else
     out[#out + 1] = 0
   end
@@ -274,18 +285,19 @@ end
 return out
 """
 
-# ARGV: P NOW, then per user: app uid.
+# ARGV: NOW, CUTOFF: count only messages whose id's ms part is at most this ('+inf': all).
 _LUA_PENDING = _LUA_COMMON + """
--- ARGV[3]: count only messages whose id's ms part is at most this ('+inf': all)
 local out = {}
-for i = 4, #ARGV, 2 do
-  sweep(ARGV[i], ARGV[i+1])
-  out[#out + 1] = redis.call('ZCOUNT', (inbox_keys(ARGV[i], ARGV[i+1])), '-inf', ARGV[3])
+for j = 0, #KEYS / 4 - 1 do
+  local ik, ek, tk, mk = user(j)
+  sweep(ik, ek, tk, mk)
+  out[#out + 1] = redis.call('ZCOUNT', ik, '-inf', ARGV[2])
 end
 return out
 """
 
 _TIME_BITS = 22     # ids: ms << 22 | node | seq (services/saver/ids.py)
+_FIELDS = ("d", "b", "c", "x", "n")
 
 
 def _hid(message_id: int) -> str:
@@ -299,96 +311,117 @@ def _text(raw: Any) -> str:
 @contextmanager
 def translated(what: str) -> Iterator[None]:
     """Turn redis failures into StoreError, the only hot-store error callers see."""
-    try:
+    with redis.translated(what, "hot store unavailable"):
         yield
-    except RedisError as exc:
-        raise StoreError("hot store unavailable", detail=f"redis {what}: {exc!r}") from exc
 
 
 class RedisHotStore:
-    """HotStore on one Redis (or one shard of several: the caller splits batches by key)."""
+    """HotStore on one Redis, a Redis Cluster (`redis+cluster://`), or one shard of several
+    independent Redis servers (the caller splits batches by key). `lost()` also reports a
+    cluster failover (kit/redis.py `Sentinel`): the caller rebuilds from the durable copy."""
 
     def __init__(self, url: str, prefix: str = "pw", *, timeout_s: float = 5.0) -> None:
         self.prefix = prefix
-        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s)
-        self._store = self._redis.register_script(_LUA_STORE)
-        self._ack = self._redis.register_script(_LUA_ACK)
-        self._load = self._redis.register_script(_LUA_LOAD)
-        self._delivered = self._redis.register_script(_LUA_DELIVERED)
-        self._pending = self._redis.register_script(_LUA_PENDING)
+        self._redis = redis.connect(url, timeout_s=timeout_s)
+        self._store = redis.Script(self._redis, _LUA_STORE)
+        self._ack = redis.Script(self._redis, _LUA_ACK)
+        self._load = redis.Script(self._redis, _LUA_LOAD)
+        self._delivered = redis.Script(self._redis, _LUA_DELIVERED)
+        self._pending = redis.Script(self._redis, _LUA_PENDING)
+        self._sentinel = redis.Sentinel(self._redis, f"{prefix}:alive:2")
+
+    def _keys(self, app: str, uid: str) -> list[str]:
+        """The user's inbox keys i, e, t, m, all with the user's hash tag `{app/uid}`."""
+        t = redis.tag(f"{app}/{uid}")
+        p = self.prefix
+        return [f"{p}:i:{t}", f"{p}:e:{t}", f"{p}:t:{t}", f"{p}:m:{t}"]
+
+    def _groups(self, users: Sequence[tuple[str, str]]) -> list[list[int]]:
+        return redis.by_slot(self._redis, [f"{app}/{uid}" for app, uid in users])
 
     async def store(self, messages: Sequence[StoredMessage], bounds: Sequence[int], now_ms: int,
                     *, restore: bool = False) -> list[Ref]:
-        if not messages:
-            return []
-        args: list[Any] = [self.prefix, now_ms, int(restore)]
-        for m, bound in zip(messages, bounds, strict=True):
-            args += [m.app, m.uid, _hid(m.id), m.id >> _TIME_BITS, m.device, m.created_ms,
-                     m.expires_ms, m.data, bound, m.deliveries]
+        groups = self._groups([(m.app, m.uid) for m in messages])
+        calls = []
+        for group in groups:
+            keys: list[Any] = []
+            args: list[Any] = [now_ms, int(restore)]
+            for i in group:
+                m = messages[i]
+                keys += self._keys(m.app, m.uid)
+                args += [_hid(m.id), m.id >> _TIME_BITS, m.device, m.created_ms, m.expires_ms,
+                         m.data, bounds[i], m.deliveries]
+            calls.append((keys, args))
         with translated("store"):
-            flat = await self._store(args=args)
-        return [Ref(_text(flat[i]), int(_text(flat[i + 1]), 16)) for i in range(0, len(flat), 2)]
+            replies = await self._store.run(calls)
+        return [Ref(messages[group[int(flat[k])]].app, int(_text(flat[k + 1]), 16))
+                for group, flat in zip(groups, replies, strict=True)
+                for k in range(0, len(flat), 2)]
 
     async def ack(self, refs: Sequence[InboxRef], now_ms: int) -> list[bool]:
-        if not refs:
-            return []
-        args: list[Any] = [self.prefix, now_ms]
-        for r in refs:
-            args += [r.app, r.uid, _hid(r.id)]
+        groups = self._groups([(r.app, r.uid) for r in refs])
+        calls = [([k for i in g for k in self._keys(refs[i].app, refs[i].uid)],
+                  [now_ms, *(_hid(refs[i].id) for i in g)]) for g in groups]
         with translated("ack"):
-            flags: bytes = await self._ack(args=args)
-        return [f == ord("1") for f in flags]
+            replies = await self._ack.run(calls)
+        return [flag == ord("1") for flag in redis.scatter(groups, replies, len(refs))]
 
     async def load(self, requests: Sequence[LoadRequest], now_ms: int) -> list[LoadResult]:
-        if not requests:
-            return []
-        args: list[Any] = [self.prefix, now_ms]
-        for q in requests:
-            args += [q.app, q.uid, q.device, q.limit, q.max_deliveries]
+        groups = self._groups([(q.app, q.uid) for q in requests])
+        calls = []
+        for group in groups:
+            keys: list[Any] = []
+            args: list[Any] = [now_ms]
+            for i in group:
+                q = requests[i]
+                keys += self._keys(q.app, q.uid)
+                args += [q.device, q.limit, q.max_deliveries]
+            calls.append((keys, args))
         with translated("load"):
-            blob: bytes = await self._load(args=args)
-        reader = _Reader(blob)
-        return [reader.load_result(q) for q in requests]
+            blobs: list[bytes] = await self._load.run(calls)
+        out: list[LoadResult] = [LoadResult() for _ in requests]
+        for group, blob in zip(groups, blobs, strict=True):
+            reader = _Reader(blob)
+            for i in group:
+                out[i] = reader.load_result(requests[i])
+        return out
 
-    async def delivered(self, refs: Sequence[Ref]) -> list[int]:
-        if not refs:
-            return []
-        args: list[Any] = [self.prefix, 0]
-        for r in refs:
-            args += [r.app, _hid(r.id)]
+    async def delivered(self, refs: Sequence[InboxRef]) -> list[int]:
+        groups = self._groups([(r.app, r.uid) for r in refs])
+        calls = [([self._keys(refs[i].app, refs[i].uid)[3] for i in g],
+                  [_hid(refs[i].id) for i in g]) for g in groups]
         with translated("delivered"):
-            counts = await self._delivered(args=args)
-        return [int(c) for c in counts]
+            replies = await self._delivered.run(calls)
+        return [int(count) for count in redis.scatter(groups, replies, len(refs))]
 
     async def pending(self, users: Sequence[tuple[str, str]], now_ms: int,
                       stored_before_ms: int = 0) -> list[int]:
-        if not users:
-            return []
         cutoff = (stored_before_ms - EPOCH_MS) if stored_before_ms else "+inf"
-        args: list[Any] = [self.prefix, now_ms, cutoff]
-        for app, uid in users:
-            args += [app, uid]
+        groups = self._groups(users)
+        calls = [([k for i in g for k in self._keys(*users[i])], [now_ms, cutoff])
+                 for g in groups]
         with translated("pending"):
-            counts = await self._pending(args=args)
-        return [int(c) for c in counts]
+            replies = await self._pending.run(calls)
+        return [int(count) for count in redis.scatter(groups, replies, len(users))]
 
-    async def get(self, app: str, message_id: int, now_ms: int) -> StoredMessage | None:
-        key = f"{self.prefix}:m:{app}/{_hid(message_id)}"
+    async def get(self, app: str, uid: str, message_id: int, now_ms: int) \
+            -> StoredMessage | None:
+        h = _hid(message_id)
         with translated("get"):
-            fields: list[Any] = await self._redis.hmget(key, ["u", "d", "b", "c", "x", "n"])
-        u, d, b, c, x, n = fields
+            found: list[Any] = await self._redis.hmget(self._keys(app, uid)[3],
+                                                       [f"{h}:{f}" for f in _FIELDS])
+        d, b, c, x, n = found
         if b is None or int(x) <= now_ms:
             return None
-        return StoredMessage(app, _text(u), message_id, b, int(c), int(x), _text(d), int(n))
+        return StoredMessage(app, uid, message_id, b, int(c), int(x), _text(d), int(n))
 
     async def mark(self) -> None:
         with translated("mark"):
-            await self._redis.set(f"{self.prefix}:alive", b"1")
+            await self._sentinel.mark()
 
     async def lost(self) -> bool:
         with translated("lost"):
-            return not await self._redis.exists(f"{self.prefix}:alive")
+            return await self._sentinel.lost()
 
     async def close(self) -> None:
         with translated("close"):
@@ -471,7 +504,7 @@ class MemoryHotStore:
         self._sweep(now_ms)
         return [self._load_one(q) for q in requests]
 
-    async def delivered(self, refs: Sequence[Ref]) -> list[int]:
+    async def delivered(self, refs: Sequence[InboxRef]) -> list[int]:
         return [self._count(r) for r in refs]
 
     async def pending(self, users: Sequence[tuple[str, str]], now_ms: int,
@@ -482,9 +515,10 @@ class MemoryHotStore:
         return [sum(1 for mid in self._inboxes.get(user, ()) if id_ms(mid) <= stored_before_ms)
                 for user in users]
 
-    async def get(self, app: str, message_id: int, now_ms: int) -> StoredMessage | None:
+    async def get(self, app: str, uid: str, message_id: int, now_ms: int) \
+            -> StoredMessage | None:
         m = self._bodies.get(Ref(app, message_id))
-        return m if m is not None and m.expires_ms > now_ms else None
+        return m if m is not None and m.uid == uid and m.expires_ms > now_ms else None
 
     async def mark(self) -> None:
         self._alive = True
@@ -525,9 +559,10 @@ class MemoryHotStore:
                 taken.append(m)
         return LoadResult(taken, remaining, dead)
 
-    def _count(self, ref: Ref) -> int:
+    def _count(self, inbox_ref: InboxRef) -> int:
+        ref = Ref(inbox_ref.app, inbox_ref.id)
         m = self._bodies.get(ref)
-        if m is None:
+        if m is None or m.uid != inbox_ref.uid:
             return 0
         self._bodies[ref] = replace(m, deliveries=m.deliveries + 1)
         return m.deliveries + 1

@@ -389,7 +389,7 @@ class Inboxes:
         return LoadRequest(item.app, item.uid, item.device, limit, max_deliveries)
 
     def _load_ops(self, q: LoadRequest, result: LoadResult, session_id: str) -> list[Op]:
-        ops: list[Op] = [("deliveries", Delivery(q.app, m.id, session_id))
+        ops: list[Op] = [("deliveries", Delivery(q.app, q.uid, m.id, session_id))
                          for m in result.messages]
         ops += [("dead", Ref(q.app, mid)) for mid in result.dead]
         self.stats.dead_lettered += len(result.dead)
@@ -405,7 +405,7 @@ class Inboxes:
         The durable row is noted even when the message already left the hot store: an ACK
         racing ahead of this record (they travel in different batches) must not erase the
         delivery it acknowledges. Like load, this never waits for the write-behind buffer."""
-        await self._hot.delivered([Ref(d.app, d.id) for d in deliveries])
+        await self._hot.delivered([InboxRef(d.app, d.uid, d.id) for d in deliveries])
         ops: list[Op] = [("deliveries", d) for d in deliveries]
         if ops and not self._behind.offer(ops):
             self.stats.write_behind_dropped += len(ops)
@@ -421,8 +421,14 @@ class Inboxes:
     async def status(self, app: str, message_id: int) -> MessageStatus | None:
         """Where a message stands (None: unknown or purged)."""
         now = self._now_ms()
-        hot = await self._hot.get(app, message_id, now)
+        # The durable row names the user, and the hot store keeps messages by user.
         record = await self._durable.get(app, message_id)
+        if record is None:
+            await self._behind.flush()      # stored moments ago: its row may still be queued
+            record = await self._durable.get(app, message_id)
+            if record is None:
+                return None
+        hot = await self._hot.get(app, record.message.uid, message_id, now)
         if _behind(hot, record):
             # The durable row lags (an ACK, dead letter or delivery may still be queued).
             await self._behind.flush()

@@ -52,7 +52,7 @@ class SaverServicer(saver_pb2_grpc.SaverServicer):
     @servicer
     async def Delivered(self, request: saver_pb2.DeliveredRequest, context: Any) \
             -> common_pb2.Empty:
-        await self.inboxes.delivered([Delivery(i.app, i.id, i.session_id)
+        await self.inboxes.delivered([Delivery(i.app, i.uid, i.id, i.session_id)
                                       for i in request.items])
         return common_pb2.Empty()
 

@@ -332,13 +332,12 @@ async def room_info(address: str, secret: str) -> room_pb2.InfoReply:
 
 async def delete_keys(pattern: str, url: str = TEST_REDIS) -> None:
     """Delete every key matching `pattern` (a test's own prefix): to the code under test, the
-    same as a Redis restart or FLUSHDB."""
-    from redis.asyncio import Redis
+    same as a Redis restart or FLUSHDB. `url` may name a Redis Cluster (every primary is
+    scanned)."""
+    from services.kit import redis
 
-    client = Redis.from_url(url)
+    client = redis.connect(url)
     try:
-        keys = [k async for k in client.scan_iter(match=pattern, count=1000)]
-        for i in range(0, len(keys), 500):
-            await client.delete(*keys[i:i + 500])
+        await redis.delete_matching(client, pattern)
     finally:
         await client.aclose()

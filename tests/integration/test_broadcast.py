@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 import aiomysql
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from cli.processes import routes
 from sdk.client import Kind
@@ -29,7 +28,7 @@ from services.center.jobs import RedisJobStore
 from services.kit.discovery import AppConfig
 from services.saver.broadcasts import BroadcastEntry, Query, RedisBroadcastHot
 from tests.center.test_jobs import CONTRACT
-from tests.integration.cluster import TEST_REDIS, Cluster
+from tests.integration.cluster import Cluster, delete_keys
 from tests.integration.crowd import Listener, close_all, crowd, eventually, listener
 from tests.integration.rawclient import auth_of, dial, endpoint_port
 
@@ -232,27 +231,24 @@ async def test_offline_clients_get_it_once_on_connect_and_not_after_the_ttl(
 # --- the Redis stores against their contracts ---------------------------------------------
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     prefix = f"pwt{uuid.uuid4().hex[:8]}"
     yield prefix
-    redis = Redis.from_url(TEST_REDIS)
-    keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-    if keys:
-        await redis.delete(*keys)
-    await redis.aclose()
+    await delete_keys(f"{prefix}*", redis_url)
 
 
-async def test_the_redis_job_store_keeps_the_contract(redis_prefix: str) -> None:
+async def test_the_redis_job_store_keeps_the_contract(redis_prefix: str, redis_url: str) -> None:
     for i, scenario in enumerate(CONTRACT):
-        store = RedisJobStore(TEST_REDIS, f"{redis_prefix}{i}")
+        store = RedisJobStore(redis_url, f"{redis_prefix}{i}")
         try:
             await scenario(store)
         finally:
             await store.close()
 
 
-async def test_the_redis_broadcast_log_orders_bounds_and_expires(redis_prefix: str) -> None:
-    hot = RedisBroadcastHot(TEST_REDIS, redis_prefix)
+async def test_the_redis_broadcast_log_orders_bounds_and_expires(redis_prefix: str,
+                                                                 redis_url: str) -> None:
+    hot = RedisBroadcastHot(redis_url, redis_prefix)
     now = 1_800_000_000_000
     try:
         assert await hot.lost()

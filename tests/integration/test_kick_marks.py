@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio
 
 from sdk.client import ClientClosed, PushClient
+from services.kit import redis
 from services.kit.discovery import AppConfig
 from services.kit.limits import MAX_ID_LEN
 from services.register.kickstore import KickStore, Mark, RedisKickStore
-from tests.integration.cluster import TEST_REDIS, Cluster, delete_keys, free_port
+from tests.integration.cluster import Cluster, delete_keys, free_port
 from tests.register.test_kickstore import CONTRACT, IDS
 
 pytestmark = pytest.mark.integration
@@ -29,12 +29,12 @@ KICKED = 4102
 # --- the Redis store -------------------------------------------------------------------------
 
 @pytest.fixture
-async def redis_store() -> AsyncIterator[RedisKickStore]:
-    store = RedisKickStore(TEST_REDIS, f"pwtest:{uuid.uuid4().hex[:12]}")
+async def redis_store(redis_url: str) -> AsyncIterator[RedisKickStore]:
+    store = RedisKickStore(redis_url, f"pwtest:{uuid.uuid4().hex[:12]}")
     await store.start()
     yield store
     await store.close()
-    await delete_keys(f"{store.prefix}:*")
+    await delete_keys(f"{store.prefix}:*", redis_url)
 
 
 @pytest.mark.parametrize("check", CONTRACT, ids=IDS)
@@ -43,14 +43,16 @@ async def test_redis_store(redis_store: RedisKickStore,
     await check(redis_store, int(time.time() * 1000))
 
 
-async def test_redis_keys_expire_with_their_last_mark(redis_store: RedisKickStore) -> None:
+async def test_redis_keys_expire_with_their_last_mark(redis_store: RedisKickStore,
+                                                      redis_url: str) -> None:
     now = int(time.time() * 1000)
     marks = [Mark("chat", "u1", "", "", now, now + 60_000),
              Mark("chat", "u1", "phone", "", now, now + 120_000)]
     assert await redis_store.add(marks, now, quota=10) == [True, True]
-    client = redis.asyncio.Redis.from_url(TEST_REDIS)
+    client = redis.connect(redis_url)
     try:
-        for key in (f"{redis_store.prefix}:kick:chat/u1", f"{redis_store.prefix}:kicks:chat"):
+        for key in (f"{redis_store.prefix}:kick:{{chat}}:u1",
+                    f"{redis_store.prefix}:kicks:{{chat}}"):
             assert 60_000 < await client.pttl(key) <= 120_000
     finally:
         await client.aclose()

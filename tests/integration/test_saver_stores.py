@@ -1,5 +1,8 @@
 """Inboxes against real Redis and real MariaDB: the Lua scripts and the SQL.
 
+Every test that touches Redis runs twice: on one Redis, and on a real six-node Redis Cluster
+(tests/integration/rediscluster.py), where each script call must keep to one hash slot.
+
 PUSHWIRE_TEST_REDIS (default redis://127.0.0.1:6379/15) and PUSHWIRE_TEST_MYSQL (default
 mysql://root:@127.0.0.1:3306/pushwire_test; the database is created if missing). Each test
 uses its own key prefix and app id, and removes its keys and rows afterwards, so tests (and
@@ -8,12 +11,13 @@ other suites sharing the servers) do not see each other's data.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,19 +25,20 @@ from urllib.parse import unquote, urlsplit
 import aiomysql
 import pymysql
 import pytest
-import redis.asyncio
 
+from services.kit import redis
 from services.kit.errors import StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage
 from services.saver.ids import IdGenerator
 from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
-from tests.integration.cluster import delete_keys
+from tests.integration.cluster import TEST_REDIS, delete_keys
+from tests.integration.rediscluster import RedisClusterProcs, cli
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = os.environ.get("PUSHWIRE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+REDIS_URL = TEST_REDIS
 # A database of this run's own (inside the test user's `pushwire_test%` grant), dropped at exit:
 # other suites' rows and schema versions never meet ours.
 _BASE_URL = os.environ.get("PUSHWIRE_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/pushwire_test")
@@ -85,15 +90,16 @@ class World:
     clock: Clock
     app: str
     prefix: str
+    url: str
 
 
-def make(app: str, prefix: str) -> World:
+def make(app: str, prefix: str, url: str = REDIS_URL) -> World:
     """A saver's inboxes on the test servers, keys under `prefix`, its clock under test control."""
     clock = Clock()
-    inboxes = Inboxes(RedisHotStore(REDIS_URL, prefix=prefix), MysqlDurableStore(MYSQL_URL),
+    inboxes = Inboxes(RedisHotStore(url, prefix=prefix), MysqlDurableStore(MYSQL_URL),
                       IdGenerator(2, clock=clock), clock=clock, limits=lambda _app: LIMITS,
                       write_behind_ms=1)
-    return World(inboxes, clock, app, prefix)
+    return World(inboxes, clock, app, prefix, url)
 
 
 @pytest.fixture
@@ -108,17 +114,17 @@ async def names() -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.fixture
-async def world(names: tuple[str, str]) -> AsyncIterator[World]:
-    w = make(*names)
+async def world(names: tuple[str, str], redis_url: str) -> AsyncIterator[World]:
+    w = make(*names, redis_url)
     await w.inboxes.start()
     yield w
     await w.inboxes.close()
-    await wipe(w.prefix)
+    await wipe(w.prefix, w.url)
 
 
-async def wipe(prefix: str) -> None:
+async def wipe(prefix: str, url: str) -> None:
     """Delete every key under the prefix: to saver, the same as a Redis restart or FLUSHDB."""
-    await delete_keys(f"{prefix}:*", REDIS_URL)
+    await delete_keys(f"{prefix}:*", url)
 
 
 async def store(w: World, *items: StoreItem) -> list[StoredMessage]:
@@ -208,8 +214,9 @@ async def test_live_pushes_count_and_name_their_sessions_before_and_after_the_ac
         world: World) -> None:
     a, b = await store(world, StoreItem(world.app, "u1", b"a"), StoreItem(world.app, "u2", b"b"))
     # One batch: two devices of u1 got a, u2's one device got b.
-    await world.inboxes.delivered([Delivery(world.app, a.id, "s1"), Delivery(world.app, a.id, "s2"),
-                                   Delivery(world.app, b.id, "s3")])
+    await world.inboxes.delivered([Delivery(world.app, "u1", a.id, "s1"),
+                                   Delivery(world.app, "u1", a.id, "s2"),
+                                   Delivery(world.app, "u2", b.id, "s3")])
     seen = [await world.inboxes.status(world.app, m.id) for m in (a, b)]
     assert [(s.state, s.deliveries, s.delivered_to) for s in seen if s] == [
         ("stored", 2, ("s1", "s2")), ("stored", 1, ("s3",))]
@@ -239,8 +246,8 @@ async def test_redis_loss_is_repaired_from_mysql_with_the_same_ids(world: World)
     [acked] = await store(world, StoreItem(world.app, "u2", b"acked"))
     await load(world, uid="u2")
     await world.inboxes.ack([AckItem(world.app, "u2", acked.id)])
-    await wipe(world.prefix)
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    await wipe(world.prefix, world.url)
+    client = redis.connect(world.url)
     try:
         await client.script_flush()      # a restarted Redis has no cached scripts either
     finally:
@@ -261,9 +268,10 @@ async def test_durable_item_is_in_mysql_when_store_returns(world: World) -> None
     assert rows == ((b"important", 0),)
 
 
-async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str]) -> None:
+async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str],
+                                                     redis_url: str) -> None:
     app, prefix = names
-    w = make(app, prefix)
+    w = make(app, prefix, redis_url)
     await w.inboxes.start()
     try:
         stored = await store(w, *(StoreItem(app, f"u{i}", b"bye") for i in range(50)))
@@ -279,7 +287,7 @@ async def test_close_flushes_the_write_behind_buffer(names: tuple[str, str]) -> 
         finally:
             await reopened.close()
     finally:
-        await wipe(prefix)
+        await wipe(prefix, redis_url)
 
 
 async def test_overdue_count_in_redis(world: World) -> None:
@@ -328,3 +336,111 @@ async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> 
     with pytest.raises(StoreError):
         await durable.start()
     await durable.close()
+
+
+# --- Redis Cluster failover -------------------------------------------------------------------
+
+ROOMY = Limits(ttl_s=600, inbox_max=100_000, max_deliveries=1000, max_body=1024)
+
+
+class Traffic:
+    """Stores (and ACKs a third of what it stored) in batches across 64 users, as a saver
+    under load does, until stopped; remembers what each call reported."""
+
+    def __init__(self, inboxes: Inboxes, app: str) -> None:
+        self.inboxes = inboxes
+        self.app = app
+        self.uids = [f"u{i}" for i in range(64)]
+        self.stored: dict[int, StoredMessage] = {}   # what store() returned: acknowledged
+        self.acked: set[int] = set()                 # asked to ACK (it may have happened)
+        self.failed = 0                              # store calls that raised StoreError
+        self.stop = asyncio.Event()
+
+    async def run(self, max_batches: int = 20_000) -> None:
+        for n in range(max_batches):
+            if self.stop.is_set():
+                return
+            batch = [StoreItem(self.app, self.uids[(16 * n + k) % 64], b"%d" % (16 * n + k))
+                     for k in range(16)]
+            try:
+                fresh = [m for m in await self.inboxes.store(batch)
+                         if isinstance(m, StoredMessage)]
+                self.stored.update((m.id, m) for m in fresh)
+                acks = [m for m in fresh if m.id % 3 == 0]
+                self.acked.update(m.id for m in acks)
+                await self.inboxes.ack([AckItem(m.app, m.uid, m.id) for m in acks])
+            except StoreError:
+                self.failed += 1
+                await asyncio.sleep(0.02)        # the cluster is failing over: back off
+
+
+async def until(probe: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_primary_loses_no_message_whose_store_returned(
+        names: tuple[str, str], redis_cluster: RedisClusterProcs) -> None:
+    """kill -9 of a primary during stores and ACKs, with writes it acknowledged that never
+    reached its replica (asynchronous replication: the test cuts the replica's link first,
+    so such writes surely exist): the replica takes over without them, the saver sees the
+    failover and rebuilds the inboxes from MySQL, and every message whose store call returned
+    (and was not ACKed) is delivered afterwards (docs/design-notes.md)."""
+    app, prefix = names
+    await until(redis_cluster.replicas_in_sync)
+    # The loss watch is driven by hand below (`recover()`, what the watch runs every period),
+    # so the test can first see what Redis itself lost.
+    inboxes = Inboxes(RedisHotStore(redis_cluster.url, prefix=prefix, timeout_s=2.0),
+                      MysqlDurableStore(MYSQL_URL), IdGenerator(3), limits=lambda _app: ROOMY,
+                      loss_check_s=3600)
+    reader = RedisHotStore(redis_cluster.url, prefix=prefix, timeout_s=2.0)
+    await inboxes.start()
+    loops = asyncio.create_task(inboxes.run())
+    traffic = Traffic(inboxes, app)
+    running = asyncio.create_task(traffic.run())
+    victim = next(iter(redis_cluster.primaries()))
+    replica = redis_cluster.replica_of(victim)
+    try:
+        await until(lambda: len(traffic.stored) >= 1000)
+        redis_cluster.pause(replica)
+        cli(victim, "client", "kill", "type", "replica")    # its writes now stay unreplicated
+        cut = len(traffic.stored)
+        await until(lambda: len(traffic.stored) >= cut + 64)    # every user got one more
+        before = [m for i, m in traffic.stored.items() if i not in traffic.acked]
+        redis_cluster.kill(victim)
+        redis_cluster.resume(replica)
+        started = time.monotonic()
+        await until(lambda: victim not in redis_cluster.primaries()
+                    and len(redis_cluster.primaries()) == 3)
+        await until(lambda: len(traffic.stored) >= cut + 1000)     # traffic flows again
+        took = time.monotonic() - started
+        now = int(time.time() * 1000)
+        lost = [m for m in before if await reader.get(app, m.uid, m.id, now) is None
+                and m.id not in traffic.acked]
+        assert lost, "the promoted replica should lack the writes made after the cut"
+        assert await inboxes.recover() > 0         # the failover is seen: rebuilt from MySQL
+        traffic.stop.set()
+        await running
+        found = await inboxes.load([LoadItem(app, uid, "phone", 1000) for uid in traffic.uids])
+        loaded = {m.id for inbox in found for m in inbox.messages}
+        missing = [i for i in traffic.stored if i not in traffic.acked and i not in loaded]
+        print(f"\nfailover: {len(traffic.stored)} stored ({len(before)} pending at the kill), "
+              f"{len(lost)} of them lost by Redis, {traffic.failed} store calls refused, "
+              f"traffic back {took:.1f}s after the kill, {len(missing)} missing after the "
+              "rebuild")
+        assert missing == []
+        assert loaded <= set(traffic.stored)
+    finally:
+        traffic.stop.set()
+        loops.cancel()
+        await asyncio.gather(running, loops, return_exceptions=True)
+        await inboxes.close()
+        await reader.close()
+        redis_cluster.resume(replica)
+        if victim not in redis_cluster.running():
+            redis_cluster.restart(victim)  # it rejoins as the new primary's replica
+        await until(lambda: redis_cluster.replicas_in_sync() and all(
+            "cluster_state:ok" in cli(p, "cluster", "info") for p in redis_cluster.running()))
+        await wipe(prefix, redis_cluster.url)

@@ -119,7 +119,7 @@ async def test_webhook_down_retries_then_dead_letters_and_clients_get_failed(
         async with Cluster(tmp_path, real=True, app=app, metrics=("coordinator",)) as cluster, \
                 clients(cluster, 20, "down") as conns:
             redis = Redis.from_url(TEST_REDIS)
-            key = f"pwt{cluster.tag}:deadletter:demo"
+            key = f"pwt{cluster.tag}:deadletter:{{demo}}"
             try:
                 rounds: list[tuple[float, float]] = []
                 for n in range(3):

@@ -199,7 +199,8 @@ async def test_redelivery_loop_is_cut_by_dead_lettering(world: World) -> None:
 
 async def test_online_pushes_count_as_deliveries(world: World) -> None:
     [m] = await store(world, StoreItem("app", "u1", b"pushed"))
-    await world.inboxes.delivered([Delivery("app", m.id, "s9"), Delivery("app", m.id, "s9")])
+    await world.inboxes.delivered([Delivery("app", "u1", m.id, "s9"),
+                                   Delivery("app", "u1", m.id, "s9")])
     assert await load(world) == ([], 0)                      # two pushes used up the limit
     status = await world.inboxes.status("app", m.id)
     assert status is not None and (status.state, status.delivered_to) == ("dead", ("s9",))
@@ -207,7 +208,7 @@ async def test_online_pushes_count_as_deliveries(world: World) -> None:
 
 async def test_a_live_push_shows_in_the_status_before_and_after_the_ack(world: World) -> None:
     [m] = await store(world, StoreItem("app", "u1", b"live"))
-    await world.inboxes.delivered([Delivery("app", m.id, "s1")])
+    await world.inboxes.delivered([Delivery("app", "u1", m.id, "s1")])
     status = await world.inboxes.status("app", m.id)     # read right away: no write-behind lag
     assert status is not None
     assert (status.state, status.deliveries, status.delivered_to) == ("stored", 1, ("s1",))
@@ -221,7 +222,7 @@ async def test_a_delivery_recorded_after_its_ack_still_counts(world: World) -> N
     # The room sends ACKs and delivery records in different batches: either may come first.
     [m] = await store(world, StoreItem("app", "u1", b"fast client"))
     await world.inboxes.ack([AckItem("app", "u1", m.id, "s1")])
-    await world.inboxes.delivered([Delivery("app", m.id, "s1")])
+    await world.inboxes.delivered([Delivery("app", "u1", m.id, "s1")])
     status = await world.inboxes.status("app", m.id)
     assert status is not None
     assert (status.state, status.deliveries, status.delivered_to) == ("acked", 1, ("s1",))
@@ -229,7 +230,7 @@ async def test_a_delivery_recorded_after_its_ack_still_counts(world: World) -> N
 
 async def test_a_session_delivered_twice_is_named_once(world: World) -> None:
     [m] = await store(world, StoreItem("app", "u1", b"again"))
-    await world.inboxes.delivered([Delivery("app", m.id, "s1")])
+    await world.inboxes.delivered([Delivery("app", "u1", m.id, "s1")])
     await world.inboxes.status("app", m.id)              # the first record is committed
     assert await load(world, session="s1") == ([b"again"], 0)
     status = await world.inboxes.status("app", m.id)
@@ -286,7 +287,7 @@ async def test_run_notices_the_loss_and_recovers(tmp_path: Path) -> None:
     try:
         w.hot.clear()
         await eventually(lambda: w.inboxes.pending([("app", "u1")]), [1])
-        assert (await w.hot.get("app", m.id, m.created_ms)) == m
+        assert (await w.hot.get("app", "u1", m.id, m.created_ms)) == m
     finally:
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -305,7 +306,7 @@ async def test_start_rebuilds_the_memory_store_of_a_new_process(tmp_path: Path) 
     try:
         assert await load(second) == ([b"across restarts"], 0)
         assert second.inboxes.stats.recovered == 1
-        assert (await second.hot.get("app", m.id, m.created_ms)) is not None
+        assert (await second.hot.get("app", "u1", m.id, m.created_ms)) is not None
     finally:
         await second.inboxes.close()
 
