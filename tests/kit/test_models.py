@@ -60,3 +60,20 @@ def test_heartbeat_bounds_must_be_ordered(lo: int, default: int, hi: int) -> Non
         AppConfig.from_json(json.dumps({"id": "chat", "heartbeat_min_s": lo,
                                         "heartbeat_default_s": default,
                                         "heartbeat_max_s": hi}))
+
+
+def test_an_app_at_a_time_has_no_credential_whose_overlap_ended() -> None:
+    app = AppConfig(id="a", secrets=("new", "old"), api_keys=("k2", "k1"),
+                    retiring_secrets={"old": 100.0}, retiring_api_keys={"k1": 200.0})
+    assert app.at(99.9) is app                        # nothing ended: the same object
+    at_100 = app.at(100.0)
+    assert (at_100.secrets, at_100.retiring_secrets) == (("new",), {})
+    assert (at_100.api_keys, at_100.retiring_api_keys) == (("k2", "k1"), {"k1": 200.0})
+    assert app.at(200.0).api_keys == ("k2",)
+    assert AppConfig.from_json(app.to_json()) == app
+
+
+@pytest.mark.parametrize("until", [-1, float("nan"), "soon", True])
+def test_a_retiring_time_is_a_unix_time(until: object) -> None:
+    with pytest.raises(ConfigError, match="retiring"):
+        AppConfig(id="a", secrets=("s",), retiring_secrets={"s": until})  # type: ignore[dict-item]

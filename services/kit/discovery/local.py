@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from services.kit.discovery import Listener
@@ -74,10 +75,12 @@ class LocalDiscovery:
         return list(self._instances.get(kind, ()))
 
     def app(self, app_id: str) -> AppConfig | None:
-        return self._apps.get(app_id)
+        app = self._apps.get(app_id)
+        return app.at(time.time()) if app is not None else None
 
     def apps(self) -> dict[str, AppConfig]:
-        return dict(self._apps)
+        now = time.time()
+        return {app_id: app.at(now) for app_id, app in self._apps.items()}
 
     async def put_app(self, app: AppConfig) -> None:
         _write_atomic(self.root / "apps" / app.id, app.to_json())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -64,6 +65,10 @@ class AppConfig:
     deny_cidrs: tuple[str, ...] = ()       # these client networks are refused (4107)
     up_rate_per_s: float = 0.0             # UP per connection per second; 0: the room's
     up_burst: int = 0                      # 0: the room's
+    # Rotation (docs/security.md §6): a secret or API key listed here stops working at the
+    # given unix time; `at(now)` drops it, and every service reads apps through `at`.
+    retiring_secrets: dict[str, float] = field(default_factory=dict)
+    retiring_api_keys: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id or "/" in self.id:
@@ -82,6 +87,25 @@ class AppConfig:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError as exc:
                 raise ConfigError(f"app {self.id}: bad network {entry!r}") from exc
+        for until in (*self.retiring_secrets.values(), *self.retiring_api_keys.values()):
+            if isinstance(until, bool) or not isinstance(until, int | float) \
+                    or not math.isfinite(until) or until < 0:
+                raise ConfigError(f"app {self.id}: a retiring time is a unix time >= 0")
+
+    def at(self, now: float) -> AppConfig:
+        """This app as it stands at `now` (unix s): without the secrets and API keys whose
+        rotation overlap has ended. Cheap when nothing has ended (the same object)."""
+        ended = {c for c, t in (*self.retiring_secrets.items(),
+                                *self.retiring_api_keys.items()) if t <= now}
+        if not ended:
+            return self
+        return replace(
+            self, secrets=tuple(s for s in self.secrets if s not in self.retiring_secrets
+                                or self.retiring_secrets[s] > now),
+            api_keys=tuple(k for k in self.api_keys if k not in self.retiring_api_keys
+                           or self.retiring_api_keys[k] > now),
+            retiring_secrets={c: t for c, t in self.retiring_secrets.items() if t > now},
+            retiring_api_keys={c: t for c, t in self.retiring_api_keys.items() if t > now})
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
