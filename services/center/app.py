@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from services.center.api import PEERS, CenterApi
+from services.center.admin import AdminKeys, Apps, Rooms
+from services.center.api import PEERS, AdminApi, CenterApi
 from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
@@ -24,6 +25,7 @@ from services.saver.client import SaverClient
 
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
+    admin_keys = AdminKeys(config.admin_keys, config.admin_keys_file)   # bad ones: no start
     async with hosted("center", config, life, watch=PEERS) as host:
         channels = Channels(config.rpc_secret())
         options = host.pipe_options()
@@ -39,6 +41,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         web_app = http.application(http.Limits(config.max_request_bytes,
                                                config.request_read_timeout_s))
         web_app.add_routes(api.routes())
+        web_app.add_routes(AdminApi(admin_keys, Apps(host.discovery),
+                                    Rooms(host.discovery, channels, config.rpc_timeout_s)).routes())
         runner, http_port = await http.start_site(web_app, config.bind, config.http_port)
         server, grpc_port = await start_server(
             config,
