@@ -33,7 +33,7 @@ from typing import Any
 
 from services.kit.config import SECRET_MIN, checked_secret, read_secrets
 from services.kit.discovery import AppConfig, Discovery, Instance
-from services.kit.errors import BadRequest, ConfigError, Conflict, NotFound
+from services.kit.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
 from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, translate_call
 from services.kit.schema import (
@@ -55,6 +55,7 @@ MASK = "masked:"                    # a masked credential: MASK + 12 hex digits 
 APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 CREDENTIALS = {"secrets": "retiring_secrets", "api_keys": "retiring_api_keys"}
 MAX_OVERLAP_S = 365 * 86400
+MAX_APP_BYTES = 256 * 1024          # an app's JSON (ZooKeeper's node limit is 1 MiB)
 URL = ("http://", "https://")
 
 # -- admin keys ---------------------------------------------------------------------------------
@@ -199,6 +200,8 @@ def edited(app: AppConfig, changes: dict[str, Any], now: float) -> AppConfig:
     except (TypeError, ValueError) as exc:
         raise BadRequest("a field has the wrong type") from exc
     _check_urls(new)
+    if len(new.to_json()) > MAX_APP_BYTES:
+        raise TooLarge(f"the app configuration would exceed {MAX_APP_BYTES} bytes of JSON")
     return tidy(new, now)
 
 

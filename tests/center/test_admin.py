@@ -14,7 +14,7 @@ from services.center import admin
 from services.center.admin import AdminKeys, Apps, edited, mask, rotated, view
 from services.kit.discovery import AppConfig, Instance
 from services.kit.discovery.local import LocalDiscovery
-from services.kit.errors import BadRequest, ConfigError, Conflict, NotFound
+from services.kit.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
 
 NOW = 1_800_000_000.0
 APP = AppConfig(id="shop", secrets=("secret-one-0123456",), api_keys=("key-one-0123456789",))
@@ -95,6 +95,12 @@ def test_a_bad_edit_is_a_bad_request_naming_the_problem(change: dict[str, object
     with pytest.raises(BadRequest) as info:
         edited(APP, change, NOW)
     assert text in info.value.message and "app shop:" not in info.value.message
+
+
+def test_an_edit_bounds_the_size_of_the_app() -> None:
+    hooks = {f"t{i}": "https://x/" + "p" * 4000 for i in range(100)}
+    with pytest.raises(TooLarge, match="exceed"):
+        edited(APP, {"webhooks": hooks}, NOW)
 
 
 def test_replacing_credentials_forgets_their_retirement() -> None:
