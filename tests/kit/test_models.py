@@ -77,3 +77,12 @@ def test_an_app_at_a_time_has_no_credential_whose_overlap_ended() -> None:
 def test_a_retiring_time_is_a_unix_time(until: object) -> None:
     with pytest.raises(ConfigError, match="retiring"):
         AppConfig(id="a", secrets=("s",), retiring_secrets={"s": until})  # type: ignore[dict-item]
+
+
+def test_current_keeps_the_cut_app_in_the_view() -> None:
+    app = AppConfig(id="a", secrets=("new", "old"), retiring_secrets={"old": 100.0})
+    view = {"a": app}
+    assert AppConfig.current(view, "a", 50.0) is app
+    cut = AppConfig.current(view, "a", 100.0)
+    assert cut is not None and cut.secrets == ("new",) and view["a"] is cut
+    assert AppConfig.current(view, "b", 100.0) is None

@@ -75,12 +75,12 @@ class LocalDiscovery:
         return list(self._instances.get(kind, ()))
 
     def app(self, app_id: str) -> AppConfig | None:
-        app = self._apps.get(app_id)
-        return app.at(time.time()) if app is not None else None
+        return AppConfig.current(self._apps, app_id, time.time())
 
     def apps(self) -> dict[str, AppConfig]:
         now = time.time()
-        return {app_id: app.at(now) for app_id, app in self._apps.items()}
+        return {app_id: app for app_id in list(self._apps)
+                if (app := AppConfig.current(self._apps, app_id, now)) is not None}
 
     async def put_app(self, app: AppConfig) -> None:
         _write_atomic(self.root / "apps" / app.id, app.to_json())
@@ -163,12 +163,14 @@ def _read_instances(folder: Path) -> list[Instance]:
 
 
 def _read_apps(folder: Path) -> dict[str, AppConfig]:
+    """The apps in `folder` as they stand now (compared with the view, which holds them so)."""
     out = {}
+    now = time.time()
     for path in folder.glob("[!.]*"):
         try:
             app = AppConfig.from_json(path.read_bytes())
         except (OSError, ValueError, TypeError, ConfigError) as exc:
             log.warning("ignoring app file %s: %s", path, exc)
             continue
-        out[app.id] = app
+        out[app.id] = app.at(now)
     return out

@@ -95,9 +95,8 @@ class AppConfig:
     def at(self, now: float) -> AppConfig:
         """This app as it stands at `now` (unix s): without the secrets and API keys whose
         rotation overlap has ended. Cheap when nothing has ended (the same object)."""
-        ended = {c for c, t in (*self.retiring_secrets.items(),
-                                *self.retiring_api_keys.items()) if t <= now}
-        if not ended:
+        if not (self.retiring_secrets or self.retiring_api_keys) or now < min(
+                *self.retiring_secrets.values(), *self.retiring_api_keys.values(), math.inf):
             return self
         return replace(
             self, secrets=tuple(s for s in self.secrets if s not in self.retiring_secrets
@@ -109,6 +108,16 @@ class AppConfig:
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @staticmethod
+    def current(apps: dict[str, AppConfig], app_id: str, now: float) -> AppConfig | None:
+        """`apps[app_id].at(now)`, kept in `apps` in its place (a cut is for good, so the
+        next call is cheap again): how discovery views hand out apps."""
+        app = apps.get(app_id)
+        if app is None:
+            return None
+        found = apps[app_id] = app.at(now)
+        return found
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> AppConfig:

@@ -269,12 +269,12 @@ class ZkDiscovery:
         return list(self._views.get(kind, ()))
 
     def app(self, app_id: str) -> AppConfig | None:
-        app = self._apps.get(app_id)
-        return app.at(time.time()) if app is not None else None
+        return AppConfig.current(self._apps, app_id, time.time())
 
     def apps(self) -> dict[str, AppConfig]:
         now = time.time()
-        return {app_id: app.at(now) for app_id, app in self._apps.items()}
+        return {app_id: app for app_id in list(self._apps)
+                if (app := AppConfig.current(self._apps, app_id, now)) is not None}
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(kind)` on the loop after the view of `kind` (or "apps") changed."""
