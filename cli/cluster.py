@@ -2,7 +2,8 @@
 
 `pushwire dev` writes <PUSHWIRE_HOME>/dev/cluster.json:
     {"dispatcher": "http://127.0.0.1:8000", "center": "http://127.0.0.1:8100",
-     "discovery": "file:...", "apps": {"demo": {"secret": "...", "api_key": "..."}}}
+     "discovery": "file:...", "admin_key": "...",
+     "apps": {"demo": {"secret": "...", "api_key": "..."}}}
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Cluster:
     dispatcher: str = "http://127.0.0.1:8000"
     center: str = "http://127.0.0.1:8100"
     discovery: str = ""
+    admin_key: str = ""                  # center's admin API (docs/api.md §4)
     apps: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def secret(self, app: str) -> str:
@@ -42,6 +44,7 @@ def load(path: Path = CLUSTER_FILE) -> Cluster:
         dispatcher=env.get("PUSHWIRE_DISPATCHER_URL", data.get("dispatcher", Cluster.dispatcher)),
         center=env.get("PUSHWIRE_CENTER_URL", data.get("center", Cluster.center)),
         discovery=env.get("PUSHWIRE_DISCOVERY", data.get("discovery", "")),
+        admin_key=data.get("admin_key", ""),
         apps=data.get("apps", {}),
     )
 
@@ -50,5 +53,6 @@ def save(cluster: Cluster, path: Path = CLUSTER_FILE) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"dispatcher": cluster.dispatcher, "center": cluster.center,
-                               "discovery": cluster.discovery, "apps": cluster.apps}, indent=2))
+                               "discovery": cluster.discovery,
+                               "admin_key": cluster.admin_key, "apps": cluster.apps}, indent=2))
     tmp.replace(path)

@@ -32,7 +32,7 @@ from typing import Any
 
 from cli import cluster as clusterfile
 from cli import devca
-from cli.processes import routes, secret_env, spawn_service, stop_in_order
+from cli.processes import admin_env, admin_key, routes, secret_env, spawn_service, stop_in_order
 from sdk.trust import client_context
 from services.kit.config import DEV_HOME
 from services.kit.discovery import AppConfig, Discovery, connect
@@ -125,7 +125,8 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
             "PUSHWIRE_ROOM_METRICS_PORT": str(9410 + o + i)}))
     children += [
         Child("center", "center", {"PUSHWIRE_CENTER_HTTP_PORT": str(8100 + o),
-                                   "PUSHWIRE_CENTER_GRPC_PORT": str(9500 + o)}),
+                                   "PUSHWIRE_CENTER_GRPC_PORT": str(9500 + o),
+                                   **admin_env(home)}),
         Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(8000 + o)}),
     ]
     return common, children
@@ -149,6 +150,17 @@ def demo_app(home: Path) -> AppConfig:
     return app
 
 
+async def cluster_demo_app(discovery: Discovery, home: Path) -> AppConfig:
+    """The demo app the cluster uses: the one discovery holds (ZooKeeper outlives a state
+    directory: `--real` with a new `--home`, or after ~/.pushwire was removed), else the state
+    directory's, written to discovery. What `pushwire dev` prints and saves is this one."""
+    found = discovery.app("demo")
+    if found is None:
+        found = demo_app(home)
+        await discovery.put_app(found)
+    return found
+
+
 class Supervisor:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -163,9 +175,7 @@ class Supervisor:
         discovery = connect(self.common["PUSHWIRE_DISCOVERY"])
         await discovery.start(("dispatcher", "center", "room", "coordinator", "saver",
                                "register"))
-        app = demo_app(home)
-        if discovery.app(app.id) is None:
-            await discovery.put_app(app)
+        app = await cluster_demo_app(discovery, home)
         try:
             for child in self.children:
                 self.start(child)
@@ -208,8 +218,9 @@ class Supervisor:
         o = self.args.port_offset
         cluster = clusterfile.Cluster(
             dispatcher=self.url(8000), center=self.url(8100),
-            discovery=self.common["PUSHWIRE_DISCOVERY"],
-            apps={app.id: {"secret": app.secrets[0], "api_key": app.api_keys[0]}})
+            discovery=self.common["PUSHWIRE_DISCOVERY"], admin_key=admin_key(self.args.home),
+            apps={app.id: {"secret": app.secrets[0] if app.secrets else "",
+                           "api_key": app.api_keys[0] if app.api_keys else ""}})
         clusterfile.save(cluster, self.args.home / "cluster.json")
         rooms = ", ".join(self.url(8200 + i, "ws") + "/" for i in range(self.args.rooms))
         print(f"""pushwire dev is up ({'real servers' if self.args.real else 'embedded'})
@@ -220,7 +231,8 @@ class Supervisor:
   coordinator  grpc 127.0.0.1:{9300 + o}
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
   gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}{self.ca_line()}
-  demo app     id demo  secret {app.secrets[0]}  api key {app.api_keys[0]}
+  admin key    {cluster.admin_key}   ({cluster.center}/v1/admin/..., `pushwire app`)
+  demo app     id demo  secret {cluster.secret(app.id)}  api key {cluster.api_key(app.id)}
 Try:  pushwire listen --app demo --uid u1      (another shell)
       pushwire push --app demo --uid u1 --data hello
 Ctrl-C stops the cluster.""", flush=True)

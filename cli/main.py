@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-from cli import broadcast, clients, dev, ops, roomcmds, servicecmds
+from cli import appcmds, broadcast, clients, dev, ops, roomcmds, servicecmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     clients.add_parsers(subs)
     broadcast.add_parsers(subs)
     ops.add_parsers(subs)
+    appcmds.add_parsers(subs)
     roomcmds.add_parsers(subs)
     if importlib.util.find_spec("bench") is not None:   # not installed in the container image
         from cli import benchcmd

@@ -1,16 +1,12 @@
-"""`pushwire up | kick | app show | app set`: upstream, kicks and app configuration.
+"""`pushwire up | kick`: upstream and kicks (`pushwire app` is cli/appcmds.py).
 
     pushwire up   --app demo --uid alice --type chat --data hi   # one UP; prints UP_REPLY
     pushwire kick --app demo --uid alice [--device D | --except-device D] [--reason R]
-    pushwire app show demo                                        # the app config as JSON
-    pushwire app set demo --webhook chat=http://127.0.0.1:9000/up \\
-                          --status-webhook http://127.0.0.1:9000/status
 
 `up` connects through the dispatcher like `pushwire listen` (token minted with the app's
 secret unless --token), sends one UP and exits 0 when it was delivered, 1 otherwise. `kick`
-goes through center (docs/api.md). `app` reads and writes the app configuration in discovery
-(the dev cluster's, PUSHWIRE_DISCOVERY, or --discovery); every service watches it, so a
-change applies live. Exit codes: 0 done, 1 refused or failed, 2 bad usage, 130 interrupted.
+goes through center (docs/api.md). Exit codes: 0 done, 1 refused or failed, 2 bad usage,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,25 +15,21 @@ import argparse
 import asyncio
 import base64
 import binascii
-import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from cli import clients
 from sdk.client import PushClient, UpReply
-from services.kit.discovery import AppConfig, Discovery, connect
-from services.kit.errors import ConfigError, PushwireError
+from services.kit.errors import PushwireError
 
 
 def add_parsers(subs: Any) -> None:
     _add_up(subs)
     _add_kick(subs)
-    _add_app(subs)
 
 
 def _add_up(subs: Any) -> None:
@@ -78,49 +70,6 @@ def _add_kick(subs: Any) -> None:
     p.add_argument("--api-key", help="API key (default: PUSHWIRE_API_KEY, then dev cluster)")
     p.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout in s")
     p.set_defaults(run=run_kick)
-
-
-def _add_app(subs: Any) -> None:
-    p = subs.add_parser("app", help="show or change an app's configuration (live)",
-                        description="Read or change the app configuration kept in discovery; "
-                                    "every service applies a change without restart.")
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = acts.add_parser("show", help="print the app's configuration as JSON")
-    show.add_argument("app")
-    _discovery_flag(show)
-    show.set_defaults(run=run_app_show)
-    s = acts.add_parser("set", help="change fields of the app's configuration (creates it)",
-                        description="Change the given fields, keep the others; print the result.")
-    s.add_argument("app")
-    _discovery_flag(s)
-    s.add_argument("--webhook", action="append", default=[], metavar="TYPE=URL",
-                   help="upstream webhook for TYPE; repeat for several")
-    s.add_argument("--remove-webhook", action="append", default=[], metavar="TYPE")
-    s.add_argument("--status-webhook", metavar="URL", help="online/offline events ('' to stop)")
-    s.add_argument("--secret", action="append", metavar="SECRET",
-                   help="token signing secret(s); replaces the list, first is current")
-    s.add_argument("--webhook-secret", action="append", metavar="WHSEC",
-                   help="webhook signing secret(s), whsec_<base64 of 24-64 bytes>; replaces the "
-                        "list, each signs every request ('' to sign none)")
-    s.add_argument("--api-key", action="append", metavar="KEY",
-                   help="business API key(s); replaces the list")
-    s.add_argument("--webhook-timeout", type=float, metavar="S", help="per webhook request")
-    s.add_argument("--webhook-retries", type=int, metavar="N", help="extra attempts")
-    s.add_argument("--webhook-backoff", type=float, metavar="S", help="first retry delay")
-    s.add_argument("--status-debounce", type=float, metavar="S", help="offline debounce window")
-    s.add_argument("--status-batch-max", type=int, metavar="N", help="events per status request")
-    s.add_argument("--token-max-ttl", type=int, metavar="S", help="longest token lifetime")
-    s.add_argument("--token-key", action="append", default=[], metavar="KID=PEMFILE",
-                   help="RS256/ES256 public key (PEM file) under key id KID; repeat for several")
-    s.add_argument("--remove-token-key", action="append", default=[], metavar="KID")
-    s.add_argument("--jwks-url", metavar="URL", help="JWKS of the token keys ('' for none)")
-    s.add_argument("--token-leeway", type=int, metavar="S", help="clock skew allowed (0-300)")
-    s.set_defaults(run=run_app_set)
-
-
-def _discovery_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--discovery", help="zk://... or file:... (default: PUSHWIRE_DISCOVERY, "
-                                       "then the dev cluster)")
 
 
 # -- up ----------------------------------------------------------------------------------------
@@ -200,7 +149,7 @@ async def _post(url: str, key: str, body: dict[str, str], timeout_s: float) -> t
         return response.status, await response.text()
 
 
-# -- app show / set ------------------------------------------------------------------------------
+# -- discovery (`pushwire rooms`, `pushwire drain`) ------------------------------------------
 
 def discovery_url(flag: str | None) -> str:
     found = flag or clients.dev_cluster().discovery
@@ -208,102 +157,6 @@ def discovery_url(flag: str | None) -> str:
         raise clients.UsageError("no discovery: pass --discovery, set PUSHWIRE_DISCOVERY or "
                                  "run `pushwire dev`")
     return found
-
-
-def app_json(app: AppConfig) -> str:
-    return json.dumps(json.loads(app.to_json()), indent=2, sort_keys=True)
-
-
-def changed(current: AppConfig | None, args: argparse.Namespace) -> AppConfig:
-    """`current` (or a new app) with the fields `args` sets; ConfigError when invalid."""
-    app = current or AppConfig(id=args.app)
-    webhooks = dict(app.webhooks)
-    for spec in args.webhook:
-        kind, sep, url = spec.partition("=")
-        if not sep or not kind or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"--webhook wants TYPE=http(s)://..., got {spec!r}")
-        webhooks[kind] = url
-    for kind in args.remove_webhook:
-        webhooks.pop(kind, None)
-    fields: dict[str, Any] = {"webhooks": webhooks, "token_keys": _token_keys(app, args)}
-    options = {"status_webhook": args.status_webhook, "webhook_timeout_s": args.webhook_timeout,
-               "webhook_retries": args.webhook_retries, "webhook_backoff_s": args.webhook_backoff,
-               "status_debounce_s": args.status_debounce,
-               "status_batch_max": args.status_batch_max,
-               "token_max_ttl_s": args.token_max_ttl,
-               "jwks_url": args.jwks_url, "token_leeway_s": args.token_leeway,
-               "secrets": tuple(args.secret) if args.secret else None,
-               "webhook_secrets": tuple(filter(None, args.webhook_secret))
-               if args.webhook_secret else None,
-               "api_keys": tuple(args.api_key) if args.api_key else None}
-    fields.update({k: v for k, v in options.items() if v is not None})
-    if fields.get("status_webhook") and not str(fields["status_webhook"]).startswith(
-            ("http://", "https://")):
-        raise ConfigError("--status-webhook must be an http(s):// URL (or '' to stop)")
-    return dataclasses.replace(app, **fields)
-
-
-def _token_keys(app: AppConfig, args: argparse.Namespace) -> dict[str, str]:
-    """The app's token keys with --token-key KID=PEMFILE added, --remove-token-key removed."""
-    keys = dict(app.token_keys)
-    for spec in args.token_key:
-        kid, sep, path = spec.partition("=")
-        if not sep or not kid or not path:
-            raise ConfigError(f"--token-key wants KID=PEMFILE, got {spec!r}")
-        try:
-            keys[kid] = Path(path).expanduser().read_text()
-        except (OSError, UnicodeError) as exc:
-            raise ConfigError(f"--token-key {kid}: cannot read {path}: {exc}") from exc
-    for kid in args.remove_token_key:
-        keys.pop(kid, None)
-    return keys
-
-
-def run_app_show(args: argparse.Namespace) -> int:
-    return _run_app(args, _show)
-
-
-def run_app_set(args: argparse.Namespace) -> int:
-    return _run_app(args, _set)
-
-
-def _run_app(args: argparse.Namespace, action: Any) -> int:
-    try:
-        url = discovery_url(args.discovery)
-        discovery = connect(url)
-    except (clients.UsageError, ConfigError) as exc:
-        return _fail("app", str(exc), 2)
-    try:
-        result: int = asyncio.run(_with(discovery, args, action))
-    except KeyboardInterrupt:
-        return 130
-    return result
-
-
-async def _with(discovery: Discovery, args: argparse.Namespace, action: Any) -> int:
-    try:
-        await discovery.start(())
-        code: int = await action(discovery, args)
-        return code
-    except PushwireError as exc:
-        return _fail("app", exc.message, 2 if isinstance(exc, ConfigError) else 1)
-    finally:
-        await discovery.close()
-
-
-async def _show(discovery: Discovery, args: argparse.Namespace) -> int:
-    app = discovery.app(args.app)
-    if app is None:
-        return _fail("app", f"no app {args.app!r}", 1)
-    print(app_json(app))
-    return 0
-
-
-async def _set(discovery: Discovery, args: argparse.Namespace) -> int:
-    app = changed(discovery.app(args.app), args)
-    await discovery.put_app(app)
-    print(app_json(app))
-    return 0
 
 
 def _fail(command: str, message: str, code: int) -> int:

@@ -55,12 +55,30 @@ def spawn_service(kind: str, env: Mapping[str, str], log: Path | None = None) \
 
 
 SECRET_FILE = "cluster-secret"
+ADMIN_KEY_FILE = "admin-key"
 
 
 def cluster_secret(home: Path) -> Path:
     """The file holding the cluster secret of the cluster kept in `home`, made (owner-only,
     random) if missing: every service gets it through `secret_env`, tools read it."""
-    path = home / SECRET_FILE
+    return _made_once(home / SECRET_FILE)
+
+
+def admin_key(home: Path) -> str:
+    """The admin key of center in the cluster kept in `home` (made like the cluster secret;
+    center gets the file through `admin_env`)."""
+    return read_secrets(_made_once(home / ADMIN_KEY_FILE))[0]
+
+
+def admin_env(home: Path) -> dict[str, str]:
+    """Environment giving center the admin key file of `home`."""
+    return {"PUSHWIRE_CENTER_ADMIN_KEYS_FILE": str(_made_once(home / ADMIN_KEY_FILE)),
+            "PUSHWIRE_CENTER_ADMIN_KEYS": ""}
+
+
+def _made_once(path: Path) -> Path:
+    """`path`, holding a random secret line (owner-only) made if it was missing."""
+    home = path.parent
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):    # made meanwhile by another process

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.center.admin import AdminKeys, Apps, Rooms, room_view, view
 from services.center.broadcast import BroadcastRequest, Broadcasts, view_json
 from services.center.config import CenterConfig
 from services.center.push import Pusher, PushRequest
@@ -14,7 +15,7 @@ from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
 from services.kit.discovery import AppConfig, Discovery
-from services.kit.errors import AuthError, NotFound
+from services.kit.errors import AuthError, BadRequest, NotFound
 from services.kit.pb import coordinator_pb2
 from services.kit.schema import (
     DEVICE,
@@ -172,6 +173,95 @@ class CenterApi:
                  for kind in PEERS}
         return web.json_response({"ok": True, "instance": self.config.instance,
                                   "peers": peers})
+
+
+class AdminApi:
+    """The admin API (docs/api.md §4): apps, credential rotation, rooms; every route wants
+    one of center's admin keys, never an app's API key."""
+
+    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms) -> None:
+        self.keys = keys
+        self.apps = apps
+        self.rooms = rooms
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/v1/admin/apps", self.list_apps),
+            web.post("/v1/admin/apps", self.create_app),
+            web.get("/v1/admin/apps/{app}", self.get_app),
+            web.patch("/v1/admin/apps/{app}", self.update_app),
+            web.delete("/v1/admin/apps/{app}", self.delete_app),
+            web.post("/v1/admin/apps/{app}/secrets/rotate", self.rotate_secret),
+            web.post("/v1/admin/apps/{app}/api-keys/rotate", self.rotate_api_key),
+            web.get("/v1/admin/rooms", self.list_rooms),
+            web.post("/v1/admin/rooms/{room}/drain", self.drain),
+        ]
+
+    def admin(self, request: web.Request) -> None:
+        """Raise AuthError unless the request carries one of center's admin keys."""
+        keys = self.keys.accepted()
+        if not keys:
+            raise AuthError("the admin API is off: center has no admin key configured")
+        if not http.bearer_matches(request, keys):
+            raise AuthError("missing or wrong admin key")
+
+    async def list_apps(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        reveal = _reveal(request)
+        return web.json_response({"apps": [view(a, reveal) for a in self.apps.list()]})
+
+    async def create_app(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        app = await self.apps.create(await http.json_object(request))
+        return web.json_response(view(app, reveal=True), status=201)   # the caller needs them
+
+    async def get_app(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        return web.json_response(view(self.apps.get(request.match_info["app"]),
+                                      _reveal(request)))
+
+    async def update_app(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        reveal = _reveal(request)
+        app = await self.apps.update(request.match_info["app"], await http.json_object(request))
+        return web.json_response(view(app, reveal))
+
+    async def delete_app(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        await self.apps.delete(request.match_info["app"])
+        return web.json_response({"deleted": request.match_info["app"]})
+
+    async def rotate_secret(self, request: web.Request) -> web.Response:
+        return await self._rotate(request, "secrets", "secret")
+
+    async def rotate_api_key(self, request: web.Request) -> web.Response:
+        return await self._rotate(request, "api_keys", "api_key")
+
+    async def _rotate(self, request: web.Request, kind: str, name: str) -> web.Response:
+        self.admin(request)
+        body = await http.json_object(request) if request.body_exists else {}
+        done = await self.apps.rotate(request.match_info["app"], kind, body)
+        return web.json_response({name: done.credential, "old_until": done.old_until,
+                                  "app": view(done.app)})
+
+    async def list_rooms(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        return web.json_response({"rooms": [room_view(r) for r in self.rooms.list()]})
+
+    async def drain(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        body = await http.json_object(request) if request.body_exists else {}
+        reply = await self.rooms.drain(request.match_info["room"], body)
+        return web.json_response({"room": request.match_info["room"], "moved": reply.moved,
+                                  "remaining": reply.remaining, "done": reply.done,
+                                  "detail": reply.detail})
+
+
+def _reveal(request: web.Request) -> bool:
+    value = request.query.get("reveal", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise BadRequest("reveal must be true or false")
+    return value in ("true", "1")
 
 
 def _now_ms() -> int:

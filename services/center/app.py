@@ -6,7 +6,8 @@ import asyncio
 
 from aiohttp import web
 
-from services.center.api import PEERS, CenterApi
+from services.center.admin import AdminKeys, Apps, Rooms
+from services.center.api import PEERS, AdminApi, CenterApi
 from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
@@ -28,19 +29,22 @@ from services.room.client import RoomClient
 from services.saver.client import SaverClient
 
 
-def web_app(config: CenterConfig, api: CenterApi) -> web.Application:
-    """center's HTTP face: the API, /metrics and its OpenAPI document at /openapi.json."""
+def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Application:
+    """center's HTTP face: the API, the admin API, /metrics and its OpenAPI document at
+    /openapi.json."""
     app = http.application(
         http.Limits(config.max_request_bytes, config.request_read_timeout_s),
         proxies=TrustedProxies.of(config.trusted_proxies),
         cors=Cors(config.cors_origins) if config.cors_origins else None)
     app.add_routes(api.routes())
+    app.add_routes(admin.routes())
     openapi.add_route(app, document(config))
     return app
 
 
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
+    admin_keys = AdminKeys(config.admin_keys, config.admin_keys_file)   # bad ones: no start
     async with hosted("center", config, life, watch=PEERS) as host:
         channels = Channels(config.rpc_secret())
         options = host.pipe_options()
@@ -53,7 +57,9 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         api = CenterApi(config, host.discovery, pusher,
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
-        runner, http_port = await http.start_site(web_app(config, api), config.bind,
+        admin = AdminApi(admin_keys, Apps(host.discovery),
+                         Rooms(host.discovery, channels, config.rpc_timeout_s))
+        runner, http_port = await http.start_site(web_app(config, api, admin), config.bind,
                                                   config.http_port, ServerTls.started(config, life))
         server, grpc_port = await start_server(
             config,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.kit import redis
 from services.kit.config import ServiceConfig
@@ -16,7 +16,10 @@ from services.kit.tls import TlsConfig
 class CenterConfig(ServiceConfig, TlsConfig):
     grpc_port: int = 9500
     http_port: int = 8100
-    admin_token: str = ""              # Bearer token of the admin API; empty: admin API off
+    # The admin API's Bearer keys (docs/security.md §7): several for rotation, or a file of
+    # them (one per line, re-read when it changes); none: every admin call answers 401.
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_keys_file: str = ""
     max_uids: int = 1000               # uids per push request
     max_request_bytes: int = 4 * 1024 * 1024    # HTTP request body (more: 413)
     request_read_timeout_s: float = 10.0        # to receive a request body (later: 408)
@@ -40,6 +43,8 @@ class CenterConfig(ServiceConfig, TlsConfig):
     def validate(self) -> None:
         super().validate()
         self.validate_tls()
+        if self.admin_keys and self.admin_keys_file:
+            raise ConfigError("set one of admin_keys and admin_keys_file, not both")
         if not 0 <= self.http_port <= 65535 or self.max_uids < 1:
             raise ConfigError("http_port must be a port number and max_uids >= 1")
         if self.max_request_bytes < 1024 or self.request_read_timeout_s <= 0:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.center.admin import DRAIN, ROTATE
 from services.center.api import KICK, PUBLISH, TOPIC, broadcast_schema, push_schema
 from services.center.config import CenterConfig
 from services.kit import openapi
 from services.kit.limits import MAX_ID_LEN
 from services.kit.openapi import COUNT, Operation, json_object
-from services.kit.schema import ID, MAX_ID, UID, Text, Type
+from services.kit.schema import ID, MAX_ID, UID, Schema, Text, Type
 
 APP: dict[str, Type] = {"app": Text(1, MAX_ID_LEN)}
 MS = {"type": "integer", "minimum": 0, "description": "Unix time in milliseconds"}
@@ -51,6 +52,58 @@ USER = json_object(
         since_ms=MS)})
 HEALTH = json_object(ok={"const": True}, instance={"type": "string"},
                      peers={"type": "object", "additionalProperties": COUNT})
+
+
+# The admin API (docs/api.md §4). An app's fields are AppConfig's (services/kit/discovery/
+# models.py, docs/config.md): the handlers check them with AppConfig's own rules, so the
+# document names the object and its id, not every field.
+APP_VIEW: dict[str, Any] = {
+    "type": "object", "required": ["id", "secrets", "api_keys"],
+    "properties": {"id": {"type": "string"},
+                   "secrets": {"type": "array", "items": {"type": "string"}},
+                   "api_keys": {"type": "array", "items": {"type": "string"}}},
+    "description": "an app's configuration; credentials masked:<hash> unless reveal=true"}
+APP_FIELDS: dict[str, Any] = {
+    "type": "object", "description": "fields of the app configuration to set"}
+REVEAL = Schema({"reveal": Text(0, 5)}, defaults={"reveal": "false"})
+ROOM = json_object(id={"type": "string"}, idc={"type": "string"}, load=COUNT,
+                   capacity=COUNT, draining={"type": "boolean"})
+
+
+def _admin(config: CenterConfig) -> dict[tuple[str, str], Operation]:
+    apps, app = "/v1/admin/apps", "/v1/admin/apps/{app}"
+    rotated = {"app": APP_VIEW, "old_until": {"type": "number", "minimum": 0}}
+    return {
+        ("GET", apps): Operation("every app", json_object(apps={
+            "type": "array", "items": APP_VIEW}), query=REVEAL, admin=True),
+        ("POST", apps): Operation("create an app (its credentials are answered once, in "
+                                  "clear)", APP_VIEW, status=201, raw_body=APP_FIELDS,
+                                  admin=True, errors=(409, 503)),
+        ("GET", app): Operation("one app", APP_VIEW, path=APP, query=REVEAL, admin=True,
+                                errors=(404,)),
+        ("PATCH", app): Operation("change fields of an app (live)", APP_VIEW, path=APP,
+                                  query=REVEAL, raw_body=APP_FIELDS, admin=True,
+                                  errors=(404, 503)),
+        ("DELETE", app): Operation("remove an app", json_object(deleted={"type": "string"}),
+                                   path=APP, admin=True, errors=(404, 503)),
+        ("POST", f"{app}/secrets/rotate"): Operation(
+            "add a token secret; the others work for overlap_s more",
+            json_object(secret={"type": "string"}, **rotated), path=APP, body=ROTATE,
+            body_required=False, admin=True, errors=(404, 503)),
+        ("POST", f"{app}/api-keys/rotate"): Operation(
+            "add an API key; the others work for overlap_s more",
+            json_object(api_key={"type": "string"}, **rotated), path=APP, body=ROTATE,
+            body_required=False, admin=True, errors=(404, 503)),
+        ("GET", "/v1/admin/rooms"): Operation(
+            "the rooms and their load", json_object(rooms={"type": "array", "items": ROOM}),
+            admin=True),
+        ("POST", "/v1/admin/rooms/{room}/drain"): Operation(
+            "move a room's clients to other rooms", json_object(
+                room={"type": "string"}, moved=COUNT, remaining=COUNT,
+                done={"type": "boolean"}, detail={"type": "string"}),
+            path={"room": Text(1, MAX_ID_LEN)}, body=DRAIN, body_required=False, admin=True,
+            errors=(404, 503)),
+    }
 
 
 def operations(config: CenterConfig) -> dict[tuple[str, str], Operation]:
@@ -91,7 +144,7 @@ def operations(config: CenterConfig) -> dict[tuple[str, str], Operation]:
         ("GET", "/v1/health"): Operation("liveness and the peers this center sees", HEALTH),
         ("GET", "/metrics"): openapi.metrics_operation(),
         ("GET", openapi.PATH): openapi.spec_operation("center"),
-    }
+    } | _admin(config)
 
 
 def document(config: CenterConfig) -> dict[str, Any]:

@@ -93,24 +93,26 @@ class ServiceConfig:
         return (checked_secret(self.cluster_secret, "cluster_secret"),)
 
 
-def read_secrets(path: Path) -> tuple[str, ...]:
-    """The cluster secrets kept in `path`, one per line (blank lines and surrounding
-    whitespace ignored): the first is the one to present."""
+def read_secrets(path: Path, setting: str = "cluster_secret_file",
+                 what: str = "a cluster secret") -> tuple[str, ...]:
+    """The secrets kept in `path`, one per line (blank lines and surrounding whitespace
+    ignored), each checked as `what`: the first is the one to present."""
     try:
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read cluster_secret_file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read {setting} {path}: {exc}") from exc
     if not lines:
-        raise ConfigError(f"cluster_secret_file {path} is empty")
-    return tuple(checked_secret(line, f"cluster_secret_file {path}") for line in lines)
+        raise ConfigError(f"{setting} {path} is empty")
+    return tuple(checked_secret(line, f"{setting} {path}", what) for line in lines)
 
 
-def checked_secret(secret: str, where: str) -> str:
-    """`secret` when it can serve as the cluster credential, else ConfigError."""
+def checked_secret(secret: str, where: str, what: str = "a cluster secret") -> str:
+    """`secret` when it can serve as a credential (the cluster's, center's admin key), else
+    ConfigError."""
     if len(secret) < SECRET_MIN:
-        raise ConfigError(f"{where}: a cluster secret needs at least {SECRET_MIN} characters")
+        raise ConfigError(f"{where}: {what} needs at least {SECRET_MIN} characters")
     if not all("!" <= c <= "~" for c in secret):
-        raise ConfigError(f"{where}: a cluster secret is printable ASCII without spaces")
+        raise ConfigError(f"{where}: {what} is printable ASCII without spaces")
     return secret
 
 

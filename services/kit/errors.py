@@ -9,6 +9,7 @@
     ├── LimitError                a bound was hit: rate, quota, connections (per call)
     │   └── TooLarge              a body or a field is larger than its bound
     ├── NotFound                  unknown app, message, instance
+    ├── Conflict                  it exists already (an app created twice)
     ├── Unavailable               a dependency cannot be reached now (retry later)
     │   ├── Disconnected          a call's connection failed (reset, GOAWAY, peer restarting)
     │   └── Overloaded            a task pool refused work (queue full, policy "reject")
@@ -78,6 +79,10 @@ class NotFound(PushwireError):
     code = 1006
 
 
+class Conflict(PushwireError):
+    code = 1011
+
+
 class Unavailable(PushwireError):
     code = 1007
 
@@ -99,7 +104,7 @@ class StoreError(PushwireError):
 BY_CODE: dict[int, type[PushwireError]] = {
     cls.code: cls
     for cls in (PushwireError, ConfigError, ProtocolError, BadRequest, AuthError, LimitError,
-                NotFound, Unavailable, Overloaded, StoreError, Kicked)
+                NotFound, Conflict, Unavailable, Overloaded, StoreError, Kicked)
 }
 
 

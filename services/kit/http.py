@@ -39,6 +39,7 @@ from services.kit.cors import Cors
 from services.kit.errors import (
     AuthError,
     BadRequest,
+    Conflict,
     LimitError,
     NotFound,
     Overloaded,
@@ -59,7 +60,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Status by error class; a subclass without an entry takes its nearest ancestor's (a quota
 # error under LimitError answers 429). PushwireError itself and ConfigError: 500.
 STATUS: dict[type[PushwireError], int] = {
-    BadRequest: 400, ProtocolError: 400, AuthError: 401, NotFound: 404, TooLarge: 413,
+    BadRequest: 400, ProtocolError: 400, AuthError: 401, NotFound: 404, Conflict: 409,
+    TooLarge: 413,
     LimitError: 429, Unavailable: 503, StoreError: 503, PushwireError: 500,
 }
 # What a 5xx says instead of the error's own message.
@@ -157,6 +159,12 @@ async def json_body(request: web.Request, schema: Schema) -> dict[str, Any]:
     any content coding (bodies are never inflated: no zip bombs), 413 over the size bound, 408
     when it does not arrive within the read timeout, 400 for a body that is not one UTF-8
     JSON object or does not fit the schema."""
+    return schema.parse(await json_object(request))
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body, with every check of `json_body` but the schema's (for
+    a caller whose fields are checked by the domain)."""
     ctype = request.headers.get("Content-Type")
     if ctype is not None and (not _JSON_TYPE.fullmatch(request.content_type)
                               or (request.charset or "utf-8").lower() not in ("utf-8", "utf8")):
@@ -171,7 +179,7 @@ async def json_body(request: web.Request, schema: Schema) -> dict[str, Any]:
             raw = await request.read() if request.body_exists else b""
     except TimeoutError:
         raise web.HTTPRequestTimeout() from None
-    return schema.parse(decode_json(raw))
+    return decode_json(raw)
 
 
 def bearer_matches(request: web.Request, keys: Iterable[str]) -> bool:

@@ -32,7 +32,8 @@ from services.kit.schema import Schema, Type
 
 OPENAPI_VERSION = "3.1.0"
 PATH = "/openapi.json"
-SECURITY = "apiKey"             # the scheme's name in components.securitySchemes
+SECURITY = "apiKey"             # the schemes' names in components.securitySchemes: an app's
+ADMIN_SECURITY = "adminKey"     # API key; one of center's admin keys (docs/api.md §4)
 _PARAM = re.compile(r"\{(\w+)\}")
 
 # Why each error status can answer (docs/api.md §3.1); the body is always ERROR.
@@ -40,6 +41,7 @@ ERRORS: dict[int, str] = {
     400: "a path, query or body field is invalid, or the body is not one UTF-8 JSON object",
     401: "missing or wrong API key",
     404: "unknown app or resource",
+    409: "the resource exists already",
     408: "the body did not arrive in time; the connection closes",
     413: "the request body is over the service's bound, or the message over the app's",
     415: "a Content-Type other than JSON, or a Content-Encoding",
@@ -82,6 +84,8 @@ class Operation:
     path: Mapping[str, Type] = field(default_factory=dict)     # every {name} of the path
     query: Schema | None = None
     auth: bool = False                      # Bearer API key of the app in the path
+    admin: bool = False                     # Bearer admin key of center (docs/api.md §4)
+    raw_body: Mapping[str, Any] | None = None   # a body checked by other code than a Schema
     media: str = "application/json"         # of the success body
     # OpenAPI links from the success body to other operations (schemathesis follows them):
     # name -> ((METHOD, path) of the target, its parameters as runtime expressions)
@@ -104,9 +108,11 @@ def document(title: str, version: str, description: str,
         "paths": paths,
         "components": {
             "schemas": {"Error": ERROR},
-            "securitySchemes": {SECURITY: {
-                "type": "http", "scheme": "bearer",
-                "description": "an API key of the app named in the path"}}},
+            "securitySchemes": {
+                SECURITY: {"type": "http", "scheme": "bearer",
+                           "description": "an API key of the app named in the path"},
+                ADMIN_SECURITY: {"type": "http", "scheme": "bearer",
+                                 "description": "one of center's admin keys"}}},
     }
 
 
@@ -120,20 +126,24 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
             _query(op.query) if op.query else []),
         "responses": {str(op.status): _success(op)} | {
             str(s): _error(s) for s in sorted(_statuses(op))},
-        "security": [{SECURITY: []}] if op.auth else [],
+        "security": [{SECURITY: []}] if op.auth else [{ADMIN_SECURITY: []}] if op.admin
+        else [],
     }
-    if op.body is not None:
+    body = op.body.json_schema() if op.body is not None else op.raw_body
+    if body is not None:
         out["requestBody"] = {"required": op.body_required, "content": {
-            "application/json": {"schema": op.body.json_schema()}}}
+            "application/json": {"schema": dict(body)}}}
     return out
 
 
 def _statuses(op: Operation) -> set[int]:
-    implied = set(BODY_ERRORS if op.body is not None else ())
+    implied = set(BODY_ERRORS if op.body is not None or op.raw_body is not None else ())
     if op.path or op.query:
         implied.add(400)
     if op.auth:
         implied |= {401, 404}
+    if op.admin:
+        implied.add(401)
     return implied | set(op.errors)
 
 

@@ -178,6 +178,27 @@ class ListOf:
 
 
 @dataclass(frozen=True, slots=True)
+class DictOf:
+    """A JSON object of at most `max_len` entries, keys of type `key`, values of `value`."""
+
+    key: Type
+    value: Type
+    max_len: int = 1000
+
+    def check(self, name: str, value: Any) -> dict[Any, Any]:
+        if not isinstance(value, dict):
+            raise BadRequest(f"{name} must be an object")
+        if len(value) > self.max_len:
+            raise BadRequest(f"{name} must hold at most {self.max_len} entries")
+        return {self.key.check(f"{name} key", k): self.value.check(f"{name}.{k}"[:100], v)
+                for k, v in value.items()}
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "object", "propertyNames": self.key.json_schema(),
+                "additionalProperties": self.value.json_schema(), "maxProperties": self.max_len}
+
+
+@dataclass(frozen=True, slots=True)
 class Digits:
     """Decimal text from a path or a query ("42"; no sign, no spaces, ASCII digits only) ->
     an int in [lo, hi]."""

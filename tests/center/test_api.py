@@ -1,13 +1,28 @@
-"""services/center/api.py: the request bodies center accepts (docs/api.md §2), no server."""
+"""services/center/api.py: the request bodies center accepts (docs/api.md §2), no server; the
+admin API's handlers over loopback HTTP (docs/api.md §4)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from services.center.api import KICK, PUBLISH, TOPIC, _data, broadcast_schema, push_schema
+from services.center.admin import AdminKeys, Apps, Rooms, mask
+from services.center.api import (
+    KICK,
+    PUBLISH,
+    TOPIC,
+    AdminApi,
+    _data,
+    broadcast_schema,
+    push_schema,
+)
+from services.kit import http
+from services.kit.discovery.local import LocalDiscovery
 from services.kit.errors import BadRequest
+from services.kit.rpc.grpcio import Channels
 from services.kit.schema import MAX_TTL_S
 
 PUSH = push_schema(max_uids=3)
@@ -83,3 +98,54 @@ def test_broadcast_and_publish_bodies() -> None:
     assert TOPIC.check("topic", "t" * 128)
     with pytest.raises(BadRequest):
         TOPIC.check("topic", "t" * 129)
+
+
+# -- the admin API's handlers, over loopback HTTP with a file-backed discovery -----------------
+
+ADMIN_KEY = "admin-key-0123456789"
+
+
+async def _admin_client(tmp_path: Path, keys: tuple[str, ...]) -> tuple[TestClient[Any, Any],
+                                                                        LocalDiscovery]:
+    discovery = LocalDiscovery(str(tmp_path / "discovery"))
+    await discovery.start(())
+    app = http.application()
+    app.add_routes(AdminApi(AdminKeys(keys, ""), Apps(discovery),
+                            Rooms(discovery, Channels(None), 1.0)).routes())
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    return client, discovery
+
+
+async def test_admin_routes_want_an_admin_key_and_are_off_without_one(tmp_path: Path) -> None:
+    client, discovery = await _admin_client(tmp_path, ())
+    try:
+        response = await client.get("/v1/admin/apps",
+                                    headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert response.status == 401
+        assert (await response.json())["error"]["message"] == (
+            "the admin API is off: center has no admin key configured")
+    finally:
+        await client.close()
+        await discovery.close()
+
+
+async def test_admin_routes_create_show_masked_and_reveal(tmp_path: Path) -> None:
+    client, discovery = await _admin_client(tmp_path, (ADMIN_KEY,))
+    auth = {"Authorization": f"bearer {ADMIN_KEY}"}
+    try:
+        assert (await client.get("/v1/admin/apps")).status == 401
+        created = await client.post("/v1/admin/apps", json={"id": "shop"}, headers=auth)
+        assert created.status == 201
+        secret = (await created.json())["secrets"][0]
+        shown = await (await client.get("/v1/admin/apps/shop", headers=auth)).json()
+        assert shown["secrets"] == [mask(secret)]
+        revealed = await client.get("/v1/admin/apps/shop?reveal=1", headers=auth)
+        assert (await revealed.json())["secrets"] == [secret]
+        listed = await (await client.get("/v1/admin/apps", headers=auth)).json()
+        assert [a["id"] for a in listed["apps"]] == ["shop"]
+        rooms = await client.get("/v1/admin/rooms", headers=auth)
+        assert (rooms.status, await rooms.json()) == (200, {"rooms": []})
+    finally:
+        await client.close()
+        await discovery.close()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from services.center.api import CenterApi
+from services.center.api import AdminApi, CenterApi
 from services.center.app import web_app
 from services.center.config import CenterConfig
 from services.center.openapi import document
@@ -21,11 +21,11 @@ CONFIG = CenterConfig(max_uids=7, broadcast_rate_max=500.0)
 def served(config: CenterConfig) -> set[tuple[str, str]]:
     none: Any = None        # the routes only name the handlers: no collaborator is called
     api = CenterApi(config, none, none, none, topics=none, broadcasts=none)
-    return openapi.served(web_app(config, api))
+    return openapi.served(web_app(config, api, AdminApi(none, none, none)))
 
 
-# With and without the admin API's token: routes that exist only with it are checked too.
-@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, admin_token="admin-token")])
+# With and without admin keys: routes that exist only with them would be checked too.
+@pytest.mark.parametrize("config", [CONFIG, replace(CONFIG, admin_keys=("k" * 16,))])
 def test_every_route_is_documented_and_every_documented_route_served(
         config: CenterConfig) -> None:
     routes, listed = served(config), openapi.documented(document(config))

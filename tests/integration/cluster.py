@@ -27,7 +27,16 @@ from urllib.parse import urlparse
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
+from cli.processes import (
+    admin_env,
+    admin_key,
+    free_port,
+    routes,
+    secret_env,
+    secret_of,
+    spawn_service,
+    stop_in_order,
+)
 from services.kit import token
 from services.kit.discovery import AppConfig, Discovery, Instance, connect
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
@@ -112,7 +121,7 @@ class Cluster:
                   # Kick marks: the shared Redis, or (embedded) a SQLite file of the cluster's.
                   "PUSHWIRE_REGISTER_REDIS": u["hot"], "PUSHWIRE_REGISTER_KEY_PREFIX": u["prefix"],
                   "PUSHWIRE_REGISTER_KICKS_FILE": str(self.tmp / "kicks.db"),
-                  **secret_env(self.tmp), **self.env}
+                  **secret_env(self.tmp), **admin_env(self.tmp), **self.env}
         plan: list[tuple[str, str, dict[str, str]]] = [
             ("register", "register", {}), ("saver", "saver", {}),
             ("coordinator", "coordinator", {})]
@@ -213,6 +222,11 @@ class Cluster:
     def secret(self) -> str:
         """The cluster secret of internal gRPC (`grpcio.channel(address, cluster.secret)`)."""
         return secret_of(self.tmp)
+
+    @property
+    def admin_key(self) -> str:
+        """center's admin key (docs/api.md §4)."""
+        return admin_key(self.tmp)
 
     @property
     def headers(self) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -11,12 +12,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from cli.dev import plan
 from cli.processes import ephemeral_low
+from services.kit.discovery import AppConfig, connect
+from tests.integration.cluster import TEST_ZK
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +118,79 @@ def test_dev_cluster_listen_push_and_clean_stop(tmp_path: Path) -> None:
             time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left
+
+
+def test_dev_real_prints_the_demo_app_zookeeper_keeps(tmp_path: Path) -> None:
+    """`pushwire dev --real` with a new state directory while ZooKeeper still holds the demo
+    app of an earlier run: what it prints and saves is that app, so `pushwire push` works (it
+    used to print fresh credentials ZooKeeper never got: every push answered 401), and
+    `pushwire app` reaches it through center's admin API."""
+    tag = uuid.uuid4().hex[:8]
+    chroot = f"/pushwire-test-dev-{tag}"
+    zk = f"zk://{TEST_ZK}{chroot}"
+    kept = AppConfig(id="demo", secrets=(f"kept-secret-{tag}",), api_keys=(f"kept-key-{tag}",))
+    asyncio.run(_put_app(zk, kept))
+    home = tmp_path / "new-home"
+    env = {**os.environ, "PUSHWIRE_HOME": str(home), "PUSHWIRE_DISCOVERY": zk,
+           "PUSHWIRE_SAVER_HOT": "memory:", "PUSHWIRE_CENTER_REDIS": "memory:",
+           "PUSHWIRE_COORDINATOR_REDIS": "memory:", "PUSHWIRE_REGISTER_REDIS": "memory:",
+           "PUSHWIRE_SAVER_DURABLE": f"sqlite:{tmp_path / 'pushwire.db'}"}
+    env.pop("PUSHWIRE_ADMIN_KEY", None)
+    env.pop("PUSHWIRE_API_KEY", None)
+    env.pop("PUSHWIRE_CENTER_URL", None)
+    offset = free_offset(tmp_path)
+    dev = subprocess.Popen(pushwire("dev", "--real", "--home", str(home / "dev"),
+                                    "--port-offset", str(offset)), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = _banner(dev)
+        assert f"secret {kept.secrets[0]}  api key {kept.api_keys[0]}" in banner, banner
+        assert "admin key" in banner
+        push = subprocess.run(pushwire("push", "--app", "demo", "--uid", "u1", "--data", "hi"),
+                              env=env, capture_output=True, text=True, timeout=30)
+        assert push.returncode == 0, push.stderr
+        show = subprocess.run(pushwire("app", "show", "demo"), env=env, capture_output=True,
+                              text=True, timeout=30)
+        assert show.returncode == 0, show.stderr
+        assert kept.secrets[0] not in show.stdout
+        assert json.loads(show.stdout)["secrets"][0].startswith("masked:")
+        shown = subprocess.run(pushwire("app", "show", "demo", "--reveal"), env=env,
+                               capture_output=True, text=True, timeout=30)
+        assert json.loads(shown.stdout)["secrets"] == list(kept.secrets), shown.stderr
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
+        _drop_chroot(chroot)
+
+
+def _banner(dev: subprocess.Popen[str]) -> str:
+    """What `pushwire dev` printed up to its banner's last line (bounded: 60 s)."""
+    assert dev.stdout is not None
+    lines: list[str] = []
+    started = time.monotonic()
+    for line in dev.stdout:
+        lines.append(line)
+        if "Ctrl-C stops the cluster" in line or time.monotonic() - started > 60:
+            break
+    return "".join(lines)
+
+
+async def _put_app(url: str, app: AppConfig) -> None:
+    discovery = connect(url)
+    await discovery.start(())
+    try:
+        await discovery.put_app(app)
+    finally:
+        await discovery.close()
+
+
+def _drop_chroot(chroot: str) -> None:
+    from kazoo.client import KazooClient
+
+    client = KazooClient(hosts=TEST_ZK)
+    client.start(timeout=10)
+    try:
+        client.delete(chroot, recursive=True)
+    finally:
+        client.stop()
+        client.close()

@@ -124,3 +124,29 @@ def test_app_config_token_keys_round_trip_and_are_checked_at_load() -> None:
 def test_bad_token_settings_are_config_errors(fields: dict[str, object], text: str) -> None:
     with pytest.raises(ConfigError, match=text):
         AppConfig.from_json(json.dumps({"id": "chat", **fields}))
+
+
+def test_an_app_at_a_time_has_no_credential_whose_overlap_ended() -> None:
+    app = AppConfig(id="a", secrets=("new", "old"), api_keys=("k2", "k1"),
+                    retiring_secrets={"old": 100.0}, retiring_api_keys={"k1": 200.0})
+    assert app.at(99.9) is app                        # nothing ended: the same object
+    at_100 = app.at(100.0)
+    assert (at_100.secrets, at_100.retiring_secrets) == (("new",), {})
+    assert (at_100.api_keys, at_100.retiring_api_keys) == (("k2", "k1"), {"k1": 200.0})
+    assert app.at(200.0).api_keys == ("k2",)
+    assert AppConfig.from_json(app.to_json()) == app
+
+
+@pytest.mark.parametrize("until", [-1, float("nan"), "soon", True])
+def test_a_retiring_time_is_a_unix_time(until: object) -> None:
+    with pytest.raises(ConfigError, match="retiring"):
+        AppConfig(id="a", secrets=("s",), retiring_secrets={"s": until})  # type: ignore[dict-item]
+
+
+def test_current_keeps_the_cut_app_in_the_view() -> None:
+    app = AppConfig(id="a", secrets=("new", "old"), retiring_secrets={"old": 100.0})
+    view = {"a": app}
+    assert AppConfig.current(view, "a", 50.0) is app
+    cut = AppConfig.current(view, "a", 100.0)
+    assert cut is not None and cut.secrets == ("new",) and view["a"] is cut
+    assert AppConfig.current(view, "b", 100.0) is None

@@ -17,6 +17,7 @@ from services.kit.schema import (
     UID,
     Base64,
     Boolean,
+    DictOf,
     Digits,
     Integer,
     ListOf,
@@ -108,6 +109,15 @@ def test_a_list_bounds_its_length_and_names_the_bad_item() -> None:
     assert refused(uids, ["a"] * 4) == "f must hold 1-3 items"
     assert refused(uids, ["a", 7]) == "f[1] must be a string"
     assert refused(uids, "a") == "f must be a list"
+
+
+def test_an_object_bounds_its_size_and_names_the_bad_entry() -> None:
+    hooks = DictOf(Text(1, 8), Integer(0, 9), 2)
+    assert hooks.check("h", {"a": 1, "b": 2}) == {"a": 1, "b": 2}
+    assert refused(hooks, {"a": 1, "b": 2, "c": 3}) == "f must hold at most 2 entries"
+    assert refused(hooks, {"a": "1"}) == "f.a must be an integer"
+    assert refused(hooks, {"": 1}) == "f key must be 1-8 characters"
+    assert refused(hooks, ["a"]) == "f must be an object"
 
 
 @pytest.mark.parametrize("value", ["-1", "0", "+5", " 5", "5 ", "1_000", "١٢", "0x10", "",

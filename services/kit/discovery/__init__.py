@@ -9,6 +9,9 @@ Two backends:
 Layout (both backends):   <root>/instances/<kind>/<instance id>   JSON of Instance, ephemeral
                           <root>/apps/<app id>                     JSON of AppConfig
 Every service keeps a cached, watch-driven view: `instances(kind)` and `app(id)` never block.
+`app` and `apps` return an app as it stands now (`AppConfig.at`): a secret or API key whose
+rotation overlap has ended is gone from every service's view at that moment, whether or not
+anyone has rewritten the stored configuration since (docs/security.md §6).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class Discovery(Protocol):
         """Live instances of a watched kind, sorted by id."""
 
     def app(self, app_id: str) -> AppConfig | None:
-        """Cached configuration of one app."""
+        """Cached configuration of one app, without its retired credentials."""
 
     def apps(self) -> dict[str, AppConfig]:
         """Cached configuration of every app."""

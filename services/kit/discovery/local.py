@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from services.kit.discovery import Listener
@@ -74,10 +75,12 @@ class LocalDiscovery:
         return list(self._instances.get(kind, ()))
 
     def app(self, app_id: str) -> AppConfig | None:
-        return self._apps.get(app_id)
+        return AppConfig.current(self._apps, app_id, time.time())
 
     def apps(self) -> dict[str, AppConfig]:
-        return dict(self._apps)
+        now = time.time()
+        return {app_id: app for app_id in list(self._apps)
+                if (app := AppConfig.current(self._apps, app_id, now)) is not None}
 
     async def put_app(self, app: AppConfig) -> None:
         _write_atomic(self.root / "apps" / app.id, app.to_json())
@@ -160,12 +163,14 @@ def _read_instances(folder: Path) -> list[Instance]:
 
 
 def _read_apps(folder: Path) -> dict[str, AppConfig]:
+    """The apps in `folder` as they stand now (compared with the view, which holds them so)."""
     out = {}
+    now = time.time()
     for path in folder.glob("[!.]*"):
         try:
             app = AppConfig.from_json(path.read_bytes())
         except (OSError, ValueError, TypeError, ConfigError) as exc:
             log.warning("ignoring app file %s: %s", path, exc)
             continue
-        out[app.id] = app
+        out[app.id] = app.at(now)
     return out

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import ipaddress
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,6 +81,10 @@ class AppConfig:
     # Browser pages allowed to open this app's sessions: their handshake Origin must be one
     # of these ("https://app.example.com", lower case); empty: any (docs/protocol.md §4).
     allowed_origins: tuple[str, ...] = ()
+    # Rotation (docs/security.md §7): a secret or API key listed here stops working at the
+    # given unix time; `at(now)` drops it, and every service reads apps through `at`.
+    retiring_secrets: dict[str, float] = field(default_factory=dict)
+    retiring_api_keys: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id or "/" in self.id:
@@ -105,6 +110,10 @@ class AppConfig:
             if not is_origin(origin):
                 raise ConfigError(f"app {self.id}: allowed_origins holds scheme://host[:port] "
                                   f"in lower case, got {origin!r}")
+        for until in (*self.retiring_secrets.values(), *self.retiring_api_keys.values()):
+            if isinstance(until, bool) or not isinstance(until, int | float) \
+                    or not math.isfinite(until) or until < 0:
+                raise ConfigError(f"app {self.id}: a retiring time is a unix time >= 0")
 
     def _validate_token_keys(self) -> None:
         if not 0 <= self.token_leeway_s <= MAX_TOKEN_LEEWAY_S:
@@ -119,8 +128,32 @@ class AppConfig:
             except ConfigError as exc:
                 raise ConfigError(f"app {self.id}: token key {kid!r}: {exc.message}") from exc
 
+    def at(self, now: float) -> AppConfig:
+        """This app as it stands at `now` (unix s): without the secrets and API keys whose
+        rotation overlap has ended. Cheap when nothing has ended (the same object)."""
+        if not (self.retiring_secrets or self.retiring_api_keys) or now < min(
+                *self.retiring_secrets.values(), *self.retiring_api_keys.values(), math.inf):
+            return self
+        return replace(
+            self, secrets=tuple(s for s in self.secrets if s not in self.retiring_secrets
+                                or self.retiring_secrets[s] > now),
+            api_keys=tuple(k for k in self.api_keys if k not in self.retiring_api_keys
+                           or self.retiring_api_keys[k] > now),
+            retiring_secrets={c: t for c, t in self.retiring_secrets.items() if t > now},
+            retiring_api_keys={c: t for c, t in self.retiring_api_keys.items() if t > now})
+
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @staticmethod
+    def current(apps: dict[str, AppConfig], app_id: str, now: float) -> AppConfig | None:
+        """`apps[app_id].at(now)`, kept in `apps` in its place (a cut is for good, so the
+        next call is cheap again): how discovery views hand out apps."""
+        app = apps.get(app_id)
+        if app is None:
+            return None
+        found = apps[app_id] = app.at(now)
+        return found
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> AppConfig:

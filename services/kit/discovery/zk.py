@@ -30,6 +30,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -268,10 +269,12 @@ class ZkDiscovery:
         return list(self._views.get(kind, ()))
 
     def app(self, app_id: str) -> AppConfig | None:
-        return self._apps.get(app_id)
+        return AppConfig.current(self._apps, app_id, time.time())
 
     def apps(self) -> dict[str, AppConfig]:
-        return dict(self._apps)
+        now = time.time()
+        return {app_id: app for app_id in list(self._apps)
+                if (app := AppConfig.current(self._apps, app_id, now)) is not None}
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(kind)` on the loop after the view of `kind` (or "apps") changed."""
