@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.center.admin import DRAIN, ROTATE
+from services.center.admin import DRAIN, KEY_MIN, MAX_OVERLAP_S
 from services.center.api import KICK, PUBLISH, TOPIC, broadcast_schema, push_schema
 from services.center.config import CenterConfig
 from services.kit import openapi
@@ -64,8 +64,38 @@ APP_VIEW: dict[str, Any] = {
                    "api_keys": {"type": "array", "items": {"type": "string"}}},
     "description": "an app's configuration; credentials masked:<hash> unless reveal=true"}
 APP_FIELDS: dict[str, Any] = {
-    "type": "object", "description": "fields of the app configuration to set"}
-REVEAL = Schema({"reveal": Text(0, 5)}, defaults={"reveal": "false"})
+    "type": "object", "description": "fields of the app configuration to set (docs/config.md); "
+    "AppConfig's own rules decide what goes together (heartbeat bounds, whsec_ secrets, PEM "
+    "keys), beyond what a JSON Schema says"}
+NEW_APP: dict[str, Any] = {
+    "type": "object", "required": ["id"], "additionalProperties": False,
+    "properties": {"id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}},
+    "description": "the new app's id; any field of the app configuration (docs/config.md) "
+    "may be given beside it, as for PATCH (this schema names the id only: a field's rules "
+    "are AppConfig's)"}
+ROTATION: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "properties": {
+        "overlap_s": {"type": "number", "minimum": 0, "maximum": MAX_OVERLAP_S,
+                      "description": "how long the other credentials keep working (86400)"},
+        "value": {"anyOf": [{"const": ""}, {"type": "string", "minLength": KEY_MIN,
+                                            "maxLength": 4096}],
+                  "description": "the new credential; empty or absent: a random one"}}}
+
+
+class _Choice:
+    """A query value out of `values` (documentation: the handler checks it itself)."""
+
+    def __init__(self, *values: str) -> None:
+        self.values = values
+
+    def check(self, name: str, value: Any) -> Any:
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.values)}
+
+
+REVEAL = Schema({"reveal": _Choice("true", "false", "1", "0")}, defaults={"reveal": "false"})
 ROOM = json_object(id={"type": "string"}, idc={"type": "string"}, load=COUNT,
                    capacity=COUNT, draining={"type": "boolean"})
 
@@ -77,7 +107,7 @@ def _admin(config: CenterConfig) -> dict[tuple[str, str], Operation]:
         ("GET", apps): Operation("every app", json_object(apps={
             "type": "array", "items": APP_VIEW}), query=REVEAL, admin=True),
         ("POST", apps): Operation("create an app (its credentials are answered once, in "
-                                  "clear)", APP_VIEW, status=201, raw_body=APP_FIELDS,
+                                  "clear)", APP_VIEW, status=201, raw_body=NEW_APP,
                                   admin=True, errors=(409, 503)),
         ("GET", app): Operation("one app", APP_VIEW, path=APP, query=REVEAL, admin=True,
                                 errors=(404,)),
@@ -88,11 +118,11 @@ def _admin(config: CenterConfig) -> dict[tuple[str, str], Operation]:
                                    path=APP, admin=True, errors=(404, 503)),
         ("POST", f"{app}/secrets/rotate"): Operation(
             "add a token secret; the others work for overlap_s more",
-            json_object(secret={"type": "string"}, **rotated), path=APP, body=ROTATE,
+            json_object(secret={"type": "string"}, **rotated), path=APP, raw_body=ROTATION,
             body_required=False, admin=True, errors=(404, 503)),
         ("POST", f"{app}/api-keys/rotate"): Operation(
             "add an API key; the others work for overlap_s more",
-            json_object(api_key={"type": "string"}, **rotated), path=APP, body=ROTATE,
+            json_object(api_key={"type": "string"}, **rotated), path=APP, raw_body=ROTATION,
             body_required=False, admin=True, errors=(404, 503)),
         ("GET", "/v1/admin/rooms"): Operation(
             "the rooms and their load", json_object(rooms={"type": "array", "items": ROOM}),
