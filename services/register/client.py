@@ -24,6 +24,7 @@ class RegisterClient:
     def __init__(self, discovery: Discovery, channels: Channels, options: PipeOptions) -> None:
         self.peers = Peers(discovery, "register")
         self._channels = channels
+        self._wait_s = options.timeout_s        # for a register while none is in view
         retrying = replace(options, overflow=Overflow.RETRY)
         stub = register_pb2_grpc.RegisterStub
         batch = register_pb2.SessionBatch
@@ -78,9 +79,10 @@ class RegisterClient:
         return self._offline.post_nowait(target, session)
 
     async def lookup(self, app: str, uids: Sequence[str]) -> list[list[Session]]:
-        """Sessions of each uid, in order."""
-        pairs = [(self.peers.owner(user_key(app, uid)), common_pb2.UserRef(app=app, uid=uid))
-                 for uid in uids]
+        """Sessions of each uid, in order. While discovery shows no register (one restarting),
+        waits for one up to the pipe timeout: a push made then still reaches online users."""
+        pairs = [(await self.peers.owner_soon(user_key(app, uid), self._wait_s),
+                  common_pb2.UserRef(app=app, uid=uid)) for uid in uids]
         return await self._lookup.call_many(pairs)
 
     async def flush(self, target: str, room: str, sessions: list[Session], as_of_ms: int,

@@ -59,7 +59,8 @@ class Admission:
         claims = token.verify(await self._keys(app, token_text), token_text, app=app_id,
                               uid=uid, device=device, now=now, leeway_s=app.token_leeway_s)
         if claims.expires - claims.issued > app.token_max_ttl_s:
-            # Kick marks live token_max_ttl_s: a longer-lived token could outlive its kick.
+            # Kick marks live token_max_ttl_s + token_leeway_s: a longer-lived token could
+            # outlive its kick.
             raise AuthError("token lifetime exceeds the app's token_max_ttl_s")
         self.policy.check_app(peer, app, origin)
         return Admitted(app, claims.issued)

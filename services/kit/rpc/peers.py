@@ -7,6 +7,9 @@ when discovery reports a change of that kind.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from services.kit import shards
 from services.kit.discovery import Discovery, Instance
 from services.kit.errors import Unavailable
@@ -24,12 +27,14 @@ class Peers:
         self._live: list[Instance] | None = None
         self._by_id: dict[str, str] = {}
         self._owners: dict[str, str] = {}
+        self._seen = asyncio.Event()        # set when discovery's view of `kind` changes
         discovery.listen(self._changed)
 
     def _changed(self, kind: str) -> None:
         if kind == self.kind:
             self._live = None
             self._owners.clear()
+            self._seen.set()
 
     def all(self) -> list[Instance]:
         """Live instances that publish a `role` address (cached until the next change)."""
@@ -57,6 +62,23 @@ class Peers:
             self._owners.clear()
         address = self._owners[key] = self._by_id[chosen]
         return address
+
+    async def owner_soon(self, key: str, wait_s: float) -> str:
+        """`owner(key)`, waiting up to `wait_s` for discovery to show an instance when it shows
+        none: a restarted instance announces itself a moment after its old self left, and
+        this process's view learns of it later still (a watch, a folder poll). Unavailable
+        when none appears in time."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                return self.owner(key)
+            except Unavailable:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise
+                self._seen.clear()      # no await since owner() looked: no change is missed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._seen.wait(), left)
 
     def addresses(self) -> set[str]:
         self.all()
