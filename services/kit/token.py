@@ -69,9 +69,11 @@ class Claims:
     not_before: int = 0         # nbf, 0 when absent
 
 
+@lru_cache(maxsize=1024)
 def secret_kid(secret: str) -> str:
     """The key id naming an app secret in a token's `kid`: the first 16 hex digits of the
-    SHA-256 of its UTF-8 bytes (stable across rotation, computable by any backend)."""
+    SHA-256 of its UTF-8 bytes (stable across rotation, computable by any backend). Cached:
+    every AUTH with a kid compares it to each of the app's secrets."""
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
@@ -164,10 +166,11 @@ def mint(secret: str, app: str, uid: str, *, now: float, ttl_s: int = 86400,
                       headers={"kid": secret_kid(secret)})
 
 
-def verify(keys: Keys, token: str, *, app: str, uid: str, device: str, now: float,
+def verify(keys: Keys, token: str | Parsed, *, app: str, uid: str, device: str, now: float,
            leeway_s: int = 0) -> Claims:
-    """Check the signature, then app, user, device and times; the claims or AuthError."""
-    parsed = parse(token)
+    """Check the signature, then app, user, device and times; the claims or AuthError.
+    `token` may come parsed already (the room parses once to pick the app's keys)."""
+    parsed = parse(token) if isinstance(token, str) else token
     candidates = keys.candidates(parsed.alg, parsed.kid)
     if not candidates:
         raise AuthError(UNKNOWN_KID if parsed.kid is not None else BAD_SIGNATURE,

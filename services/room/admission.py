@@ -56,7 +56,8 @@ class Admission:
         if not uid or len(uid) > MAX_ID_LEN or len(device) > MAX_ID_LEN:
             raise LimitError(f"uid must be 1-{MAX_ID_LEN} characters, device at most "
                              f"{MAX_ID_LEN}")
-        claims = token.verify(await self._keys(app, token_text), token_text, app=app_id,
+        parsed = token.parse(token_text)
+        claims = token.verify(await self._keys(app, parsed), parsed, app=app_id,
                               uid=uid, device=device, now=now, leeway_s=app.token_leeway_s)
         if claims.expires - claims.issued > app.token_max_ttl_s:
             # Kick marks live token_max_ttl_s + token_leeway_s: a longer-lived token could
@@ -65,12 +66,11 @@ class Admission:
         self.policy.check_app(peer, app, origin)
         return Admitted(app, claims.issued)
 
-    async def _keys(self, app: AppConfig, token_text: str) -> token.Keys:
+    async def _keys(self, app: AppConfig, parsed: token.Parsed) -> token.Keys:
         """The app's keys for this token: its JWKS is read only for an RS256/ES256 token that
         no key of `token_keys` may verify (docs/protocol.md §4.1)."""
         keys = token.Keys(app.secrets, {kid: token.load_public_key(pem)
                                         for kid, pem in app.token_keys.items()})
-        parsed = token.parse(token_text)
         if app.jwks_url and parsed.alg != token.HS256 and not keys.candidates(parsed.alg,
                                                                               parsed.kid):
             fetched = await self.key_sets.keys(app.jwks_url, parsed.kid)
