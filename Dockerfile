@@ -5,8 +5,8 @@
 # PYTHON_IMAGE is any Debian-based image with Python >= 3.11 and its venv module: the official
 # image by default; `scripts/compose` passes one built from Debian packages when no registry
 # is reachable. Only the installed virtualenv reaches the final stage: no compiler, no pip
-# cache, no sources, tests or benchmarks (.dockerignore lets in only what `pip install .`
-# reads).
+# cache, no sources, tests or benchmarks (.dockerignore lets in only what the two
+# `pip install`s read).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -14,12 +14,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=igno
 RUN python3 -m venv /opt/pushwire
 WORKDIR /src
 # The dependencies first, in a layer of their own: a code change does not reinstall them.
+# Two distributions: the SDK (sdk/python: the client protocol the server shares) and the server.
 COPY pyproject.toml ./
-RUN python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' >requirements.txt \
+COPY sdk/python/pyproject.toml sdk/python/
+RUN python3 -c 'import tomllib; print(*(d for f in ("pyproject.toml", "sdk/python/pyproject.toml") for d in tomllib.load(open(f, "rb"))["project"]["dependencies"] if not d.startswith("pushwire-sdk")), sep="\n")' >requirements.txt \
  && /opt/pushwire/bin/pip install -r requirements.txt
 COPY . .
-RUN /opt/pushwire/bin/pip install --no-deps . \
- && /opt/pushwire/bin/pushwire --help >/dev/null
+RUN /opt/pushwire/bin/pip install --no-deps ./sdk/python . \
+ && /opt/pushwire/bin/pip check \
+ && /opt/pushwire/bin/pushwire --version
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/pushwire --create-home \

@@ -19,9 +19,9 @@ import json
 import struct
 import time
 
-from services.kit import wire
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 
 STAMP_LEN = 20
 

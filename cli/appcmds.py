@@ -30,9 +30,9 @@ from typing import Any
 import aiohttp
 
 from cli import clients
+from pushwire_protocol.errors import BadRequest, ConfigError, NotFound, PushwireError
 from services.center.admin import Apps, view
 from services.kit.discovery import connect
-from services.kit.errors import BadRequest, ConfigError, NotFound, PushwireError
 
 Result = tuple[int, Any]          # (HTTP status, JSON body)
 

@@ -8,7 +8,6 @@ figures: bench/scenarios.py; recorded results: bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from bench import report, scenarios
 from bench.loadgen import raise_fd_limit
+from services.kit import lifecycle
 
 
 def add_parser(subs: Any) -> None:
@@ -88,11 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(name: str, opts: scenarios.Options) -> list[report.Result]:
-    try:
-        import uvloop
-        return uvloop.run(scenarios.run(name, opts))
-    except ImportError:             # pragma: no cover - uvloop is a dependency
-        return asyncio.run(scenarios.run(name, opts))
+    return lifecycle.run_loop(scenarios.run(name, opts))
 
 
 def print_results(results: list[report.Result]) -> None:

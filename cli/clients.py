@@ -8,8 +8,8 @@ Where things come from, strongest first: flags, environment (PUSHWIRE_SECRET,
 PUSHWIRE_API_KEY, PUSHWIRE_DISPATCHER_URL, PUSHWIRE_CENTER_URL, PUSHWIRE_CAFILE), then the
 running `pushwire dev` cluster (cli/cluster.py). On https:// and wss:// the servers'
 certificates are checked against --cafile (PUSHWIRE_CAFILE), else the system's CAs and the dev
-CA of `pushwire dev --tls` (sdk/trust.py). Exit codes: 0 done, 1 the cluster refused or failed,
-2 bad usage (e.g. no secret or API key found), 130 interrupted.
+CA of `pushwire dev --tls` (pushwire_sdk.trust). Exit codes: 0 done, 1 the cluster refused or
+failed, 2 bad usage (e.g. no secret or API key found), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any, TextIO
 import aiohttp
 
 from cli import cluster as clusterfile
-from sdk import trust
-from sdk.client import ClientClosed, Message, PushClient
+from pushwire_protocol.errors import ConfigError, PushwireError
+from pushwire_sdk import trust
+from pushwire_sdk.client import ClientClosed, Message, PushClient
 from services.kit import token
-from services.kit.errors import ConfigError, PushwireError
 
 Env = Mapping[str, str]
 Loader = Callable[[], clusterfile.Cluster]
@@ -111,7 +111,7 @@ def add_cafile(p: argparse.ArgumentParser) -> None:
 
 
 def cafile_for(flag: str | None, env: Env = os.environ) -> str | None:
-    """The CA file to trust: --cafile, else PUSHWIRE_CAFILE, else None (sdk/trust.py's
+    """The CA file to trust: --cafile, else PUSHWIRE_CAFILE, else None (pushwire_sdk.trust's
     default: the system's CAs and the dev CA)."""
     return flag or env.get("PUSHWIRE_CAFILE") or None
 

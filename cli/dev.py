@@ -11,7 +11,7 @@ killed).
 
 `--tls` makes a local CA and a server certificate under <home>/tls (cli/devca.py; the CA is
 kept across runs) and serves every public listener on TLS: rooms on wss://, dispatcher and
-center on https://. The CLI and the SDK trust that CA with no flags (sdk/trust.py).
+center on https://. The CLI and the SDK trust that CA with no flags (pushwire_sdk.trust).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 from cli import cluster as clusterfile
 from cli import devca
 from cli.processes import admin_env, admin_key, routes, secret_env, spawn_service, stop_in_order
-from sdk.trust import client_context
+from pushwire_sdk.trust import client_context
 from services.kit.config import DEV_HOME
 from services.kit.discovery import AppConfig, Discovery, connect
 

@@ -7,6 +7,7 @@ parser from them and dispatches.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="pushwire: a long-connection push gateway cluster.",
         epilog="Run `pushwire dev` for a whole cluster on this machine, then `pushwire listen` "
                "and `pushwire push` in other shells.")
+    parser.add_argument("--version", action="version", version=f"pushwire {version()}")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     dev.add_parser(subs)
     servicecmds.add_parsers(subs)
@@ -33,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
         benchcmd.add_parser(subs)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("pushwire")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

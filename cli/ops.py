@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 
 from cli import clients
-from sdk.client import PushClient, UpReply
-from services.kit.errors import PushwireError
+from pushwire_protocol.errors import PushwireError
+from pushwire_sdk.client import PushClient, UpReply
 
 
 def add_parsers(subs: Any) -> None:

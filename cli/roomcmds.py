@@ -23,9 +23,9 @@ from typing import Any
 
 from cli import clients
 from cli.ops import discovery_url
+from pushwire_protocol.errors import ConfigError, PushwireError, Unavailable
 from services.kit.config import client_secret
 from services.kit.discovery import Discovery, Instance, connect
-from services.kit.errors import ConfigError, PushwireError, Unavailable
 from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, translate_call
 

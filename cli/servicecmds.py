@@ -65,8 +65,8 @@ def _runner(name: str) -> Any:
 def show_config(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from pushwire_protocol.errors import ConfigError
     from services.kit import config
-    from services.kit.errors import ConfigError
 
     module, cls_name = CONFIGS[args.service]
     cls = getattr(importlib.import_module(module), cls_name)

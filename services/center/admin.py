@@ -31,9 +31,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pushwire_protocol.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
 from services.kit.config import SECRET_MIN, checked_secret, read_secrets
 from services.kit.discovery import AppConfig, Discovery, Instance
-from services.kit.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
 from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, translate_call
 from services.kit.schema import (

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pushwire_protocol.errors import AuthError, BadRequest, NotFound
 from services.center.admin import AdminKeys, Apps, Rooms, room_view, view
 from services.center.broadcast import BroadcastRequest, Broadcasts, view_json
 from services.center.config import CenterConfig
@@ -15,7 +16,6 @@ from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
 from services.kit.discovery import AppConfig, Discovery
-from services.kit.errors import AuthError, BadRequest, NotFound
 from services.kit.pb import coordinator_pb2
 from services.kit.schema import (
     DEVICE,

@@ -25,10 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.center.config import CenterConfig
-from services.center.jobs import CANCELLED, DONE, GONE, Claim, JobSpec, JobStore, JobView
-from services.kit.discovery import AppConfig
-from services.kit.errors import (
+from pushwire_protocol.errors import (
     BadRequest,
     NotFound,
     PushwireError,
@@ -36,6 +33,9 @@ from services.kit.errors import (
     TooLarge,
     from_code,
 )
+from services.center.config import CenterConfig
+from services.center.jobs import CANCELLED, DONE, GONE, Claim, JobSpec, JobStore, JobView
+from services.kit.discovery import AppConfig
 from services.kit.pb import common_pb2, room_pb2
 from services.room.client import RoomClient
 from services.saver.client import SaverClient

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pushwire_protocol.errors import ConfigError
 from services.kit import redis
 from services.kit.config import ServiceConfig
 from services.kit.cors import Cors
-from services.kit.errors import ConfigError
 from services.kit.networks import TrustedProxies
 from services.kit.tls import TlsConfig
 

@@ -11,8 +11,8 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+from pushwire_protocol.errors import PushwireError, TooLarge, from_code
 from services.kit.discovery import AppConfig
-from services.kit.errors import PushwireError, TooLarge, from_code
 from services.kit.pb import common_pb2, room_pb2, saver_pb2
 from services.register.client import RegisterClient
 from services.room.client import RoomClient

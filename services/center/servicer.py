@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushwire_protocol.errors import NotFound
 from services.center.push import Pusher, PushRequest
 from services.kit.discovery import Discovery
-from services.kit.errors import NotFound
 from services.kit.pb import center_pb2, center_pb2_grpc, common_pb2
 from services.kit.rpc.grpcio import servicer
 

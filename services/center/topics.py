@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pushwire_protocol.errors import BadRequest, PushwireError, TooLarge, Unavailable
 from services.kit.discovery import AppConfig
-from services.kit.errors import BadRequest, PushwireError, TooLarge, Unavailable
 from services.kit.pb import room_pb2
 from services.room.client import RoomClient
 from services.room.topics import MAX_TOPIC_LEN

@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import Discovery
-from services.kit.errors import Unavailable
 from services.kit.pb import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from services.kit.rpc.grpcio import Channels, no_results, sender, translate_call
 from services.kit.rpc.peers import Peers, user_key

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pushwire_protocol.errors import ConfigError
 from services.kit import redis
 from services.kit.config import ServiceConfig
-from services.kit.errors import ConfigError
 
 
 @dataclass(frozen=True)

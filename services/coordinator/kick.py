@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+from pushwire_protocol.errors import NotFound
 from services.kit.discovery import Discovery
-from services.kit.errors import NotFound
 from services.kit.pb import common_pb2, register_pb2, room_pb2
 from services.register.client import RegisterClient
 from services.room.client import RoomClient

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pushwire_protocol.errors import BadRequest
 from services.coordinator.kick import Kicker, KickOrder
 from services.coordinator.status import Status
 from services.coordinator.upstream import Upstream
-from services.kit.errors import BadRequest
 from services.kit.pb import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 

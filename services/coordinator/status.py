@@ -35,10 +35,10 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from pushwire_protocol.errors import PushwireError
 from services.coordinator.deadletter import DeadLetters
 from services.coordinator.webhooks import HttpTransport, Policy, Pool, Request, Verdict, deliver
 from services.kit.discovery import Discovery
-from services.kit.errors import PushwireError
 from services.kit.pb import coordinator_pb2
 
 log = logging.getLogger("pushwire.coordinator.status")

@@ -27,6 +27,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from pushwire_protocol.errors import PushwireError
+from pushwire_protocol.pb import wire_pb2
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.deadletter import DeadLetters
 from services.coordinator.webhooks import (
@@ -40,8 +42,7 @@ from services.coordinator.webhooks import (
     deliver,
 )
 from services.kit.discovery import AppConfig, Discovery
-from services.kit.errors import PushwireError
-from services.kit.pb import coordinator_pb2, wire_pb2
+from services.kit.pb import coordinator_pb2
 
 log = logging.getLogger("pushwire.coordinator.upstream")
 

@@ -35,9 +35,9 @@ from typing import Protocol
 import aiohttp
 from prometheus_client import Counter, Histogram
 
+from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import AppConfig
 from services.kit.discovery.models import webhook_key
-from services.kit.errors import Unavailable
 
 ID = "webhook-id"
 TIMESTAMP = "webhook-timestamp"

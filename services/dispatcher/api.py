@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from pushwire_protocol.errors import BadRequest, NotFound, Unavailable
 from services.dispatcher.config import DispatcherConfig
 from services.dispatcher.routes import RouteQuery, choose
 from services.kit.discovery import Discovery
-from services.kit.errors import BadRequest, NotFound, Unavailable
 from services.kit.limits import MAX_ID_LEN
 from services.kit.schema import UID, Digits, Schema, Text
 

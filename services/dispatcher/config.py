@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pushwire_protocol.errors import ConfigError
 from services.kit.config import ServiceConfig
 from services.kit.cors import Cors
-from services.kit.errors import ConfigError
 from services.kit.networks import TrustedProxies
 from services.kit.tls import TlsConfig
 

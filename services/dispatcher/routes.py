@@ -134,6 +134,6 @@ def _spread(order: list[Instance], isp: str) -> list[str]:
 def _failed(room: Instance, failed: frozenset[str]) -> bool:
     if not failed:
         return False
-    # Clients report an endpoint or its host:port (sdk/route.py hostport).
+    # Clients report an endpoint or its host:port (sdk/python/pushwire_sdk/route.py hostport).
     urls = {url_of(v) for k, v in room.addresses.items() if k == "ws" or k.startswith("ws.")}
     return any(u in failed or urlsplit(u).netloc in failed for u in urls)

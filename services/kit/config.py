@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
 
 DEV_HOME = Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")).expanduser()
 DEV_SECRET_FILE = DEV_HOME / "dev" / "cluster-secret"   # written by `pushwire dev`

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
 
 ANY = "*"
 ALLOW_HEADERS = "Authorization, Content-Type"

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from pushwire_protocol.errors import Unavailable
 from services.kit import http
 from services.kit.config import ServiceConfig
 from services.kit.discovery import Discovery, Instance, connect
-from services.kit.errors import Unavailable
 from services.kit.lifecycle import Lifecycle
 from services.kit.rpc.pipe import Overflow, PipeOptions
 

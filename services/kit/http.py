@@ -34,9 +34,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
-from services.kit import metrics
-from services.kit.cors import Cors
-from services.kit.errors import (
+from pushwire_protocol.errors import (
     AuthError,
     BadRequest,
     Conflict,
@@ -49,6 +47,8 @@ from services.kit.errors import (
     TooLarge,
     Unavailable,
 )
+from services.kit import metrics
+from services.kit.cors import Cors
 from services.kit.forwarded import client_address, forwarded_hops, x_forwarded_for_hops
 from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.schema import Schema, decode_json

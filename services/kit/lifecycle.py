@@ -1,4 +1,5 @@
-"""Process lifecycle: uvloop, one TaskGroup for every long-lived loop, ordered shutdown.
+"""Process lifecycle: uvloop where it installs, one TaskGroup for every long-lived loop,
+ordered shutdown.
 
 A service entry point is `lifecycle.run(serve)` where `serve(life)` starts its servers, spawns
 its loops with `life.spawn`, waits for `life.stopping`, then shuts down in its fixed order
@@ -12,13 +13,24 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
-import uvloop
-
-from services.kit.errors import PushwireError
+from pushwire_protocol.errors import PushwireError
 
 log = logging.getLogger("pushwire.lifecycle")
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop where it is installed (it is a dependency except on Windows, where
+    it does not build), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    result: T = uvloop.run(main)
+    return result
 
 
 class Lifecycle:
@@ -73,10 +85,10 @@ async def _main(serve: Callable[[Lifecycle], Awaitable[None]]) -> None:
 
 
 def run(serve: Callable[[Lifecycle], Awaitable[None]]) -> int:
-    """Run a service to completion on uvloop; return the process exit code."""
+    """Run a service to completion (on uvloop where installed); return the process exit code."""
     failed = False
     try:
-        uvloop.run(_main(serve))
+        run_loop(_main(serve))
     except* Exception:
         log.exception("service failed")
         failed = True

@@ -52,7 +52,7 @@ ERROR: dict[str, Any] = {
     "type": "object", "required": ["error"], "additionalProperties": False,
     "properties": {"error": {
         "type": "object", "required": ["code", "message"], "additionalProperties": False,
-        "properties": {"code": {"type": "integer", "description": "services/kit/errors.py"},
+        "properties": {"code": {"type": "integer", "description": "pushwire_protocol.errors"},
                        "message": {"type": "string", "minLength": 1}}}},
 }
 _HEADERS: dict[int, dict[str, Any]] = {

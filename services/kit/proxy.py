@@ -23,7 +23,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from services.kit.errors import ProtocolError
+from pushwire_protocol.errors import ProtocolError
 
 V1_PREFIX = b"PROXY "
 V1_MAX = 107                    # the whole v1 line, CRLF included (spec §2.1)

@@ -33,7 +33,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
 
-from services.kit.errors import ConfigError, StoreError
+from pushwire_protocol.errors import ConfigError, StoreError
 
 __all__ = [
     "Client",

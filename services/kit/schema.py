@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.kit.errors import BadRequest
+from pushwire_protocol.errors import BadRequest
 from services.kit.limits import MAX_ID_LEN
 
 MAX_ID = 2**63 - 1              # message and broadcast ids: positive signed 64-bit

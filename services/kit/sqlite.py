@@ -25,7 +25,7 @@ from typing import Any
 
 import aiosqlite
 
-from services.kit.errors import StoreError
+from pushwire_protocol.errors import StoreError
 
 __all__ = ["Connection", "Database"]
 

@@ -25,7 +25,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
 from services.kit.lifecycle import Lifecycle
 
 log = logging.getLogger("pushwire.tls")

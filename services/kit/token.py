@@ -40,7 +40,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from services.kit.errors import AuthError, ConfigError
+from pushwire_protocol.errors import AuthError, ConfigError
 
 HS256, RS256, ES256 = "HS256", "RS256", "ES256"
 ALGORITHMS = (HS256, RS256, ES256)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.kit.errors import PushwireError
+from pushwire_protocol.errors import PushwireError
 from services.kit.pb import common_pb2
 from services.register.kicks import KickMarks, Mark
 from services.register.sessions import SessionIndex

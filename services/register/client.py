@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from pushwire_protocol.errors import Unavailable, from_code
 from services.kit.discovery import Discovery
-from services.kit.errors import Unavailable, from_code
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc.grpcio import Channels, no_results, sender, translate_call
 from services.kit.rpc.peers import Peers, user_key

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter
 
-from services.kit.errors import BadRequest, LimitError, PushwireError, StoreError
+from pushwire_protocol.errors import BadRequest, LimitError, PushwireError, StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.register.kickstore import KickStore, Mark, MemoryKickStore
 

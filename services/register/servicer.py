@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from services.kit.errors import Kicked
+from pushwire_protocol.errors import Kicked
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.register.admission import Admission

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from pushwire_protocol.errors import AuthError, LimitError, NotFound
 from services.kit import token
 from services.kit.discovery import AppConfig, Discovery
-from services.kit.errors import AuthError, LimitError, NotFound
 from services.kit.limits import MAX_ID_LEN
 from services.room.jwks import KeySets
 

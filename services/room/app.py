@@ -14,9 +14,9 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pushwire_protocol.errors import PushwireError
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
-from services.kit.errors import PushwireError
 from services.kit.host import Host, hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.networks import TrustedProxies

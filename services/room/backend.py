@@ -2,7 +2,7 @@
 implements it.
 
 A Connection (services/room/connection.py) calls its RoomBackend at these points of the
-client protocol (docs/protocol.md). Errors are services/kit/errors.py exceptions:
+client protocol (docs/protocol.md). Errors are sdk/python/pushwire_protocol/errors.py exceptions:
 
 - `admit`, `authenticate`: any error refuses the client and closes with the code of
   `protocol.close_code_for(exc)`: AuthError 4100 (message "token expired": 4101),
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.kit.pb import wire_pb2
+from pushwire_protocol.pb import wire_pb2
 
 if TYPE_CHECKING:
     from services.room.connection import Connection

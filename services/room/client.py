@@ -21,8 +21,8 @@ from collections.abc import Container
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
+from pushwire_protocol.errors import PushwireError, Unavailable
 from services.kit.discovery import Discovery
-from services.kit.errors import PushwireError, Unavailable
 from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, sender
 from services.kit.rpc.peers import Peers

@@ -6,8 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from pushwire_protocol.errors import ConfigError
 from services.kit.config import ServiceConfig
-from services.kit.errors import ConfigError
 from services.kit.tls import TlsConfig
 
 

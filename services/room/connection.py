@@ -45,11 +45,12 @@ from websockets.protocol import CLOSING, CONNECTING, OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from pushwire_protocol.errors import LimitError, Overloaded, ProtocolError, PushwireError
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 from services.kit import proxy
-from services.kit.errors import LimitError, Overloaded, ProtocolError, PushwireError
 from services.kit.networks import NO_PROXIES, TrustedProxies
-from services.kit.pb import common_pb2, wire_pb2
-from services.kit.wire import Op
+from services.kit.pb import common_pb2
 from services.room.backend import RoomBackend
 from services.room.handshake import fast_upgrade
 from services.room.hub import Hub
@@ -254,7 +255,7 @@ class Connection(asyncio.Protocol):
         return self.session.state is State.CLOSED
 
     def send(self, packet: bytes) -> bool:
-        """Send one packet (services/kit/wire.py) as one binary message; False if closed."""
+        """Send one packet (pushwire_protocol.wire) as one binary message; False if closed."""
         return self.write_frame(encode_frame(packet))
 
     def write_frame(self, frame: bytes) -> bool:

@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
+from pushwire_protocol.errors import NotFound, PushwireError
 from services.kit.discovery import AppConfig, Discovery
-from services.kit.errors import NotFound, PushwireError
 from services.kit.pb import common_pb2, saver_pb2
 from services.kit.tasks import TaskSet
 from services.room.hub import Hub, Member

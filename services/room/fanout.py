@@ -32,9 +32,10 @@ from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from services.kit import wire
-from services.kit.errors import Overloaded, PushwireError
-from services.kit.pb import common_pb2, room_pb2, wire_pb2
+from pushwire_protocol import wire
+from pushwire_protocol.errors import Overloaded, PushwireError
+from pushwire_protocol.pb import wire_pb2
+from services.kit.pb import common_pb2, room_pb2
 from services.room.connection import encode_frame
 from services.room.protocol import push_packet
 from services.room.state import ConnState

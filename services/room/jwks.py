@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import jwt
 
-from services.kit.errors import ConfigError, Unavailable
+from pushwire_protocol.errors import ConfigError, Unavailable
 from services.kit.token import PublicKey, checked_key
 
 log = logging.getLogger("pushwire.room")

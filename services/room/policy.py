@@ -30,8 +30,8 @@ from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Counter
 
+from pushwire_protocol.errors import LimitError, NotFound, Overloaded
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import LimitError, NotFound, Overloaded
 from services.kit.networks import Address, Network, address_of, networks
 from services.room.config import RoomConfig
 

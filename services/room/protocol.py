@@ -27,9 +27,8 @@ from enum import Enum, IntEnum, StrEnum
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
-from services.kit import token, wire
-from services.kit.discovery.models import AppConfig
-from services.kit.errors import (
+from pushwire_protocol import wire
+from pushwire_protocol.errors import (
     AuthError,
     Kicked,
     LimitError,
@@ -39,8 +38,10 @@ from services.kit.errors import (
     PushwireError,
     Unavailable,
 )
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit import token
+from services.kit.discovery.models import AppConfig
 from services.room.config import RoomConfig
 
 SUBPROTOCOL = "pushwire.v1"
@@ -130,7 +131,7 @@ class Bounds:
     by every session of a room (RoomConfig has the same fields). Beyond any bound the session
     closes with 4104 (a BATCH before AUTH_REPLY: 4103).
 
-    Defaults sit far above what the SDK sends (sdk/client.py: no BATCH, nothing but AUTH, at
+    Defaults sit far above what the SDK sends (pushwire_sdk.client: no BATCH, nothing but AUTH, at
     most ~1.3 KiB, before AUTH_REPLY, at most 256 ids per ACK, one ACK packet per app per 5 ms
     gathering window, a HEARTBEAT per interval, UP within its own 20/s rate).
 
@@ -477,7 +478,7 @@ def push_packet(push: wire_pb2.Push) -> bytes:
 
 
 def error_packet(code: int, message: str, *, fatal: bool, seq: int = 0) -> bytes:
-    """ERROR{code, message, fatal}; `code` is a services/kit/errors.py code (§7)."""
+    """ERROR{code, message, fatal}; `code` is a sdk/python/pushwire_protocol/errors.py code (§7)."""
     body = wire_pb2.Error(code=code, message=message, fatal=fatal)
     return wire.encode(Op.ERROR, seq, body.SerializeToString())
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 
-from services.kit.errors import PushwireError
+from pushwire_protocol.errors import PushwireError
 from services.room.connection import Connection
 from services.room.delivery import Delivery
 from services.room.hub import Hub

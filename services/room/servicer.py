@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.kit.errors import BadRequest, NotFound, PushwireError
+from pushwire_protocol.errors import BadRequest, NotFound, PushwireError
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.room.connection import Connection

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from services.kit.errors import Kicked
-from services.kit.pb import wire_pb2
+from pushwire_protocol.errors import Kicked
+from pushwire_protocol.pb import wire_pb2
 from services.kit.tasks import TaskSet
 from services.room.admission import Admission
 from services.room.binding import Bindings

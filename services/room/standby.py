@@ -14,7 +14,7 @@ import logging
 import time
 from collections import defaultdict
 
-from services.kit.errors import PushwireError
+from pushwire_protocol.errors import PushwireError
 from services.kit.pb import common_pb2
 from services.kit.rpc.peers import user_key
 from services.register.client import RegisterClient

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
-from services.kit.errors import BadRequest, LimitError
+from pushwire_protocol.errors import BadRequest, LimitError
 
 MAX_TOPIC_LEN = 128
 MAX_TOPICS = 64              # topics bound per connection (all apps together)

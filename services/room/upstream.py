@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 
+from pushwire_protocol.errors import LimitError, NotFound
+from pushwire_protocol.pb import wire_pb2
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
-from services.kit.errors import LimitError, NotFound
 from services.kit.limits import MAX_ID_LEN
-from services.kit.pb import coordinator_pb2, wire_pb2
+from services.kit.pb import coordinator_pb2
 from services.room.connection import Connection
 from services.room.policy import AccessPolicy, Throttle
 from services.room.protocol import CloseCode

@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pushwire_protocol.errors import BadRequest, LimitError, PushwireError, StoreError
 from services.kit import redis
-from services.kit.errors import BadRequest, LimitError, PushwireError, StoreError
 from services.kit.lifecycle import every
 from services.saver.durable import MAX_APP
 from services.saver.hot import translated

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import Discovery
-from services.kit.errors import Unavailable
 from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
 from services.kit.rpc.grpcio import Channels, no_results, sender, translate_call
 from services.kit.rpc.peers import Peers, user_key

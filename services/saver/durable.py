@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiomysql
 
+from pushwire_protocol.errors import ConfigError, StoreError
 from services.kit import sqlite
-from services.kit.errors import ConfigError, StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.saver.hot import Ref, StoredMessage
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
 
+from pushwire_protocol.errors import BadRequest, LimitError, PushwireError, StoreError
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import BadRequest, LimitError, PushwireError, StoreError
 from services.kit.lifecycle import every
 from services.saver.durable import (
     ACKED,

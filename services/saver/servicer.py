@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.kit.errors import PushwireError
+from pushwire_protocol.errors import PushwireError
 from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.saver.broadcasts import AppendItem, BroadcastEntry, BroadcastLog, Query

@@ -17,9 +17,9 @@ from bench.adapters import (
     stamp,
     stamped_ns,
 )
-from services.kit import wire
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 
 
 def push(message_id: int, data: bytes = b"x",

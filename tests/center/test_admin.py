@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from pushwire_protocol.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
 from services.center import admin
 from services.center.admin import AdminKeys, Apps, edited, mask, rotated, view
 from services.kit.discovery import AppConfig, Instance
 from services.kit.discovery.local import LocalDiscovery
-from services.kit.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
 
 NOW = 1_800_000_000.0
 APP = AppConfig(id="shop", secrets=("secret-one-0123456",), api_keys=("key-one-0123456789",))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from pushwire_protocol.errors import BadRequest
 from services.center.admin import AdminKeys, Apps, Rooms, mask
 from services.center.api import (
     KICK,
@@ -21,7 +22,6 @@ from services.center.api import (
 )
 from services.kit import http
 from services.kit.discovery.local import LocalDiscovery
-from services.kit.errors import BadRequest
 from services.kit.rpc.grpcio import Channels
 from services.kit.schema import MAX_TTL_S
 

@@ -12,11 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.center.broadcast import BroadcastRequest, Broadcasts, Settings, view_json
-from services.center.jobs import CANCELLED, DONE, GONE, MemoryJobStore
-from services.center.topics import Topics
-from services.kit.discovery import AppConfig
-from services.kit.errors import (
+from pushwire_protocol.errors import (
     BadRequest,
     NotFound,
     Overloaded,
@@ -24,6 +20,10 @@ from services.kit.errors import (
     StoreError,
     TooLarge,
 )
+from services.center.broadcast import BroadcastRequest, Broadcasts, Settings, view_json
+from services.center.jobs import CANCELLED, DONE, GONE, MemoryJobStore
+from services.center.topics import Topics
+from services.kit.discovery import AppConfig
 from services.kit.pb import common_pb2, room_pb2, saver_pb2
 from services.room.fanout import FanOut
 from services.room.state import ConnState

@@ -12,9 +12,9 @@ import pytest
 from cli import clients
 from cli.cluster import Cluster
 from cli.main import build_parser
-from sdk.client import ClientClosed, Kind, Message
+from pushwire_protocol.errors import NotFound
+from pushwire_sdk.client import ClientClosed, Kind, Message
 from services.kit import token
-from services.kit.errors import NotFound
 
 DEV = Cluster(apps={"demo": {"secret": "dev-secret", "api_key": "dev-key"}})
 

@@ -10,7 +10,7 @@ import pytest
 
 from cli import ops
 from cli.main import build_parser
-from sdk.client import UpReply
+from pushwire_sdk.client import UpReply
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import aiohttp
 import pytest
 
-from sdk.client import ClientClosed, Kind, PushClient
+from pushwire_sdk.client import ClientClosed, Kind, PushClient
 from services.kit import token
 from tests.integration.crowd import Listener, close_all, eventually
 

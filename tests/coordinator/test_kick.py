@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from pushwire_protocol.errors import NotFound
 from services.coordinator.kick import Kicker, KickOrder, targets
 from services.kit.discovery import AppConfig
-from services.kit.errors import NotFound
 from services.kit.pb import common_pb2
 
 SESSIONS = [

@@ -9,12 +9,12 @@ from dataclasses import replace
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from pushwire_protocol.pb import wire_pb2
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.deadletter import MemoryDeadLetters
 from services.coordinator.upstream import UpItem, Upstream, body_of
 from services.coordinator.webhooks import ID
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
 
 DELIVERED, REJECTED, FAILED = (wire_pb2.UpReply.DELIVERED, wire_pb2.UpReply.REJECTED,
                                wire_pb2.UpReply.FAILED)

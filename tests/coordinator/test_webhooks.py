@@ -9,6 +9,7 @@ import time
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from pushwire_protocol.errors import Unavailable
 from services.coordinator.webhooks import (
     ID,
     SIGNATURE,
@@ -22,7 +23,6 @@ from services.coordinator.webhooks import (
 )
 from services.kit.discovery import AppConfig
 from services.kit.discovery.models import webhook_key
-from services.kit.errors import Unavailable
 
 # The test vector of docs/coordinator.md §1.
 VECTOR_SECRET = "whsec_cHVzaHdpcmUgd2ViaG9vayB0ZXN0IHZlY3RvciBrZXk="

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sdk.client import Message, PushClient
+from pushwire_sdk.client import Message, PushClient
 from tests.integration.cluster import Cluster
 
 T = TypeVar("T")

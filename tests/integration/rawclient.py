@@ -22,9 +22,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 from bench.wsclient import WsClient, WsError
-from services.kit import token, wire
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit import token
 
 SUBPROTOCOL = "pushwire.v1"
 ABNORMAL = 1006

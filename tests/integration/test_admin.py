@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from cli.processes import routes
-from sdk.client import ClientClosed, PushClient
+from pushwire_sdk.client import ClientClosed, PushClient
 from services.kit import token
 from tests.integration.cluster import Cluster
 

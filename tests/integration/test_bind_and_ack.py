@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from services.kit import token, wire
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit import token
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port

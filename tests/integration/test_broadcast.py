@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from cli.processes import routes
-from sdk.client import Kind
+from pushwire_sdk.client import Kind
 from services.center.jobs import RedisJobStore
 from services.kit.discovery import AppConfig
 from services.saver.broadcasts import BroadcastEntry, Query, RedisBroadcastHot

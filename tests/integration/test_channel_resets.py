@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cli.processes import free_port
-from sdk.client import PushClient
+from pushwire_sdk.client import PushClient
 from tests.integration.cluster import Cluster
 from tests.integration.resetproxy import ResetProxy
 

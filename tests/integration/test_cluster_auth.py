@@ -20,7 +20,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 import services.kit.pb
-from sdk.client import PushClient
+from pushwire_sdk.client import PushClient
 from services.kit.rpc import grpcio
 from tests.integration.cluster import Cluster
 

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cli.processes import free_port
-from sdk.client import Message, PushClient
+from pushwire_sdk.client import Message, PushClient
 from services.kit.discovery import AppConfig
 from tests.integration.cluster import Cluster
 

@@ -21,10 +21,10 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
+from pushwire_protocol.errors import ConfigError, Unavailable
 from services.kit.discovery import connect
 from services.kit.discovery.models import AppConfig, Instance
 from services.kit.discovery.zk import ZkDiscovery
-from services.kit.errors import ConfigError, Unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

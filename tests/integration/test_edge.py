@@ -23,11 +23,11 @@ import pytest_asyncio
 from aiohttp import web
 
 from cli.processes import free_port
-from services.kit import wire
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
 from services.kit.proxy import V2_SIGNATURE
-from services.kit.wire import Op
 from tests.integration.cluster import Cluster
 from tests.integration.rawclient import ABNORMAL, Raw, auth_of, dial, dropped, endpoint_port
 

@@ -41,10 +41,10 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.wsclient import BINARY, PING, WsError, client_frame
-from services.kit import wire
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
 from tests.integration.cluster import Cluster, free_port
 from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port, raw_frame
 

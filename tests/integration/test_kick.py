@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk.client import ClientClosed, PushClient
+from pushwire_sdk.client import ClientClosed, PushClient
 from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sdk.client import ClientClosed, PushClient
+from pushwire_sdk.client import ClientClosed, PushClient
 from services.kit import redis
 from services.kit.discovery import AppConfig
 from services.kit.limits import MAX_ID_LEN

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from sdk.client import PushClient
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from pushwire_sdk.client import PushClient
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
 from tests.integration.cluster import Cluster
 from tests.integration.rawclient import auth_of, dial, endpoint_port
 

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from services.kit import wire
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
 from services.room.policy import PRUNE_S
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually

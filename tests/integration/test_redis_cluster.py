@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sdk.client import ClientClosed, Kind, Message, PushClient
+from pushwire_sdk.client import ClientClosed, Kind, Message, PushClient
 from services.kit import redis
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually

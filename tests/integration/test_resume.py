@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sdk.client import PushClient
+from pushwire_sdk.client import PushClient
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, auth_of, dial, endpoint_port, sessions

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sdk.client import PushClient
+from pushwire_sdk.client import PushClient
 from services.kit import shards
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually

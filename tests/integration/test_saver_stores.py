@@ -26,8 +26,8 @@ import aiomysql
 import pymysql
 import pytest
 
+from pushwire_protocol.errors import StoreError
 from services.kit import redis
-from services.kit.errors import StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, MysqlDurableStore
 from services.saver.hot import RedisHotStore, StoredMessage

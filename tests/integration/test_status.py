@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sdk.client import PushClient
+from pushwire_sdk.client import PushClient
 from services.kit.discovery import AppConfig
 from tests.integration.business import WEBHOOK_SECRET, Business
 from tests.integration.cluster import Cluster

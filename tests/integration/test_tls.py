@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from cli import devca
-from sdk.client import PushClient
-from sdk.trust import client_context
+from pushwire_sdk.client import PushClient
+from pushwire_sdk.trust import client_context
 from services.kit.http import start_site
 from services.kit.tls import server_context
 from tests.integration.cluster import Cluster

@@ -20,8 +20,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from pushwire_protocol.pb import wire_pb2
 from services.kit.discovery import AppConfig
-from services.kit.pb import wire_pb2
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, dial, endpoint_port

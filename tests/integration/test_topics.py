@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sdk.client import Kind
+from pushwire_protocol.errors import BadRequest
+from pushwire_sdk.client import Kind
 from services.kit import token
 from services.kit.discovery import AppConfig
-from services.kit.errors import BadRequest
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import close_all, crowd, eventually
 

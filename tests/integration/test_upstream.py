@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from sdk.client import PushClient, UpReply
+from pushwire_sdk.client import PushClient, UpReply
 from services.kit.discovery import AppConfig
 from tests.integration.business import Business
 from tests.integration.cluster import TEST_REDIS, Cluster

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from sdk.client import PushClient
+from pushwire_sdk.client import PushClient
 from services.kit.discovery import AppConfig
 from tests.integration.business import Business, Hit
 from tests.integration.cluster import Cluster

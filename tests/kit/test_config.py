@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pushwire_protocol.errors import ConfigError
 from services.dispatcher.config import DispatcherConfig
 from services.kit.config import ServiceConfig, client_secret, load
-from services.kit.errors import ConfigError
 
 SECRET = "s3cret-of-the-test-cluster"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pushwire_protocol.errors import ConfigError
 from services.kit.cors import Cors, is_origin
-from services.kit.errors import ConfigError
 
 PAGE = "https://app.example"
 

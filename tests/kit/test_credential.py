@@ -11,9 +11,9 @@ import grpc
 import grpc.aio
 import pytest
 
+from pushwire_protocol.errors import PushwireError
 from services.kit import metrics
 from services.kit.config import ServiceConfig
-from services.kit.errors import PushwireError
 from services.kit.rpc.credential import Require
 from services.kit.rpc.grpcio import Channels, start_server, translate_call
 

@@ -19,7 +19,9 @@ def _copy_tree(dest: Path) -> Path:
     """A throwaway copy of what genproto reads and writes, so the guard can be seen failing."""
     for rel in ("scripts/genproto.py", *(str(p.relative_to(ROOT)) for p in
                                          (ROOT / "proto").rglob("*.proto")),
-                *(str(p.relative_to(ROOT)) for p in (ROOT / "services/kit/pb").glob("*.py*"))):
+                *(str(p.relative_to(ROOT))
+                  for pb in ("services/kit/pb", "sdk/python/pushwire_protocol/pb")
+                  for p in (ROOT / pb).glob("*.py*"))):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((ROOT / rel).read_bytes())
@@ -51,3 +53,17 @@ def test_check_fails_when_a_proto_changes(tmp_path: Path) -> None:
     proto.write_text(proto.read_text() + "\nmessage Extra { string note = 1; }\n")
     result = _run(root, "--check")
     assert result.returncode == 1 and "common_pb2.py" in result.stdout
+
+
+def test_the_client_protocol_has_no_grpc_stubs(tmp_path: Path) -> None:
+    """wire.proto goes to the SDK distribution, which must import without grpcio."""
+    root = _copy_tree(tmp_path)
+    proto = root / "proto/pushwire/wire.proto"
+    proto.write_text(proto.read_text() + "\nmessage Extra { string note = 1; }\n")
+    result = _run(root, "--check")
+    assert result.returncode == 1 and "pushwire_protocol/pb/wire_pb2.py" in result.stdout
+    assert _run(root).returncode == 0
+    generated = root / "sdk/python/pushwire_protocol/pb"
+    assert sorted(p.name for p in generated.iterdir()) == \
+        ["__init__.py", "wire_pb2.py", "wire_pb2.pyi"]
+    assert not (root / "services/kit/pb/wire_pb2.py").exists()

@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from services.kit.errors import (
+from pushwire_protocol.errors import (
     Disconnected,
     NotFound,
     Overloaded,

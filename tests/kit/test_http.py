@@ -13,9 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from services.kit import http
-from services.kit.cors import Cors
-from services.kit.errors import (
+from pushwire_protocol.errors import (
     AuthError,
     BadRequest,
     ConfigError,
@@ -29,6 +27,8 @@ from services.kit.errors import (
     TooLarge,
     Unavailable,
 )
+from services.kit import http
+from services.kit.cors import Cors
 from services.kit.networks import TrustedProxies
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from pushwire_protocol.errors import NotFound
 from services.kit.discovery.local import LocalDiscovery
 from services.kit.discovery.models import AppConfig, Instance
-from services.kit.errors import NotFound
 
 POLL = 0.02
 KINDS = ("room", "register")

@@ -9,8 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pushwire_protocol.errors import ConfigError
 from services.kit.discovery.models import AppConfig, Instance, webhook_key
-from services.kit.errors import ConfigError
 
 
 def test_instance_json_round_trip() -> None:

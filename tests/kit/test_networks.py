@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
 from services.kit.networks import TrustedProxies, address_of
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pushwire_protocol.errors import Unavailable
 from services.kit.discovery.local import LocalDiscovery
 from services.kit.discovery.models import Instance
-from services.kit.errors import Unavailable
 from services.kit.rpc.peers import Peers, user_key
 
 POLL = 0.02

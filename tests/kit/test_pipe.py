@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pushwire_protocol.errors import Disconnected, NotFound, Overloaded, PushwireError, Unavailable
 from services.kit import metrics
-from services.kit.errors import Disconnected, NotFound, Overloaded, PushwireError, Unavailable
 from services.kit.rpc.pipe import Dropped, Overflow, Pipe, PipeOptions, PipeSet, Send
 
 WAIT = 1.0  # upper bound for anything that should happen "now"

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from services.kit.errors import ProtocolError
+from pushwire_protocol.errors import ProtocolError
 from services.kit.proxy import V2_SIGNATURE, Header, is_header, parse
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: room\r\n\r\n"

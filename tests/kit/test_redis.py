@@ -8,8 +8,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from pushwire_protocol.errors import ConfigError, StoreError
 from services.kit import redis
-from services.kit.errors import ConfigError, StoreError
 
 
 def slot(key: str) -> int:

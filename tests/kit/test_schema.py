@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from services.kit.errors import BadRequest
+from pushwire_protocol.errors import BadRequest
 from services.kit.limits import MAX_ID_LEN
 from services.kit.schema import (
     DEVICE,

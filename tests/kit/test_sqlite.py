@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.errors import StoreError
+from pushwire_protocol.errors import StoreError
 from services.kit.sqlite import Database
 
 

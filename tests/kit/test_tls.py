@@ -19,8 +19,8 @@ import pytest
 from cryptography import x509
 
 from cli import devca
-from sdk.trust import client_context
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
+from pushwire_sdk.trust import client_context
 from services.kit.tls import ServerTls, TlsConfig
 
 

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from pushwire_protocol.errors import AuthError, ConfigError
 from services.kit import token
-from services.kit.errors import AuthError, ConfigError
 
 NOW = 1_700_000_000.0
 SECRET = "s3cret-of-the-chat-app-32-bytes!"

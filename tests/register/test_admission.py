@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kit.errors import BadRequest
+from pushwire_protocol.errors import BadRequest
 from services.kit.pb import common_pb2
 from services.register.admission import Admission
 from services.register.kicks import Mark

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.kit.errors import BadRequest, LimitError, StoreError
+from pushwire_protocol.errors import BadRequest, LimitError, StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.register.kicks import KickMarks, Mark, refuses
 from services.register.kickstore import MemoryKickStore

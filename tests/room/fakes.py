@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.kit.errors import Kicked
+from pushwire_protocol.errors import Kicked
 from services.kit.pb import common_pb2, saver_pb2
 from services.room.state import ConnState
 

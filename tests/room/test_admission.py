@@ -9,9 +9,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pushwire_protocol.errors import AuthError, LimitError, NotFound, Unavailable
 from services.kit import token
 from services.kit.discovery import AppConfig
-from services.kit.errors import AuthError, LimitError, NotFound, Unavailable
 from services.room.admission import Admission
 from services.room.jwks import KeySets
 from services.room.policy import AccessPolicy, Rules

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
 from services.room.app import ws_addresses
 from services.room.config import RoomConfig
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from pushwire_protocol.errors import BadRequest, LimitError, NotFound
+from pushwire_protocol.pb import wire_pb2
 from services.kit import token
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import BadRequest, LimitError, NotFound
-from services.kit.pb import common_pb2, wire_pb2
+from services.kit.pb import common_pb2
 from services.room.app import Parts, assemble
 from services.room.config import RoomConfig
 from services.room.state import ConnState

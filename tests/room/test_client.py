@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import Instance
-from services.kit.errors import Unavailable
 from services.kit.rpc.grpcio import Channels
 from services.kit.rpc.pipe import PipeOptions
 from services.room.client import RoomClient, Unseen

@@ -18,13 +18,15 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
-from services.kit import token, wire
+from pushwire_protocol import wire
+from pushwire_protocol.errors import AuthError, LimitError, NotFound, ProtocolError
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit import token
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import AuthError, LimitError, NotFound, ProtocolError
 from services.kit.networks import TrustedProxies
-from services.kit.pb import common_pb2, wire_pb2
+from services.kit.pb import common_pb2
 from services.kit.proxy import V2_SIGNATURE
-from services.kit.wire import Op
 from services.room.connection import Connection, Limits, encode_frame
 from services.room.protocol import Bounds, CloseCode, Timeouts, Violation, negotiate_heartbeat
 from services.room.server import RoomServer

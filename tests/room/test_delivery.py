@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pushwire_protocol.errors import NotFound
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import NotFound
 from services.kit.pb import common_pb2
 from services.kit.tasks import TaskSet
 from services.room.delivery import Delivery

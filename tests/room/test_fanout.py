@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from services.kit import wire
-from services.kit.errors import Overloaded
-from services.kit.pb import common_pb2, room_pb2, wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol import wire
+from pushwire_protocol.errors import Overloaded
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit.pb import common_pb2, room_pb2
 from services.room.fanout import FanOut
 from services.room.state import ConnState
 from services.room.topics import TopicIndex

@@ -10,7 +10,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from services.kit.wire import Op
+from pushwire_protocol.wire import Op
 from services.room.handshake import accept_value, fast_upgrade
 from tests.room.test_connection import (
     FakeBackend,

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.kit.errors import ConfigError, Unavailable
+from pushwire_protocol.errors import ConfigError, Unavailable
 from services.room.config import RoomConfig
 from services.room.jwks import MAX_KEYS, KeySets, parse
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import REGISTRY
 
+from pushwire_protocol.errors import ConfigError, LimitError, NotFound, Overloaded
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import ConfigError, LimitError, NotFound, Overloaded
 from services.kit.networks import address_of, networks
 from services.room.config import RoomConfig
 from services.room.policy import (

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.kit import wire
-from services.kit.discovery.models import AppConfig
-from services.kit.errors import (
+from pushwire_protocol import wire
+from pushwire_protocol.errors import (
     AuthError,
     BadRequest,
     ConfigError,
@@ -19,8 +18,9 @@ from services.kit.errors import (
     StoreError,
     Unavailable,
 )
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit.discovery.models import AppConfig
 from services.room.config import RoomConfig
 from services.room.protocol import (
     DEFAULT_BOUNDS,

@@ -15,10 +15,12 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from services.kit import token, wire
+from pushwire_protocol import wire
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from services.kit import token
 from services.kit.discovery.models import AppConfig, Instance
-from services.kit.pb import common_pb2, wire_pb2
-from services.kit.wire import Op
+from services.kit.pb import common_pb2
 from services.room.app import Parts, assemble
 from services.room.config import RoomConfig
 from services.room.protocol import Timeouts

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
+from pushwire_protocol.pb import wire_pb2
 from services.kit import token
 from services.kit.discovery.models import AppConfig
-from services.kit.pb import wire_pb2
 from services.room.app import Parts, assemble
 from services.room.config import RoomConfig
 from services.room.state import ConnState

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.kit.errors import BadRequest, LimitError
+from pushwire_protocol.errors import BadRequest, LimitError
 from services.room.topics import TopicIndex
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kit.errors import BadRequest, LimitError, NotFound, StoreError
+from pushwire_protocol.errors import BadRequest, LimitError, NotFound, StoreError
 from services.saver.broadcasts import (
     AppendItem,
     BroadcastEntry,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from services.kit.errors import BadRequest, LimitError, NotFound, StoreError
+from pushwire_protocol.errors import BadRequest, LimitError, NotFound, StoreError
 from services.kit.limits import MAX_ID_LEN
 from services.saver.durable import ACKED, EXPIRED, DurableBatch, SqliteDurableStore
 from services.saver.hot import MemoryHotStore

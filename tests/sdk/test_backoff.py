@@ -1,7 +1,7 @@
 import pytest
 
-from sdk.backoff import Backoff
-from services.kit.errors import ProtocolError
+from pushwire_protocol.errors import ProtocolError
+from pushwire_sdk.backoff import Backoff
 
 MIDDLE = 0.5        # rand() value that gives the nominal delay
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from sdk.client import ClientClosed, Kind, Message, PushClient, UpReply
-from sdk.route import hostport
+from pushwire_protocol.errors import NotFound, Unavailable
+from pushwire_protocol.pb import wire_pb2
+from pushwire_sdk.client import ClientClosed, Kind, Message, PushClient, UpReply
+from pushwire_sdk.route import hostport
 from services.kit import token
 from services.kit.discovery.models import AppConfig
-from services.kit.errors import NotFound, Unavailable
-from services.kit.pb import common_pb2, wire_pb2
+from services.kit.pb import common_pb2
 from services.room.connection import Connection
 from services.room.protocol import CloseCode, Timeouts, negotiate_heartbeat, push_packet
 from services.room.server import RoomServer

@@ -2,12 +2,12 @@
 
 import pytest
 
-from sdk import protocol
-from sdk.protocol import Authed, Failed, Kicked, Kind, Message, Moved, Pushed, Replied
-from services.kit import wire
-from services.kit.errors import ProtocolError
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol import wire
+from pushwire_protocol.errors import ProtocolError
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from pushwire_sdk import protocol
+from pushwire_sdk.protocol import Authed, Failed, Kicked, Kind, Message, Moved, Pushed, Replied
 from services.room import protocol as room
 from services.room.protocol import (
     AckReceived,

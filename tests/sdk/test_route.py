@@ -5,10 +5,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sdk import route
-from sdk.backoff import Backoff
-from sdk.route import Route
-from services.kit.errors import BadRequest, NotFound, ProtocolError, PushwireError, Unavailable
+from pushwire_protocol.errors import BadRequest, NotFound, ProtocolError, PushwireError, Unavailable
+from pushwire_sdk import route
+from pushwire_sdk.backoff import Backoff
+from pushwire_sdk.route import Route
 
 REPLY: dict[str, Any] = {
     "endpoints": ["ws://10.0.0.1:8200/", "ws://10.0.0.2:8201/"],

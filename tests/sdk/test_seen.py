@@ -1,6 +1,6 @@
 import pytest
 
-from sdk.seen import Seen, Stage
+from pushwire_sdk.seen import Seen, Stage
 
 
 def test_copy_is_reported_once_seen() -> None:

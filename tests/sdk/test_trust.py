@@ -1,4 +1,4 @@
-"""sdk/trust.py: which CAs a client trusts on https:// and wss://."""
+"""sdk/python/pushwire_sdk/trust.py: which CAs a client trusts on https:// and wss://."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cli import devca
-from sdk.trust import client_context
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
+from pushwire_sdk.trust import client_context
 
 
 def subjects(context: object) -> set[str]:

@@ -71,6 +71,6 @@ def connect(url: str) -> Discovery:
         from services.kit.discovery.local import LocalDiscovery
 
         return LocalDiscovery(url.removeprefix("file:"))
-    from services.kit.errors import ConfigError
+    from pushwire_protocol.errors import ConfigError
 
     raise ConfigError(f"discovery URL must start with zk:// or file:, got {url!r}")

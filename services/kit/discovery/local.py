@@ -17,9 +17,9 @@ import os
 import time
 from pathlib import Path
 
+from pushwire_protocol.errors import ConfigError, NotFound
 from services.kit.discovery import Listener
 from services.kit.discovery.models import AppConfig, Instance
-from services.kit.errors import ConfigError, NotFound
 
 log = logging.getLogger("pushwire.discovery")
 

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from pushwire_protocol.errors import ConfigError
 from services.kit.cors import is_origin
-from services.kit.errors import ConfigError
 from services.kit.token import load_public_key
 
 MAX_TOKEN_LEEWAY_S = 300

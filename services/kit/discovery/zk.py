@@ -54,9 +54,9 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.retry import KazooRetry, RetryFailedError
 
+from pushwire_protocol.errors import ConfigError, NotFound, PushwireError, StoreError, Unavailable
 from services.kit.discovery import Listener
 from services.kit.discovery.models import AppConfig, Instance
-from services.kit.errors import ConfigError, NotFound, PushwireError, StoreError, Unavailable
 
 log = logging.getLogger("pushwire.discovery")
 

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from services.kit.config import ServiceConfig
-from services.kit.errors import (
+from pushwire_protocol.errors import (
     BadRequest,
     Disconnected,
     NotFound,
@@ -28,6 +27,7 @@ from services.kit.errors import (
     Unavailable,
     from_code,
 )
+from services.kit.config import ServiceConfig
 from services.kit.rpc.credential import Attach, Require
 
 log = logging.getLogger("pushwire.rpc")

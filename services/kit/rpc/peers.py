@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from pushwire_protocol.errors import Unavailable
 from services.kit import shards
 from services.kit.discovery import Discovery, Instance
-from services.kit.errors import Unavailable
 
 OWNER_CACHE = 100_000   # keys whose owner is remembered until the next change
 

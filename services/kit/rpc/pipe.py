@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
+from pushwire_protocol.errors import Disconnected, Overloaded, PushwireError, Unavailable
 from services.kit import metrics
-from services.kit.errors import Disconnected, Overloaded, PushwireError, Unavailable
 
 I = TypeVar("I")  # noqa: E741
 R = TypeVar("R")

@@ -1,7 +1,7 @@
 """The client side of docs/protocol.md, sans-I/O: packets to send, events from what arrives.
 
 `events(message)` turns one WebSocket binary message from the room into a list of events;
-the builders return whole packets. No socket, no clock: sdk/client.py is the asyncio shell.
+the builders return whole packets. No socket, no clock: client.py is the asyncio shell.
 
 Close codes (§7): 4000-4099 mean "reconnect with backoff", 4100-4199 "do not reconnect";
 anything else (1000, 1001, 1006, ...) is a lost connection, which is retried too.
@@ -15,10 +15,10 @@ from enum import StrEnum
 
 from google.protobuf.message import DecodeError
 
-from services.kit import wire
-from services.kit.errors import ProtocolError
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_protocol import wire
+from pushwire_protocol.errors import ProtocolError
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
 
 SUBPROTOCOL = "pushwire.v1"
 TOKEN_EXPIRED = 4101          # get a new token, then reconnect (§7)
@@ -105,7 +105,7 @@ class Moved:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """ERROR: `code` is a services/kit/errors.py code; `seq` names the failed request (0:
+    """ERROR: `code` is a pushwire_protocol/errors.py code; `seq` names the failed request (0:
     none); `fatal` means the close follows."""
 
     seq: int

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.kit.errors import ProtocolError
+from pushwire_protocol.errors import ProtocolError
 
 
 @dataclass(frozen=True, slots=True)

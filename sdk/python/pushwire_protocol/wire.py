@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from services.kit.errors import LimitError, ProtocolError
+from pushwire_protocol.errors import LimitError, ProtocolError
 
 HEADER = struct.Struct(">IHHII")
 HEADER_LEN = HEADER.size  # 16

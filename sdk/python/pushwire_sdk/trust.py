@@ -10,13 +10,15 @@ are always checked.
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
-from services.kit.config import DEV_HOME
-from services.kit.errors import ConfigError
+from pushwire_protocol.errors import ConfigError
 
-DEV_CA = DEV_HOME / "dev" / "tls" / "ca.pem"
+# The home `pushwire dev` writes to (services/kit/config.py DEV_HOME): PUSHWIRE_HOME or ~/.pushwire.
+HOME = Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")).expanduser()
+DEV_CA = HOME / "dev" / "tls" / "ca.pem"
 
 
 def client_context(cafile: str | Path | None = None, dev_ca: Path = DEV_CA) -> ssl.SSLContext:

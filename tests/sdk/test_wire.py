@@ -1,4 +1,4 @@
-"""services/kit/wire.py: the 16-byte-header packet codec (docs/protocol.md §2)."""
+"""sdk/python/pushwire_protocol/wire.py: the 16-byte-header packet codec (docs/protocol.md §2)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from services.kit import wire
-from services.kit.errors import LimitError, ProtocolError
-from services.kit.wire import Op, Packet
+from pushwire_protocol import wire
+from pushwire_protocol.errors import LimitError, ProtocolError
+from pushwire_protocol.wire import Op, Packet
 
 
 def test_round_trip_keeps_op_seq_and_body() -> None:

@@ -5,13 +5,13 @@
             handle(message)        # acknowledged when you ask for the next one
 
 What it does (docs/protocol.md, DESIGN.md §2 "Connect"):
-- asks the dispatcher for a route (`sdk/route.py`; cached per network type for the reply's
+- asks the dispatcher for a route (`route.py`; cached per network type for the reply's
   TTL), tries its endpoints in order (the sticky room first, then the last room that worked,
   then the route's others) and sends AUTH; a background task owned by the client does this
   (plus one heartbeat task per connection and one task that sends gathered ACKs), and
   `close()` ends them all;
 - on a dropped connection or a 4000-4099 close, reconnects with the route's backoff policy
-  (`sdk/backoff.py`), reporting the endpoints that failed and the attempt number; follows
+  (`backoff.py`), reporting the endpoints that failed and the attempt number; follows
   RECONNECT instructions (their endpoints first, after their `after_ms`); offers the resume
   token of the last session (§8: a flash disconnect costs the room nothing); re-binds topics
   when the session was not resumed;
@@ -19,7 +19,7 @@ What it does (docs/protocol.md, DESIGN.md §2 "Connect"):
 - on a 4100-4199 close or a KICK, stops: `messages()` raises ClientClosed(code, reason);
   except 4101 (token expired) when a `renew_token` callback is given: it gets a new token
   and reconnects;
-- drops copies of messages it already has (`sdk/seen.py`) and re-acknowledges copies of
+- drops copies of messages it already has (`seen.py`) and re-acknowledges copies of
   messages the application already took (their ACK was lost).
 
 Acknowledgement: a unicast message is acknowledged after it was handed to the application,
@@ -28,10 +28,10 @@ message calls `await client.ack(message)` for that last one (acking twice is har
 while handling a message therefore means a redelivery, never a loss. ACKs gathered within a
 few milliseconds leave as one packet (§6); `close()` sends what is still gathered.
 
-Errors (all services/kit/errors.py): ClientClosed when the room says not to reconnect;
+Errors (all pushwire_protocol/errors.py): ClientClosed when the room says not to reconnect;
 NotFound / BadRequest when the dispatcher rejects the app or the request; Unavailable when
 `connect()` or a request (UP, BIND, UNBIND) times out or loses its connection. websockets and
-aiohttp exceptions are translated here and in sdk/route.py.
+aiohttp exceptions are translated here and in route.py.
 """
 
 from __future__ import annotations
@@ -50,9 +50,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
 
-from sdk import protocol, route, trust
-from sdk.backoff import Backoff
-from sdk.protocol import (
+from pushwire_protocol.errors import ProtocolError, PushwireError, Unavailable, from_code
+from pushwire_protocol.pb import wire_pb2
+from pushwire_protocol.wire import Op
+from pushwire_sdk import protocol, route, trust
+from pushwire_sdk.backoff import Backoff
+from pushwire_sdk.protocol import (
     Authed,
     Event,
     Failed,
@@ -64,10 +67,7 @@ from sdk.protocol import (
     Replied,
     UpReply,
 )
-from sdk.seen import Seen, Stage
-from services.kit.errors import ProtocolError, PushwireError, Unavailable, from_code
-from services.kit.pb import wire_pb2
-from services.kit.wire import Op
+from pushwire_sdk.seen import Seen, Stage
 
 __all__ = ["ClientClosed", "Kind", "Message", "PushClient", "UpReply"]
 
@@ -139,7 +139,7 @@ class PushClient:
         `net` (wifi, cell, ...) keys the route cache (`network_changed`); `isp` and `idc` are
         passed to the dispatcher when known (docs/api.md §1.1). On https:// and wss:// the
         servers must have certificates from the CAs in `cafile`, or else from the system's CAs
-        or the `pushwire dev --tls` CA (sdk/trust.py)."""
+        or the `pushwire dev --tls` CA (trust.py)."""
         self.dispatcher_url = dispatcher_url
         self.app, self.uid, self.token, self.device, self.net = app, uid, token, device, net
         self.isp, self.idc = isp, idc

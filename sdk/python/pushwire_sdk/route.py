@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from sdk.backoff import Backoff
-from services.kit.errors import ProtocolError, PushwireError, Unavailable, from_code
+from pushwire_protocol.errors import ProtocolError, PushwireError, Unavailable, from_code
+from pushwire_sdk.backoff import Backoff
 
 ROUTE_TTL_S = 600      # how long a reply may be cached when it does not say
 
