@@ -35,7 +35,8 @@ def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Applic
     app = http.application(
         http.Limits(config.max_request_bytes, config.request_read_timeout_s),
         proxies=TrustedProxies.of(config.trusted_proxies),
-        cors=Cors(config.cors_origins) if config.cors_origins else None)
+        cors=Cors(config.cors_origins) if config.cors_origins else None,
+        access_log=config.access_log)
     app.add_routes(api.routes())
     app.add_routes(admin.routes())
     openapi.add_route(app, document(config))

@@ -12,7 +12,7 @@ from services.kit import config, lifecycle, logs
 
 def main() -> int:
     cfg = config.load(CenterConfig, "center")
-    logs.setup("center", cfg.instance, cfg.log_level)
+    logs.setup("center", cfg)
     return lifecycle.run(partial(serve, cfg))
 
 

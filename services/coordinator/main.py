@@ -12,7 +12,7 @@ from services.kit import config, lifecycle, logs
 
 def main() -> int:
     cfg = config.load(CoordinatorConfig, "coordinator")
-    logs.setup("coordinator", cfg.instance, cfg.log_level)
+    logs.setup("coordinator", cfg)
     return lifecycle.run(partial(serve, cfg))
 
 

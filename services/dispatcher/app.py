@@ -19,7 +19,8 @@ def web_app(config: DispatcherConfig, api: DispatcherApi) -> web.Application:
     """dispatcher's HTTP face: the API, /metrics and its OpenAPI document at /openapi.json."""
     app = http.application(
         proxies=TrustedProxies.of(config.trusted_proxies),
-        cors=Cors(config.cors_origins) if config.cors_origins else None)
+        cors=Cors(config.cors_origins) if config.cors_origins else None,
+        access_log=config.access_log)
     app.add_routes(api.routes())
     openapi.add_route(app, document())
     return app

@@ -27,6 +27,7 @@ class DispatcherConfig(ServiceConfig, TlsConfig):
     # At the edge (docs/config.md): reverse proxies whose Forwarded / X-Forwarded-For name
     # the client, and the browser pages that may call /v1/route ("*": any; empty: no CORS).
     trusted_proxies: tuple[str, ...] = ()
+    access_log: bool = False           # one log line per HTTP request (docs/config.md "Logs")
     cors_origins: tuple[str, ...] = ("*",)
 
     def validate(self) -> None:

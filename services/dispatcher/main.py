@@ -12,7 +12,7 @@ from services.kit import config, lifecycle, logs
 
 def main() -> int:
     cfg = config.load(DispatcherConfig, "dispatcher")
-    logs.setup("dispatcher", cfg.instance, cfg.log_level)
+    logs.setup("dispatcher", cfg)
     return lifecycle.run(partial(serve, cfg))
 
 

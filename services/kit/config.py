@@ -21,6 +21,7 @@ from pushwire_protocol.errors import ConfigError
 
 DEV_HOME = Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")).expanduser()
 DEV_SECRET_FILE = DEV_HOME / "dev" / "cluster-secret"   # written by `pushwire dev`
+LOG_FORMATS = ("text", "json")
 SECRET_MIN = 16                    # characters of a cluster secret (docs/security.md §3)
 
 
@@ -39,6 +40,7 @@ class ServiceConfig:
     metrics_port: int = 0              # 0: no separate /metrics listener
     log_level: str = "info"
     log_hot_path: bool = False         # per-message debug logs
+    log_format: str = "text"           # or "json": one JSON object per line (kit/logs.py)
     rpc_batch_max: int = 256           # items per internal RPC batch (DESIGN.md §5)
     rpc_linger_ms: float = 1.0         # wait this long for a batch to fill
     rpc_workers: int = 4               # calls in flight per (target, method)
@@ -63,6 +65,8 @@ class ServiceConfig:
             raise ConfigError("rpc_timeout_s must be > 0 and rpc_linger_ms >= 0")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level must be debug, info, warning or error")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError("log_format must be text or json")
         if self.internal_rpc:
             self.rpc_secrets()
 

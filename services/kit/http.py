@@ -14,6 +14,11 @@ Every answer that is not a success is `{"error": {"code": <int>, "message": "<te
 So an internal address or exception text in an error raised from an internal call (a gRPC
 error carries its target) can reach a log, never a response body.
 
+Around it, every request's log lines carry the app and uid its path names
+(services/kit/logs.py `context`), and with `access_log` one line per request is written to
+`pushwire.access`: method, path (never the query string, where a caller may have put a
+credential), status, duration, client address; never a header.
+
 Outside that layer, when configured: the client's address from trusted reverse proxies'
 `Forwarded` / `X-Forwarded-For` (services/kit/forwarded.py) becomes `request.remote`, and
 browsers' cross-origin requests are answered (services/kit/cors.py).
@@ -25,6 +30,7 @@ import asyncio
 import hmac
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
@@ -47,13 +53,14 @@ from pushwire_protocol.errors import (
     TooLarge,
     Unavailable,
 )
-from services.kit import metrics
+from services.kit import logs, metrics
 from services.kit.cors import Cors
 from services.kit.forwarded import client_address, forwarded_hops, x_forwarded_for_hops
 from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.schema import Schema, decode_json
 
 log = logging.getLogger("pushwire.http")
+access_log = logging.getLogger("pushwire.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -214,6 +221,38 @@ def forwarded_middleware(proxies: TrustedProxies) -> Middleware:
     return real_client
 
 
+def access_middleware(log_requests: bool) -> Middleware:
+    """Bind the app and uid of the request path to every log line of the request; with
+    `log_requests`, write its access line once the answer is known."""
+
+    @web.middleware
+    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500                    # an exception that escapes every layer
+        path = request.match_info
+        with logs.context(app=path.get("app"), uid=path.get("uid")):
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                if log_requests:
+                    _access_line(request, status, (time.perf_counter() - started) * 1000)
+
+    return access
+
+
+def _access_line(request: web.Request, status: int, duration_ms: float) -> None:
+    remote = request.remote or "-"
+    access_log.info("%s %s %d %.1fms from %s", request.method, request.path, status,
+                    duration_ms, remote,
+                    extra={"method": request.method, "path": request.path, "status": status,
+                           "duration_ms": round(duration_ms, 3), "remote": remote})
+
+
 def cors_middleware(cors: Cors) -> Middleware:
     """Answer browsers' preflights and mark allowed origins' answers (services/kit/cors.py);
     outside the JSON error layer, so errors carry the CORS headers too."""
@@ -246,11 +285,13 @@ async def _preflight(cors: Cors, request: web.Request, handler: Handler, origin:
 
 
 def application(limits: Limits = Limits(), *, proxies: TrustedProxies = NO_PROXIES,
-                cors: Cors | None = None) -> web.Application:
+                cors: Cors | None = None, access_log: bool = False) -> web.Application:
     """An aiohttp app with the JSON error layer, the request limits and /metrics; the client
-    address from `proxies`' forwarded headers, and browsers' cross-origin requests answered
-    by `cors` (None: no CORS header, OPTIONS answers 405)."""
+    address from `proxies`' forwarded headers, browsers' cross-origin requests answered by
+    `cors` (None: no CORS header, OPTIONS answers 405), an access line per request with
+    `access_log`."""
     edge = [forwarded_middleware(proxies)] if proxies else []
+    edge.append(access_middleware(access_log))
     if cors is not None:
         edge.append(cors_middleware(cors))
     app = web.Application(middlewares=[*edge, errors_middleware], client_max_size=limits.max_body)

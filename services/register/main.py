@@ -12,7 +12,7 @@ from services.register.config import RegisterConfig
 
 def main() -> int:
     cfg = config.load(RegisterConfig, "register")
-    logs.setup("register", cfg.instance, cfg.log_level)
+    logs.setup("register", cfg)
     return lifecycle.run(partial(serve, cfg))
 
 

@@ -132,7 +132,7 @@ class Bindings:
         try:
             inbox = await self.delivery.load(conn, app)
         except PushwireError as exc:
-            log.warning("%r: load after bind of %s: %s", conn, app, exc)
+            log.warning("%r: load after bind of %s: %s", conn, app, exc, extra=conn.log_fields)
         else:
             if conn.state is not None and app in conn.state.apps:
                 self.delivery.write_all(conn, inbox.messages, loaded=True)

@@ -247,6 +247,12 @@ class Connection(asyncio.Protocol):
         who = f"{self.app}/{self.uid}/{self.device}"
         return f"<Connection {self.session_id or '-'} {who} {self.peer}>"
 
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """This connection's context for a log line (`extra=`, services/kit/logs.py)."""
+        return {"conn": self.session_id or "-", "app": self.app, "uid": self.uid,
+                "device": self.device}
+
     # --- public API (backend and room) ---------------------------------------------------
 
     @property
@@ -527,7 +533,7 @@ class Connection(asyncio.Protocol):
             packet = self.session.auth_ok(seq, reply, time.monotonic())
             superseded = self.ctx.hub.add(self)
         except ValueError:
-            log.exception("%r: unusable AuthReply %s", self, reply)
+            log.exception("%r: unusable AuthReply %s", self, reply, extra=self.log_fields)
             self.close(CloseCode.GOING_AWAY, "internal error")
             return
         if superseded is not None:
@@ -538,7 +544,7 @@ class Connection(asyncio.Protocol):
         try:
             self.ctx.backend.on_ready(self)
         except Exception:
-            log.exception("%r: on_ready failed", self)
+            log.exception("%r: on_ready failed", self, extra=self.log_fields)
 
     def _start(self, seq: int, op: Op, request: _Request) -> None:
         """Run a request that waits on another service (UP, BIND of another app) as a task
@@ -577,7 +583,7 @@ class Connection(asyncio.Protocol):
     def _refuse(self, seq: int, exc: Exception) -> None:
         """Answer a request the backend refused: ERROR echoing seq; fatal errors also close."""
         if not isinstance(exc, PushwireError):
-            log.error("%r: backend failed", self, exc_info=exc)
+            log.error("%r: backend failed", self, exc_info=exc, extra=self.log_fields)
             exc = PushwireError("internal error")
         if exc.fatal:
             self.close(close_code_for(exc), exc.message, error_code=exc.code)
@@ -589,7 +595,7 @@ class Connection(asyncio.Protocol):
         if isinstance(exc, PushwireError):
             self.close(close_code_for(exc), exc.message, error_code=exc.code)
         else:
-            log.error("%r: backend failed", self, exc_info=exc)
+            log.error("%r: backend failed", self, exc_info=exc, extra=self.log_fields)
             self.close(CloseCode.GOING_AWAY, "internal error")
 
     def _ws_closed(self) -> None:
@@ -611,7 +617,8 @@ class Connection(asyncio.Protocol):
         self.ctx.hub.remove(self)
         if self.alive:
             self.ctx.wheel.schedule(self)
-        log.debug("%r closed %d", self, self.session.code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%r closed %d", self, self.session.code, extra=self.log_fields)
         if self.session_id:
             self._report_closed()
 
@@ -619,7 +626,7 @@ class Connection(asyncio.Protocol):
         try:
             self.ctx.backend.on_closed(self, self.session.code)
         except Exception:
-            log.exception("%r: on_closed failed", self)
+            log.exception("%r: on_closed failed", self, extra=self.log_fields)
 
 
 _Request = Coroutine[Any, Any, ProtoMessage]

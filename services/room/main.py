@@ -12,7 +12,7 @@ from services.room.config import RoomConfig
 
 def main() -> int:
     cfg = config.load(RoomConfig, "room")
-    logs.setup("room", cfg.instance, cfg.log_level)
+    logs.setup("room", cfg)
     return lifecycle.run(partial(serve, cfg))
 
 

@@ -140,7 +140,7 @@ class Supervisor:
 def main(n: int) -> int:
     """Entry of `pushwire room --workers N` (N >= 2; 1 runs the room in this process)."""
     cfg = kitconfig.load(RoomConfig, "room")
-    logs.setup("room", cfg.instance, cfg.log_level)
+    logs.setup("room", cfg)
     holder = reserve(cfg.bind, cfg.ws_port)
     port = int(holder.getsockname()[1])
     log.info("%d workers of %s sharing port %d", n, cfg.instance, port)

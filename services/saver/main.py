@@ -12,7 +12,7 @@ from services.saver.config import SaverConfig
 
 def main() -> int:
     cfg = config.load(SaverConfig, "saver")
-    logs.setup("saver", cfg.instance, cfg.log_level)
+    logs.setup("saver", cfg)
     return lifecycle.run(partial(serve, cfg))
 
 
