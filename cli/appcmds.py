@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -35,6 +35,7 @@ from services.center.admin import Apps, view
 from services.kit.discovery import connect
 
 Result = tuple[int, Any]          # (HTTP status, JSON body)
+T = TypeVar("T")
 
 
 def add_parsers(subs: Any) -> None:
@@ -263,22 +264,33 @@ def run_delete(args: argparse.Namespace) -> int:
     return _run(args, _delete)
 
 
+def run_admin(make: Callable[[], Coroutine[Any, Any, T]],
+              fail: Callable[[str, int], int]) -> T | int:
+    """Run the coroutine `make` builds (a call of center's admin API); when it cannot run or
+    reach center, the exit code `fail` gives after saying why (2 bad usage, 1 unreachable),
+    130 on ^C."""
+    try:
+        return asyncio.run(make())
+    except KeyboardInterrupt:
+        return 130
+    except clients.UsageError as exc:
+        return fail(str(exc), 2)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return fail(f"cannot reach center: {exc or type(exc).__name__}", 1)
+
+
 Action = Callable[[Admin, argparse.Namespace], Coroutine[Any, Any, Result]]
 Direct = Callable[[Apps, argparse.Namespace], Coroutine[Any, Any, Result]]
 
 
 def _run(args: argparse.Namespace, action: Action, direct: Direct | None = None) -> int:
-    try:
-        if direct is not None and args.discovery:
-            status, body = asyncio.run(_with_discovery(args, direct))
-        else:
-            status, body = asyncio.run(action(Admin(args), args))
-    except KeyboardInterrupt:
-        return 130
-    except clients.UsageError as exc:
-        return _fail(str(exc), 2)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return _fail(f"cannot reach center: {exc or type(exc).__name__}", 1)
+    if direct is not None and args.discovery:
+        outcome = run_admin(lambda: _with_discovery(args, direct), _fail)
+    else:
+        outcome = run_admin(lambda: action(Admin(args), args), _fail)
+    if isinstance(outcome, int):
+        return outcome
+    status, body = outcome
     if status >= 400:
         message = clients.error_line(status, json.dumps(body))
         return _fail(message, 2 if status == 400 else 1)

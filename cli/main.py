@@ -12,7 +12,7 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-from cli import appcmds, broadcast, clients, dev, ops, roomcmds, servicecmds
+from cli import appcmds, broadcast, clients, dev, ops, profilecmd, roomcmds, servicecmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_parsers(subs)
     appcmds.add_parsers(subs)
     roomcmds.add_parsers(subs)
+    profilecmd.add_parser(subs)
     if importlib.util.find_spec("bench") is not None:   # not installed in the container image
         from cli import benchcmd
 

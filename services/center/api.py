@@ -11,6 +11,7 @@ from pushwire_protocol.errors import AuthError, BadRequest, NotFound
 from services.center.admin import AdminKeys, Apps, Rooms, room_view, view
 from services.center.broadcast import BroadcastRequest, Broadcasts, view_json
 from services.center.config import CenterConfig
+from services.center.profiles import Profiles
 from services.center.push import Pusher, PushRequest
 from services.center.topics import Topics
 from services.coordinator.client import CoordinatorClient
@@ -176,13 +177,14 @@ class CenterApi:
 
 
 class AdminApi:
-    """The admin API (docs/api.md §4): apps, credential rotation, rooms; every route wants
-    one of center's admin keys, never an app's API key."""
+    """The admin API (docs/api.md §4): apps, credential rotation, rooms, profiles; every
+    route wants one of center's admin keys, never an app's API key."""
 
-    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms) -> None:
+    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms, profiles: Profiles) -> None:
         self.keys = keys
         self.apps = apps
         self.rooms = rooms
+        self.profiles = profiles
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -195,6 +197,7 @@ class AdminApi:
             web.post("/v1/admin/apps/{app}/api-keys/rotate", self.rotate_api_key),
             web.get("/v1/admin/rooms", self.list_rooms),
             web.post("/v1/admin/rooms/{room}/drain", self.drain),
+            web.post("/v1/admin/instances/{instance}/profile", self.profile),
         ]
 
     def admin(self, request: web.Request) -> None:
@@ -255,6 +258,18 @@ class AdminApi:
         return web.json_response({"room": request.match_info["room"], "moved": reply.moved,
                                   "remaining": reply.remaining, "done": reply.done,
                                   "detail": reply.detail})
+
+    async def profile(self, request: web.Request) -> web.Response:
+        """Sample the instance for the body's seconds, then answer the file (docs/operations.md
+        §9); the headers say how many ticks it took and what the sampler cost."""
+        self.admin(request)
+        body = await http.json_object(request) if request.body_exists else {}
+        done = await self.profiles.take(request.match_info["instance"], body)
+        p = done.profile
+        return web.Response(body=done.body, content_type=done.media, charset="utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{done.filename}"',
+            "X-Profile-Ticks": str(p.ticks), "X-Profile-Seconds": f"{p.seconds:.3f}",
+            "X-Profile-Sampler-Cpu-S": f"{p.sampler_cpu_s:.4f}"})
 
 
 def _reveal(request: web.Request) -> bool:

@@ -12,6 +12,8 @@ from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
 from services.center.openapi import document
+from services.center.profiles import KINDS as PROFILED
+from services.center.profiles import Profiles
 from services.center.push import Pusher
 from services.center.servicer import CenterServicer
 from services.center.topics import Topics
@@ -46,7 +48,8 @@ def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Applic
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
     admin_keys = AdminKeys(config.admin_keys, config.admin_keys_file)   # bad ones: no start
-    async with hosted("center", config, life, watch=PEERS) as host:
+    watch = tuple(dict.fromkeys((*PEERS, *PROFILED)))   # every kind: any may be profiled
+    async with hosted("center", config, life, watch=watch) as host:
         channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         saver = SaverClient(host.discovery, channels, options)
@@ -59,7 +62,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
         admin = AdminApi(admin_keys, Apps(host.discovery),
-                         Rooms(host.discovery, channels, config.rpc_timeout_s))
+                         Rooms(host.discovery, channels, config.rpc_timeout_s),
+                         Profiles(host.discovery, channels, config.rpc_timeout_s))
         runner, http_port = await http.start_site(web_app(config, api, admin), config.bind,
                                                   config.http_port, ServerTls.started(config, life))
         server, grpc_port = await start_server(

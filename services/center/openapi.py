@@ -12,6 +12,7 @@ from typing import Any
 from services.center.admin import DRAIN, KEY_MIN, MAX_OVERLAP_S
 from services.center.api import KICK, PUBLISH, TOPIC, broadcast_schema, push_schema
 from services.center.config import CenterConfig
+from services.center.profiles import FORMATS, PROFILE
 from services.kit import openapi
 from services.kit.limits import MAX_ID_LEN
 from services.kit.openapi import COUNT, Operation, json_object
@@ -133,6 +134,12 @@ def _admin(config: CenterConfig) -> dict[tuple[str, str], Operation]:
                 done={"type": "boolean"}, detail={"type": "string"}),
             path={"room": Text(1, MAX_ID_LEN)}, body=DRAIN, body_required=False, admin=True,
             errors=(404, 503)),
+        ("POST", "/v1/admin/instances/{instance}/profile"): Operation(
+            "sample one service instance for `seconds` and answer the profile: collapsed "
+            "stacks (text/plain, flamegraph.pl) or speedscope JSON", {"type": "string"},
+            path={"instance": Text(1, MAX_ID_LEN)}, body=PROFILE, body_required=False,
+            admin=True, errors=(404, 409, 503), media=FORMATS["collapsed"],
+            other_media={FORMATS["speedscope"]: {"type": "object"}}),
     }
 
 

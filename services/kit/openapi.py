@@ -87,6 +87,7 @@ class Operation:
     admin: bool = False                     # Bearer admin key of center (docs/api.md §4)
     raw_body: Mapping[str, Any] | None = None   # a body checked by other code than a Schema
     media: str = "application/json"         # of the success body
+    other_media: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # type: schema
     # OpenAPI links from the success body to other operations (schemathesis follows them):
     # name -> ((METHOD, path) of the target, its parameters as runtime expressions)
     links: Mapping[str, tuple[tuple[str, str], Mapping[str, str]]] = field(
@@ -163,7 +164,9 @@ def _query(query: Schema) -> list[dict[str, Any]]:
 
 
 def _success(op: Operation) -> dict[str, Any]:
-    out = {"description": op.summary, "content": {op.media: {"schema": dict(op.ok)}}}
+    out = {"description": op.summary, "content": {
+        op.media: {"schema": dict(op.ok)},
+        **{media: {"schema": dict(schema)} for media, schema in op.other_media.items()}}}
     if op.links:
         out["links"] = {name: {"operationId": _operation_id(*target),
                                "parameters": dict(parameters)}

@@ -20,6 +20,7 @@ from services.center.api import (
     broadcast_schema,
     push_schema,
 )
+from services.center.profiles import Profiles
 from services.kit import http
 from services.kit.discovery.local import LocalDiscovery
 from services.kit.rpc.grpcio import Channels
@@ -111,7 +112,8 @@ async def _admin_client(tmp_path: Path, keys: tuple[str, ...]) -> tuple[TestClie
     await discovery.start(())
     app = http.application()
     app.add_routes(AdminApi(AdminKeys(keys, ""), Apps(discovery),
-                            Rooms(discovery, Channels(None), 1.0)).routes())
+                            Rooms(discovery, Channels(None), 1.0),
+                            Profiles(discovery, Channels(None), 1.0)).routes())
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     return client, discovery

@@ -27,15 +27,22 @@ from tests.integration.cluster import Cluster
 pytestmark = pytest.mark.integration
 
 
+KINDS = ("center", "coordinator", "register", "room", "saver")
+EVERYWHERE = {"profile"}        # served by every gRPC server (services/kit/rpc/profiling.py)
+
+
 def internal_methods() -> list[tuple[str, MethodDescriptor]]:
-    """(service kind, method) of every RPC in proto/: the kind is the proto file's name."""
+    """(service kind, method) of every RPC in proto/: the kind is the proto file's name, or
+    every kind for the services every server carries."""
     found = []
     for module in pkgutil.iter_modules(services.kit.pb.__path__):
         if not module.name.endswith("_pb2"):
             continue
+        name = module.name.removesuffix("_pb2")
         descriptor = importlib.import_module(f"services.kit.pb.{module.name}").DESCRIPTOR
         for service in descriptor.services_by_name.values():
-            found += [(module.name.removesuffix("_pb2"), method) for method in service.methods]
+            kinds = KINDS if name in EVERYWHERE else (name,)
+            found += [(kind, method) for kind in kinds for method in service.methods]
     return found
 
 
@@ -44,7 +51,8 @@ METHODS = internal_methods()
 
 def test_every_service_has_methods_to_try() -> None:
     kinds = {kind for kind, _ in METHODS}
-    assert kinds == {"center", "coordinator", "register", "room", "saver"}
+    assert kinds == set(KINDS)
+    assert {kind for kind, m in METHODS if m.name == "Profile"} == set(KINDS)
     assert len(METHODS) >= 27
 
 

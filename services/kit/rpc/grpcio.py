@@ -182,13 +182,15 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 
 async def start_server(config: ServiceConfig, servicers: Iterable[Registration]) \
         -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server with [(add_XServicer_to_server, impl)] on the service's bind
-    address and gRPC port, refusing calls without the cluster secret; return it and its
-    port."""
+    """Start a gRPC server with [(add_XServicer_to_server, impl)] and the Profiler every
+    service serves (services/kit/rpc/profiling.py) on the service's bind address and gRPC
+    port, refusing calls without the cluster secret; return it and its port."""
+    from services.kit.rpc import profiling  # it imports this module
+
     accepted = config.rpc_secrets()
     server = grpc.aio.server(options=SERVER_OPTIONS,
                              interceptors=[Require(accepted)] if accepted is not None else None)
-    for add, impl in servicers:
+    for add, impl in [*servicers, profiling.registration()]:
         add(impl, server)
     bound = server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
     if bound == 0:
