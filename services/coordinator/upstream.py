@@ -58,6 +58,11 @@ _Entry = tuple[UpItem, float, "asyncio.Future[UpResult]"]
 Handler = Callable[[Transport, UpItem, float], Awaitable[UpResult]]
 
 
+def log_fields(item: UpItem) -> dict[str, str]:
+    """An upstream message's context for a log line (services/kit/logs.py)."""
+    return {"app": item.app, "uid": item.uid, "message_id": message_id(item)}
+
+
 def message_id(item: UpItem) -> str:
     """The id of an upstream message: its body's `id` and the webhook-id of every request
     carrying it (docs/coordinator.md §1, §2)."""
@@ -118,7 +123,8 @@ class AppPool:
                     fut.set_result(result(Verdict.FAILED, 0, "coordinator shutting down"))
                 raise
             except Exception:   # a bug: answer the client, keep the worker
-                log.exception("upstream of %s/%s failed", item.app, item.uid)
+                log.exception("upstream of %s/%s failed", item.app, item.uid,
+                              extra=log_fields(item))
                 answer = result(Verdict.FAILED, 0, "internal error")
             if not fut.done():
                 fut.set_result(answer)
@@ -212,7 +218,7 @@ class Upstream:
             await self.deadletters.put(app.id, record)
         except PushwireError as exc:
             log.error("upstream message of %s/%s lost: %s %s (%s)", item.app, item.uid,
-                      exc.message, exc.detail, outcome.detail)
+                      exc.message, exc.detail, outcome.detail, extra=log_fields(item))
         return result(Verdict.FAILED, outcome.status, outcome.detail)
 
     async def retain(self, apps: set[str]) -> None:

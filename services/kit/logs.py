@@ -26,9 +26,10 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from services.kit.config import ServiceConfig
 
@@ -57,6 +58,17 @@ def context(**fields: str | int | None) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+def safe_url(url: str) -> str:
+    """`url` for a log line: without user, password, query and fragment, where a credential
+    may be (`https://user:pass@host/path?token=...` -> `https://host/path`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    with suppress(ValueError):          # a port out of range: leave it out
+        netloc += f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, str]:

@@ -25,6 +25,7 @@ import aiohttp
 import jwt
 
 from pushwire_protocol.errors import ConfigError, Unavailable
+from services.kit.logs import safe_url
 from services.kit.token import PublicKey, checked_key
 
 log = logging.getLogger("pushwire.room")
@@ -101,8 +102,11 @@ class KeySets:
             entry.keys = parse(raw)
             entry.fetched = self._clock()
         except (OSError, aiohttp.ClientError, TimeoutError, ConfigError) as exc:
-            log.warning("jwks %s: fetch failed (%s: %s); keeping %d known keys", url,
-                        type(exc).__name__, exc, len(entry.keys))
+            # aiohttp's errors may quote the whole URL (with a query that can hold a key)
+            why = exc.message if isinstance(exc, ConfigError) else \
+                f"{type(exc).__name__} {getattr(exc, 'status', '')}".strip()
+            log.warning("jwks %s: fetch failed (%s); keeping %d known keys", safe_url(url),
+                        why, len(entry.keys))
         finally:
             entry.pending = None
 

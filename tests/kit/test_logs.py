@@ -122,3 +122,11 @@ async def test_no_access_line_unless_switched_on(caplog: pytest.LogCaptureFixtur
     finally:
         await runner.cleanup()
     assert not [r for r in caplog.records if r.name == "pushwire.access"]
+
+
+@pytest.mark.parametrize(("url", "safe"), [
+    ("https://user:pass@idp.example:8443/jwks?key=k#f", "https://idp.example:8443/jwks"),
+    ("http://[::1]/x?token=t", "http://[::1]/x"),
+    ("https://idp.example/.well-known/jwks.json", "https://idp.example/.well-known/jwks.json")])
+def test_safe_url_drops_what_may_hold_a_credential(url: str, safe: str) -> None:
+    assert logs.safe_url(url) == safe
