@@ -61,6 +61,7 @@ from services.kit.schema import Schema, decode_json
 
 log = logging.getLogger("pushwire.http")
 access_log = logging.getLogger("pushwire.access")
+CLIENT_GONE = 499           # the access log's status of a request whose client left first (nginx's)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -237,6 +238,9 @@ def access_middleware(log_requests: bool) -> Middleware:
                 return response
             except web.HTTPException as exc:
                 status = exc.status
+                raise
+            except asyncio.CancelledError:
+                status = CLIENT_GONE
                 raise
             finally:
                 if log_requests:

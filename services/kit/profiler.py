@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, FrameType
@@ -119,17 +120,42 @@ class Profiler:
         seconds, hz = checked(seconds, hz)
         if not self._running.acquire(blocking=False):
             raise Conflict("a profile of this instance is already running; retry when it ends")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Profile] = loop.create_future()
         stop = threading.Event()
+        # A thread of its own, started here: it always runs, so it always releases the lock
+        # (a pool's queued job can be cancelled before it starts).
         try:
-            return await asyncio.to_thread(self._sample, seconds, hz, stop)
+            threading.Thread(target=self._sample, args=(seconds, hz, stop, loop, done),
+                             name="pushwire-profiler", daemon=True).start()
+        except BaseException:
+            self._running.release()
+            raise
+        try:
+            return await done
         finally:
             stop.set()
 
-    def _sample(self, seconds: float, hz: int, stop: threading.Event) -> Profile:
+    def _sample(self, seconds: float, hz: int, stop: threading.Event,
+                loop: asyncio.AbstractEventLoop, done: asyncio.Future[Profile]) -> None:
+        outcome: Profile | Exception
         try:
-            return Sampler(hz).run(seconds, stop)
+            outcome = Sampler(hz).run(seconds, stop)
+        except Exception as exc:            # a bug: the caller gets it, the process goes on
+            outcome = exc
         finally:
             self._running.release()
+        with suppress(RuntimeError):        # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(_settle, done, outcome)
+
+
+def _settle(done: asyncio.Future[Profile], outcome: Profile | Exception) -> None:
+    if done.done():                         # cancelled: the caller left
+        return
+    if isinstance(outcome, Exception):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
 
 
 class Sampler:

@@ -108,7 +108,7 @@ async def test_json_logs_and_access_log_carry_no_credential(tmp_path: Path) -> N
                                      "rotate", cluster.admin_key, json={"overlap_s": 60})
         assert status == 200
         used["rotated API key"] = rotated["api_key"]
-        await business.wait(lambda: len(business.on("/status")) >= 2)
+        await business.wait(lambda: len(business.events("/status")) >= 2)
         logs = {name: proc.log for name, proc in cluster.procs.items()}
 
     # Every line of every service (shut down: their last lines are in) is one JSON event of

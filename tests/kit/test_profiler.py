@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from pushwire_protocol.errors import BadRequest, Conflict
-from services.kit.profiler import Frame, Profile, Profiler, checked
+from services.kit.profiler import Frame, Profile, Profiler, Sampler, checked
 
 
 def spin_in_a_known_function(stop: threading.Event) -> None:
@@ -86,3 +86,15 @@ def test_defaults_and_separators() -> None:
     assert checked(1, 0) == (1, 100)
     profile = Profile((Frame("a;b", "x.py", 1),), {("main thread", (0,)): 3}, 3, 1.0, 3, 0.0)
     assert profile.collapsed() == "main thread;a,b (x.py:1) 3\n"
+
+
+async def test_a_failing_sampler_reaches_the_caller_and_frees_the_profiler(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Sampler, seconds: float, stop: threading.Event) -> Profile:
+        raise RuntimeError("sampler bug")
+
+    monkeypatch.setattr(Sampler, "run", broken)
+    profiler = Profiler()
+    with pytest.raises(RuntimeError, match="sampler bug"):
+        await profiler.profile(1.0)
+    assert not profiler.busy
