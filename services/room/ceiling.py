@@ -16,12 +16,15 @@ import logging
 import resource
 from collections.abc import Callable
 
+from services.room.config import RoomConfig
+
 log = logging.getLogger("pushwire.room")
 
 RESERVE_MIN = 64        # descriptors kept for the room itself when the limit is small
 RESERVE_MAX = 1024      # ... and at most this many (a tenth of the limit in between)
 
 Limits = tuple[int, int]
+DEFAULT_MAX = RoomConfig.max_connections
 
 
 def reserve(limit: int) -> int:
@@ -44,6 +47,8 @@ def connection_ceiling(configured: int,
         return configured
     ceiling = max(1, min(configured, soft - reserve(soft)))
     if ceiling < configured:
-        log.warning("max_connections %d clamped to %d: the open-files limit is %d (raise it, "
-                    "e.g. `ulimit -n` or LimitNOFILE, to hold more)", configured, ceiling, soft)
+        # A warning when a chosen value cannot be honoured; the default is only a ceiling.
+        level = logging.INFO if configured == DEFAULT_MAX else logging.WARNING
+        log.log(level, "max_connections %d clamped to %d: the open-files limit is %d (raise "
+                "it, e.g. `ulimit -n` or LimitNOFILE, to hold more)", configured, ceiling, soft)
     return ceiling

@@ -44,9 +44,17 @@ def test_the_ceiling(fds: int, configured: int, expected: int) -> None:
 def test_a_limit_that_cannot_be_raised_is_clamped_to_as_it_is(
         caplog: pytest.LogCaptureFixture) -> None:
     limit = Limit(1024, 4096, settable=False)
-    assert connection_ceiling(100_000, limit.get, limit.set) == 1024 - reserve(1024)
+    assert connection_ceiling(50_000, limit.get, limit.set) == 1024 - reserve(1024)
     assert "cannot raise the open-files limit" in caplog.text
-    assert "clamped to 922" in caplog.text
+    clamped = [r for r in caplog.records if "clamped to 922" in r.getMessage()]
+    assert [r.levelname for r in clamped] == ["WARNING"]      # a chosen value: a warning
+
+
+def test_clamping_the_default_is_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    limit = Limit(20_000, 20_000)
+    assert connection_ceiling(100_000, limit.get, limit.set) == 20_000 - RESERVE_MAX
+    assert [r.levelname for r in caplog.records] == ["INFO"]
 
 
 def test_no_descriptor_limit_leaves_the_setting() -> None:
