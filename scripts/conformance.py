@@ -3,6 +3,7 @@ describes every file).
 
     python scripts/conformance.py          # write conformance/*.json
     python scripts/conformance.py --check  # exit 1 if a committed file is stale
+    python scripts/conformance.py --out DIR [--check]   # the same in another folder
 
 Each vector's inputs are written here; its expected outputs come from the real code (the
 codec, the room's session, the SDK, services/kit/token.py, the coordinator's webhook signer,
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +214,7 @@ def batches() -> list[Json]:
             ("ack-chat", wire.encode(Op.ACK, 0, body_bytes(Op.ACK, {"app": "chat",
                                                                      "ids": ["9"]}))),
             ("heartbeat", wire.encode(Op.HEARTBEAT, 12))]
-    long_header = [("heartbeat", wire.encode(Op.HEARTBEAT, 2)),
+    long_header = [pushes[0],
                    ("push-header-of-20", raw_packet(Op.PUSH, 0, body_bytes(
                        Op.PUSH, {"id": "5", "app": "demo"}), header_len=20))]
     return [batch_vector("batch-three-unicast-pushes", pushes, sender="room"),
@@ -487,6 +489,7 @@ NOW = T0 + 600
 SECRETS = ("pushwire-docs-example-secret-0001", "pushwire-conformance-second-secret")
 
 
+@cache
 def private_key(name: str) -> Any:
     """The test key `name`, made once when absent (never regenerated: vectors depend on it)."""
     path = KEYS / f"{name}.pem"
@@ -900,17 +903,19 @@ def render(name: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a file is stale")
+    parser.add_argument("--out", type=Path, default=FOLDER,
+                        help="folder of the JSON files (default: conformance/)")
     args = parser.parse_args()
     if args.check and not all((KEYS / f"{n}.pem").exists() for n in KEY_NAMES):
         print("conformance/keys/ is missing a test key", file=sys.stderr)
         return 1
     stale = []
     for name in FILES:
-        path = FOLDER / f"{name}.json"
+        path = args.out / f"{name}.json"
         text = render(name)
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(str(path.relative_to(ROOT)))
+                stale.append(str(path))
             continue
         path.write_text(text, encoding="utf-8")
     if stale:
