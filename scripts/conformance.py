@@ -246,6 +246,8 @@ INVALID: list[tuple[str, bytes, str, int | None]] = [
      "open", None),
     ("batch-over-64-packets", wire.encode_batch([wire.encode(Op.HEARTBEAT, i)
                                                  for i in range(65)]), "open", 64),
+    ("ack-over-1024-ids", wire.encode(Op.ACK, 0, body_bytes(Op.ACK, {
+        "app": "demo", "ids": [str(i) for i in range(1, 1026)]})), "open", None),
     ("version-2", raw_packet(Op.HEARTBEAT, 1, ver=2), "await_auth", None),
     ("version-0-inside-batch", wire.encode_batch([raw_packet(Op.HEARTBEAT, 1, ver=0)]), "open",
      None),
@@ -456,7 +458,6 @@ def backoff_file() -> Json:
     walk = list(enumerate(DRAWS))
     parsed: list[tuple[str, Json]] = [("empty-takes-defaults", {}), ("every-field", {
         "base_ms": 200, "factor": 1.5, "jitter": 0.2, "max_ms": 10000}),
-        ("numbers-as-strings", {"base_ms": "300", "max_ms": "9000"}),
         ("factor-below-1", {"factor": 0.5}), ("jitter-above-1", {"jitter": 1.5}),
         ("negative-base", {"base_ms": -1}), ("max-below-base", {"base_ms": 1000, "max_ms": 10}),
         ("not-a-number", {"base_ms": "soon"}), ("null-field", {"factor": None})]
