@@ -79,4 +79,3 @@ def test_app_without_an_admin_key_is_a_usage_error(monkeypatch: pytest.MonkeyPat
                         lambda: clients.clusterfile.load(tmp_path / "none.json"))
     assert main(["app", "show", "demo"]) == 2
     assert "no admin key" in capsys.readouterr().err
-
