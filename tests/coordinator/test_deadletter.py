@@ -21,3 +21,18 @@ def test_memory_unless_a_redis_url_is_given() -> None:
     assert isinstance(open_store("", "pw", 10), MemoryDeadLetters)
     assert isinstance(open_store("memory:", "pw", 10), MemoryDeadLetters)
     assert not isinstance(open_store("redis://127.0.0.1:1/0", "pw", 10), MemoryDeadLetters)
+
+
+async def test_records_have_stable_ids_and_are_taken_once() -> None:
+    store = MemoryDeadLetters(max_per_app=10)
+    await store.put("chat", {"event": "up", "n": 1})
+    await store.put("chat", {"event": "up", "n": 2})
+    listed = await store.listed("chat", 10)
+    assert [r["n"] for _, r in listed] == [2, 1]
+    assert listed == await store.listed("chat", 10)                 # the same ids each time
+    (newest, _), (oldest, _) = listed
+    assert len(newest) == 16 and newest != oldest and int(newest, 16) >= 0
+    assert await store.take("chat", oldest) == {"event": "up", "n": 1}
+    assert await store.take("chat", oldest) is None                 # a second taker: nothing
+    assert await store.take("mail", newest) is None                 # another app's: nothing
+    assert [i for i, _ in await store.listed("chat", 10)] == [newest]
