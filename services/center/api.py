@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushwire_protocol.errors import AuthError, BadRequest, NotFound, Unavailable
+from pushwire_protocol.errors import AuthError, BadRequest, NotFound
 from services.center.admin import AdminKeys, Apps, Rooms, room_view, view
 from services.center.broadcast import BroadcastRequest, Broadcasts, view_json
 from services.center.config import CenterConfig
@@ -191,7 +191,23 @@ class CenterApi:
 
 
 AppHandler = Callable[[web.Request, AppConfig], Awaitable[web.Response]]
-RECORD_ID = re.compile(r"[0-9a-f]{16}", re.ASCII)
+
+
+class RecordId:
+    """A dead letter's id in a path: 16 hex digits (services/coordinator/deadletter.py)."""
+
+    PATTERN = "[0-9a-f]{16}"
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(self.PATTERN, value, re.ASCII):
+            raise BadRequest(f"{name} is 16 hex digits (0-9 a-f)")
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": f"^{self.PATTERN}$"}
+
+
+RECORD_ID = RecordId()
 DEAD_LETTERS_MAX = 1000
 
 
@@ -201,9 +217,8 @@ class AdminApi:
     dead letters, errors and refusals. Every route wants one of center's admin keys, never
     an app's API key; `center` lends the business API's handlers to the app routes."""
 
-    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms, *,
-                 center: CenterApi | None = None, topology: Topology | None = None,
-                 error_log: http.ErrorLog | None = None) -> None:
+    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms, center: CenterApi,
+                 topology: Topology, error_log: http.ErrorLog | None = None) -> None:
         self.keys = keys
         self.apps = apps
         self.rooms = rooms
@@ -212,8 +227,7 @@ class AdminApi:
         self.error_log = error_log or http.ErrorLog()
 
     def routes(self) -> list[web.RouteDef]:
-        app = "/v1/admin/apps/{app}"
-        center = self.center or CenterApi.__new__(CenterApi)    # only names the handlers
+        app, center = "/v1/admin/apps/{app}", self.center
         return [
             web.get("/v1/admin/apps", self.list_apps),
             web.post("/v1/admin/apps", self.create_app),
@@ -305,25 +319,15 @@ class AdminApi:
 
     # -- what the console shows -----------------------------------------------------------------
 
-    def _topology(self) -> Topology:
-        if self.topology is None:
-            raise Unavailable("no topology on this center")
-        return self.topology
-
-    def _parts(self) -> CenterApi:
-        if self.center is None:
-            raise Unavailable("no cluster clients on this center")
-        return self.center
-
     async def show_topology(self, request: web.Request) -> web.Response:
         self.admin(request)
-        probed = await self._topology().probed()
+        probed = await self.topology.probed()
         return web.json_response({"instances": [instance_view(i, p) for i, p in probed],
                                   "at_ms": _now_ms()})
 
     async def errors(self, request: web.Request) -> web.Response:
         self.admin(request)
-        rooms = await self._topology().refusals()
+        rooms = await self.topology.refusals()
         log = self.error_log
         return web.json_response({
             "recent": list(log.recent),
@@ -332,7 +336,7 @@ class AdminApi:
             **rooms})
 
     async def stats(self, request: web.Request, app: AppConfig) -> web.Response:
-        parts, timeout = self._parts(), self._parts().config.rpc_timeout_s
+        parts, timeout = self.center, self.center.config.rpc_timeout_s
         counts = await parts.broadcasts.rooms.app_counts(app.id)
         sessions, users = await parts.pusher.register.count(app.id, timeout)
         _, dead = await parts.coordinator.dead_letters(app.id, 1, timeout)
@@ -345,7 +349,7 @@ class AdminApi:
 
     async def dead_letters(self, request: web.Request, app: AppConfig) -> web.Response:
         limit = LIMIT.parse(dict(request.query))["limit"]
-        parts = self._parts()
+        parts = self.center
         records, count = await parts.coordinator.dead_letters(app.id, limit,
                                                               parts.config.rpc_timeout_s)
         return web.json_response({"count": count, "records": [
@@ -363,10 +367,8 @@ class AdminApi:
 
     async def _resolve(self, request: web.Request, app: AppConfig,
                        replay: bool) -> coordinator_pb2.DeadLetterOutcome:
-        record = request.match_info["record"]
-        if not RECORD_ID.fullmatch(record):
-            raise BadRequest("a dead letter id is 16 hex digits (0-9 a-f)")
-        parts = self._parts()
+        record = RECORD_ID.check("a dead letter id", request.match_info["record"])
+        parts = self.center
         done = await parts.coordinator.resolve_dead_letter(coordinator_pb2.DeadLetterAction(
             app=app.id, id=record, replay=replay), parts.config.rpc_timeout_s + REPLAY_S)
         if not done.found:

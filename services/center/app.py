@@ -62,8 +62,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
         admin = AdminApi(admin_keys, Apps(host.discovery),
-                         Rooms(host.discovery, channels, config.rpc_timeout_s), center=api,
-                         topology=Topology(host.discovery, channels))
+                         Rooms(host.discovery, channels, config.rpc_timeout_s), api,
+                         Topology(host.discovery, channels))
         runner, http_port = await http.start_site(web_app(config, api, admin), config.bind,
                                                   config.http_port, ServerTls.started(config, life))
         server, grpc_port = await start_server(

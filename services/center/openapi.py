@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from services.center.admin import DRAIN, KEY_MIN, MAX_OVERLAP_S
-from services.center.api import KICK, LIMIT, PUBLISH, TOPIC, broadcast_schema, push_schema
+from services.center.api import (
+    KICK,
+    LIMIT,
+    PUBLISH,
+    RECORD_ID,
+    TOPIC,
+    broadcast_schema,
+    push_schema,
+)
 from services.center.config import CenterConfig
 from services.center.topology import KINDS
 from services.kit import openapi
@@ -106,6 +114,9 @@ INSTANCE = json_object(
     addresses={"type": "object", "additionalProperties": {"type": "string"}}, load=COUNT,
     capacity=COUNT, draining={"type": "boolean"}, version={"type": "string"},
     health=_enum("ok", "unreachable"))
+# A room that answered its Info RPC also says these.
+INSTANCE["properties"] |= {"connections": COUNT, "sessions": COUNT, "tasks": COUNT,
+                           "parked": COUNT}
 COUNTS = {"type": "object", "additionalProperties": COUNT}
 ERRORS = json_object(
     recent={"type": "array", "items": json_object(
@@ -122,7 +133,7 @@ STATS = json_object(app={"type": "string"}, connections=COUNT, sessions=COUNT, u
 DEAD_LETTERS = json_object(count=COUNT, records={"type": "array", "items": json_object(
     id={"type": "string"}, event={"type": "string"}, url={"type": "string"},
     body={"type": "string"})})
-RECORD: dict[str, Type] = {**APP, "record": Text(16, 16)}
+RECORD: dict[str, Type] = {**APP, "record": RECORD_ID}
 PAGE = {"type": "string"}
 
 
@@ -154,7 +165,10 @@ def _console_api(config: CenterConfig) -> dict[tuple[str, str], Operation]:
         ("POST", f"{app}/broadcasts"): Operation(
             "start a broadcast (as POST /v1/apps/{app}/broadcasts)", BROADCAST, status=201,
             body=broadcast_schema(config.broadcast_rate_max), path=APP, admin=True,
-            errors=(404, 413, 503)),
+            errors=(404, 413, 503), links={
+                name: ((method, f"{app}/broadcasts/{{id}}"), {
+                    "app": "$request.path.app", "id": "$response.body#/id"})
+                for name, method in (("status", "GET"), ("cancel", "DELETE"))}),
         ("GET", f"{app}/broadcasts/{{id}}"): Operation(
             "a broadcast job's progress", BROADCAST, path=broadcast, admin=True,
             errors=(404, 503)),

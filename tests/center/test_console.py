@@ -21,8 +21,8 @@ NONE: Any = None
 
 async def test_the_console_is_served_with_a_strict_policy() -> None:
     config = CenterConfig()
-    app = web_app(config, CenterApi(config, NONE, NONE, NONE, topics=NONE, broadcasts=NONE),
-                  AdminApi(NONE, NONE, NONE))
+    api = CenterApi(config, NONE, NONE, NONE, topics=NONE, broadcasts=NONE)
+    app = web_app(config, api, AdminApi(NONE, NONE, NONE, api, NONE))
     runner, port = await http.start_site(app, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{port}"
     try:
