@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -233,8 +234,10 @@ async def test_an_operator_broadcasts_cancels_and_drains_in_a_real_browser(
     assert "Draining room-1" in seen["drainStarted"], seen["drainStarted"]
     assert "Drained room-1 100%" in seen["drained"], seen["drained"]
     assert f"{len(drained)} clients moved, 0 left" in seen["drained"], seen["drained"]
-    assert "room-1\tdc1\t0\t100000\tdraining" in seen["roomsAfter"], seen["roomsAfter"]
-    assert f"room-0\tdc1\t{CLIENTS}\t100000\tserving" in seen["roomsAfter"], seen["roomsAfter"]
+    # capacity: the room's max_connections, clamped to this machine's open-files limit
+    assert re.search(r"room-1\tdc1\t0\t\d+\tdraining", seen["roomsAfter"]), seen["roomsAfter"]
+    assert re.search(rf"room-0\tdc1\t{CLIENTS}\t\d+\tserving", seen["roomsAfter"]), \
+        seen["roomsAfter"]
     await eventually(lambda: _all_on(drained, "room-0"), timeout=60)
 
     assert seen["loggedOut"] == "Logged out." and seen["keyKept"] == 0
