@@ -77,16 +77,17 @@ class CoordinatorClient:
 
     async def dead_letters(self, app: str, limit: int, timeout: float) \
             -> tuple[list[coordinator_pb2.DeadLetter], int]:
-        """The newest `limit` dead letters of `app` over every coordinator (each keeps its
-        own without Redis; with Redis they share one list: the same ids, counted once)."""
+        """The newest `limit` dead letters of `app` over every coordinator's store (each keeps
+        its own without Redis; with Redis they share one: asked once)."""
         query = coordinator_pb2.DeadLetterQuery(app=app, limit=limit)
         found: dict[str, coordinator_pb2.DeadLetter] = {}
-        counts: dict[tuple[str, ...], int] = {}
+        counts: dict[str, int] = {}
         for target in sorted(self.peers.addresses()):
             stub = coordinator_pb2_grpc.CoordinatorStub(self._channels.get(target))
             reply = await translate_call(target, stub.DeadLetters(query, timeout=timeout))
-            ids = tuple(r.id for r in reply.records)
-            counts[ids] = max(counts.get(ids, 0), int(reply.count))   # a shared list: once
+            if reply.store in counts:
+                continue
+            counts[reply.store] = int(reply.count)
             found.update((r.id, r) for r in reply.records)
         newest = sorted(found.values(), key=lambda r: -_at_ms(r.record))
         return newest[:limit], sum(counts.values())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import deque
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ DEAD_LETTERS = Counter("pushwire_coordinator_deadletters_total",
 
 
 class DeadLetters(Protocol):
+    identity: str           # the same for every coordinator sharing this store
+
     async def put(self, app: str, record: Record) -> None:
         """Keep `record` for `app` (newest first); raise StoreError when the store fails."""
         ...
@@ -73,6 +76,7 @@ def _with_ids(raw: list[str]) -> list[tuple[str, Record]]:
 
 class MemoryDeadLetters:
     def __init__(self, max_per_app: int) -> None:
+        self.identity = f"memory:{os.getpid()}:{id(self):x}"    # this process's own
         self._max = max_per_app
         self._by_app: dict[str, deque[str]] = {}         # JSON texts, newest first
 
@@ -104,6 +108,8 @@ class MemoryDeadLetters:
 
 class RedisDeadLetters:
     def __init__(self, url: str, prefix: str, max_per_app: int, timeout_s: float = 5.0) -> None:
+        # A digest: the URL may hold a password.
+        self.identity = "redis:" + hashlib.sha256(f"{url} {prefix}".encode()).hexdigest()[:16]
         self._redis = redis.connect(url, timeout_s=timeout_s)
         self._prefix = prefix
         self._max = max_per_app

@@ -44,6 +44,10 @@ class Replayer:
         """The newest `limit` records with their ids, and how many the app has."""
         return await self.deadletters.listed(app, limit), await self.deadletters.count(app)
 
+    @property
+    def store(self) -> str:
+        return self.deadletters.identity
+
     async def resolve(self, app_id: str, record_id: str, replay: bool) -> Resolved:
         """Drop (`replay` False) or replay the record `record_id` of `app_id`."""
         record = await self.deadletters.take(app_id, record_id)

@@ -51,7 +51,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         if not request.app or not 1 <= request.limit <= MAX_LIST:
             raise BadRequest(f"app is required and limit must be 1..{MAX_LIST}")
         records, count = await self.replayer.listed(request.app, request.limit)
-        return coordinator_pb2.DeadLetterList(count=count, records=[
+        return coordinator_pb2.DeadLetterList(count=count, store=self.replayer.store, records=[
             coordinator_pb2.DeadLetter(id=i, record=json.dumps(r)) for i, r in records])
 
     @servicer

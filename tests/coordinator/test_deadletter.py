@@ -17,6 +17,14 @@ async def test_newest_first_and_bounded_per_app() -> None:
     assert await store.count("none") == 0 and await store.recent("none") == []
 
 
+def test_stores_say_which_they_are_without_a_password() -> None:
+    assert MemoryDeadLetters(1).identity != MemoryDeadLetters(1).identity    # each its own
+    one = open_store("redis://:hunter2@127.0.0.1:1/0", "pw", 10)
+    assert one.identity == open_store("redis://:hunter2@127.0.0.1:1/0", "pw", 10).identity
+    assert one.identity != open_store("redis://:hunter2@127.0.0.1:1/0", "px", 10).identity
+    assert "hunter2" not in one.identity and one.identity.startswith("redis:")
+
+
 def test_memory_unless_a_redis_url_is_given() -> None:
     assert isinstance(open_store("", "pw", 10), MemoryDeadLetters)
     assert isinstance(open_store("memory:", "pw", 10), MemoryDeadLetters)

@@ -103,12 +103,14 @@ class DeadLetter(_message.Message):
     def __init__(self, id: _Optional[str] = ..., record: _Optional[str] = ...) -> None: ...
 
 class DeadLetterList(_message.Message):
-    __slots__ = ("records", "count")
+    __slots__ = ("records", "count", "store")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[DeadLetter]
     count: int
-    def __init__(self, records: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., count: _Optional[int] = ...) -> None: ...
+    store: str
+    def __init__(self, records: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., count: _Optional[int] = ..., store: _Optional[str] = ...) -> None: ...
 
 class DeadLetterAction(_message.Message):
     __slots__ = ("app", "id", "replay")
