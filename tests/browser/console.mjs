@@ -101,6 +101,7 @@ try {
   await page.waitForSelector("#flash >> text=/Replayed/");
   seen.replayed = await text("#flash");
   await page.click("#dl-table tr:nth-child(2) button >> text=Drop");
+  await page.click("#dl-table tr:nth-child(2) button >> text=Confirm: Drop");
   await page.waitForSelector("#flash >> text=/Dropped/");
   seen.dropped = await text("#flash");
   await page.waitForSelector("#dl-count >> text=/^0 dead letter/");
@@ -119,6 +120,8 @@ try {
   await page.click("nav a[href='#rooms']");
   if (args.keepRunning) await page.check("#drain-keep");
   await page.click(`#rooms-table button >> text=Drain ${args.room}`);
+  seen.armed = await text(`#rooms-table button.armed`);
+  await page.click(`#rooms-table button >> text=Confirm: Drain ${args.room}`);
   await page.waitForSelector(`#drain-${args.room} .progress`);
   seen.drainStarted = await text(`#drain-${args.room}`);
   await page.waitForSelector(`#drain-${args.room} .progress >> text=/[1-9][0-9]* clients moved/`);

@@ -231,6 +231,7 @@ async def test_an_operator_broadcasts_cancels_and_drains_in_a_real_browser(
     assert "4100" in seen["closed"], seen["closed"]
     assert "missing or wrong admin key" in seen["recent"], seen["recent"]
 
+    assert seen["armed"] == "Confirm: Drain room-1"      # a drain takes a second click
     assert "Draining room-1" in seen["drainStarted"], seen["drainStarted"]
     assert "Drained room-1 100%" in seen["drained"], seen["drained"]
     assert f"{len(drained)} clients moved, 0 left" in seen["drained"], seen["drained"]

@@ -74,6 +74,29 @@ function bar(pct) {   // CSSOM, not a style attribute: the CSP allows no inline 
   return el("div", { class: "bar" }, fill);
 }
 
+// A button for what cannot be undone (drain, drop): the first click arms it ("Confirm: ..."),
+// a second within 10 s acts. Armed keys outlive the table refreshes that redraw the button.
+const armed = new Map();      // key -> the timer that disarms it
+
+function confirmed(key, label, action) {
+  const button = el("button", { type: "button" });
+  const draw = () => {
+    button.textContent = armed.has(key) ? "Confirm: " + label : label;
+    button.className = armed.has(key) ? "armed" : "";
+  };
+  button.addEventListener("click", () => {
+    if (armed.has(key)) {
+      clearTimeout(armed.get(key));
+      armed.delete(key);
+      return action();
+    }
+    armed.set(key, setTimeout(() => { armed.delete(key); draw(); }, 10000));
+    draw();
+  });
+  draw();
+  return button;
+}
+
 const figure = (label, value) => el("div", { class: "figure" }, el("b", { text: value }), label);
 
 // --- login ------------------------------------------------------------------------------------
@@ -250,8 +273,8 @@ async function rooms() {
   const { rooms } = await api("GET", "/v1/admin/rooms");
   table("rooms-table", ["room", "IDC", "connections", "capacity", "state", ""],
     rooms.map((r) => [r.id, r.idc, r.load, r.capacity || "-", r.draining ? "draining" : "serving",
-      r.draining || drains.has(r.id) ? "" : el("button", { type: "button", text: "Drain " + r.id,
-        on: { click: () => drain(r.id) } })]));
+      r.draining || drains.has(r.id) ? ""
+        : confirmed("drain " + r.id, "Drain " + r.id, guarded(() => drain(r.id)))]));
   for (const room of drains.keys()) {
     if (!rooms.some((r) => r.id === room)) finishDrain(room, room + " drained and stopped.");
   }
@@ -341,7 +364,7 @@ async function deadLetters() {
     records.map((r) => [time(r.at_ms), r.event, r.reason, r.status, r.attempts, r.url,
       el("details", {}, el("summary", { text: String(r.body).slice(0, 40) }), el("pre", { text: r.body })),
       el("span", {}, el("button", { type: "button", text: "Replay", on: { click: guarded(act(r, true)) } }), " ",
-        el("button", { type: "button", text: "Drop", on: { click: guarded(act(r, false)) } }))]));
+        confirmed("drop " + r.id, "Drop", guarded(act(r, false))))]));
 }
 
 // --- errors -----------------------------------------------------------------------------------
