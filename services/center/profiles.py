@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushwire_protocol.errors import BadRequest, NotFound
+from services.center.topology import KINDS
 from services.kit.discovery import Discovery, Instance
 from services.kit.profiler import HZ_DEFAULT, HZ_MAX, MAX_S, MIN_S, Profile
 from services.kit.rpc import profiling
 from services.kit.rpc.grpcio import Channels
 from services.kit.schema import Integer, Number, Schema, Text
 
-KINDS = ("room", "register", "saver", "coordinator", "center", "dispatcher")
 FORMATS = {"collapsed": "text/plain", "speedscope": "application/json"}
 PROFILE = Schema({"seconds": Number(MIN_S, MAX_S), "hz": Integer(1, HZ_MAX),
                   "format": Text(1, 16)},
