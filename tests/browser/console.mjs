@@ -1,5 +1,5 @@
 // Drives center's admin console (docs/console.md) in a real headless Chromium, as an operator
-// would, and prints one JSON line: the text the page showed at each step (the test asserts on
+// would (also saving a profile of a room: docs/operations.md §9), and prints one JSON line: the text the page showed at each step (the test asserts on
 // it) and the console/page errors. Screenshots go to `shots` (docs/console-*.png).
 //
 //     CHROMIUM=/usr/bin/chromium node console.mjs '{"url": "http://127.0.0.1:PORT/admin",
@@ -8,6 +8,7 @@
 //
 // Each wait is bounded (playwright's timeout); a step that does not show what it should fails
 // the script (exit 1) with the step's name.
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const args = JSON.parse(process.argv[2]);
@@ -43,6 +44,19 @@ try {
   seen.url = page.url();
   seen.topology = await text("#topology-table");
   await shot("topology");
+
+  step = "profile a room";
+  await page.fill("#profile-seconds", "2");
+  const row = `#topology-table tr:has(td:text-is("${args.room}"))`;
+  const [download] = await Promise.all([page.waitForEvent("download"),
+    page.click(`${row} button >> text=Profile`)]);
+  const stacks = readFileSync(await download.path(), "utf8").split("\n").filter((l) => l);
+  seen.profileName = download.suggestedFilename();
+  seen.profileLines = stacks.length;
+  seen.profileMalformed = stacks.filter((l) => !/^\S.* [0-9]+$/.test(l)).slice(0, 5);
+  seen.profileRoomFrames = stacks.filter((l) => l.includes("(services/room/")).length;
+  await page.waitForSelector("#flash >> text=/Profile of/");
+  seen.profileFlash = await text("#flash");
 
   step = "apps";
   await page.click("nav a[href='#apps']");

@@ -195,6 +195,11 @@ async def test_an_operator_broadcasts_cancels_and_drains_in_a_real_browser(
     assert seen["url"].endswith("/admin/#topology")       # the key never went into a URL
     assert "room-0" in seen["topology"] and "room-1" in seen["topology"]
     assert "unreachable" not in seen["topology"]
+    # A profile of the room, downloaded from the topology page (docs/operations.md §9).
+    assert seen["profileName"] == "room-1.collapsed.txt"
+    assert seen["profileLines"] > 0 and seen["profileMalformed"] == []
+    assert seen["profileRoomFrames"] > 0
+    assert seen["profileFlash"].startswith("Profile of room-1 saved as room-1.collapsed.txt")
     assert f"{CLIENTS}\nconnections" in seen["figures"], seen["figures"]
     assert "100%\nACK rate" in seen["figures"], seen["figures"]      # c7 ACKed the one push
     config = json.loads(seen["config"])

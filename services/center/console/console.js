@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 let timer = null;
 const jobs = new Map();          // broadcast id -> {app, timer}
 const drains = new Map();        // room id -> timer
+const profiling = new Set();     // instance ids being profiled
 
 // --- plumbing ---------------------------------------------------------------------------------
 
@@ -17,7 +18,8 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(method, path, body) {
+// The admin API's answer to one call; an ApiError (with the server's message) unless 2xx.
+async function request(method, path, body) {
   const headers = { Authorization: "Bearer " + sessionStorage.getItem(KEY) };
   const init = { method, headers, cache: "no-store", credentials: "omit" };
   if (body !== undefined) {
@@ -25,13 +27,17 @@ async function api(method, path, body) {
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
-  const data = await response.json().catch(() => ({}));
   if (!response.ok) {
+    const data = await response.json().catch(() => ({}));
     const message = (data.error && data.error.message) || "HTTP " + response.status;
     if (response.status === 401) logout(message);
     throw new ApiError(response.status, message);
   }
-  return data;
+  return response;
+}
+
+async function api(method, path, body) {
+  return (await request(method, path, body)).json().catch(() => ({}));
 }
 
 function el(tag, props, ...children) {
@@ -165,13 +171,48 @@ function guarded(fn) {
 
 async function topology() {
   const { instances, at_ms } = await api("GET", "/v1/admin/topology");
-  table("topology-table", ["kind", "id", "IDC", "address", "load", "state", "version", "health"],
+  table("topology-table", ["kind", "id", "IDC", "address", "load", "state", "version", "health",
+    "profile"],
     instances.map((i) => [i.kind, i.id, i.idc,
       Object.entries(i.addresses).map(([role, a]) => role + " " + a).join(", "),
       i.kind === "room" ? i.load + " / " + (i.capacity || "-") : "",
       i.draining ? "draining" : "serving", i.version || "-",
-      el("span", { class: i.health === "ok" ? "ok" : "bad", text: i.health })]));
+      el("span", { class: i.health === "ok" ? "ok" : "bad", text: i.health }),
+      profileCell(i)]));
   $("topology-at").textContent = "Updated " + time(at_ms) + ".";
+}
+
+// Instances with internal gRPC can be profiled (docs/operations.md §9); the dispatcher cannot.
+function profileCell(instance) {
+  if (!("grpc" in instance.addresses)) return "";
+  if (profiling.has(instance.id)) return el("span", { class: "muted", text: "sampling…" });
+  return el("button", { type: "button", on: { click: guarded(() => profile(instance.id)) } },
+    "Profile");
+}
+
+async function profile(id) {
+  const seconds = Number($("profile-seconds").value);
+  const body = { seconds, format: $("profile-format").value };
+  profiling.add(id);
+  flash("Sampling " + id + " for " + seconds + " s…");
+  guarded(topology)();
+  try {
+    const response = await request("POST",
+      "/v1/admin/instances/" + encodeURIComponent(id) + "/profile", body);
+    const disposition = response.headers.get("Content-Disposition") || "";
+    const name = (/filename="([^"]+)"/.exec(disposition) || [])[1] || id + ".profile";
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    flash("Profile of " + id + " saved as " + name + ": " +
+      response.headers.get("X-Profile-Ticks") + " samples in " +
+      response.headers.get("X-Profile-Seconds") + " s.");
+  } finally {
+    profiling.delete(id);
+  }
 }
 
 let lastTotals = null;    // {app, at_ms, stored}: pushes per second between two refreshes
