@@ -23,11 +23,11 @@ from services.kit.discovery import Discovery, Instance
 from services.kit.profiler import HZ_DEFAULT, HZ_MAX, MAX_S, MIN_S, Profile
 from services.kit.rpc import profiling
 from services.kit.rpc.grpcio import Channels
-from services.kit.schema import Integer, Number, Schema, Text
+from services.kit.schema import Integer, Number, OneOf, Schema
 
 FORMATS = {"collapsed": "text/plain", "speedscope": "application/json"}
 PROFILE = Schema({"seconds": Number(MIN_S, MAX_S), "hz": Integer(1, HZ_MAX),
-                  "format": Text(1, 16)},
+                  "format": OneOf(tuple(FORMATS))},
                  defaults={"seconds": 10.0, "hz": HZ_DEFAULT, "format": "collapsed"})
 
 
@@ -62,9 +62,7 @@ class Profiles:
     async def take(self, instance_id: str, body: dict[str, Any]) -> Download:
         """Profile `instance_id` for the body's seconds and answer the chosen format."""
         checked = PROFILE.parse(body)
-        media = FORMATS.get(checked["format"])
-        if media is None:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        media = FORMATS[checked["format"]]
         target = self.find(instance_id).addresses["grpc"]
         profile = await profiling.profile(self.channels, target, checked["seconds"],
                                           checked["hz"], self.timeout_s)

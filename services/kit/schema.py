@@ -132,6 +132,21 @@ class Number:
 
 
 @dataclass(frozen=True, slots=True)
+class OneOf:
+    """One of a few strings (a format, a mode)."""
+
+    values: tuple[str, ...]
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.values:
+            raise BadRequest(f"{name} must be one of {', '.join(self.values)}")
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.values)}
+
+
+@dataclass(frozen=True, slots=True)
 class Boolean:
     def check(self, name: str, value: Any) -> bool:
         if not isinstance(value, bool):
