@@ -1,0 +1,153 @@
+"""The JavaScript SDK, @pushwire/client (sdk/js, issue #12): its own test suite (`npm test`:
+unit tests and tests against a real `pushwire dev` cluster it starts), and the example web page
+in a real headless Chromium over wss:// with a cross-origin route request, a push arriving and
+being acknowledged (message status `acked`).
+
+Both need `npm ci` in sdk/js (scripts/test runs it); the browser test also Debian's chromium and
+`npm ci` in tests/browser. Skipped without them outside CI only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from pushwire_sdk.trust import client_context
+from services.kit.http import start_site
+from services.kit.tls import server_context
+from tests.integration.test_dev import free_offset, pushwire
+from tests.integration.test_tls import BROWSER, CHROMIUM, banner_of, spki_hash
+
+pytestmark = pytest.mark.integration
+
+SDK = Path(__file__).parent.parent.parent / "sdk" / "js"
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+READY = NODE is not None and NPM is not None and (SDK / "node_modules" / "typescript").exists()
+needs_sdk = pytest.mark.skipif(not READY and os.environ.get("CI") != "true",
+                               reason="needs node, npm and `npm ci` in sdk/js "
+                                      "(scripts/test does it)")
+
+
+def env_without_cluster_urls(home: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PUSHWIRE_DISPATCHER_URL", "PUSHWIRE_CENTER_URL", "PUSHWIRE_API_KEY")}
+    if home is not None:
+        env["PUSHWIRE_HOME"] = str(home)
+    return env
+
+
+@needs_sdk
+def test_npm_test_of_the_js_sdk_passes() -> None:
+    assert READY, "no node/npm or no `npm ci` in sdk/js"
+    done = subprocess.run([str(NPM), "test"], cwd=SDK, env=env_without_cluster_urls(),
+                          capture_output=True, text=True, timeout=600)
+    summary = [line for line in done.stdout.splitlines() if line.startswith("# ")]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "# fail 0" in summary and not any(line == "# pass 0" for line in summary), summary
+
+
+@needs_sdk
+@pytest.mark.skipif((not (BROWSER / "node_modules" / "playwright-core").exists()
+                     or CHROMIUM is None) and os.environ.get("CI") != "true",
+                    reason="needs Debian's chromium and `npm ci` in tests/browser "
+                           "(scripts/test does it)")
+def test_the_example_page_gets_a_push_over_wss_in_chromium_and_acks_it(
+        tmp_path: Path) -> None:
+    assert READY and CHROMIUM is not None, "no chromium, node or `npm ci`"
+    bundle = tmp_path / "pushwire.min.js"
+    built = subprocess.run([str(NODE), "scripts/bundle.mjs", str(bundle)], cwd=SDK,
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    env = env_without_cluster_urls(tmp_path)
+    dev = subprocess.Popen(pushwire("dev", "--tls", "--port-offset", str(free_offset(tmp_path))),
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = banner_of(dev)
+        assert "pushwire dev is up" in banner, banner
+        cluster = json.loads((tmp_path / "dev" / "cluster.json").read_text())
+        assert cluster["dispatcher"].startswith("https://")
+        message_id = push(env, "to the page")
+        token = subprocess.run(pushwire("token", "--app", "demo", "--uid", "browser"), env=env,
+                               capture_output=True, text=True, timeout=30,
+                               check=True).stdout.strip()
+        result = asyncio.run(open_example_page(tmp_path, bundle, cluster["dispatcher"], token))
+        assert result["id"] == message_id and isinstance(result["id"], str), result
+        assert result["data"] == "to the page" and result["kind"] == "unicast", result
+        assert result["endpoint"].startswith("wss://127.0.0.1:"), result
+        ca = tmp_path / "dev" / "tls" / "ca.pem"
+        assert asyncio.run(state_when_settled(cluster, message_id, ca)) == "acked"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
+
+
+def push(env: dict[str, str], data: str) -> str:
+    """`pushwire push` to uid `browser` before the page opens: replayed on its connect."""
+    done = subprocess.run(pushwire("push", "--app", "demo", "--uid", "browser", "--data", data),
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    message_id = json.loads(done.stdout)["messages"][0]["id"]
+    assert isinstance(message_id, str)
+    return message_id
+
+
+async def open_example_page(home: Path, bundle: Path, dispatcher: str,
+                            token: str) -> dict[str, object]:
+    """Serve sdk/js/examples/web with the bundle over https on an origin of its own (so the
+    route request is cross-origin) and let Chromium run it until it reports the push."""
+    files = {"/": SDK / "examples" / "web" / "index.html",
+             "/app.js": SDK / "examples" / "web" / "app.js", "/pushwire.min.js": bundle}
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        path = files.get(request.path)
+        return web.FileResponse(path) if path else web.Response(status=404)
+
+    site = web.Application()
+    site.router.add_get("/{name:.*}", serve)
+    tls = home / "dev" / "tls"
+    runner, port = await start_site(site, "127.0.0.1", 0,
+                                    server_context(tls / "server.pem", tls / "server-key.pem"))
+    query = urllib.parse.urlencode({"dispatcher": dispatcher, "app": "demo", "uid": "browser",
+                                    "token": token, "connect": "", "once": ""})
+    args = json.dumps({"url": f"https://127.0.0.1:{port}/?{query}", "executable": CHROMIUM,
+                       "spki": spki_hash(tls / "server.pem"), "timeoutMs": 60000})
+    try:
+        node = await asyncio.create_subprocess_exec(
+            str(NODE), str(BROWSER / "open_page.mjs"), args, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(node.communicate(), 120)
+    finally:
+        await runner.cleanup()
+    assert node.returncode == 0, err.decode()
+    result = json.loads(out)
+    assert isinstance(result, dict) and "error" not in result, result
+    return result
+
+
+async def state_when_settled(cluster: dict[str, object], message_id: str, ca: Path) -> str:
+    """The message's state once it is no longer `stored` (polled, 30 s at most)."""
+    apps = cluster["apps"]
+    assert isinstance(apps, dict)
+    headers = {"Authorization": f"Bearer {apps['demo']['api_key']}"}
+    url = f"{cluster['center']}/v1/apps/demo/messages/{message_id}"
+    deadline = time.monotonic() + 30
+    connector = aiohttp.TCPConnector(ssl=client_context(ca))
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+        while True:
+            async with http.get(url) as reply:
+                assert reply.status == 200, await reply.text()
+                state = str((await reply.json())["state"])
+            if state != "stored" or time.monotonic() > deadline:
+                return state
+            await asyncio.sleep(0.1)
