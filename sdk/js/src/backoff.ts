@@ -23,19 +23,26 @@ export const DEFAULT_BACKOFF: Backoff = Object.freeze({ baseMs: 500, factor: 2, 
 
 /** The `backoff` object of a route reply; ProtocolError when a field is unusable. */
 export function backoffOf(raw: Record<string, unknown>): Backoff {
-  const pick = (key: string, fallback: number): number => {
-    const value = raw[key] ?? fallback;
-    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
-      throw new ProtocolError("bad backoff policy in route reply");
-    }
-    return value;
-  };
-  const policy = { baseMs: Math.trunc(pick("base_ms", DEFAULT_BACKOFF.baseMs)),
-                   factor: pick("factor", DEFAULT_BACKOFF.factor),
-                   jitter: pick("jitter", DEFAULT_BACKOFF.jitter),
-                   maxMs: Math.trunc(pick("max_ms", DEFAULT_BACKOFF.maxMs)) };
-  if (policy.factor < 1 || policy.jitter > 1 || policy.maxMs < policy.baseMs) throw new ProtocolError("bad backoff policy in route reply");
+  const policy = { baseMs: field(raw, "base_ms", DEFAULT_BACKOFF.baseMs, true),
+                   factor: field(raw, "factor", DEFAULT_BACKOFF.factor, false),
+                   jitter: field(raw, "jitter", DEFAULT_BACKOFF.jitter, false),
+                   maxMs: field(raw, "max_ms", DEFAULT_BACKOFF.maxMs, true) };
+  if (policy.baseMs < 0 || policy.factor < 1 || !(policy.jitter >= 0 && policy.jitter <= 1)
+      || policy.maxMs < policy.baseMs) {
+    throw new ProtocolError("bad backoff policy in route reply");
+  }
   return policy;
+}
+
+/** One field: absent takes the default; a number, or a decimal text (`"300"`) as Python reads it. */
+function field(raw: Record<string, unknown>, key: string, fallback: number, integer: boolean): number {
+  const value = raw[key];
+  if (value === undefined) return fallback;
+  const pattern = integer ? /^\s*[+-]?\d+\s*$/ : /^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/;
+  const number = typeof value === "number" ? value : typeof value === "string" && pattern.test(value)
+    ? Number(value) : NaN;
+  if (!Number.isFinite(number)) throw new ProtocolError("bad backoff policy in route reply");
+  return integer ? Math.trunc(number) : number;
 }
 
 /** The delay before reconnect `attempt` (0 first), in ms; `rand()` in [0, 1), 0.5 nominal. */

@@ -25,12 +25,12 @@
  * `close()` sends the gathered ACKs, closes the socket and clears every timer it set.
  */
 
-import { closeAction } from "./close.js";
+import { ending } from "./close.js";
 import { type Backoff, DEFAULT_BACKOFF, delayMs } from "./backoff.js";
 import { ClientClosed, ProtocolError, PushwireError, Unavailable, fromCode } from "./errors.js";
 import * as protocol from "./protocol.js";
 import type { AuthReply, Event, Message, UpReply } from "./protocol.js";
-import { type Fetch, fetchRoute, hostport, type Route } from "./route.js";
+import { candidates, type Fetch, fetchRoute, hostport, type Route } from "./route.js";
 import { Seen } from "./seen.js";
 import { type CursorStorage, cursorKey, defaultStorage, maxId } from "./storage.js";
 import { Op } from "./wire.js";
@@ -327,17 +327,14 @@ export class PushClient {
     return false;
   }
 
-  /** RECONNECT's endpoints, the sticky room, the last good one, the route's others. */
+  /** The endpoints to try this round (route.ts `candidates`); a RECONNECT's are used once. */
   private async candidates(): Promise<string[]> {
     const current = await this.currentRoute();
     const moved = this.moved?.endpoints ?? [];
     this.moved = undefined;
-    const offered = current?.endpoints ?? [];
-    const everything = [...new Set([...moved, ...offered.slice(0, 1), this.good, ...offered.slice(1)])]
-      .filter((e) => e);
-    const fresh = everything.filter((e) => !this.failed.has(hostport(e)));
-    if (!fresh.length) this.failed.clear();
-    return fresh.length ? fresh : everything;
+    const found = candidates(moved, current?.endpoints ?? [], this.good, this.failed);
+    if (found.every((e) => this.failed.has(hostport(e)))) this.failed.clear();
+    return found;
   }
 
   /** The cached route or a new one; undefined when the dispatcher is unreachable now. */
@@ -377,14 +374,14 @@ export class PushClient {
     });
     const { link, code, reason } = close;
     this.dropped(link);
-    if (link.kicked) throw new ClientClosed(link.kicked.code || code || KICKED, link.kicked.reason);
-    const action = closeAction(code);
-    if (action !== "reconnect") {
-      if (action === "renew" && typeof this.options.token === "function" && !this.renewed) {
-        this.renewed = true;
-        return "renew";
-      }
-      throw new ClientClosed(code, reason || link.error || "");
+    const end = ending(code, link.kicked ?? null,
+                       typeof this.options.token === "function" && !this.renewed);
+    if (end.decision === "renew_token") {
+      this.renewed = true;
+      return "renew";
+    }
+    if (end.decision === "stop") {
+      throw new ClientClosed(end.reportedCode ?? code, link.kicked?.reason || reason || link.error || "");
     }
     this.lastClose = code;
     return this.stopped || link.authed ? "ended" : "unreachable";

@@ -6,7 +6,7 @@ export type { AuthReply, Kind, Message, UpReply } from "./protocol.js";
 export { type Backoff, DEFAULT_BACKOFF, delayMs } from "./backoff.js";
 export { type CursorStorage, MemoryStorage } from "./storage.js";
 export { type Fetch, type Route } from "./route.js";
-export { closeAction, type CloseAction } from "./close.js";
+export { closeAction, type Decision, ending, type Ending } from "./close.js";
 export {
   AuthError, BadRequest, ClientClosed, LimitError, NotFound, Overloaded, ProtocolError,
   PushwireError, Unavailable,

@@ -41,6 +41,20 @@ export function hostport(endpoint: string): string {
   return match ? match[1]! : endpoint;
 }
 
+/**
+ * The endpoints to try, in order (conformance/close_codes.json `reconnect`): RECONNECT's
+ * (`moved`), the route's first (the sticky room), the last one that worked (a resume needs
+ * the same room), the route's others; each once; without those whose host:port failed since
+ * the last session, unless that leaves none.
+ */
+export function candidates(moved: readonly string[], offered: readonly string[], lastGood: string,
+                           failed: ReadonlySet<string>): string[] {
+  const everything = [...new Set([...moved, ...offered.slice(0, 1), lastGood, ...offered.slice(1)])]
+    .filter((e) => e);
+  const fresh = everything.filter((e) => !failed.has(hostport(e)));
+  return fresh.length ? fresh : everything;
+}
+
 /** The URL of a route request. */
 export function routeUrl(dispatcherUrl: string, query: RouteQuery): string {
   const params = new URLSearchParams({ app: query.app, uid: query.uid, net: query.net });
