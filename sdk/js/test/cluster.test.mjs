@@ -172,6 +172,32 @@ test("after a dropped socket the session resumes: same session, pushes meanwhile
   }
 });
 
+test("the negotiated heartbeat notices a link that went silent; the session resumes", async () => {
+  await cluster.pushwire("app", "set", "demo", "--set", "heartbeat_min_s=1");
+  const proxy = await Proxy.start(cluster.banner);
+  class ViaProxy extends WebSocket {
+    constructor(url, protocols) { super(proxy.via(url), protocols); }
+  }
+  try {
+    const made = await until(async () => {      // the app change reaches the rooms
+      const [candidate] = await connected("silent", { WebSocket: ViaProxy, heartbeatS: 2 });
+      if (candidate.session.heartbeatS === 2) return candidate;
+      await candidate.close();
+    }, "a 2 s heartbeat negotiated");
+    const seen = new Recorder(made);
+    const session = made.session.sessionId;
+    proxy.freeze();                 // no FIN, no close frame: nothing comes back any more
+    const back = await seen.state((s) => s.state === "open", "open again", 30_000);
+    assert.deepEqual([back.session.resumed, back.session.sessionId], [true, session]);
+    assert.ok(seen.states.some((s) => s.state === "reconnecting" && s.code === 1006));
+    const id = await cluster.push("silent", "after the silence");
+    await seen.message((m) => m.id === id);
+    await acked(id);
+  } finally {
+    proxy.close();
+  }
+});
+
 test("a WebSocket class passed in (the ws package) works the same", async () => {
   const [, seen] = await connected("injected", { WebSocket: Ws });
   const id = await cluster.push("injected", "via ws");
@@ -263,6 +289,14 @@ class Proxy {
   via(url) {
     const port = Number(new URL(url).port);
     return url.replace(`:${port}/`, `:${this.ports.get(port)}/`);
+  }
+
+  /** Stop relaying on every connection, leaving them open: a link gone silent. */
+  freeze() {
+    for (const socket of this.sockets) {
+      socket.unpipe();
+      socket.pause();
+    }
   }
 
   /** Drop every relayed connection at once: no close frame, no FIN from the client. */
