@@ -33,6 +33,7 @@ import type { AuthReply, Event, Message, UpReply } from "./protocol.js";
 import { candidates, type Fetch, fetchRoute, hostport, type Route } from "./route.js";
 import { Seen } from "./seen.js";
 import { type CursorStorage, cursorKey, defaultStorage, maxId } from "./storage.js";
+import { encodeUtf8 } from "./utf8.js";
 import { Op } from "./wire.js";
 
 export const HEARTBEAT_REPLY_MS = 10_000;  // no answer to a HEARTBEAT within this: dead link
@@ -260,7 +261,7 @@ export class PushClient {
   /** Send upstream data to the app's webhook for `type` (docs/protocol.md §6). */
   async sendUp(app: string, type: string, body: Uint8Array | string,
                timeoutMs?: number): Promise<UpReply> {
-    const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
+    const bytes = typeof body === "string" ? encodeUtf8(body) : body;
     const reply = await this.request(Op.UP_REPLY, (seq) => protocol.up(seq, app, type, bytes), timeoutMs);
     return protocol.upReplyOf(reply);
   }
@@ -392,7 +393,7 @@ export class PushClient {
     try {
       ws = new this.WebSocket(endpoint, protocol.SUBPROTOCOL);
     } catch {
-      queueMicrotask(() => ended({ code: 1006, reason: "cannot open" }));
+      void Promise.resolve().then(() => ended({ code: 1006, reason: "cannot open" }));
       return { ws: inert, endpoint, authed: false, lastRx: 0, ended };
     }
     const link: Link = { ws, endpoint, authed: false, lastRx: 0, ended: once(ended) };

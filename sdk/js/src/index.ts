@@ -5,6 +5,7 @@ export type { ClientOptions, State, StateChange, WebSocketClass, WebSocketLike }
 export type { AuthReply, Kind, Message, UpReply } from "./protocol.js";
 export { type Backoff, DEFAULT_BACKOFF, delayMs } from "./backoff.js";
 export { type CursorStorage, MemoryStorage } from "./storage.js";
+export { decodeUtf8, encodeUtf8 } from "./utf8.js";
 export { type Fetch, type Route } from "./route.js";
 export { closeAction, type Decision, ending, type Ending } from "./close.js";
 export {

@@ -6,9 +6,7 @@
  */
 
 import { ProtocolError } from "./errors.js";
-
-const utf8 = new TextEncoder();
-const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
+import { decodeUtf8, encodeUtf8 } from "./utf8.js";
 
 const VARINT = 0;
 const I64 = 1;
@@ -32,7 +30,7 @@ export class Writer {
   }
 
   string(field: number, value: string): this {
-    return value ? this.bytesField(field, utf8.encode(value)) : this;
+    return value ? this.bytesField(field, encodeUtf8(value)) : this;
   }
 
   bytesField(field: number, value: Uint8Array): this {
@@ -109,11 +107,7 @@ export function packedVarints(bytes: Uint8Array): bigint[] {
 }
 
 export function text(bytes: Uint8Array): string {
-  try {
-    return fromUtf8.decode(bytes);
-  } catch {
-    throw new ProtocolError("bad packet body: a string is not UTF-8");
-  }
+  return decodeUtf8(bytes);
 }
 
 const EMPTY = new Uint8Array(0);
