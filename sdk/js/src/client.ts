@@ -526,13 +526,16 @@ export class PushClient {
     this.seen.advance(app, id, "handed");
     if (message.kind === "broadcast") this.saveCursor(app, id);
     let handled: unknown[];
+    const failed = (): void => this.seen.forget(app, id);   // not acknowledged: the next copy is handed out
     try {
       handled = [...this.listeners.message].map((listener) => listener(message));
     } catch {
-      return;      // not acknowledged: the room delivers it again
+      failed();
+      return;
     }
-    if (!this.options.autoAck) return;
-    Promise.all(handled).then(() => this.ack(message), () => undefined);
+    Promise.all(handled).then(() => {
+      if (this.options.autoAck) this.ack(message);
+    }, failed);
   }
 
   private gatherAck(app: string, id: string): void {

@@ -36,6 +36,11 @@ export class Seen {
     return this.stages.get(keyOf(app, id));
   }
 
+  /** Forget a message: its next copy counts as new (the application failed to handle it). */
+  forget(app: string, id: string): void {
+    this.stages.delete(keyOf(app, id));
+  }
+
   /** Move a remembered message to `stage`; a forgotten one stays forgotten. */
   advance(app: string, id: string, stage: Stage): void {
     const key = keyOf(app, id);

@@ -57,9 +57,8 @@ test("messages stored while offline are replayed on connect, then acked", async 
 });
 
 test("a message the handler fails on is not acked, and comes back", async () => {
-  let refused = 0;
   const [made, seen] = client("refuse");
-  made.on("message", () => { if (refused++ === 0) throw new Error("the app failed"); });
+  made.on("message", (m) => { if (text(m) === "again") throw new Error("the app failed"); });
   await made.connect();
   const id = await cluster.push("refuse", "again");
   await seen.message((m) => m.id === id);
@@ -123,6 +122,12 @@ test("UP reaches the app's webhook and its reply comes back", async () => {
   } finally {
     hook.close();
   }
+});
+
+test("an unknown app is refused for good by the dispatcher", async () => {
+  const [made] = client("nobody", { app: "no-such-app" });
+  await assert.rejects(made.connect(), (error) => error.name === "NotFound" && error.code === 1006);
+  assert.equal(made.state, "closed");
 });
 
 test("a kick stops the client: closed with ClientClosed 4102, no reconnect", async () => {

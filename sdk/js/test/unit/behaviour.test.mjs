@@ -42,6 +42,8 @@ test("dedupe: a copy is reported once seen, and the oldest is forgotten first", 
   assert.equal(seen.stage("other", "1"), undefined);
   assert.equal(seen.stage("demo", "1"), "acked");
   assert.equal(seen.size, 2);
+  seen.forget("demo", "1");
+  assert.equal(seen.add("demo", "1"), true);        // handed out again
 });
 
 test("route requests report failed endpoints as host:port and the attempt", () => {
