@@ -14,9 +14,13 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -57,49 +61,100 @@ def test_npm_test_of_the_js_sdk_passes() -> None:
     assert "# fail 0" in summary and not any(line == "# pass 0" for line in summary), summary
 
 
+@dataclass(frozen=True)
+class TlsDev:
+    """A `pushwire dev --tls` cluster: its home, the environment of its CLI, cluster.json."""
+
+    home: Path
+    env: dict[str, str]
+    info: dict[str, Any]
+
+    @property
+    def ca(self) -> Path:
+        return self.home / "dev" / "tls" / "ca.pem"
+
+    def push(self, uid: str, data: str) -> str:
+        """`pushwire push`; the message id (a string)."""
+        done = subprocess.run(pushwire("push", "--app", "demo", "--uid", uid, "--data", data),
+                              env=self.env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        message_id = json.loads(done.stdout)["messages"][0]["id"]
+        assert isinstance(message_id, str)
+        return message_id
+
+    def token(self, uid: str) -> str:
+        return subprocess.run(pushwire("token", "--app", "demo", "--uid", uid), env=self.env,
+                              capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+
+    def state_when_settled(self, message_id: str) -> str:
+        return asyncio.run(state_when_settled(self.info, message_id, self.ca))
+
+
+@pytest.fixture(scope="module")
+def tls_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDev]:
+    home = tmp_path_factory.mktemp("tls-dev")
+    env = env_without_cluster_urls(home)
+    dev = subprocess.Popen(pushwire("dev", "--tls", "--port-offset", str(free_offset(home))),
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = banner_of(dev)
+        assert "pushwire dev is up" in banner, banner
+        info = json.loads((home / "dev" / "cluster.json").read_text())
+        assert info["dispatcher"].startswith("https://")
+        yield TlsDev(home, env, info)
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
+
+
 @needs_sdk
 @pytest.mark.skipif((not (BROWSER / "node_modules" / "playwright-core").exists()
                      or CHROMIUM is None) and os.environ.get("CI") != "true",
                     reason="needs Debian's chromium and `npm ci` in tests/browser "
                            "(scripts/test does it)")
 def test_the_example_page_gets_a_push_over_wss_in_chromium_and_acks_it(
-        tmp_path: Path) -> None:
+        tls_dev: TlsDev, tmp_path: Path) -> None:
     assert READY and CHROMIUM is not None, "no chromium, node or `npm ci`"
     bundle = tmp_path / "pushwire.min.js"
     built = subprocess.run([str(NODE), "scripts/bundle.mjs", str(bundle)], cwd=SDK,
                            capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
-    env = env_without_cluster_urls(tmp_path)
-    dev = subprocess.Popen(pushwire("dev", "--tls", "--port-offset", str(free_offset(tmp_path))),
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    message_id = tls_dev.push("browser", "to the page")      # replayed when the page connects
+    result = asyncio.run(open_example_page(tls_dev.home, bundle, tls_dev.info["dispatcher"],
+                                           tls_dev.token("browser")))
+    assert result["id"] == message_id and isinstance(result["id"], str), result
+    assert result["data"] == "to the page" and result["kind"] == "unicast", result
+    assert str(result["endpoint"]).startswith("wss://127.0.0.1:"), result
+    assert tls_dev.state_when_settled(message_id) == "acked"
+
+
+@needs_sdk
+def test_listen_example_on_wss_trusts_the_ca_it_is_given(tls_dev: TlsDev) -> None:
+    assert READY, "no node/npm or no `npm ci` in sdk/js"
+    listen = subprocess.Popen(
+        [str(NODE), "examples/listen.mjs", "--dispatcher", tls_dev.info["dispatcher"],
+         "--app", "demo", "--uid", "node", "--token", tls_dev.token("node"),
+         "--ca", str(tls_dev.ca)],
+        cwd=SDK, env=env_without_cluster_urls(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(90, listen.kill)      # bounds every read below
+    watchdog.start()
     try:
-        banner = banner_of(dev)
-        assert "pushwire dev is up" in banner, banner
-        cluster = json.loads((tmp_path / "dev" / "cluster.json").read_text())
-        assert cluster["dispatcher"].startswith("https://")
-        message_id = push(env, "to the page")
-        token = subprocess.run(pushwire("token", "--app", "demo", "--uid", "browser"), env=env,
-                               capture_output=True, text=True, timeout=30,
-                               check=True).stdout.strip()
-        result = asyncio.run(open_example_page(tmp_path, bundle, cluster["dispatcher"], token))
-        assert result["id"] == message_id and isinstance(result["id"], str), result
-        assert result["data"] == "to the page" and result["kind"] == "unicast", result
-        assert result["endpoint"].startswith("wss://127.0.0.1:"), result
-        ca = tmp_path / "dev" / "tls" / "ca.pem"
-        assert asyncio.run(state_when_settled(cluster, message_id, ca)) == "acked"
+        assert listen.stderr is not None and listen.stdout is not None
+        opened = next((line for line in listen.stderr if line.startswith("open ")), "")
+        assert " on wss://127.0.0.1:" in opened, opened
+        message_id = tls_dev.push("node", "to node")
+        printed = json.loads(listen.stdout.readline())
+        assert printed == {"id": message_id, "app": "demo", "kind": "unicast", "data": "to node"}
+        assert tls_dev.state_when_settled(message_id) == "acked"
+        listen.send_signal(signal.SIGINT)
+        assert listen.wait(30) == 0
     finally:
-        dev.send_signal(signal.SIGINT)
-        dev.communicate(timeout=30)
-
-
-def push(env: dict[str, str], data: str) -> str:
-    """`pushwire push` to uid `browser` before the page opens: replayed on its connect."""
-    done = subprocess.run(pushwire("push", "--app", "demo", "--uid", "browser", "--data", data),
-                          env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    message_id = json.loads(done.stdout)["messages"][0]["id"]
-    assert isinstance(message_id, str)
-    return message_id
+        watchdog.cancel()
+        if listen.poll() is None:
+            listen.kill()
+        listen.communicate()
 
 
 async def open_example_page(home: Path, bundle: Path, dispatcher: str,
@@ -135,7 +190,7 @@ async def open_example_page(home: Path, bundle: Path, dispatcher: str,
     return result
 
 
-async def state_when_settled(cluster: dict[str, object], message_id: str, ca: Path) -> str:
+async def state_when_settled(cluster: dict[str, Any], message_id: str, ca: Path) -> str:
     """The message's state once it is no longer `stored` (polled, 30 s at most)."""
     apps = cluster["apps"]
     assert isinstance(apps, dict)
