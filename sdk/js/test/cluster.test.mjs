@@ -250,13 +250,19 @@ test("examples/listen.mjs prints a push sent with `pushwire push` as one JSON li
 });
 
 // Last: the drained room keeps running (draining) and takes no new client afterwards.
-test("a draining room's RECONNECT moves the client to the other room", async () => {
+test("a draining room's RECONNECT moves the client to the other room, topics bound again", async () => {
   const [made, seen] = await connected("mover");
+  await made.bind("", "", ["moves"]);
   const from = made.session.room;
   await cluster.pushwire("drain", from, "--keep-running", "--timeout", "60");
   const moved = await seen.state((s) => s.state === "open", "open again", 30_000, 2);
   assert.notEqual(moved.session.room, from);
+  assert.equal(moved.session.resumed, false);            // a new session in another room
   assert.ok(seen.states.some((s) => s.state === "reconnecting" && s.code === 4003));
+  await until(async () => {        // the SDK's BIND of the new session may still be on its way
+    await cluster.api("POST", "/topics/moves/publish", { data: "bound again" });
+    return seen.messages.some((m) => m.topic === "moves");
+  }, "a topic message after the move");
   const id = await cluster.push("mover", "after the move");
   await seen.message((m) => m.id === id);
   await acked(id);

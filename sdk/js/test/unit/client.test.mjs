@@ -14,6 +14,7 @@ import { until } from "../support/wait.mjs";
 class MemorySocket {
   static opened = [];
   static refuse = new Set();        // endpoints that close before AUTH_REPLY
+  static resumes = false;           // AUTH_REPLY says the session was resumed
 
   constructor(url, protocols) {
     Object.assign(this, { url, protocols, protocol: "pushwire.v1", binaryType: "blob", packets: [] });
@@ -26,8 +27,14 @@ class MemorySocket {
     const [packet] = decode(data);
     this.packets.push(packet);
     if (packet.op === Op.AUTH) {
-      const reply = new Writer().string(1, `s-${MemorySocket.opened.length}`).uint(2, 240).string(3, "resume").finish();
+      const reply = new Writer().string(1, `s-${MemorySocket.opened.length}`).uint(2, 240).string(3, "resume")
+        .bool(5, MemorySocket.resumes).finish();
       this.deliver(encode(Op.AUTH_REPLY, packet.seq, reply));
+    } else if (packet.op === Op.BIND) {
+      const topics = [...fields(packet.body)].filter((f) => f.field === 3);
+      const reply = new Writer();
+      for (const topic of topics) reply.string(2, text(topic.bytes));
+      this.deliver(encode(Op.BIND_REPLY, packet.seq, reply.finish()));
     }
   }
 
@@ -74,6 +81,7 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
   MemorySocket.opened = [];
   MemorySocket.refuse.clear();
+  MemorySocket.resumes = false;
 });
 
 test("ACKs gathered in one moment leave as one packet per app, at most 256 ids each", async () => {
@@ -138,3 +146,17 @@ test("RECONNECT sends the client to its endpoints first, after its delay", async
   await until(() => MemorySocket.opened.length === 2 && made.session, "moved");
   assert.equal(MemorySocket.opened[1].url, "ws://r9/");
 });
+
+for (const resumes of [false, true]) {
+  test(`after a reconnect ${resumes ? "that resumed, nothing is bound again" : "that did not resume, topics are bound again"}`, async () => {
+    MemorySocket.resumes = resumes;
+    const { made } = client();
+    await made.connect();
+    assert.deepEqual(await made.bind("", "", ["a", "b"]), ["a", "b"]);
+    made.networkChanged("wifi");
+    await until(() => MemorySocket.opened.length === 2 && made.session, "connected again");
+    const binds = MemorySocket.opened[1].packets.filter((p) => p.op === Op.BIND);
+    const topics = binds.flatMap((p) => [...fields(p.body)].filter((f) => f.field === 3).map((f) => text(f.bytes)));
+    assert.deepEqual(topics, resumes ? [] : ["a", "b"]);
+  });
+}
