@@ -319,7 +319,11 @@ export class PushClient {
         continue;
       }
       if (outcome === "renew") {
-        this.token = await this.freshToken();
+        try {
+          this.token = await this.freshToken();
+        } catch {
+          this.renewed = false;        // the app's token source failed: ask again next round
+        }
         return false;
       }
       return true;

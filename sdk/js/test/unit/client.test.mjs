@@ -26,7 +26,9 @@ class MemorySocket {
   send(data) {
     const [packet] = decode(data);
     this.packets.push(packet);
-    if (packet.op === Op.AUTH) {
+    if (packet.op === Op.AUTH && tokenOf(packet) === "expired") {
+      setImmediate(() => this.closedBy(4101, "token expired"));
+    } else if (packet.op === Op.AUTH) {
       const reply = new Writer().string(1, `s-${MemorySocket.opened.length}`).uint(2, 240).string(3, "resume")
         .bool(5, MemorySocket.resumes).finish();
       this.deliver(encode(Op.AUTH_REPLY, packet.seq, reply));
@@ -55,6 +57,7 @@ class MemorySocket {
   }
 }
 
+const tokenOf = (auth) => text([...fields(auth.body)].find((f) => f.field === 4)?.bytes ?? new Uint8Array(0));
 const push = (id, app = "demo") => encode(Op.PUSH, 0, new Writer().uint(1, BigInt(id)).string(2, app).finish());
 
 /** A client on the in-memory network; `routes` records the route requests. */
@@ -160,3 +163,17 @@ for (const resumes of [false, true]) {
     assert.deepEqual(topics, resumes ? [] : ["a", "b"]);
   });
 }
+
+test("4101: the token function is asked again; when it fails, again on the next round", async () => {
+  const answers = [() => "expired", () => { throw new Error("backend down"); }, () => "fresh"];
+  const { made } = client({ token: () => answers.shift()() });
+  await made.connect();
+  assert.equal(answers.length, 0);
+  assert.equal(tokenOf(MemorySocket.opened.at(-1).packets.find((p) => p.op === Op.AUTH)), "fresh");
+});
+
+test("4101 twice in a row with fresh tokens: the client stops", async () => {
+  const { made } = client({ token: () => "expired" });
+  await assert.rejects(made.connect(), (error) => error.closeCode === 4101 && error.reason === "token expired");
+  assert.equal(made.state, "closed");
+});
