@@ -95,7 +95,8 @@ class TlsDev:
 def tls_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsDev]:
     home = tmp_path_factory.mktemp("tls-dev")
     env = env_without_cluster_urls(home)
-    dev = subprocess.Popen(pushwire("dev", "--tls", "--port-offset", str(free_offset(home))),
+    dev = subprocess.Popen(pushwire("dev", "--tls", "--port-offset", str(free_offset(home)),
+                                    "--ready-timeout", "90"),
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = banner_of(dev)

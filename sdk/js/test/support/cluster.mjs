@@ -30,7 +30,8 @@ export async function startCluster({ rooms = 1, tls = false } = {}) {
   const home = mkdtempSync(join(tmpdir(), "pushwire-js-"));
   const env = { ...process.env, PUSHWIRE_HOME: home };
   for (const key of ["PUSHWIRE_DISPATCHER_URL", "PUSHWIRE_CENTER_URL", "PUSHWIRE_API_KEY"]) delete env[key];
-  const args = ["dev", "--port-offset", String(await freeOffset(home)), "--rooms", String(rooms)];
+  const args = ["dev", "--port-offset", String(await freeOffset(home)), "--rooms", String(rooms),
+                "--ready-timeout", "90"];     // a loaded CI machine starts it slowly
   if (tls) args.push("--tls");
   const dev = spawn(PUSHWIRE, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   const log = [];
