@@ -1,9 +1,10 @@
 """The JavaScript SDK, @pushwire/client (sdk/js, issue #12): its own test suite (`npm test`:
-unit tests and tests against a real `pushwire dev` cluster it starts), and the example web page
-in a real headless Chromium over wss:// with a cross-origin route request, a push arriving and
-being acknowledged (message status `acked`).
+unit tests and tests against a real `pushwire dev` cluster it starts), and on a
+`pushwire dev --tls` cluster its examples as users run them: the web page in a real headless
+Chromium over wss:// with a cross-origin route request, a push arriving and being acknowledged
+(message status `acked`), and `examples/listen.mjs --ca` printing a push.
 
-Both need `npm ci` in sdk/js (scripts/test runs it); the browser test also Debian's chromium and
+All need `npm ci` in sdk/js (scripts/test runs it); the browser test also Debian's chromium and
 `npm ci` in tests/browser. Skipped without them outside CI only."""
 
 from __future__ import annotations
@@ -182,7 +183,12 @@ async def open_example_page(home: Path, bundle: Path, dispatcher: str,
         node = await asyncio.create_subprocess_exec(
             str(NODE), str(BROWSER / "open_page.mjs"), args, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
-        out, err = await asyncio.wait_for(node.communicate(), 120)
+        try:
+            out, err = await asyncio.wait_for(node.communicate(), 120)
+        except TimeoutError:
+            node.kill()
+            await node.wait()
+            raise
     finally:
         await runner.cleanup()
     assert node.returncode == 0, err.decode()
