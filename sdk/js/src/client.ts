@@ -41,7 +41,6 @@ export const ACK_LINGER_MS = 5;            // ACKs gathered this long leave as o
 export const ACK_MAX = 256;                // ids per ACK packet
 export const CLOSE_TIMEOUT_MS = 3_000;     // close(): the room's close frame, then the socket is left
 const FAILED_KEPT = 32;                    // endpoints remembered as failed
-const KICKED = 4102;
 
 /** The part of the WebSocket API the client uses (browsers, Node ≥ 22, React Native, `ws`). */
 export interface WebSocketLike {
