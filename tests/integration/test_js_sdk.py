@@ -10,6 +10,7 @@ All need `npm ci` in sdk/js (scripts/test runs it); the browser test also Debian
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -83,6 +84,15 @@ class TlsDev:
         assert isinstance(message_id, str)
         return message_id
 
+    def broadcast(self, data: str) -> str:
+        """`pushwire broadcast --no-wait`; the broadcast's id (a string)."""
+        done = subprocess.run(pushwire("broadcast", "--app", "demo", "--data", data, "--no-wait"),
+                              env=self.env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        broadcast_id = json.loads(done.stdout)["id"]
+        assert isinstance(broadcast_id, str)
+        return broadcast_id
+
     def token(self, uid: str) -> str:
         return subprocess.run(pushwire("token", "--app", "demo", "--uid", uid), env=self.env,
                               capture_output=True, text=True, timeout=30,
@@ -122,11 +132,14 @@ def test_the_example_page_gets_a_push_over_wss_in_chromium_and_acks_it(
     built = subprocess.run([str(NODE), "scripts/bundle.mjs", str(bundle)], cwd=SDK,
                            capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
-    message_id = tls_dev.push("browser", "to the page")      # replayed when the page connects
+    # both replayed when the page connects: the stored push, then the broadcast
+    broadcast_id = tls_dev.broadcast("to every page")
+    message_id = tls_dev.push("browser", "to the page")
     result = asyncio.run(open_example_page(tls_dev.home, bundle, tls_dev.info["dispatcher"],
                                            tls_dev.token("browser")))
-    assert result["id"] == message_id and isinstance(result["id"], str), result
-    assert result["data"] == "to the page" and result["kind"] == "unicast", result
+    assert result["unicast"] == {"id": message_id, "data": "to the page"}, result
+    assert result["broadcast"] == {"id": broadcast_id, "data": "to every page"}, result
+    assert result["cursor"] == broadcast_id, result      # kept in the page's localStorage
     assert str(result["endpoint"]).startswith("wss://127.0.0.1:"), result
     assert tls_dev.state_when_settled(message_id) == "acked"
 
@@ -139,24 +152,26 @@ def test_listen_example_on_wss_trusts_the_ca_it_is_given(tls_dev: TlsDev) -> Non
          "--app", "demo", "--uid", "node", "--token", tls_dev.token("node"),
          "--ca", str(tls_dev.ca)],
         cwd=SDK, env=env_without_cluster_urls(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(90, listen.kill)      # bounds every read below
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # --ca starts the script again as a child (NODE_EXTRA_CA_CERTS): kill the whole group
+    watchdog = threading.Timer(90, os.killpg, (listen.pid, signal.SIGKILL))   # bounds the reads
     watchdog.start()
     try:
         assert listen.stderr is not None and listen.stdout is not None
         opened = next((line for line in listen.stderr if line.startswith("open ")), "")
         assert " on wss://127.0.0.1:" in opened, opened
         message_id = tls_dev.push("node", "to node")
-        printed = json.loads(listen.stdout.readline())
+        lines = (json.loads(line) for line in listen.stdout)    # broadcasts replayed come first
+        printed = next((line for line in lines if line["kind"] == "unicast"), None)
         assert printed == {"id": message_id, "app": "demo", "kind": "unicast", "data": "to node"}
         assert tls_dev.state_when_settled(message_id) == "acked"
         listen.send_signal(signal.SIGINT)
         assert listen.wait(30) == 0
     finally:
         watchdog.cancel()
-        if listen.poll() is None:
-            listen.kill()
-        listen.communicate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(listen.pid, signal.SIGKILL)
+        listen.communicate(timeout=30)
 
 
 async def open_example_page(home: Path, bundle: Path, dispatcher: str,
@@ -176,7 +191,7 @@ async def open_example_page(home: Path, bundle: Path, dispatcher: str,
     runner, port = await start_site(site, "127.0.0.1", 0,
                                     server_context(tls / "server.pem", tls / "server-key.pem"))
     query = urllib.parse.urlencode({"dispatcher": dispatcher, "app": "demo", "uid": "browser",
-                                    "token": token, "connect": "", "once": ""})
+                                    "token": token, "connect": "", "once": "unicast,broadcast"})
     args = json.dumps({"url": f"https://127.0.0.1:{port}/?{query}", "executable": CHROMIUM,
                        "spki": spki_hash(tls / "server.pem"), "timeoutMs": 60000})
     try:

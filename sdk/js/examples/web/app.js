@@ -1,6 +1,7 @@
 // The example page's logic: one PushClient, its state and its pushes on the page.
-// `?once` (used by the repository's browser test) stops after the first push, acknowledged,
-// and reports it in `window.result`.
+// `?once=unicast,broadcast` (used by the repository's browser test) stops once a push of each
+// kind named arrived (the unicast one acknowledged) and reports them in `window.result`, with
+// the broadcast cursor the SDK kept in localStorage.
 import { ClientClosed, PushClient } from "./pushwire.min.js";
 
 const form = document.querySelector("#settings");
@@ -10,6 +11,8 @@ for (const name of ["dispatcher", "app", "uid", "token"]) {
 }
 let client;
 let endpoint = "";        // where the open session is
+const wanted = new Set((params.get("once") || "unicast").split(","));   // ?once: kinds to wait for
+const got = {};
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -48,9 +51,11 @@ async function received(current, message) {
   const data = new TextDecoder().decode(message.data);
   item.textContent = `${message.kind} ${message.id}${message.topic ? ` [${message.topic}]` : ""}: ${data}`;
   document.querySelector("#pushes").append(item);
-  if (params.has("once") && message.kind === "unicast") {
-    current.ack(message);
-    await current.close();                // sends the ACK first
-    window.result = { id: message.id, data, kind: message.kind, endpoint, state: current.state };
-  }
+  if (!params.has("once") || !wanted.has(message.kind) || message.kind in got) return;
+  got[message.kind] = { id: message.id, data };
+  if (message.kind === "unicast") current.ack(message);
+  if (Object.keys(got).length < wanted.size) return;
+  await current.close();                  // sends the ACK first
+  const cursor = localStorage.getItem(`pushwire.cursor.${current.app}.${current.uid}`);
+  window.result = { ...got, endpoint, cursor, state: current.state };
 }
