@@ -14,6 +14,7 @@ withdraws the instance, closes discovery and the metrics listener.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -30,6 +31,14 @@ from services.kit.lifecycle import Lifecycle
 from services.kit.rpc.pipe import Overflow, PipeOptions
 
 
+def version() -> str:
+    """The installed distribution's version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("pushwire")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 @dataclass
 class Host:
     kind: str
@@ -44,7 +53,7 @@ class Host:
         """Publish this instance in discovery; returns its unique sequence number."""
         self.instance = Instance(kind=self.kind, id=self.config.instance, idc=self.config.idc,
                                  addresses={**addresses, **self.extra}, capacity=capacity,
-                                 pid=os.getpid())
+                                 pid=os.getpid(), version=version())
         seq = await self.discovery.announce(self.instance)
         self.log.info("announced %s %s", self.instance.id, self.instance.addresses)
         return seq

@@ -90,5 +90,6 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
 async def _export(stats: InboxStats) -> None:
     while True:
         for name, value in dataclasses.asdict(stats).items():
-            STATS.labels(name).set(value)
+            if isinstance(value, int):          # not the per-app totals (an RPC reads those)
+                STATS.labels(name).set(value)
         await asyncio.sleep(1.0)

@@ -218,3 +218,27 @@ async def test_cors_answers_preflights_and_marks_allowed_answers() -> None:
     async with edge_site() as base:                     # no CORS: OPTIONS is not a route
         answer = await preflight(base, page)
         assert answer.status == 405 and "Access-Control-Allow-Origin" not in answer.headers
+
+
+async def test_an_error_log_keeps_the_recent_error_answers_and_counts_them() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        raise BadRequest(f"bad {request.match_info['n']}")
+
+    async def fine(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = http.application()
+    app[http.ERROR_LOG] = log = http.ErrorLog(size=2, kinds=2)
+    app.add_routes([web.get("/bad/{n}", refuse), web.get("/fine", fine)])
+    runner, port = await http.start_site(app, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in ("/bad/1", "/fine", "/bad/1", "/bad/2", "/bad/3", "/nowhere"):
+                async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    await resp.read()
+    finally:
+        await runner.cleanup()
+    assert [(e["path"], e["status"], e["message"]) for e in log.recent] == [
+        ("/nowhere", 404, "no such route"), ("/bad/3", 400, "bad 3")]
+    assert log.counts == {(400, "bad 1"): 2, (400, "bad 2"): 1, (400, "other"): 1,
+                          (404, "other"): 1}     # two kinds kept, then "other"
