@@ -123,7 +123,9 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         grpc_server, grpc_port = await start_server(
             config,
             [(room_pb2_grpc.add_RoomServicer_to_server,
-              RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))])
+              RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))],
+            host.grpc_health)
+        host.need_peers("register", "saver")       # AUTH registers, then loads the inbox
         await host.await_peers(("register", "saver"))
         await host.announce({**ws_addresses(config, server.port, tls is not None),
                              "grpc": f"{config.advertise}:{grpc_port}"},
