@@ -116,7 +116,7 @@ async def test_webhook_down_retries_then_dead_letters_and_clients_get_failed(
     async with Business(status=503) as business:
         app = app_with(business, webhook_retries=2, webhook_backoff_s=0.01,
                        webhook_timeout_s=2.0)
-        async with Cluster(tmp_path, real=True, app=app, metrics=("coordinator",)) as cluster, \
+        async with Cluster(tmp_path, real=True, app=app) as cluster, \
                 clients(cluster, 20, "down") as conns:
             redis = Redis.from_url(TEST_REDIS)
             key = f"pwt{cluster.tag}:deadletter:{{demo}}"
