@@ -142,7 +142,7 @@ async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
     await discovery.start(watch)
     host = Host(kind, config, life, discovery, log)
     await host.grpc_health.set(False)
-    TASKS.set_function(lambda: len(asyncio.all_tasks()))
+    TASKS.set_function(partial(_tasks, asyncio.get_running_loop()))
     for seen in watch:
         DISCOVERED.labels(seen).set_function(partial(_addressed, discovery, seen))
     app = http.application()
@@ -165,3 +165,8 @@ async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
 def _addressed(discovery: Discovery, kind: str) -> int:
     """Instances of `kind` with an address others use (not only a metrics listener)."""
     return sum(1 for i in discovery.instances(kind) if set(i.addresses) - {"metrics"})
+
+
+def _tasks(loop: asyncio.AbstractEventLoop) -> int:
+    """asyncio tasks alive on the service's loop (read from any thread: a scrape, a test)."""
+    return len(asyncio.all_tasks(loop))

@@ -253,7 +253,8 @@ def application(limits: Limits = Limits(), *, proxies: TrustedProxies = NO_PROXI
     edge = [forwarded_middleware(proxies)] if proxies else []
     if cors is not None:
         edge.append(cors_middleware(cors))
-    app = web.Application(middlewares=[*edge, errors_middleware], client_max_size=limits.max_body)
+    app = web.Application(middlewares=[*edge, metrics.responses_middleware, errors_middleware],
+                          client_max_size=limits.max_body)
     app[LIMITS] = limits
     metrics.add_route(app)
     return app

@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Gauge
+
 from pushwire_protocol.errors import PushwireError
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
@@ -46,6 +48,13 @@ from services.room.standby import Standby
 from services.room.topics import TopicIndex
 from services.room.upstream import Upstream
 from services.saver.client import SaverClient
+
+# The room's load (docs/observability.md §2); asyncio tasks: pushwire_asyncio_tasks (kit/host).
+CONNECTIONS = Gauge("pushwire_room_connections",
+                    "Open client TCP connections, authenticated or not")
+SESSIONS = Gauge("pushwire_room_sessions", "Authenticated client sessions")
+REQUESTS = Gauge("pushwire_room_requests_in_flight",
+                 "Client requests waiting on another service (AUTH, UP, BIND of another app)")
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,9 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             max_connections=0),     # the access policy enforces it (and counts refusals)
             bounds=Bounds.of(config), proxies=TrustedProxies.of(config.trusted_proxies),
             proxy_timeout_s=config.proxy_timeout_s)
+        CONNECTIONS.set_function(lambda: server.connection_count)
+        SESSIONS.set_function(hub.count)
+        REQUESTS.set_function(lambda: server.request_count)
         tls = ServerTls.started(config, life)
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port, ssl=tls)
         grpc_server, grpc_port = await start_server(
