@@ -49,6 +49,7 @@ from pushwire_protocol.errors import LimitError, Overloaded, ProtocolError, Push
 from pushwire_protocol.pb import wire_pb2
 from pushwire_protocol.wire import Op
 from services.kit import proxy
+from services.kit.metrics import preset
 from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.pb import common_pb2
 from services.room.backend import RoomBackend
@@ -103,10 +104,11 @@ ABORTED = Counter("pushwire_room_aborted_total",
 # connection ended without a close frame, 1006), "other" (another code the client chose).
 CLIENT_CLOSED = Counter("pushwire_room_client_closed_total",
                         "Authenticated sessions the client ended, by how", ["how"])
-for _reason in ("handshake_timeout", "close_timeout"):
-    ABORTED.labels(_reason)
-for _how in ("normal", "dropped", "other"):
-    CLIENT_CLOSED.labels(_how)
+preset(CLOSED, (str(int(code)) for code in CloseCode if code >= 4000))
+preset(VIOLATIONS, Violation)
+preset(PROXY_REFUSED, ("untrusted", "malformed", "timeout"))
+preset(ABORTED, ("handshake_timeout", "close_timeout"))
+preset(CLIENT_CLOSED, ("normal", "dropped", "other"))
 
 _HOW: dict[int, str] = {WsCloseCode.NORMAL_CLOSURE: "normal",
                         WsCloseCode.GOING_AWAY: "normal",

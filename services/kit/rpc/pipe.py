@@ -102,6 +102,8 @@ class Pipe(Generic[I, R]):
         self._latency = metrics.RPC_LATENCY.labels(*labels)
         self._failed = metrics.RPC_FAILED.labels(*labels)
         self._resent = metrics.RPC_RESENT.labels(*labels)
+        for policy in {options.overflow.value, Overflow.DROP.value}:    # post_nowait drops
+            metrics.RPC_REJECTED.labels(*labels, policy)
         self.dropped = 0
         self._busy = 0                  # batches taken from the queue and not yet answered
         self._collect = asyncio.Lock()
