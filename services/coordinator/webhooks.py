@@ -38,6 +38,7 @@ from prometheus_client import Counter, Histogram
 from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import AppConfig
 from services.kit.discovery.models import webhook_key
+from services.kit.metrics import preset
 
 ID = "webhook-id"
 TIMESTAMP = "webhook-timestamp"
@@ -51,6 +52,7 @@ ATTEMPTS = Counter("pushwire_coordinator_webhook_attempts_total",
                    "Webhook requests sent, by event and result", ["event", "result"])
 LATENCY = Histogram("pushwire_coordinator_webhook_seconds", "Webhook request latency",
                     ["event"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+preset(LATENCY, ("up", "status"))
 
 
 class Verdict(Enum):
@@ -66,6 +68,8 @@ OUTCOMES = Counter("pushwire_coordinator_webhook_outcomes_total",
 for _event in ("up", "status"):
     for _verdict in Verdict:
         OUTCOMES.labels(_event, _verdict.value)
+    for _result in ("2xx", "4xx", "5xx", "no answer"):
+        ATTEMPTS.labels(_event, _result)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ dead peer. A check that raises or takes longer than `timeout_s` counts as failed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -55,12 +56,19 @@ class Health:
         self.failing: dict[str, str] = {}
         self._listeners: list[Listener] = []
         self._last: bool | None = None
+        self._soon = asyncio.Event()
 
     def need(self, dependency: str, check: Check) -> None:
         """Be ready only while `check` passes; failing until its first run."""
         self.checks[dependency] = check
         self.failing[dependency] = "not checked yet"
         DEPENDENCY_UP.labels(dependency).set(0)
+        self.soon()
+
+    def soon(self) -> None:
+        """Refresh now rather than at the next period (a dependency was added, the instance
+        announced itself)."""
+        self._soon.set()
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(ready)` after each refresh (the gRPC health status follows)."""
@@ -96,10 +104,13 @@ class Health:
         return ready
 
     async def run(self) -> None:
-        """Refresh every `every_s` until cancelled (owned by the service's task group)."""
+        """Refresh every `every_s`, or sooner when asked, until cancelled (owned by the
+        service's task group)."""
         while True:
+            self._soon.clear()
             await self.refresh()
-            await asyncio.sleep(self.every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._soon.wait(), self.every_s)
 
     async def _run(self, check: Check) -> str | None:
         try:

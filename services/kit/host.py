@@ -72,6 +72,7 @@ class Host:
                                  pid=os.getpid())
         seq = await self.discovery.announce(self.instance)
         self.log.info("announced %s %s", self.instance.id, self.instance.addresses)
+        self.health.soon()
         return seq
 
     @property
@@ -108,6 +109,7 @@ class Host:
         merged = {**self.instance.addresses, **addresses}
         self.instance = replace(self.instance, addresses=merged)
         await self.discovery.update(self.instance)
+        self.health.soon()
 
     async def await_peers(self, kinds: tuple[str, ...], role: str = "grpc",
                           log_every_s: float = 5.0) -> None:

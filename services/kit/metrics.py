@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PIPE = ["method", "target"]     # a pipe is one (target, method): "saver.store", "host:port"
@@ -60,7 +61,7 @@ async def handle_metrics(_request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def preset(metric: Counter, values: Iterable[str]) -> None:
+def preset(metric: MetricWrapperBase, values: Iterable[str]) -> None:
     """Make the series of each known value of `metric`'s one label exist at 0: rate() then
     starts from the first event, and dashboards and alerts find the name before it."""
     for value in values:
