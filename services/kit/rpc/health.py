@@ -74,8 +74,9 @@ def peers_answer(discovery: Discovery, kind: str, channels: Channels,
                      if "grpc" in i.addresses]
         if not addresses:
             return f"no {kind} in discovery"
-        for address in addresses:     # the check's time shared out: a silent one cannot hide
-            if await serving(channels.get(address), timeout_s / len(addresses)):   # the rest
+        share = timeout_s / len(addresses)      # a silent instance cannot hide the others
+        for address in addresses:
+            if await serving(channels.get(address), share):
                 return None
         return f"no {kind} answers"
 
