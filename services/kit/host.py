@@ -41,9 +41,6 @@ TASKS = Gauge("pushwire_asyncio_tasks", "asyncio tasks alive in the process")
 DISCOVERED = Gauge("pushwire_discovery_instances",
                    "Instances of a kind this process sees in discovery (with an address)",
                    ["kind"])
-SERVICE_NAMES = {"register": "pushwire.register.Register", "saver": "pushwire.saver.Saver",
-                 "coordinator": "pushwire.coordinator.Coordinator", "room": "pushwire.room.Room",
-                 "center": "pushwire.center.Center"}
 
 
 @dataclass
@@ -62,7 +59,8 @@ class Host:
     def __post_init__(self) -> None:
         self.health = Health(self.config.instance, self.state,
                              timeout_s=min(1.0, self.config.rpc_timeout_s))
-        self.grpc_health = GrpcHealth(SERVICE_NAMES.get(self.kind, f"pushwire.{self.kind}"))
+        # The gRPC service's full name in proto/ (pushwire.saver.Saver, ...).
+        self.grpc_health = GrpcHealth(f"pushwire.{self.kind}.{self.kind.capitalize()}")
         self.health.listen(self.grpc_health.set)
 
     async def announce(self, addresses: dict[str, str], capacity: int = 0) -> int:
