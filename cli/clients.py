@@ -119,7 +119,8 @@ def cafile_for(flag: str | None, env: Env = os.environ) -> str | None:
 def http_session(url: str, timeout_s: float, cafile: str | None = None) -> aiohttp.ClientSession:
     """An HTTP client for `url`'s server, trusting `cafile_for(cafile)` on https.
     ConfigError when the CA file does not load."""
-    tls = trust.client_context(cafile_for(cafile)) if url.startswith("https:") else None
+    tls = trust.client_context(cafile_for(cafile), clusterfile.dev_home() / "tls" / "ca.pem") \
+        if url.startswith("https:") else None
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s),
                                  connector=aiohttp.TCPConnector(ssl=tls) if tls else None)
 

@@ -1,6 +1,7 @@
 """Where the CLI finds a cluster: flags, then env, then the running `pushwire dev` cluster.
 
-`pushwire dev` writes <PUSHWIRE_HOME>/dev/cluster.json:
+`pushwire dev` writes cluster.json in its home, `dev_home()` (PUSHWIRE_DEV_HOME, else
+<PUSHWIRE_HOME>/dev; `pushwire dev --home X` prints the export that points other shells at X):
     {"dispatcher": "http://127.0.0.1:8000", "center": "http://127.0.0.1:8100",
      "discovery": "file:...", "admin_key": "...",
      "apps": {"demo": {"secret": "...", "api_key": "..."}}}
@@ -16,7 +17,13 @@ from typing import Any
 
 from services.kit.config import DEV_HOME
 
-CLUSTER_FILE = DEV_HOME / "dev" / "cluster.json"
+DEFAULT_DEV_HOME = DEV_HOME / "dev"
+
+
+def dev_home() -> Path:
+    """Where `pushwire dev` keeps its state and the CLI finds it: PUSHWIRE_DEV_HOME, else
+    <PUSHWIRE_HOME>/dev."""
+    return Path(os.environ.get("PUSHWIRE_DEV_HOME") or DEFAULT_DEV_HOME).expanduser()
 
 
 @dataclass(frozen=True)
@@ -34,8 +41,10 @@ class Cluster:
         return self.apps.get(app, {}).get("api_key", "")
 
 
-def load(path: Path = CLUSTER_FILE) -> Cluster:
-    """The cluster the CLI talks to: the dev descriptor overridden by environment variables."""
+def load(path: Path | None = None) -> Cluster:
+    """The cluster the CLI talks to: the dev descriptor (`dev_home()`/cluster.json unless
+    `path`) overridden by environment variables."""
+    path = path or dev_home() / "cluster.json"
     data: dict[str, Any] = {}
     if path.exists():
         data = json.loads(path.read_text())
@@ -49,7 +58,7 @@ def load(path: Path = CLUSTER_FILE) -> Cluster:
     )
 
 
-def save(cluster: Cluster, path: Path = CLUSTER_FILE) -> None:
+def save(cluster: Cluster, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"dispatcher": cluster.dispatcher, "center": cluster.center,

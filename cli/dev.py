@@ -34,7 +34,6 @@ from cli import cluster as clusterfile
 from cli import devca
 from cli.processes import admin_env, admin_key, routes, secret_env, spawn_service, stop_in_order
 from pushwire_sdk.trust import client_context
-from services.kit.config import DEV_HOME
 from services.kit.discovery import AppConfig, Discovery, connect
 
 REAL = {
@@ -63,8 +62,9 @@ def add_parser(subs: Any) -> None:
                    help="use ZooKeeper, Redis and MySQL on 127.0.0.1 instead of the embedded "
                         "stand-ins")
     p.add_argument("--rooms", type=int, default=1, help="room instances (ports 8200, 8201, …)")
-    p.add_argument("--home", type=Path, default=DEV_HOME / "dev",
-                   help="state directory (default: %(default)s)")
+    p.add_argument("--home", type=Path, default=clusterfile.dev_home(),
+                   help="state directory (default: PUSHWIRE_DEV_HOME, else %(default)s); "
+                        "other shells find the cluster there through PUSHWIRE_DEV_HOME")
     p.add_argument("--port-offset", type=int, default=0,
                    help="add this to every port (to run beside another cluster)")
     p.add_argument("--tls", action="store_true",
@@ -236,7 +236,7 @@ class Supervisor:
   gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}{self.ca_line()}
   admin key    {cluster.admin_key}   ({cluster.center}/v1/admin/..., `pushwire app`)
   demo app     id demo  secret {cluster.secret(app.id)}  api key {cluster.api_key(app.id)}
-Try:  pushwire listen --app demo --uid u1      (another shell)
+{self.other_shells()}Try:  pushwire listen --app demo --uid u1      (another shell)
       pushwire push --app demo --uid u1 --data hello
 Ctrl-C stops the cluster.""", flush=True)
 
@@ -246,6 +246,13 @@ Ctrl-C stops the cluster.""", flush=True)
                  for c in self.children]
         return "  ".join(ports) + "\n               http://127.0.0.1:PORT/metrics, " \
             "/health/live, /health/ready"
+
+    def other_shells(self) -> str:
+        """The export other shells need when this cluster's home is not where they look."""
+        home = self.args.home.resolve()
+        if home == clusterfile.DEFAULT_DEV_HOME.resolve():
+            return ""
+        return f"Other shells find this cluster with:  export PUSHWIRE_DEV_HOME={home}\n"
 
     def ca_line(self) -> str:
         if not self.args.tls:

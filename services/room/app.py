@@ -29,6 +29,7 @@ from services.kit.tls import ServerTls
 from services.register.client import RegisterClient
 from services.room.admission import Admission
 from services.room.binding import Bindings
+from services.room.ceiling import connection_ceiling
 from services.room.config import RoomConfig
 from services.room.connection import Connection, Limits
 from services.room.delivery import Delivery
@@ -106,6 +107,8 @@ def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
 
 async def serve(config: RoomConfig, life: Lifecycle) -> None:
     """Run one room instance until SIGTERM."""
+    config = dataclasses.replace(config,
+                                 max_connections=connection_ceiling(config.max_connections))
     async with hosted("room", config, life,
                       watch=("register", "saver", "coordinator", "room")) as host:
         channels = Channels(config.rpc_secret())

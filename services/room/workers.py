@@ -62,8 +62,11 @@ def plan(cfg: RoomConfig, n: int, ws_port: int) -> list[Worker]:
 
 
 def reserve(host: str, port: int) -> socket.socket:
-    """Bind (not listen) an SO_REUSEPORT socket on host:port (0: a free port) for the workers."""
+    """Bind (not listen) an SO_REUSEPORT socket on host:port (0: a free port) for the workers.
+    SO_REUSEADDR too: connections of an earlier server on the port that linger in TIME_WAIT
+    (after a crash or restart) would otherwise refuse the bind for a minute."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock

@@ -5,12 +5,15 @@ Signatures are checked with the `standardwebhooks` package, an implementation no
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import pytest
+import standardwebhooks.webhooks as standard_webhooks
 from prometheus_client import REGISTRY
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from pushwire_protocol.errors import Unavailable
+from pushwire_protocol.errors import ConfigError, Unavailable
 from services.coordinator.webhooks import (
     ID,
     SIGNATURE,
@@ -24,6 +27,7 @@ from services.coordinator.webhooks import (
 )
 from services.kit.discovery import AppConfig
 from services.kit.discovery.models import webhook_key
+from tests.vectors import load, named
 
 # The test vector of docs/coordinator.md §1.
 VECTOR_SECRET = "whsec_cHVzaHdpcmUgd2ViaG9vayB0ZXN0IHZlY3RvciBrZXk="
@@ -208,3 +212,58 @@ def test_policy_follows_the_app_configuration() -> None:
     policy = Policy.of(app)
     assert policy == Policy(1.5, 2, 0.3)
     assert policy.worst_case_s() == 3 * 1.5 + (0.3 + 0.6) * 1.5
+
+
+# The conformance vectors (conformance/webhooks.json): what pushwire signs, and what a Standard
+# Webhooks receiver decides about it (the `standardwebhooks` package, not ours).
+
+WEBHOOKS = load("webhooks")
+
+
+@pytest.mark.parametrize("vector", named(WEBHOOKS["secrets"]))
+def test_conformance_secrets(vector: dict[str, Any]) -> None:
+    if not vector["valid"]:
+        with pytest.raises(ConfigError):
+            webhook_key(vector["secret"])
+        return
+    assert webhook_key(vector["secret"]).hex() == vector["key_hex"]
+
+
+@pytest.mark.parametrize("vector", named(WEBHOOKS["sign"]))
+def test_conformance_signatures_are_what_the_coordinator_sends(vector: dict[str, Any]) -> None:
+    body = bytes.fromhex(vector["body_hex"])
+    assert body.decode() == vector["body"]
+    app = AppConfig(id="demo", webhook_secrets=tuple(vector["secrets"]))
+    headers = signed_headers(Request.to(app, "http://b/", body, vector["id"], "up"),
+                             vector["timestamp"])
+    assert (headers[ID], headers[TIMESTAMP], headers[SIGNATURE]) == (
+        vector["id"], str(vector["timestamp"]), vector["header"])
+    assert [sign(webhook_key(s), vector["id"], vector["timestamp"], body)
+            for s in vector["secrets"]] == vector["signatures"]
+
+
+def _clock_at(now: float) -> type[datetime]:
+    """A datetime whose now() is `now`: the receiver library reads the clock that way."""
+    class Fixed(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Fixed:
+            return cls.fromtimestamp(now, tz=tz or UTC)
+    return Fixed
+
+
+@pytest.mark.parametrize("vector", named(WEBHOOKS["verify"]))
+def test_conformance_verify_cases_with_the_standard_library(
+        vector: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(standard_webhooks, "datetime", _clock_at(vector["now"]))
+    body = bytes.fromhex(vector["body_hex"])
+    receiver = Webhook(vector["secret"])
+    if vector["valid"]:
+        receiver.verify(body, vector["headers"], json_parse=False)
+        return
+    with pytest.raises(WebhookVerificationError, match=REASONS[vector["reason"]]):
+        receiver.verify(body, vector["headers"], json_parse=False)
+
+
+REASONS = {"missing_header": "Missing required headers", "stale_timestamp": "too old",
+           "future_timestamp": "too new", "bad_signature": "No matching signature",
+           "bad_timestamp": "Invalid Signature Headers"}

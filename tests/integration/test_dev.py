@@ -181,6 +181,34 @@ def test_dev_real_prints_the_demo_app_zookeeper_keeps(tmp_path: Path) -> None:
         _drop_chroot(chroot)
 
 
+def test_dev_with_its_own_home_tells_other_shells_where_it_is(tmp_path: Path) -> None:
+    """`pushwire dev --home X` used to write X/cluster.json while the CLI read
+    <PUSHWIRE_HOME>/dev/cluster.json: no other shell could reach it. The banner now prints the
+    export that points them at X."""
+    home = tmp_path / "elsewhere"
+    env = {**os.environ, "PUSHWIRE_HOME": str(tmp_path / "home")}
+    for name in ("PUSHWIRE_DEV_HOME", "PUSHWIRE_API_KEY", "PUSHWIRE_CENTER_URL"):
+        env.pop(name, None)
+    dev = subprocess.Popen(pushwire("dev", "--home", str(home), "--port-offset",
+                                    str(free_offset(tmp_path))), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = _banner(dev)
+        export = f"export PUSHWIRE_DEV_HOME={home.resolve()}"
+        assert export in banner, banner
+        lost = subprocess.run(pushwire("push", "--app", "demo", "--uid", "u1", "--data", "x"),
+                              env=env, capture_output=True, text=True, timeout=30)
+        assert lost.returncode != 0
+        found = subprocess.run(pushwire("push", "--app", "demo", "--uid", "u1", "--data", "x"),
+                               env={**env, "PUSHWIRE_DEV_HOME": str(home.resolve())},
+                               capture_output=True, text=True, timeout=30)
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["messages"][0]["id"]
+    finally:
+        dev.send_signal(signal.SIGINT)
+        dev.communicate(timeout=30)
+
+
 def _banner(dev: subprocess.Popen[str]) -> str:
     """What `pushwire dev` printed up to its banner's last line (bounded: 60 s)."""
     assert dev.stdout is not None

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushwire_protocol.errors import AuthError, ConfigError
 from services.kit import token
+from tests.vectors import load, named
 
 NOW = 1_700_000_000.0
 SECRET = "s3cret-of-the-chat-app-32-bytes!"
@@ -204,3 +205,72 @@ def test_public_keys_must_be_pem_rsa_2048_or_p256() -> None:
                 pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))):
         with pytest.raises(ConfigError):
             token.load_public_key(bad)
+
+
+# The conformance vectors (conformance/tokens.json): what every backend and client checks.
+
+TOKENS = load("tokens")
+
+
+@pytest.mark.parametrize("vector", named(TOKENS["secret_kids"]))
+def test_conformance_secret_kids(vector: dict[str, Any]) -> None:
+    assert token.secret_kid(vector["secret"]) == vector["kid"]
+
+
+@pytest.mark.parametrize("vector", named(TOKENS["mint"]))
+def test_conformance_mint_gives_the_token_of_the_file(vector: dict[str, Any]) -> None:
+    assert token.mint(vector["secret"], vector["app"], vector["uid"], now=vector["now"],
+                      ttl_s=vector["ttl_s"], device=vector["device"]) == vector["token"]
+
+
+def _conformance_keys(vector: dict[str, Any], kid: str | None) -> token.Keys:
+    if vector["alg"] == "HS256":
+        return token.Keys((vector["key"],))
+    pem_text = TOKENS["keys"][vector["key"]]["public_pem"]
+    return token.Keys(public={kid or "any": token.load_public_key(pem_text)})
+
+
+@pytest.mark.parametrize("vector", named(TOKENS["sign"]))
+def test_conformance_signed_tokens_parse_and_verify(vector: dict[str, Any]) -> None:
+    parsed = token.parse(vector["token"])
+    assert parsed.signing_input.decode() == vector["signing_input"]
+    assert parsed.claims.decode() == vector["claims_json"]
+    assert _b64(parsed.signature) == vector["signature"]
+    claims_of = json.loads(vector["claims_json"])
+    app = claims_of.get("app") or claims_of["aud"][0]
+    assert token.verify(_conformance_keys(vector, parsed.kid), parsed, app=app,
+                        uid=claims_of["sub"], device=claims_of.get("dev", ""),
+                        now=claims_of["iat"]).issued == claims_of["iat"]
+
+
+def test_conformance_keys_are_the_test_keys_of_their_algorithm() -> None:
+    for name, key in TOKENS["keys"].items():
+        assert key["test_only"] and name.startswith("test-only-")
+        public = token.load_public_key(key["public_pem"])
+        assert token.algorithm_of(public) == key["alg"]
+        private = serialization.load_pem_private_key(key["private_pem"].encode(), None)
+        assert pem(private) == key["public_pem"]  # type: ignore[arg-type]
+
+
+LIFETIME = "token lifetime exceeds the app's token_max_ttl_s"   # the room's check (admission)
+
+
+@pytest.mark.parametrize("vector", named([v for v in TOKENS["verify"]
+                                          if v["expect"].get("reason") != LIFETIME]))
+def test_conformance_verify_cases(vector: dict[str, Any]) -> None:
+    app = TOKENS["apps"][vector["app"]]
+    keys = token.Keys(tuple(app["secrets"]), {
+        kid: token.load_public_key(TOKENS["keys"][name]["public_pem"])
+        for kid, name in app["token_keys"].items()})
+    expect = vector["expect"]
+    try:
+        claims_of = token.verify(keys, vector["token"], app=vector["app"], uid=vector["uid"],
+                                 device=vector["device"], now=vector["now"],
+                                 leeway_s=app["token_leeway_s"])
+    except AuthError as exc:
+        assert not expect["ok"] and (exc.message, exc.code) == (expect["reason"],
+                                                                expect["error_code"])
+        return
+    assert expect["ok"] and expect["claims"] == {
+        "app": claims_of.app, "uid": claims_of.uid, "device": claims_of.device,
+        "iat": claims_of.issued, "exp": claims_of.expires, "nbf": claims_of.not_before}

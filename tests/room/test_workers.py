@@ -44,6 +44,24 @@ def test_the_reserved_port_can_be_shared_by_listeners() -> None:
         holder.close()
 
 
+def test_the_port_can_be_reserved_while_an_earlier_server_s_connections_linger() -> None:
+    """A room that served on the port before (no SO_REUSEPORT) closed a connection first:
+    the connection lingers in TIME_WAIT, which used to refuse the bind for a minute."""
+    earlier = socket.socket()
+    earlier.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    earlier.bind(("127.0.0.1", 0))
+    earlier.listen()
+    port = earlier.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    served, _ = earlier.accept()
+    served.close()                      # the server closes first: TIME_WAIT on its side
+    assert client.recv(1) == b""
+    client.close()
+    earlier.close()
+    with reserve("127.0.0.1", port) as sock:
+        assert sock.getsockname()[1] == port
+
+
 def test_sighup_goes_on_to_every_live_worker() -> None:
     child = ("import signal, sys, time\n"
              "signal.signal(signal.SIGHUP, lambda *_: sys.exit(7))\n"

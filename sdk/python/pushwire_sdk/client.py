@@ -430,10 +430,12 @@ class PushClient:
                 self._mark_failed(endpoint)
                 continue
             except ClientClosed as exc:
-                if exc.close_code != protocol.TOKEN_EXPIRED or self.renew_token is None:
+                renew = self.renew_token
+                if renew is None or protocol.ending(exc.close_code, renewable=True).decision \
+                        is not protocol.Decision.RENEW_TOKEN:
                     raise
                 log.info("pushwire client %s/%s: token expired, renewing", self.app, self.uid)
-                self.token = await self.renew_token()
+                self.token = await renew()
                 return False
             return True
         self._routes.pop(self.net, None)    # ask the dispatcher again, now with failed=
@@ -451,13 +453,11 @@ class PushClient:
         current = await self._current_route()
         moved = self._moved.endpoints if self._moved is not None else ()
         self._moved = None
-        offered = current.endpoints if current else ()
-        everything = [e for e in dict.fromkeys([*moved, *offered[:1], self._good,
-                                                *offered[1:]]) if e]
-        fresh = [e for e in everything if route.hostport(e) not in self._failed]
-        if not fresh:
-            self._failed.clear()
-        return fresh or everything
+        found = route.candidates(moved, current.endpoints if current else (), self._good,
+                                 self._failed)
+        if all(route.hostport(e) in self._failed for e in found):
+            self._failed.clear()    # every one failed (or none is known): try them afresh
+        return found
 
     async def _current_route(self) -> route.Route | None:
         """The cached route, or a new one; None when the dispatcher is unreachable now.
@@ -648,12 +648,12 @@ class PushClient:
     def _verdict(self, link: _Link) -> None:
         """After a connection closed: raise ClientClosed when the room said to stop, and
         Unavailable when it closed before the session opened."""
-        code = link.ws.close_code
-        if link.kicked is not None:
-            raise ClientClosed(link.kicked.code or code or protocol.KICKED, link.kicked.reason)
-        if not protocol.reconnects(code):
-            reason = link.ws.close_reason or (link.error.message if link.error else "")
-            raise ClientClosed(code or 0, reason)
+        code, kicked = link.ws.close_code, link.kicked
+        end = protocol.ending(code, kicked.code if kicked is not None else None)
+        if end.decision is protocol.Decision.STOP:
+            reason = kicked.reason if kicked is not None else (
+                link.ws.close_reason or (link.error.message if link.error else ""))
+            raise ClientClosed(end.code, reason)
         if not link.authed:
             raise Unavailable(f"{link.endpoint} closed before AUTH_REPLY ({code})")
         log.info("pushwire client %s/%s: %s closed (%s%s)", self.app, self.uid, link.endpoint,

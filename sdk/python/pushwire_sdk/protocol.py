@@ -30,6 +30,34 @@ def reconnects(close_code: int | None) -> bool:
     return close_code is None or not 4100 <= close_code < 4200
 
 
+class Decision(StrEnum):
+    """What the client does once a connection ended (conformance/close_codes.json)."""
+
+    RECONNECT = "reconnect"       # through the dispatcher, with backoff (or RECONNECT's delay)
+    RENEW_TOKEN = "renew_token"   # get a fresh token from the app, then reconnect
+    STOP = "stop"                 # report `Ending.code` to the app; do not reconnect
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    decision: Decision
+    code: int = 0                 # the code reported to the app when it stops
+
+
+def ending(close_code: int | None, kick_code: int | None = None, *,
+           renewable: bool = False) -> Ending:
+    """The decision after a connection closed with `close_code` (None: dropped without a close
+    frame), `kick_code` the code of a KICK received before (None: none), `renewable` when the
+    app can give a fresh token. A KICK stops whatever the close code (§7)."""
+    if kick_code is not None:
+        return Ending(Decision.STOP, kick_code or close_code or KICKED)
+    if reconnects(close_code):
+        return Ending(Decision.RECONNECT)
+    if close_code == TOKEN_EXPIRED and renewable:
+        return Ending(Decision.RENEW_TOKEN)
+    return Ending(Decision.STOP, close_code or 0)
+
+
 class Kind(StrEnum):
     UNICAST = "unicast"       # stored for the user; the client ACKs it
     TOPIC = "topic"           # online only, no ACK

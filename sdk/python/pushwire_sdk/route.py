@@ -9,7 +9,7 @@ repeated failures, offers other IDCs). aiohttp errors are translated here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,6 +50,16 @@ class Route:
 def hostport(endpoint: str) -> str:
     """`ws://host:port/` -> `host:port`, the form reported in `failed=`."""
     return urlsplit(endpoint).netloc or endpoint
+
+
+def candidates(moved: Sequence[str], offered: Sequence[str], good: str,
+               failed: Container[str]) -> list[str]:
+    """Endpoints to try, in order: a RECONNECT's `moved` ones, the route's sticky room (first
+    of `offered`), the last `good` one (a resume needs the same room), the route's others;
+    without those whose host:port is in `failed` unless that leaves none
+    (conformance/close_codes.json `reconnect`)."""
+    everything = [e for e in dict.fromkeys([*moved, *offered[:1], good, *offered[1:]]) if e]
+    return [e for e in everything if hostport(e) not in failed] or everything
 
 
 def route_url(dispatcher_url: str) -> str:

@@ -3,9 +3,9 @@
     client_context()              # the system's CAs, plus the `pushwire dev --tls` CA if any
     client_context("corp-ca.pem") # exactly the CAs in that file
 
-The dev CA lives in <PUSHWIRE_HOME>/dev/tls/ca.pem (made by cli/devca.py); trusting it when
-it exists is what lets the CLI and the SDK reach a dev cluster on TLS with no flags. Host names
-are always checked.
+The dev CA lives in <dev home>/tls/ca.pem (made by cli/devca.py; the dev home is
+PUSHWIRE_DEV_HOME, else <PUSHWIRE_HOME>/dev); trusting it when it exists is what lets the CLI
+and the SDK reach a dev cluster on TLS with no flags. Host names are always checked.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from pathlib import Path
 
 from pushwire_protocol.errors import ConfigError
 
-# The home `pushwire dev` writes to (services/kit/config.py DEV_HOME): PUSHWIRE_HOME or ~/.pushwire.
-HOME = Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")).expanduser()
-DEV_CA = HOME / "dev" / "tls" / "ca.pem"
+# Where `pushwire dev` keeps its state (cli/cluster.py dev_home): PUSHWIRE_DEV_HOME, else
+# <PUSHWIRE_HOME, else ~/.pushwire>/dev.
+DEV_HOME = Path(os.environ.get("PUSHWIRE_DEV_HOME")
+                or Path(os.environ.get("PUSHWIRE_HOME", "~/.pushwire")) / "dev").expanduser()
+DEV_CA = DEV_HOME / "tls" / "ca.pem"
 
 
 def client_context(cafile: str | Path | None = None, dev_ca: Path = DEV_CA) -> ssl.SSLContext:

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from pushwire_protocol.errors import ConfigError, NotFound
+from pushwire_protocol.errors import ConfigError, NotFound, Unavailable
 from services.kit.discovery import Listener
 from services.kit.discovery.models import AppConfig, Instance
 
@@ -68,8 +68,11 @@ class LocalDiscovery:
             raise NotFound("update before announce")
         data = json.loads(instance.to_json())
         data["pid"] = os.getpid()
-        _write_atomic(self._mine, json.dumps(data).encode())
-        self._refresh(notify=True)
+        try:
+            _write_atomic(self._mine, json.dumps(data).encode())
+            self._refresh(notify=True)
+        except OSError as exc:    # out of descriptors or disk: the caller retries later
+            raise Unavailable("discovery directory not writable", detail=str(exc)) from exc
 
     def instances(self, kind: str) -> list[Instance]:
         return list(self._instances.get(kind, ()))
