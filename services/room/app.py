@@ -182,6 +182,7 @@ async def _mark_draining(host: Host) -> None:
     """Publish draining: dispatchers stop offering this room (load reports keep the flag)."""
     if host.instance is not None and not host.instance.draining:
         host.instance = dataclasses.replace(host.instance, draining=True)
+        host.health.soon()                  # not ready: gRPC health says so at once too
         await host.discovery.update(host.instance)
 
 
