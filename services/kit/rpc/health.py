@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio
 
 from services.kit.discovery import Discovery
 from services.kit.health import Check
@@ -37,7 +37,7 @@ class GrpcHealth:
 
     def __init__(self, service: str) -> None:
         self.names = ("", service)
-        self.servicer = HealthServicer()
+        self.servicer = aio.HealthServicer()      # grpcio-health-checking's asyncio one
 
     @property
     def registration(self) -> tuple[Callable[[Any, grpc.aio.Server], None], Any]:
