@@ -87,8 +87,8 @@ class Health:
         """Run every check once (one after the other, each bounded by `timeout_s`: no task
         is made, so the process's task count stays flat); tell the listeners; return
         readiness."""
-        for name, check in list(self.checks.items()):
-            problem = await self._run(check)
+        results = {name: await self._run(check) for name, check in list(self.checks.items())}
+        for name, problem in results.items():        # all at once: probes see one state
             DEPENDENCY_UP.labels(name).set(0 if problem else 1)
             if problem:
                 self.failing[name] = problem

@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from pushwire_sdk.client import PushClient
+from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc import grpcio
 from services.kit.rpc.health import serving
 from tests.integration.cluster import KINDS, Cluster
@@ -206,6 +207,33 @@ async def readiness(address: str) -> tuple[int, Any]:
         return resp.status, await resp.json()
 
 
+async def not_ready(address: str) -> Any:
+    """The 503 body of the readiness at `address`; None while it is ready."""
+    status, body = await readiness(address)
+    return body if status == 503 else None
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_draining_room_is_live_but_not_ready(cluster: Cluster) -> None:
+    """Runs last on the module's cluster: its only room drains (and stays running)."""
+    room = cluster.metrics_address("room-0")
+    dispatcher = cluster.metrics_address("dispatcher")
+    async with grpcio.channel(cluster.room("room-0").addresses["grpc"], cluster.secret) as ch:
+        await room_pb2_grpc.RoomStub(ch).Drain(room_pb2.DrainRequest(keep_running=True),
+                                               timeout=10)
+        body = await eventually(partial(not_ready, room), timeout=10)
+        assert body["not_ready"] == {"instance": "draining"}
+
+        async def not_serving() -> bool:
+            return not await serving(ch, 10)
+        await eventually(not_serving, timeout=10)        # gRPC health: at the next refresh
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://{room}/health/live") as resp:
+        assert resp.status == 200                        # draining is no reason to restart it
+    body = await eventually(partial(not_ready, dispatcher), timeout=15)
+    assert body["not_ready"] == {"room": "no room to route to"}
+
+
 async def test_center_is_not_ready_while_saver_is_down_and_ready_again_after(
         tmp_path: Path) -> None:
     async with Cluster(tmp_path, real=True) as cluster:
@@ -219,16 +247,14 @@ async def test_center_is_not_ready_while_saver_is_down_and_ready_again_after(
         [grpc_address] = {i.addresses["grpc"] for i in cluster.discovery.instances("center")}
         cluster.kill("saver", signal.SIGKILL)
 
-        async def not_ready(address: str) -> Any:
-            status, body = await readiness(address)
-            return body if status == 503 else None
-
-        body = await eventually(lambda: not_ready(center), timeout=20, every=0.1)
+        body = await eventually(partial(not_ready, center), timeout=20, every=0.1)
         assert body["not_ready"]["saver"] in ("no saver answers", "no saver in discovery")
         assert set(body["not_ready"]) == {"saver"}
-        assert "saver" in (await eventually(lambda: not_ready(room), timeout=20))["not_ready"]
+        assert "saver" in (await eventually(partial(not_ready, room), timeout=20))["not_ready"]
         async with grpcio.channel(grpc_address, None) as probe:
-            assert not await serving(probe, 10)     # what an orchestrator's gRPC probe sees
+            async def not_serving() -> bool:            # what an orchestrator's gRPC probe sees
+                return not await serving(probe, 10)
+            await eventually(not_serving, timeout=10)
         assert await cluster.metric("center-0", "pushwire_ready") == 0
         assert await cluster.metric("center-0", "pushwire_dependency_up",
                                     dependency="saver") == 0
