@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from cli.processes import free_port
 from services.kit.config import ServiceConfig
@@ -83,3 +87,44 @@ async def test_readiness_follows_a_dependency_and_draining(tmp_path: Path) -> No
             await probe.close()
             await server.stop(None)
             life.stop()
+
+
+def container_checks() -> dict[str, list[str]]:
+    """The healthcheck commands of the image (Dockerfile HEALTHCHECK) and of compose.yaml."""
+    root = Path(__file__).resolve().parents[2]
+    dockerfile = root.joinpath("Dockerfile").read_text().replace("\\\n", "")
+    line = next(x for x in dockerfile.splitlines() if x.startswith("HEALTHCHECK"))
+    compose = yaml.safe_load(root.joinpath("compose.yaml").read_text())
+    return {"Dockerfile": json.loads(line.split(" CMD ", 1)[1]),
+            "compose.yaml": compose["x-pushwire"]["healthcheck"]["test"][1:]}
+
+
+async def test_the_container_healthchecks_follow_readiness(tmp_path: Path) -> None:
+    """What Docker runs in the container: exit 0 only while the service is ready."""
+    port = free_port()
+    config = ServiceConfig(instance="center-x", discovery=f"file:{tmp_path}", metrics_port=port)
+    env = {**os.environ, "PUSHWIRE_METRICS_PORT": str(port)}
+    answers = {"saver": False}
+
+    async def saver() -> str | None:
+        return None if answers["saver"] else "no saver answers"
+
+    async def exits() -> dict[str, int]:
+        codes = {}
+        for name, command in container_checks().items():
+            proc = await asyncio.create_subprocess_exec(sys.executable, *command[1:], env=env)
+            codes[name] = await asyncio.wait_for(proc.wait(), 10)
+        return codes
+
+    async with asyncio.TaskGroup() as group:
+        life = Lifecycle(group)
+        async with hosted("center", config, life) as host:
+            host.need("saver", saver)
+            await host.announce({"http": "127.0.0.1:1"})
+            await host.health.refresh()
+            assert await exits() == {"Dockerfile": 1, "compose.yaml": 1}
+            answers["saver"] = True
+            await host.health.refresh()
+            assert await exits() == {"Dockerfile": 0, "compose.yaml": 0}
+            life.stop()
+            assert await exits() == {"Dockerfile": 1, "compose.yaml": 1}
