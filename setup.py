@@ -13,4 +13,6 @@ ROOTS = ("services", "cli", "bench")
 setup(
     packages=[f"pushwire.{name}" for name in find_packages(include=[f"{r}*" for r in ROOTS])],
     package_dir={f"pushwire.{root}": root for root in ROOTS},
+    # The admin console's page, script and style (services/center/console, docs/console.md).
+    package_data={"pushwire.services.center.console": ["*.html", "*.js", "*.css"]},
 )

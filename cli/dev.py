@@ -235,6 +235,7 @@ class Supervisor:
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
   gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}{self.ca_line()}
   admin key    {cluster.admin_key}   ({cluster.center}/v1/admin/..., `pushwire app`)
+  console      {cluster.center}/admin/   (log in with the admin key)
   demo app     id demo  secret {cluster.secret(app.id)}  api key {cluster.api_key(app.id)}
 {self.other_shells()}Try:  pushwire listen --app demo --uid u1      (another shell)
       pushwire push --app demo --uid u1 --data hello

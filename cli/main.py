@@ -7,12 +7,12 @@ parser from them and dispatches.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Sequence
 
 from cli import appcmds, broadcast, clients, dev, ops, roomcmds, servicecmds
+from services.kit.host import version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
 
         benchcmd.add_parser(subs)
     return parser
-
-
-def version() -> str:
-    """The installed distribution's version ("unknown" when run from an uninstalled tree)."""
-    try:
-        return importlib.metadata.version("pushwire")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

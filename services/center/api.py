@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +16,7 @@ from services.center.broadcast import BroadcastRequest, Broadcasts, view_json
 from services.center.config import CenterConfig
 from services.center.push import Pusher, PushRequest
 from services.center.topics import Topics
+from services.center.topology import Topology, instance_view, summed
 from services.coordinator.client import CoordinatorClient
 from services.kit import http
 from services.kit.discovery import AppConfig, Discovery
@@ -24,6 +28,7 @@ from services.kit.schema import (
     UID,
     Base64,
     Boolean,
+    Digits,
     Integer,
     ListOf,
     Number,
@@ -108,7 +113,9 @@ class CenterApi:
         })
 
     async def message(self, request: web.Request) -> web.Response:
-        app = self.app_of(request)
+        return await self.message_of(request, self.app_of(request))
+
+    async def message_of(self, request: web.Request, app: AppConfig) -> web.Response:
         message_id = ID.check("message id", request.match_info["id"])
         state = await self.pusher.saver.status(app.id, message_id, self.config.rpc_timeout_s)
         if not state.found:
@@ -121,7 +128,9 @@ class CenterApi:
         })
 
     async def user(self, request: web.Request) -> web.Response:
-        app = self.app_of(request)
+        return await self.user_of(request, self.app_of(request))
+
+    async def user_of(self, request: web.Request, app: AppConfig) -> web.Response:
         uid = UID.check("uid", request.match_info["uid"])
         sessions = (await self.pusher.register.lookup(app.id, [uid]))[0]
         pending = (await self.pusher.saver.pending(app.id, [uid]))[0]
@@ -148,20 +157,26 @@ class CenterApi:
                                   "failed_rooms": done.failed})
 
     async def broadcast(self, request: web.Request) -> web.Response:
-        app = self.app_of(request)
+        return await self.broadcast_of(request, self.app_of(request))
+
+    async def broadcast_of(self, request: web.Request, app: AppConfig) -> web.Response:
         body = await http.json_body(request, self.broadcast_schema)
         view = await self.broadcasts.create(app, BroadcastRequest(
             _data(body), body["rate_per_s"], body["ttl_s"]))
         return web.json_response(view_json(view, _now_ms()), status=201)
 
     async def broadcast_status(self, request: web.Request) -> web.Response:
-        app = self.app_of(request)
+        return await self.broadcast_status_of(request, self.app_of(request))
+
+    async def broadcast_status_of(self, request: web.Request, app: AppConfig) -> web.Response:
         view = await self.broadcasts.get(app, ID.check("broadcast id",
                                                               request.match_info["id"]))
         return web.json_response(view_json(view, _now_ms()))
 
     async def broadcast_cancel(self, request: web.Request) -> web.Response:
-        app = self.app_of(request)
+        return await self.broadcast_cancel_of(request, self.app_of(request))
+
+    async def broadcast_cancel_of(self, request: web.Request, app: AppConfig) -> web.Response:
         view = await self.broadcasts.cancel(app, ID.check("broadcast id",
                                                                  request.match_info["id"]))
         return web.json_response(view_json(view, _now_ms()))
@@ -175,26 +190,65 @@ class CenterApi:
                                   "peers": peers})
 
 
-class AdminApi:
-    """The admin API (docs/api.md §4): apps, credential rotation, rooms; every route wants
-    one of center's admin keys, never an app's API key."""
+AppHandler = Callable[[web.Request, AppConfig], Awaitable[web.Response]]
 
-    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms) -> None:
+
+class RecordId:
+    """A dead letter's id in a path: 16 hex digits (services/coordinator/deadletter.py)."""
+
+    PATTERN = "[0-9a-f]{16}"
+
+    def check(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(self.PATTERN, value, re.ASCII):
+            raise BadRequest(f"{name} is 16 hex digits (0-9 a-f)")
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        return {"type": "string", "pattern": f"^{self.PATTERN}$"}
+
+
+RECORD_ID = RecordId()
+DEAD_LETTERS_MAX = 1000
+
+
+class AdminApi:
+    """The admin API (docs/api.md §4): apps, credential rotation, rooms, and what the admin
+    console (docs/console.md) shows: topology, app figures, broadcasts, messages and users,
+    dead letters, errors and refusals. Every route wants one of center's admin keys, never
+    an app's API key; `center` lends the business API's handlers to the app routes."""
+
+    def __init__(self, keys: AdminKeys, apps: Apps, rooms: Rooms, center: CenterApi,
+                 topology: Topology, error_log: http.ErrorLog | None = None) -> None:
         self.keys = keys
         self.apps = apps
         self.rooms = rooms
+        self.center = center
+        self.topology = topology
+        self.error_log = error_log or http.ErrorLog()
 
     def routes(self) -> list[web.RouteDef]:
+        app, center = "/v1/admin/apps/{app}", self.center
         return [
             web.get("/v1/admin/apps", self.list_apps),
             web.post("/v1/admin/apps", self.create_app),
-            web.get("/v1/admin/apps/{app}", self.get_app),
-            web.patch("/v1/admin/apps/{app}", self.update_app),
-            web.delete("/v1/admin/apps/{app}", self.delete_app),
-            web.post("/v1/admin/apps/{app}/secrets/rotate", self.rotate_secret),
-            web.post("/v1/admin/apps/{app}/api-keys/rotate", self.rotate_api_key),
+            web.get(app, self.get_app),
+            web.patch(app, self.update_app),
+            web.delete(app, self.delete_app),
+            web.post(f"{app}/secrets/rotate", self.rotate_secret),
+            web.post(f"{app}/api-keys/rotate", self.rotate_api_key),
             web.get("/v1/admin/rooms", self.list_rooms),
             web.post("/v1/admin/rooms/{room}/drain", self.drain),
+            web.get("/v1/admin/topology", self.show_topology),
+            web.get("/v1/admin/errors", self.errors),
+            web.get(f"{app}/stats", self.of_app(self.stats)),
+            web.post(f"{app}/broadcasts", self.of_app(center.broadcast_of)),
+            web.get(f"{app}/broadcasts/{{id}}", self.of_app(center.broadcast_status_of)),
+            web.delete(f"{app}/broadcasts/{{id}}", self.of_app(center.broadcast_cancel_of)),
+            web.get(f"{app}/messages/{{id}}", self.of_app(center.message_of)),
+            web.get(f"{app}/users/{{uid}}", self.of_app(center.user_of)),
+            web.get(f"{app}/dead-letters", self.of_app(self.dead_letters)),
+            web.post(f"{app}/dead-letters/{{record}}/replay", self.of_app(self.replay)),
+            web.delete(f"{app}/dead-letters/{{record}}", self.of_app(self.drop)),
         ]
 
     def admin(self, request: web.Request) -> None:
@@ -204,6 +258,13 @@ class AdminApi:
             raise AuthError("the admin API is off: center has no admin key configured")
         if not http.bearer_matches(request, keys):
             raise AuthError("missing or wrong admin key")
+
+    def of_app(self, handler: AppHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """`handler` behind the admin key, given the app of the path (404 when unknown)."""
+        async def admin_route(request: web.Request) -> web.Response:
+            self.admin(request)
+            return await handler(request, self.apps.get(request.match_info["app"]))
+        return admin_route
 
     async def list_apps(self, request: web.Request) -> web.Response:
         self.admin(request)
@@ -255,6 +316,68 @@ class AdminApi:
         return web.json_response({"room": request.match_info["room"], "moved": reply.moved,
                                   "remaining": reply.remaining, "done": reply.done,
                                   "detail": reply.detail})
+
+    # -- what the console shows -----------------------------------------------------------------
+
+    async def show_topology(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        probed = await self.topology.probed()
+        return web.json_response({"instances": [instance_view(i, p) for i, p in probed],
+                                  "at_ms": _now_ms()})
+
+    async def errors(self, request: web.Request) -> web.Response:
+        self.admin(request)
+        rooms = await self.topology.refusals()
+        log = self.error_log
+        return web.json_response({
+            "recent": list(log.recent),
+            "counts": [{"status": s, "message": m, "count": n}
+                       for (s, m), n in sorted(log.counts.items(), key=lambda kv: -kv[1])],
+            **rooms})
+
+    async def stats(self, request: web.Request, app: AppConfig) -> web.Response:
+        parts, timeout = self.center, self.center.config.rpc_timeout_s
+        counts = await parts.broadcasts.rooms.app_counts(app.id)
+        sessions, users = await parts.pusher.register.count(app.id, timeout)
+        _, dead = await parts.coordinator.dead_letters(app.id, 1, timeout)
+        stored, acked, dead_messages = await parts.pusher.saver.totals(app.id, timeout)
+        return web.json_response({
+            "app": app.id, "connections": summed(counts), "sessions": sessions, "users": users,
+            "rooms": {room: n if isinstance(n, int) else None for room, n in counts.items()},
+            "dead_letters": dead, "messages": {"stored": stored, "acked": acked,
+                                               "dead": dead_messages}, "at_ms": _now_ms()})
+
+    async def dead_letters(self, request: web.Request, app: AppConfig) -> web.Response:
+        limit = LIMIT.parse(dict(request.query))["limit"]
+        parts = self.center
+        records, count = await parts.coordinator.dead_letters(app.id, limit,
+                                                              parts.config.rpc_timeout_s)
+        return web.json_response({"count": count, "records": [
+            {"id": r.id, **json.loads(r.record)} for r in records]})
+
+    async def replay(self, request: web.Request, app: AppConfig) -> web.Response:
+        done = await self._resolve(request, app, replay=True)
+        return web.json_response({"id": request.match_info["record"],
+                                  "delivered": done.delivered, "status": done.status,
+                                  "detail": done.detail})
+
+    async def drop(self, request: web.Request, app: AppConfig) -> web.Response:
+        await self._resolve(request, app, replay=False)
+        return web.json_response({"dropped": request.match_info["record"]})
+
+    async def _resolve(self, request: web.Request, app: AppConfig,
+                       replay: bool) -> coordinator_pb2.DeadLetterOutcome:
+        record = RECORD_ID.check("a dead letter id", request.match_info["record"])
+        parts = self.center
+        done = await parts.coordinator.resolve_dead_letter(coordinator_pb2.DeadLetterAction(
+            app=app.id, id=record, replay=replay), parts.config.rpc_timeout_s + REPLAY_S)
+        if not done.found:
+            raise NotFound("unknown dead letter")
+        return done
+
+
+LIMIT = Schema({"limit": Digits(1, DEAD_LETTERS_MAX)}, defaults={"limit": 100})
+REPLAY_S = 60.0             # a replay waits for the webhook's retries (the app's policy)
 
 
 def _reveal(request: web.Request) -> bool:

@@ -6,8 +6,9 @@ import asyncio
 
 from aiohttp import web
 
+from services.center import console
 from services.center.admin import AdminKeys, Apps, Rooms
-from services.center.api import PEERS, AdminApi, CenterApi
+from services.center.api import AdminApi, CenterApi
 from services.center.broadcast import Broadcasts, Settings
 from services.center.config import CenterConfig
 from services.center.jobs import job_store
@@ -15,6 +16,7 @@ from services.center.openapi import document
 from services.center.push import Pusher
 from services.center.servicer import CenterServicer
 from services.center.topics import Topics
+from services.center.topology import KINDS, Topology
 from services.coordinator.client import CoordinatorClient
 from services.kit import http, openapi
 from services.kit.cors import Cors
@@ -30,14 +32,16 @@ from services.saver.client import SaverClient
 
 
 def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Application:
-    """center's HTTP face: the API, the admin API, /metrics and its OpenAPI document at
-    /openapi.json."""
+    """center's HTTP face: the API, the admin API, the admin console at /admin/, /metrics
+    and its OpenAPI document at /openapi.json."""
     app = http.application(
         http.Limits(config.max_request_bytes, config.request_read_timeout_s),
         proxies=TrustedProxies.of(config.trusted_proxies),
         cors=Cors(config.cors_origins) if config.cors_origins else None)
+    app[http.ERROR_LOG] = admin.error_log
     app.add_routes(api.routes())
     app.add_routes(admin.routes())
+    app.add_routes(console.routes())
     openapi.add_route(app, document(config))
     return app
 
@@ -45,7 +49,7 @@ def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Applic
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
     admin_keys = AdminKeys(config.admin_keys, config.admin_keys_file)   # bad ones: no start
-    async with hosted("center", config, life, watch=PEERS) as host:
+    async with hosted("center", config, life, watch=KINDS) as host:
         channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         saver = SaverClient(host.discovery, channels, options)
@@ -58,7 +62,8 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
                         CoordinatorClient(host.discovery, channels),
                         topics=Topics(rooms), broadcasts=broadcasts)
         admin = AdminApi(admin_keys, Apps(host.discovery),
-                         Rooms(host.discovery, channels, config.rpc_timeout_s))
+                         Rooms(host.discovery, channels, config.rpc_timeout_s), api,
+                         Topology(host.discovery, channels))
         runner, http_port = await http.start_site(web_app(config, api, admin), config.bind,
                                                   config.http_port, ServerTls.started(config, life))
         server, grpc_port = await start_server(

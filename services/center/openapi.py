@@ -10,8 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from services.center.admin import DRAIN, KEY_MIN, MAX_OVERLAP_S
-from services.center.api import KICK, PUBLISH, TOPIC, broadcast_schema, push_schema
+from services.center.api import (
+    KICK,
+    LIMIT,
+    PUBLISH,
+    RECORD_ID,
+    TOPIC,
+    broadcast_schema,
+    push_schema,
+)
 from services.center.config import CenterConfig
+from services.center.topology import KINDS
 from services.kit import openapi
 from services.kit.limits import MAX_ID_LEN
 from services.kit.openapi import COUNT, Operation, json_object
@@ -100,10 +109,96 @@ ROOM = json_object(id={"type": "string"}, idc={"type": "string"}, load=COUNT,
                    capacity=COUNT, draining={"type": "boolean"})
 
 
+INSTANCE = json_object(
+    kind=_enum(*KINDS), id={"type": "string"}, idc={"type": "string"},
+    addresses={"type": "object", "additionalProperties": {"type": "string"}}, load=COUNT,
+    capacity=COUNT, draining={"type": "boolean"}, version={"type": "string"},
+    health=_enum("ok", "unreachable"))
+# A room that answered its Info RPC also says these.
+INSTANCE["properties"] |= {"connections": COUNT, "sessions": COUNT, "tasks": COUNT,
+                           "parked": COUNT}
+COUNTS = {"type": "object", "additionalProperties": COUNT}
+ERRORS = json_object(
+    recent={"type": "array", "items": json_object(
+        at_ms=MS, method={"type": "string"}, path={"type": "string"}, status=COUNT,
+        code=COUNT, message={"type": "string"})},
+    counts={"type": "array", "items": json_object(status=COUNT, message={"type": "string"},
+                                                  count=COUNT)},
+    refused=COUNTS, closed=COUNTS, rooms={"type": "object"})
+STATS = json_object(app={"type": "string"}, connections=COUNT, sessions=COUNT, users=COUNT,
+                    rooms={"type": "object", "additionalProperties": {
+                        "anyOf": [COUNT, {"type": "null"}]}},
+                    dead_letters=COUNT, at_ms=MS,
+                    messages=json_object(stored=COUNT, acked=COUNT, dead=COUNT))
+DEAD_LETTERS = json_object(count=COUNT, records={"type": "array", "items": json_object(
+    id={"type": "string"}, event={"type": "string"}, url={"type": "string"},
+    body={"type": "string"})})
+RECORD: dict[str, Type] = {**APP, "record": RECORD_ID}
+PAGE = {"type": "string"}
+
+
+def _console() -> dict[tuple[str, str], Operation]:
+    """The admin console's files (services/center/console): no key needed to load them."""
+    return {("GET", "/admin"): Operation("the admin console (a redirect to /admin/)", PAGE,
+                                         status=308, media="text/plain"),
+            ("GET", "/admin/"): Operation("the admin console (docs/console.md)", PAGE,
+                                          media="text/html"),
+            ("GET", "/admin/console.js"): Operation("the console's script", PAGE,
+                                                    media="text/javascript"),
+            ("GET", "/admin/console.css"): Operation("the console's style", PAGE,
+                                                     media="text/css")}
+
+
+def _console_api(config: CenterConfig) -> dict[tuple[str, str], Operation]:
+    """What the console shows (docs/api.md §4.1)."""
+    app, broadcast = "/v1/admin/apps/{app}", {**APP, "id": ID}
+    return {
+        ("GET", "/v1/admin/topology"): Operation(
+            "every service instance in discovery, probed", json_object(
+                instances={"type": "array", "items": INSTANCE}, at_ms=MS), admin=True),
+        ("GET", "/v1/admin/errors"): Operation(
+            "this center's recent error answers; the rooms' refusals and closes by reason",
+            ERRORS, admin=True),
+        ("GET", f"{app}/stats"): Operation(
+            "an app's connections, sessions, users and dead letters", STATS, path=APP,
+            admin=True, errors=(404, 503)),
+        ("POST", f"{app}/broadcasts"): Operation(
+            "start a broadcast (as POST /v1/apps/{app}/broadcasts)", BROADCAST, status=201,
+            body=broadcast_schema(config.broadcast_rate_max), path=APP, admin=True,
+            errors=(404, 413, 503), links={
+                name: ((method, f"{app}/broadcasts/{{id}}"), {
+                    "app": "$request.path.app", "id": "$response.body#/id"})
+                for name, method in (("status", "GET"), ("cancel", "DELETE"))}),
+        ("GET", f"{app}/broadcasts/{{id}}"): Operation(
+            "a broadcast job's progress", BROADCAST, path=broadcast, admin=True,
+            errors=(404, 503)),
+        ("DELETE", f"{app}/broadcasts/{{id}}"): Operation(
+            "cancel a broadcast job", BROADCAST, path=broadcast, admin=True,
+            errors=(404, 503)),
+        ("GET", f"{app}/messages/{{id}}"): Operation(
+            "where a message stands", MESSAGE, path={**APP, "id": ID}, admin=True,
+            errors=(404, 503)),
+        ("GET", f"{app}/users/{{uid}}"): Operation(
+            "a user's sessions and pending messages", USER, path={**APP, "uid": UID},
+            admin=True, errors=(404, 503)),
+        ("GET", f"{app}/dead-letters"): Operation(
+            "the newest dead letters of the app", DEAD_LETTERS, path=APP, query=LIMIT,
+            admin=True, errors=(404, 503)),
+        ("POST", f"{app}/dead-letters/{{record}}/replay"): Operation(
+            "send a dead letter to its webhook again (gone when it answers 2xx)",
+            json_object(id={"type": "string"}, delivered={"type": "boolean"}, status=COUNT,
+                        detail={"type": "string"}), path=RECORD, admin=True,
+            errors=(404, 503)),
+        ("DELETE", f"{app}/dead-letters/{{record}}"): Operation(
+            "drop a dead letter", json_object(dropped={"type": "string"}), path=RECORD,
+            admin=True, errors=(404, 503)),
+    }
+
+
 def _admin(config: CenterConfig) -> dict[tuple[str, str], Operation]:
     apps, app = "/v1/admin/apps", "/v1/admin/apps/{app}"
     rotated = {"app": APP_VIEW, "old_until": {"type": "number", "minimum": 0}}
-    return {
+    return _console() | _console_api(config) | {
         ("GET", apps): Operation("every app", json_object(apps={
             "type": "array", "items": APP_VIEW}), query=REVEAL, admin=True),
         ("POST", apps): Operation("create an app (its credentials are answered once, in "

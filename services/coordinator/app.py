@@ -16,9 +16,11 @@ from prometheus_client import Gauge
 from services.coordinator.config import CoordinatorConfig
 from services.coordinator.deadletter import open_store
 from services.coordinator.kick import Kicker
+from services.coordinator.replay import Replayer
 from services.coordinator.servicer import CoordinatorServicer
 from services.coordinator.status import Status
 from services.coordinator.upstream import Upstream
+from services.coordinator.webhooks import HttpTransport
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import coordinator_pb2_grpc
@@ -28,6 +30,7 @@ from services.room.client import RoomClient
 
 UPSTREAM_DEPTH = Gauge("pushwire_coordinator_upstream_queue_items",
                        "Upstream messages waiting for a webhook worker")
+REPLAY_CONNECTIONS = 4      # webhook connections of operators' dead letter replays
 HELD = Gauge("pushwire_coordinator_status_held_events", "Offline events held by the debouncer")
 
 
@@ -44,8 +47,9 @@ async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
                         config.status_linger_ms / 1000, config.status_held_max)
         UPSTREAM_DEPTH.set_function(upstream.depth)
         HELD.set_function(lambda: status.debouncer.held)
+        replayer = Replayer(host.discovery, deadletters, HttpTransport(REPLAY_CONNECTIONS))
         servicer = CoordinatorServicer(Kicker(register, rooms, host.discovery), upstream,
-                                       status)
+                                       status, replayer)
         server, port = await start_server(
             config,
             [(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer)],
@@ -59,6 +63,7 @@ async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
         await status.drain(config.shutdown_grace_s)
         await status.close()
         await upstream.close()
+        await replayer.close()
         await rooms.close()
         await register.close()
         await channels.close()

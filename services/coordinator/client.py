@@ -13,6 +13,7 @@ batches arrive in the order the register saw the transitions.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
@@ -74,6 +75,36 @@ class CoordinatorClient:
         reply = await translate_call(target, stub.Kick(request, timeout=timeout))
         return int(reply.kicked)
 
+    async def dead_letters(self, app: str, limit: int, timeout: float) \
+            -> tuple[list[coordinator_pb2.DeadLetter], int]:
+        """The newest `limit` dead letters of `app` over every coordinator's store (each keeps
+        its own without Redis; with Redis they share one: asked once)."""
+        query = coordinator_pb2.DeadLetterQuery(app=app, limit=limit)
+        found: dict[str, coordinator_pb2.DeadLetter] = {}
+        counts: dict[str, int] = {}
+        for target in sorted(self.peers.addresses()):
+            stub = coordinator_pb2_grpc.CoordinatorStub(self._channels.get(target))
+            reply = await translate_call(target, stub.DeadLetters(query, timeout=timeout))
+            if reply.store in counts:
+                continue
+            counts[reply.store] = int(reply.count)
+            found.update((r.id, r) for r in reply.records)
+        newest = sorted(found.values(), key=lambda r: -_at_ms(r.record))
+        return newest[:limit], sum(counts.values())
+
+    async def resolve_dead_letter(self, action: coordinator_pb2.DeadLetterAction,
+                                  timeout: float) -> coordinator_pb2.DeadLetterOutcome:
+        """Replay or drop one dead letter at the coordinator holding it (found False when
+        none does)."""
+        outcome = coordinator_pb2.DeadLetterOutcome(found=False)
+        for target in sorted(self.peers.addresses()):
+            stub = coordinator_pb2_grpc.CoordinatorStub(self._channels.get(target))
+            outcome = await translate_call(target, stub.ResolveDeadLetter(action,
+                                                                         timeout=timeout))
+            if outcome.found:
+                break
+        return outcome
+
     async def drain(self, timeout_s: float) -> None:
         """Send the status events still queued (at shutdown)."""
         await self._status.drain(timeout_s)
@@ -81,3 +112,10 @@ class CoordinatorClient:
     async def close(self) -> None:
         await self._upstream.close()
         await self._status.close()
+
+
+def _at_ms(record: str) -> int:
+    try:
+        return int(json.loads(record).get("at_ms", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0

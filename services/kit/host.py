@@ -19,6 +19,7 @@ metrics listener.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -41,6 +42,14 @@ TASKS = Gauge("pushwire_asyncio_tasks", "asyncio tasks alive in the process")
 DISCOVERED = Gauge("pushwire_discovery_instances",
                    "Instances of a kind this process sees in discovery (with an address)",
                    ["kind"])
+
+
+def version() -> str:
+    """The installed distribution's version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("pushwire")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 @dataclass
@@ -67,7 +76,7 @@ class Host:
         """Publish this instance in discovery; returns its unique sequence number."""
         self.instance = Instance(kind=self.kind, id=self.config.instance, idc=self.config.idc,
                                  addresses={**addresses, **self.extra}, capacity=capacity,
-                                 pid=os.getpid())
+                                 pid=os.getpid(), version=version())
         seq = await self.discovery.announce(self.instance)
         self.log.info("announced %s %s", self.instance.id, self.instance.addresses)
         self.health.soon()

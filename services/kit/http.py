@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import re
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
@@ -95,6 +98,28 @@ class Limits:
 LIMITS: web.AppKey[Limits] = web.AppKey("pushwire_limits", Limits)
 
 
+class ErrorLog:
+    """The error answers a server gave lately (newest first, at most `size`) and how many of
+    each (status, message) since it started (at most `kinds` of them; later ones count as
+    "other"): center's admin console shows them (docs/console.md)."""
+
+    def __init__(self, size: int = 100, kinds: int = 200) -> None:
+        self.recent: deque[dict[str, Any]] = deque(maxlen=size)
+        self.counts: dict[tuple[int, str], int] = {}
+        self._kinds = kinds
+
+    def add(self, request: web.Request, status: int, code: int, message: str) -> None:
+        self.recent.appendleft({"at_ms": int(time.time() * 1000), "method": request.method,
+                                "path": request.path[:200], "status": status, "code": code,
+                                "message": message})
+        key = (status, message) if (status, message) in self.counts \
+            or len(self.counts) < self._kinds else (status, "other")
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+ERROR_LOG: web.AppKey[ErrorLog] = web.AppKey("pushwire_error_log", ErrorLog)
+
+
 def _nearest(table: Mapping[type[PushwireError], Any], exc: PushwireError) -> Any:
     return next(table[c] for c in type(exc).__mro__ if c in table)
 
@@ -133,7 +158,20 @@ def _framework_error(exc: web.HTTPException) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an HTTP status with the JSON error body; internals go to the log."""
+    """Every failure becomes an HTTP status with the JSON error body; internals go to the log
+    (and, where the app keeps one, the answer to its ErrorLog)."""
+    response = await _answer(request, handler)
+    errors = request.app.get(ERROR_LOG)
+    if errors is not None and response.status >= 400 and isinstance(response, web.Response) \
+            and response.content_type == "application/json" and response.body is not None:
+        error = json.loads(bytes(response.body))      # type: ignore[arg-type]
+        if isinstance(error, dict) and isinstance(error.get("error"), dict):
+            errors.add(request, response.status, error["error"]["code"],
+                       error["error"]["message"])
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PushwireError as exc:

@@ -56,6 +56,14 @@ async def responses_middleware(request: web.Request, handler: Handler) -> web.St
     return response
 
 
+def by_label(counter: Counter, prefix: str = "") -> dict[str, int]:
+    """A one-label counter's values in this process, keyed by `prefix` + the label value
+    (what a service reports of itself over RPC, where no /metrics port is open)."""
+    return {prefix + next(iter(s.labels.values()), ""): int(s.value)
+            for metric in counter.collect() for s in metric.samples
+            if s.name.endswith("_total") and s.value}
+
+
 async def handle_metrics(_request: web.Request) -> web.Response:
     """aiohttp handler serving the process's registry."""
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

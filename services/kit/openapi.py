@@ -149,7 +149,8 @@ def _statuses(op: Operation) -> set[int]:
 
 def _operation_id(method: str, path: str) -> str:
     words = re.findall(r"\w+", path.replace("{", "by_"))
-    return "_".join([method.lower(), *words])
+    index = ["index"] if len(path) > 1 and path.endswith("/") else []     # /admin/ vs /admin
+    return "_".join([method.lower(), *words, *index])
 
 
 def _param(name: str, where: str, kind: Type, required: bool) -> dict[str, Any]:

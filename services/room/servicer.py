@@ -9,12 +9,14 @@ import asyncio
 from typing import Any
 
 from pushwire_protocol.errors import BadRequest, NotFound, PushwireError
+from services.kit.metrics import by_label
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import servicer
-from services.room.connection import Connection
+from services.room.connection import CLOSED, PROXY_REFUSED, Connection
 from services.room.delivery import Delivery
 from services.room.drain import Drain
 from services.room.fanout import FanOut
+from services.room.policy import REFUSED
 from services.room.server import RoomServer
 from services.room.sessions import Sessions
 
@@ -69,7 +71,8 @@ class RoomServicer(room_pb2_grpc.RoomServicer):
                                   connections=self.server.connection_count,
                                   sessions=self.server.hub.count(), tasks=len(asyncio.all_tasks()),
                                   parked=self.sessions.parked,
-                                  draining=self.drain is not None and self.drain.active)
+                                  draining=self.drain is not None and self.drain.active,
+                                  refused=refusals(), closed=by_label(CLOSED))
 
     @servicer
     async def Drain(self, request: room_pb2.DrainRequest, context: Any) -> room_pb2.DrainReply:
@@ -80,3 +83,8 @@ class RoomServicer(room_pb2_grpc.RoomServicer):
         p = self.drain.start(request.rate_per_s, request.keep_running)
         return room_pb2.DrainReply(moved=p.moved, remaining=p.remaining, done=p.done,
                                    detail=p.detail)
+
+
+def refusals() -> dict[str, int]:
+    """Clients this room refused since it started, by reason (access policy, PROXY header)."""
+    return {**by_label(REFUSED), **by_label(PROXY_REFUSED, "proxy ")}

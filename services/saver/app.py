@@ -104,5 +104,6 @@ async def _answers(hot: HotStore) -> str | None:
 async def _export(stats: InboxStats) -> None:
     while True:
         for name, value in dataclasses.asdict(stats).items():
-            STATS.labels(name).set(value)
+            if isinstance(value, int):          # not the per-app totals (an RPC reads those)
+                STATS.labels(name).set(value)
         await asyncio.sleep(1.0)

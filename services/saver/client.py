@@ -129,6 +129,17 @@ class SaverClient:
         return await translate_call(target, stub.Status(
             saver_pb2.MessageQuery(app=app, id=message_id), timeout=timeout))
 
+    async def totals(self, app: str, timeout: float) -> tuple[int, int, int]:
+        """(stored, acked, dead-lettered) messages of `app` over every saver, since each
+        started."""
+        total = [0, 0, 0]
+        for target in sorted(self.peers.addresses()):
+            stub = saver_pb2_grpc.SaverStub(self._channels.get(target))
+            reply = await translate_call(target, stub.Totals(
+                saver_pb2.AppTotalsQuery(app=app), timeout=timeout))
+            total = [total[0] + reply.stored, total[1] + reply.acked, total[2] + reply.dead]
+        return total[0], total[1], total[2]
+
     def _log_owner(self, app: str) -> str:
         # One saver mints every id of an app's log, so the ids (the cursors) increase.
         return self.peers.owner(f"{app}\x00broadcast")

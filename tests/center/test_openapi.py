@@ -21,7 +21,7 @@ CONFIG = CenterConfig(max_uids=7, broadcast_rate_max=500.0)
 def served(config: CenterConfig) -> set[tuple[str, str]]:
     none: Any = None        # the routes only name the handlers: no collaborator is called
     api = CenterApi(config, none, none, none, topics=none, broadcasts=none)
-    return openapi.served(web_app(config, api, AdminApi(none, none, none)))
+    return openapi.served(web_app(config, api, AdminApi(none, none, none, api, none)))
 
 
 # With and without admin keys: routes that exist only with them would be checked too.

@@ -137,7 +137,8 @@ def banner(lines: list[str]) -> dict[str, str]:
     words = {line.split()[0]: line.split() for line in lines if line.startswith("  ")}
     return {"dispatcher": words["dispatcher"][1].removesuffix("/v1/route"),
             "center": words["center"][1].removesuffix("/v1/apps/demo/push"),
-            "api_key": words["demo"][words["demo"].index("key") + 1]}
+            "api_key": words["demo"][words["demo"].index("key") + 1],
+            "console": words["console"][1]}
 
 
 def test_the_installed_server_runs_from_anywhere_and_hides_its_packages(server: Server) -> None:
@@ -147,6 +148,8 @@ def test_the_installed_server_runs_from_anywhere_and_hides_its_packages(server: 
     for name in ("services", "cli", "bench", "sdk"):
         probe = _run(bin_dir / "python", "-c", f"import {name}", env=env, cwd="/")
         assert "ModuleNotFoundError" in probe.stderr, (name, probe.stderr)
+    with urllib.request.urlopen(server.banner["console"], timeout=10) as response:
+        assert b"<title>pushwire console</title>" in response.read()    # the wheel's files
 
 
 def test_the_sdk_installs_alone_and_its_client_receives_a_push(

@@ -235,3 +235,27 @@ async def test_every_answer_is_counted_by_route_pattern_and_status() -> None:
             pass
     after = (count("/who", "200"), count("/broken", "503", "POST"), count("unmatched", "404"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
+
+
+async def test_an_error_log_keeps_the_recent_error_answers_and_counts_them() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        raise BadRequest(f"bad {request.match_info['n']}")
+
+    async def fine(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = http.application()
+    app[http.ERROR_LOG] = log = http.ErrorLog(size=2, kinds=2)
+    app.add_routes([web.get("/bad/{n}", refuse), web.get("/fine", fine)])
+    runner, port = await http.start_site(app, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in ("/bad/1", "/fine", "/bad/1", "/bad/2", "/bad/3", "/nowhere"):
+                async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+                    await resp.read()
+    finally:
+        await runner.cleanup()
+    assert [(e["path"], e["status"], e["message"]) for e in log.recent] == [
+        ("/nowhere", 404, "no such route"), ("/bad/3", 400, "bad 3")]
+    assert log.counts == {(400, "bad 1"): 2, (400, "bad 2"): 1, (400, "other"): 1,
+                          (404, "other"): 1}     # two kinds kept, then "other"

@@ -93,7 +93,7 @@ async def test_drain_moves_everyone_paced_then_stops() -> None:
     assert drain.progress.moved == 60 and all(len(c.moves) == 1 for c in conns)
     assert {c.moves[0][1] for c in conns} == {500} and {c.moves[0][2] for c in conns} == {"drain"}
     took = max(c.at for c in conns) - started
-    assert 0.2 <= took <= 1.5, took                 # 60 clients at 200/s: about 0.3 s
+    assert took >= 0.2, took            # 60 clients at 200/s: paced (~0.3 s), not all at once
     assert all(endpoint(room(1)) not in c.moves[0][0] for c in conns)
     late: Any = Conn("late", peer="10.9.9.9")
     assert drain.turn_away(late)

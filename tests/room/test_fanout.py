@@ -115,7 +115,7 @@ async def test_job_reaches_every_connection_once_at_its_rate() -> None:
     assert (state.total, state.done) == (40, False)
     await until_done(fanout, 7)
     elapsed = time.monotonic() - started
-    assert 0.3 <= elapsed <= 0.8                        # 39 intervals of 10 ms
+    assert elapsed >= 0.3                               # paced: 39 intervals of 10 ms
     assert all(len(c.frames) == 1 for c in conns)
     assert all(c.frames[0] is conns[0].frames[0] for c in conns)
     push = conns[0].pushes()[0]

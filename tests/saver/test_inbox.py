@@ -17,6 +17,7 @@ from services.saver.hot import MemoryHotStore
 from services.saver.ids import IdGenerator
 from services.saver.inbox import (
     AckItem,
+    AppTotals,
     Delivery,
     Inboxes,
     Limits,
@@ -195,6 +196,15 @@ async def test_redelivery_loop_is_cut_by_dead_lettering(world: World) -> None:
     status = await world.inboxes.status("app", m.id)
     assert status is not None
     assert (status.state, status.deliveries, status.delivered_to) == ("dead", 2, ("s1", "s2"))
+
+
+async def test_totals_per_app_count_stored_acked_and_dead_messages(world: World) -> None:
+    a, b, _ = await store(world, *(StoreItem("app", "u1", b"%d" % i) for i in range(3)))
+    await world.inboxes.ack([AckItem("app", "u1", a.id), AckItem("app", "u1", 999)])
+    await world.inboxes.ack([AckItem("app", "u1", a.id), AckItem("app", "u1", b.id)])
+    for session in ("s1", "s2", "s3"):           # max_deliveries = 2: the third dead-letters
+        await load(world, session=session)
+    assert world.inboxes.stats.apps == {"app": AppTotals(stored=3, acked=2, dead=1)}
 
 
 async def test_online_pushes_count_as_deliveries(world: World) -> None:

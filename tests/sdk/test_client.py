@@ -399,7 +399,7 @@ async def test_a_link_that_stops_answering_is_replaced(dispatcher: Dispatcher) -
             (await lenient.connection()).transport.pause_reading()   # a pulled cable
             started = time.monotonic()
             replacement = await lenient.connection()
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 30     # the room alone would take 100 s
             replacement.push(unicast(31))
             assert (await take(messages)).id == 31
     finally:

@@ -30,6 +30,7 @@ class Instance:
     capacity: int = 0           # rooms: connection limit (0: unknown)
     draining: bool = False
     pid: int = 0
+    version: str = ""           # the pushwire release the process runs (empty: not said)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from services.kit.pb import common_pb2 as pushwire_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apushwire/coordinator.proto\x12\x14pushwire.coordinator\x1a\x15pushwire/common.proto\"o\n\x06UpItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x0b\n\x03seq\x18\x07 \x01(\r\"8\n\tUpRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.pushwire.coordinator.UpItem\";\n\x08UpResult\x12\x0f\n\x07outcome\x18\x01 \x01(\r\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\":\n\x07UpReply\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.pushwire.coordinator.UpResult\"W\n\x0bStatusEvent\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x18.pushwire.common.Session\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"@\n\x0bStatusBatch\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.pushwire.coordinator.StatusEvent\"l\n\x0bKickRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rexcept_device\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x1b\n\tKickReply\x12\x0e\n\x06kicked\x18\x01 \x01(\r2\xea\x01\n\x0b\x43oordinator\x12J\n\x08Upstream\x12\x1f.pushwire.coordinator.UpRequest\x1a\x1d.pushwire.coordinator.UpReply\x12\x43\n\x06Status\x12!.pushwire.coordinator.StatusBatch\x1a\x16.pushwire.common.Empty\x12J\n\x04Kick\x12!.pushwire.coordinator.KickRequest\x1a\x1f.pushwire.coordinator.KickReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apushwire/coordinator.proto\x12\x14pushwire.coordinator\x1a\x15pushwire/common.proto\"o\n\x06UpItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\x0c\x12\x0b\n\x03seq\x18\x07 \x01(\r\"8\n\tUpRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.pushwire.coordinator.UpItem\";\n\x08UpResult\x12\x0f\n\x07outcome\x18\x01 \x01(\r\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\":\n\x07UpReply\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.pushwire.coordinator.UpResult\"W\n\x0bStatusEvent\x12)\n\x07session\x18\x01 \x01(\x0b\x32\x18.pushwire.common.Session\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"@\n\x0bStatusBatch\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.pushwire.coordinator.StatusEvent\"l\n\x0bKickRequest\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x15\n\rexcept_device\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\r\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\x1b\n\tKickReply\x12\x0e\n\x06kicked\x18\x01 \x01(\r\"-\n\x0f\x44\x65\x61\x64LetterQuery\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"(\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06record\x18\x02 \x01(\t\"a\n\x0e\x44\x65\x61\x64LetterList\x12\x31\n\x07records\x18\x01 \x03(\x0b\x32 .pushwire.coordinator.DeadLetter\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\r\n\x05store\x18\x03 \x01(\t\";\n\x10\x44\x65\x61\x64LetterAction\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06replay\x18\x03 \x01(\x08\"U\n\x11\x44\x65\x61\x64LetterOutcome\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x11\n\tdelivered\x18\x02 \x01(\x08\x12\x0e\n\x06status\x18\x03 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t2\xac\x03\n\x0b\x43oordinator\x12J\n\x08Upstream\x12\x1f.pushwire.coordinator.UpRequest\x1a\x1d.pushwire.coordinator.UpReply\x12\x43\n\x06Status\x12!.pushwire.coordinator.StatusBatch\x1a\x16.pushwire.common.Empty\x12J\n\x04Kick\x12!.pushwire.coordinator.KickRequest\x1a\x1f.pushwire.coordinator.KickReply\x12Z\n\x0b\x44\x65\x61\x64Letters\x12%.pushwire.coordinator.DeadLetterQuery\x1a$.pushwire.coordinator.DeadLetterList\x12\x64\n\x11ResolveDeadLetter\x12&.pushwire.coordinator.DeadLetterAction\x1a\'.pushwire.coordinator.DeadLetterOutcomeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KICKREQUEST']._serialized_end=630
   _globals['_KICKREPLY']._serialized_start=632
   _globals['_KICKREPLY']._serialized_end=659
-  _globals['_COORDINATOR']._serialized_start=662
-  _globals['_COORDINATOR']._serialized_end=896
+  _globals['_DEADLETTERQUERY']._serialized_start=661
+  _globals['_DEADLETTERQUERY']._serialized_end=706
+  _globals['_DEADLETTER']._serialized_start=708
+  _globals['_DEADLETTER']._serialized_end=748
+  _globals['_DEADLETTERLIST']._serialized_start=750
+  _globals['_DEADLETTERLIST']._serialized_end=847
+  _globals['_DEADLETTERACTION']._serialized_start=849
+  _globals['_DEADLETTERACTION']._serialized_end=908
+  _globals['_DEADLETTEROUTCOME']._serialized_start=910
+  _globals['_DEADLETTEROUTCOME']._serialized_end=995
+  _globals['_COORDINATOR']._serialized_start=998
+  _globals['_COORDINATOR']._serialized_end=1426
 # @@protoc_insertion_point(module_scope)

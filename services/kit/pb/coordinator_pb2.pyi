@@ -85,3 +85,51 @@ class KickReply(_message.Message):
     KICKED_FIELD_NUMBER: _ClassVar[int]
     kicked: int
     def __init__(self, kicked: _Optional[int] = ...) -> None: ...
+
+class DeadLetterQuery(_message.Message):
+    __slots__ = ("app", "limit")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    limit: int
+    def __init__(self, app: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "record")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    record: str
+    def __init__(self, id: _Optional[str] = ..., record: _Optional[str] = ...) -> None: ...
+
+class DeadLetterList(_message.Message):
+    __slots__ = ("records", "count", "store")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    count: int
+    store: str
+    def __init__(self, records: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., count: _Optional[int] = ..., store: _Optional[str] = ...) -> None: ...
+
+class DeadLetterAction(_message.Message):
+    __slots__ = ("app", "id", "replay")
+    APP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    id: str
+    replay: bool
+    def __init__(self, app: _Optional[str] = ..., id: _Optional[str] = ..., replay: _Optional[bool] = ...) -> None: ...
+
+class DeadLetterOutcome(_message.Message):
+    __slots__ = ("found", "delivered", "status", "detail")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    delivered: bool
+    status: int
+    detail: str
+    def __init__(self, found: _Optional[bool] = ..., delivered: _Optional[bool] = ..., status: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...

@@ -51,6 +51,16 @@ class CoordinatorStub:
                 request_serializer=pushwire_dot_coordinator__pb2.KickRequest.SerializeToString,
                 response_deserializer=pushwire_dot_coordinator__pb2.KickReply.FromString,
                 _registered_method=True)
+        self.DeadLetters = channel.unary_unary(
+                '/pushwire.coordinator.Coordinator/DeadLetters',
+                request_serializer=pushwire_dot_coordinator__pb2.DeadLetterQuery.SerializeToString,
+                response_deserializer=pushwire_dot_coordinator__pb2.DeadLetterList.FromString,
+                _registered_method=True)
+        self.ResolveDeadLetter = channel.unary_unary(
+                '/pushwire.coordinator.Coordinator/ResolveDeadLetter',
+                request_serializer=pushwire_dot_coordinator__pb2.DeadLetterAction.SerializeToString,
+                response_deserializer=pushwire_dot_coordinator__pb2.DeadLetterOutcome.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -74,6 +84,18 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveDeadLetter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +113,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Kick,
                     request_deserializer=pushwire_dot_coordinator__pb2.KickRequest.FromString,
                     response_serializer=pushwire_dot_coordinator__pb2.KickReply.SerializeToString,
+            ),
+            'DeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeadLetters,
+                    request_deserializer=pushwire_dot_coordinator__pb2.DeadLetterQuery.FromString,
+                    response_serializer=pushwire_dot_coordinator__pb2.DeadLetterList.SerializeToString,
+            ),
+            'ResolveDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveDeadLetter,
+                    request_deserializer=pushwire_dot_coordinator__pb2.DeadLetterAction.FromString,
+                    response_serializer=pushwire_dot_coordinator__pb2.DeadLetterOutcome.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +206,60 @@ class Coordinator:
             '/pushwire.coordinator.Coordinator/Kick',
             pushwire_dot_coordinator__pb2.KickRequest.SerializeToString,
             pushwire_dot_coordinator__pb2.KickReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.coordinator.Coordinator/DeadLetters',
+            pushwire_dot_coordinator__pb2.DeadLetterQuery.SerializeToString,
+            pushwire_dot_coordinator__pb2.DeadLetterList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.coordinator.Coordinator/ResolveDeadLetter',
+            pushwire_dot_coordinator__pb2.DeadLetterAction.SerializeToString,
+            pushwire_dot_coordinator__pb2.DeadLetterOutcome.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,20 +55,38 @@ class KickReply(_message.Message):
     def __init__(self, kicked: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class InfoReply(_message.Message):
-    __slots__ = ("room", "connections", "sessions", "tasks", "parked", "draining")
+    __slots__ = ("room", "connections", "sessions", "tasks", "parked", "draining", "refused", "closed")
+    class RefusedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ClosedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ROOM_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     PARKED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
     room: str
     connections: int
     sessions: int
     tasks: int
     parked: int
     draining: bool
-    def __init__(self, room: _Optional[str] = ..., connections: _Optional[int] = ..., sessions: _Optional[int] = ..., tasks: _Optional[int] = ..., parked: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    refused: _containers.ScalarMap[str, int]
+    closed: _containers.ScalarMap[str, int]
+    def __init__(self, room: _Optional[str] = ..., connections: _Optional[int] = ..., sessions: _Optional[int] = ..., tasks: _Optional[int] = ..., parked: _Optional[int] = ..., draining: _Optional[bool] = ..., refused: _Optional[_Mapping[str, int]] = ..., closed: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("rate_per_s", "keep_running")

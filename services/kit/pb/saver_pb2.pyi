@@ -215,3 +215,19 @@ class BroadcastRemoveRequest(_message.Message):
     app: str
     id: int
     def __init__(self, app: _Optional[str] = ..., id: _Optional[int] = ...) -> None: ...
+
+class AppTotalsQuery(_message.Message):
+    __slots__ = ("app",)
+    APP_FIELD_NUMBER: _ClassVar[int]
+    app: str
+    def __init__(self, app: _Optional[str] = ...) -> None: ...
+
+class AppTotals(_message.Message):
+    __slots__ = ("stored", "acked", "dead")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    ACKED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    acked: int
+    dead: int
+    def __init__(self, stored: _Optional[int] = ..., acked: _Optional[int] = ..., dead: _Optional[int] = ...) -> None: ...

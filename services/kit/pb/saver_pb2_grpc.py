@@ -66,6 +66,11 @@ class SaverStub:
                 request_serializer=pushwire_dot_saver__pb2.PendingQuery.SerializeToString,
                 response_deserializer=pushwire_dot_saver__pb2.PendingReply.FromString,
                 _registered_method=True)
+        self.Totals = channel.unary_unary(
+                '/pushwire.saver.Saver/Totals',
+                request_serializer=pushwire_dot_saver__pb2.AppTotalsQuery.SerializeToString,
+                response_deserializer=pushwire_dot_saver__pb2.AppTotals.FromString,
+                _registered_method=True)
         self.AppendBroadcast = channel.unary_unary(
                 '/pushwire.saver.Saver/AppendBroadcast',
                 request_serializer=pushwire_dot_saver__pb2.BroadcastAppendRequest.SerializeToString,
@@ -122,6 +127,12 @@ class SaverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Totals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AppendBroadcast(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -172,6 +183,11 @@ def add_SaverServicer_to_server(servicer, server):
                     servicer.Pending,
                     request_deserializer=pushwire_dot_saver__pb2.PendingQuery.FromString,
                     response_serializer=pushwire_dot_saver__pb2.PendingReply.SerializeToString,
+            ),
+            'Totals': grpc.unary_unary_rpc_method_handler(
+                    servicer.Totals,
+                    request_deserializer=pushwire_dot_saver__pb2.AppTotalsQuery.FromString,
+                    response_serializer=pushwire_dot_saver__pb2.AppTotals.SerializeToString,
             ),
             'AppendBroadcast': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendBroadcast,
@@ -351,6 +367,33 @@ class Saver:
             '/pushwire.saver.Saver/Pending',
             pushwire_dot_saver__pb2.PendingQuery.SerializeToString,
             pushwire_dot_saver__pb2.PendingReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Totals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.saver.Saver/Totals',
+            pushwire_dot_saver__pb2.AppTotalsQuery.SerializeToString,
+            pushwire_dot_saver__pb2.AppTotals.FromString,
             options,
             channel_credentials,
             insecure,
