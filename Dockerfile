@@ -35,8 +35,8 @@ ENV PATH=/opt/pushwire/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
 USER pushwire
 WORKDIR /var/lib/pushwire
 EXPOSE 8000 8100 8200 9090
-# 200 while the service is announced in discovery with its address, 503 before and while it
-# stops or drains (services/kit/host.py).
+# 200 while the service is ready: announced in discovery with its address, not stopping or
+# draining, and what it needs answers; 503 otherwise (docs/observability.md §3).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["python", "-Sc", \
     "import os,socket,sys; s=socket.create_connection(('127.0.0.1',int(os.environ['PUSHWIRE_METRICS_PORT'])),2); s.sendall(b'GET /health HTTP/1.0\\r\\n\\r\\n'); sys.exit(s.recv(12)[9:12]!=b'200')"]
 STOPSIGNAL SIGTERM

@@ -126,8 +126,10 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
     children += [
         Child("center", "center", {"PUSHWIRE_CENTER_HTTP_PORT": str(8100 + o),
                                    "PUSHWIRE_CENTER_GRPC_PORT": str(9500 + o),
+                                   "PUSHWIRE_CENTER_METRICS_PORT": str(9501 + o),
                                    **admin_env(home)}),
-        Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(8000 + o)}),
+        Child("dispatcher", "dispatcher", {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(8000 + o),
+                                           "PUSHWIRE_DISPATCHER_METRICS_PORT": str(9001 + o)}),
     ]
     return common, children
 
@@ -229,6 +231,7 @@ class Supervisor:
   room         {rooms}
   register     grpc 127.0.0.1:{9100 + o}   saver grpc 127.0.0.1:{9200 + o}
   coordinator  grpc 127.0.0.1:{9300 + o}
+  metrics      {self.metrics_line()}
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
   gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}{self.ca_line()}
   admin key    {cluster.admin_key}   ({cluster.center}/v1/admin/..., `pushwire app`)
@@ -237,6 +240,13 @@ class Supervisor:
 {self.other_shells()}Try:  pushwire listen --app demo --uid u1      (another shell)
       pushwire push --app demo --uid u1 --data hello
 Ctrl-C stops the cluster.""", flush=True)
+
+    def metrics_line(self) -> str:
+        """Each child's metrics port (/metrics, /health/live, /health/ready)."""
+        ports = [f"{c.name} :{c.env[f'PUSHWIRE_{c.kind.upper()}_METRICS_PORT']}"
+                 for c in self.children]
+        return "  ".join(ports) + "\n               http://127.0.0.1:PORT/metrics, " \
+            "/health/live, /health/ready"
 
     def other_shells(self) -> str:
         """The export other shells need when this cluster's home is not where they look."""

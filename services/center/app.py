@@ -72,7 +72,9 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         server, grpc_port = await start_server(
             config,
             [(center_pb2_grpc.add_CenterServicer_to_server, CenterServicer(host.discovery,
-                                                                           pusher))])
+                                                                           pusher))],
+            host.grpc_health)
+        host.need_peers("saver", "register")       # every push stores, then looks up
         await host.announce({"http": f"{config.advertise}:{http_port}",
                              "grpc": f"{config.advertise}:{grpc_port}"})
         driving = life.spawn(broadcasts.run(), "center-broadcasts")

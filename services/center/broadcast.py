@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Counter, Gauge
+
 from pushwire_protocol.errors import (
     BadRequest,
     NotFound,
@@ -41,6 +43,20 @@ from services.room.client import RoomClient
 from services.saver.client import SaverClient
 
 log = logging.getLogger("pushwire.center.broadcast")
+
+# Broadcast progress (docs/observability.md §2). A share taken over by another center after a
+# lease expired is counted from the room's total again by that center (a few extra counts).
+JOBS = Counter("pushwire_center_broadcasts_total", "Broadcast jobs, by what happened",
+               ["event"])
+SHARES = Counter("pushwire_center_broadcast_shares_total",
+                 "Room shares this center stopped driving, by outcome", ["outcome"])
+DELIVERED = Counter("pushwire_center_broadcast_delivered_total",
+                    "Connections written by the shares this center drives")
+DRIVING = Gauge("pushwire_center_broadcast_shares_driving", "Room shares this center drives")
+for _event in ("created", "cancelled"):
+    JOBS.labels(_event)
+for _outcome in (DONE, CANCELLED, GONE, "released"):
+    SHARES.labels(_outcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,7 @@ class Broadcasts:
                 await self.saver.remove_broadcast(app.id, m.id, s.call_timeout_s)
             raise
         self._wake.set()
+        JOBS.labels("created").inc()
         log.info("broadcast %d of %s: %d bytes at %g/s over %d rooms", m.id, app.id,
                  len(m.data), rate, len(rates))
         return await self.get(app, m.id)
@@ -153,6 +170,7 @@ class Broadcasts:
                                         result.total, self._now_ms())
         # Out of the log too, so no one gets it on connect. A failure raises: DELETE again.
         await self.saver.remove_broadcast(app.id, job_id, self.settings.call_timeout_s)
+        JOBS.labels("cancelled").inc()
         log.info("broadcast %d of %s cancelled", job_id, app.id)
         return await self.get(app, job_id)
 
@@ -187,12 +205,14 @@ class Broadcasts:
 
     async def _drive_slot(self, claim: Claim, slots: asyncio.Semaphore) -> None:
         self.driving += 1
+        DRIVING.inc()
         try:
             await self.drive(claim)
         except PushwireError as exc:
             log.warning("broadcast %d on %s: %s", claim.spec.id, claim.room, exc)
         finally:
             self.driving -= 1
+            DRIVING.dec()
             slots.release()
 
     async def drive(self, claim: Claim) -> None:
@@ -201,7 +221,7 @@ class Broadcasts:
         message = common_pb2.Message(id=spec.id, app=spec.app, data=spec.data,
                                      created_ms=spec.created_ms, expires_ms=spec.expires_ms)
         task = room_pb2.BroadcastTask(job=spec.id, rate_per_s=claim.rate_per_s, message=message)
-        failures = 0
+        failures, counted = 0, 0
         while True:
             try:
                 state = await self.rooms.broadcast(room, task)
@@ -210,8 +230,7 @@ class Broadcasts:
                 if failures >= s.failures:
                     log.warning("broadcast %d: room %s failed %d polls (%s), released",
                                 spec.id, room, failures, exc)
-                    await self.store.release(spec.id, room, self.owner,
-                                             self._now_ms() + int(s.retry_s * 1000))
+                    await self._release(spec.id, room)
                     return
                 await asyncio.sleep(s.poll_s)
                 continue
@@ -219,11 +238,13 @@ class Broadcasts:
             if state is None:
                 log.info("broadcast %d: room %s is gone", spec.id, room)
                 await self.store.finish(spec.id, room, GONE, 0, 0, self._now_ms())
+                SHARES.labels(GONE).inc()
                 return
             if state.code:
-                await self.store.release(spec.id, room, self.owner,
-                                         self._now_ms() + int(s.retry_s * 1000))
+                await self._release(spec.id, room)
                 return
+            DELIVERED.inc(max(0, state.delivered - counted))
+            counted = max(counted, state.delivered)
             if state.unknown:            # the room restarted: start it again
                 task = room_pb2.BroadcastTask(job=spec.id, rate_per_s=claim.rate_per_s,
                                               message=message)
@@ -233,11 +254,18 @@ class Broadcasts:
                 outcome = CANCELLED if state.cancelled else DONE
                 await self.store.finish(spec.id, room, outcome, state.delivered, state.total,
                                         self._now_ms())
+                SHARES.labels(outcome).inc()
                 return
             if not await self._renew(spec.id, room, state):
                 await self._lost(spec.id, room)
                 return
             await asyncio.sleep(s.poll_s)
+
+    async def _release(self, job_id: int, room: str) -> None:
+        """Give a share back to the queue (another center, or this one, retries it later)."""
+        await self.store.release(job_id, room, self.owner,
+                                 self._now_ms() + int(self.settings.retry_s * 1000))
+        SHARES.labels("released").inc()
 
     async def _renew(self, job_id: int, room: str, state: room_pb2.BroadcastState) -> bool:
         try:

@@ -8,17 +8,21 @@ message on the next connect, because nothing is deleted without an ACK.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from pushwire_protocol.errors import PushwireError, TooLarge, from_code
 from services.kit.discovery import AppConfig
+from services.kit.metrics import PUSH_STAGE
 from services.kit.pb import common_pb2, room_pb2, saver_pb2
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
 from services.saver.client import SaverClient
 
 log = logging.getLogger("pushwire.center")
+STORE = PUSH_STAGE.labels("store")        # saver's Store call (docs/observability.md §2)
+LOOKUP = PUSH_STAGE.labels("lookup")      # register's Lookup call
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +62,18 @@ class Pusher:
         items = [saver_pb2.StoreItem(app=app.id, uid=uid, data=request.data, ttl_s=ttl,
                                      device=request.device, durable=request.durable)
                  for uid in request.uids]
+        started = time.perf_counter()
         results = await self.saver.store(items)
+        STORE.observe(time.perf_counter() - started)
         messages = [_stored(r) for r in results]
         online = await self._deliver(app.id, messages)
         return PushResult([Accepted(m.uid, m.id) for m in messages], online)
 
     async def _deliver(self, app: str, messages: list[common_pb2.Message]) -> int:
+        started = time.perf_counter()
         try:
             found = await self.register.lookup(app, [m.uid for m in messages])
+            LOOKUP.observe(time.perf_counter() - started)
         except PushwireError as exc:
             log.warning("lookup failed, %d messages wait for reconnect: %s", len(messages),
                         exc.message)

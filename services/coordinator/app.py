@@ -28,7 +28,6 @@ from services.kit.rpc.grpcio import Channels, start_server
 from services.register.client import RegisterClient
 from services.room.client import RoomClient
 
-TASKS = Gauge("pushwire_coordinator_tasks", "asyncio tasks alive in the process")
 UPSTREAM_DEPTH = Gauge("pushwire_coordinator_upstream_queue_items",
                        "Upstream messages waiting for a webhook worker")
 REPLAY_CONNECTIONS = 4      # webhook connections of operators' dead letter replays
@@ -46,7 +45,6 @@ async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
         upstream = Upstream(config, host.discovery, deadletters)
         status = Status(host.discovery, deadletters, config.status_queue,
                         config.status_linger_ms / 1000, config.status_held_max)
-        TASKS.set_function(lambda: len(asyncio.all_tasks()))
         UPSTREAM_DEPTH.set_function(upstream.depth)
         HELD.set_function(lambda: status.debouncer.held)
         replayer = Replayer(host.discovery, deadletters, HttpTransport(REPLAY_CONNECTIONS))
@@ -54,7 +52,8 @@ async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
                                        status, replayer)
         server, port = await start_server(
             config,
-            [(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer)])
+            [(coordinator_pb2_grpc.add_CoordinatorServicer_to_server, servicer)],
+            host.grpc_health)
         await host.announce({"grpc": f"{config.advertise}:{port}"})
         life.spawn(status.run(config.housekeeping_ms / 1000), "coordinator-status")
         life.spawn(_retain(host.discovery.apps, upstream, status), "coordinator-apps")

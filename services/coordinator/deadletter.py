@@ -30,12 +30,14 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from services.kit import redis
+from services.kit.metrics import preset
 
 Record = dict[str, Any]
 TAKE_SCAN = 1000        # how far from the newest `take` looks for a record
 
 DEAD_LETTERS = Counter("pushwire_coordinator_deadletters_total",
                        "Records written to the dead letters", ["event"])
+preset(DEAD_LETTERS, ("up", "status"))
 
 
 class DeadLetters(Protocol):

@@ -39,6 +39,7 @@ from pushwire_protocol.errors import PushwireError
 from services.coordinator.deadletter import DeadLetters
 from services.coordinator.webhooks import HttpTransport, Policy, Pool, Request, Verdict, deliver
 from services.kit.discovery import Discovery
+from services.kit.metrics import preset
 from services.kit.pb import coordinator_pb2
 
 log = logging.getLogger("pushwire.coordinator.status")
@@ -49,6 +50,7 @@ SessionKey = tuple[str, str, str]          # app, uid, session id
 
 EVENTS = Counter("pushwire_coordinator_status_events_total",
                  "Status events by fate (emitted, debounced, stale, dropped)", ["fate"])
+preset(EVENTS, ("emitted", "debounced", "stale", "dropped"))
 
 
 def event_json(event: StatusEvent) -> dict[str, Any]:

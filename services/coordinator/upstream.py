@@ -42,6 +42,7 @@ from services.coordinator.webhooks import (
     deliver,
 )
 from services.kit.discovery import AppConfig, Discovery
+from services.kit.metrics import preset
 from services.kit.pb import coordinator_pb2
 
 log = logging.getLogger("pushwire.coordinator.upstream")
@@ -51,6 +52,7 @@ UpResult = coordinator_pb2.UpResult
 
 OUTCOMES = Counter("pushwire_coordinator_upstream_total", "Upstream messages by outcome",
                    ["outcome"])
+preset(OUTCOMES, (v.value for v in Verdict))
 _CODES = {Verdict.DELIVERED: wire_pb2.UpReply.DELIVERED,
           Verdict.REJECTED: wire_pb2.UpReply.REJECTED, Verdict.FAILED: wire_pb2.UpReply.FAILED}
 

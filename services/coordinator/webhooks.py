@@ -38,6 +38,7 @@ from prometheus_client import Counter, Histogram
 from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import AppConfig
 from services.kit.discovery.models import webhook_key
+from services.kit.metrics import preset
 
 ID = "webhook-id"
 TIMESTAMP = "webhook-timestamp"
@@ -51,12 +52,24 @@ ATTEMPTS = Counter("pushwire_coordinator_webhook_attempts_total",
                    "Webhook requests sent, by event and result", ["event", "result"])
 LATENCY = Histogram("pushwire_coordinator_webhook_seconds", "Webhook request latency",
                     ["event"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+preset(LATENCY, ("up", "status"))
 
 
 class Verdict(Enum):
     DELIVERED = "delivered"
     REJECTED = "rejected"
     FAILED = "failed"
+
+
+# What became of each webhook event after its retries: delivered (2xx), rejected (4xx: the
+# business said no), failed (no 2xx/4xx within the policy; it goes to the dead letters).
+OUTCOMES = Counter("pushwire_coordinator_webhook_outcomes_total",
+                   "Webhook events by final outcome", ["event", "outcome"])
+for _event in ("up", "status"):
+    for _verdict in Verdict:
+        OUTCOMES.labels(_event, _verdict.value)
+    for _result in ("2xx", "4xx", "5xx", "no answer"):
+        ATTEMPTS.labels(_event, _result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +163,14 @@ async def deliver(transport: Transport, request: Request, policy: Policy, deadli
     """POST `request` until the business answers 2xx or 4xx, retrying other answers while
     `policy` and `deadline` (a `clock()` time) allow. No attempt starts after the deadline;
     each attempt's timeout is cut to what is left of it, and each is signed at `wall()`."""
+    outcome = await _deliver(transport, request, policy, deadline, clock, sleep, rand, wall)
+    OUTCOMES.labels(request.event, outcome.verdict.value).inc()
+    return outcome
+
+
+async def _deliver(transport: Transport, request: Request, policy: Policy, deadline: float,
+                   clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]],
+                   rand: Callable[[], float], wall: Callable[[], float]) -> Outcome:
     attempts, status, detail = 0, 0, "deadline passed before the first attempt"
     for attempt in range(policy.retries + 1):
         left = deadline - clock()

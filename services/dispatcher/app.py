@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from services.dispatcher.api import DispatcherApi
 from services.dispatcher.config import DispatcherConfig
 from services.dispatcher.openapi import document
+from services.dispatcher.routes import healthy
 from services.kit import http, openapi
 from services.kit.cors import Cors
+from services.kit.discovery import Discovery
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.networks import TrustedProxies
@@ -32,6 +36,12 @@ async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
         runner, port = await http.start_site(web_app(config, DispatcherApi(config, host.discovery)),
                                              config.bind, config.http_port,
                                              ServerTls.started(config, life))
+        host.need("room", partial(_rooms, host.discovery))
         await host.announce({"http": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await runner.cleanup()
+
+
+async def _rooms(discovery: Discovery) -> str | None:
+    """Readiness check: a room that can take a client (addressed, not draining, not full)."""
+    return None if healthy(discovery.instances("room")) else "no room to route to"

@@ -37,7 +37,7 @@ class ServiceConfig:
     idc: str = "dc1"
     discovery: str = f"file:{DEV_HOME / 'dev' / 'discovery'}"   # or zk://host:port/chroot
     grpc_port: int = 0                 # 0: pick a free port (published in discovery)
-    metrics_port: int = 0              # 0: no separate /metrics listener
+    metrics_port: int = 0              # /metrics and /health; 0: a free port (in discovery)
     log_level: str = "info"
     log_hot_path: bool = False         # per-message debug logs
     log_format: str = "text"           # or "json": one JSON object per line (kit/logs.py)

@@ -1,14 +1,19 @@
-"""What every service process does around its own work: logs, discovery, metrics, announce.
+"""What every service process does around its own work: logs, discovery, metrics, health,
+announce.
 
-    async with hosted("register", config, watch=("register", "room")) as host:
-        server, port = await start_server(...)
+    async with hosted("register", config, life, watch=("register", "room")) as host:
+        host.need_peers("saver")                       # readiness: some saver answers
+        server, port = await start_server(..., host.grpc_health)
         seq = await host.announce({"grpc": f"{config.advertise}:{port}"})
         await host.life.stopping.wait()
         ...ordered shutdown...
 
-The metrics listener (`metrics_port`) also answers `GET /health`: 200 while the instance
-serves, 503 before and once it stops (container healthchecks ask it). Leaving the block
-withdraws the instance, closes discovery and the metrics listener.
+Every service has a metrics listener (`metrics_port`; 0: a free port, published in discovery
+as the instance's `metrics` address) serving /metrics, GET /health/live, GET /health/ready and
+GET /health (= ready; container healthchecks ask it): ready while the instance is announced
+with its addresses, not stopping, not draining, and the dependencies it needs answer
+(services/kit/health.py). Leaving the block withdraws the instance, closes discovery and the
+metrics listener.
 """
 
 from __future__ import annotations
@@ -20,15 +25,23 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 
-from aiohttp import web
+from prometheus_client import Gauge
 
-from pushwire_protocol.errors import Unavailable
 from services.kit import http
 from services.kit.config import ServiceConfig
 from services.kit.discovery import Discovery, Instance, connect
+from services.kit.health import Check, Health
 from services.kit.lifecycle import Lifecycle
+from services.kit.rpc.grpcio import Channels
+from services.kit.rpc.health import GrpcHealth, peers_answer
 from services.kit.rpc.pipe import Overflow, PipeOptions
+
+TASKS = Gauge("pushwire_asyncio_tasks", "asyncio tasks alive in the process")
+DISCOVERED = Gauge("pushwire_discovery_instances",
+                   "Instances of a kind this process sees in discovery (with an address)",
+                   ["kind"])
 
 
 def version() -> str:
@@ -48,6 +61,16 @@ class Host:
     log: logging.Logger
     instance: Instance | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    health: Health = field(init=False)
+    grpc_health: GrpcHealth = field(init=False)
+    _channels: Channels | None = None
+
+    def __post_init__(self) -> None:
+        self.health = Health(self.config.instance, self.state,
+                             timeout_s=min(1.0, self.config.rpc_timeout_s))
+        # The gRPC service's full name in proto/ (pushwire.saver.Saver, ...).
+        self.grpc_health = GrpcHealth(f"pushwire.{self.kind}.{self.kind.capitalize()}")
+        self.health.listen(self.grpc_health.set)
 
     async def announce(self, addresses: dict[str, str], capacity: int = 0) -> int:
         """Publish this instance in discovery; returns its unique sequence number."""
@@ -56,6 +79,7 @@ class Host:
                                  pid=os.getpid(), version=version())
         seq = await self.discovery.announce(self.instance)
         self.log.info("announced %s %s", self.instance.id, self.instance.addresses)
+        self.health.soon()
         return seq
 
     @property
@@ -65,11 +89,26 @@ class Host:
         return (self.instance is not None and not self.life.stopping.is_set()
                 and any(role != "metrics" for role in self.instance.addresses))
 
-    async def health(self, _request: web.Request) -> web.Response:
-        """GET /health: 200 while serving, else 503 (JSON error body)."""
+    def state(self) -> str | None:
+        """None while serving, else why not: "starting", "stopping" or "draining"."""
+        if self.life.stopping.is_set():
+            return "stopping"
         if not self.serving:
-            raise Unavailable("not serving")
-        return web.json_response({"ok": True, "instance": self.config.instance})
+            return "starting"
+        assert self.instance is not None
+        return "draining" if self.instance.draining else None
+
+    def need(self, dependency: str, check: Check) -> None:
+        """Ready only while `check` passes (services/kit/health.py)."""
+        self.health.need(dependency, check)
+
+    def need_peers(self, *kinds: str) -> None:
+        """Ready only while some instance of each of `kinds` answers its gRPC health Check."""
+        if self._channels is None:
+            self._channels = Channels(self.config.rpc_secret())
+        for kind in kinds:
+            self.need(kind, peers_answer(self.discovery, kind, self._channels,
+                                         self.health.timeout_s))
 
     async def publish(self, addresses: dict[str, str]) -> None:
         """Add addresses to the announced instance (e.g. once a server listens)."""
@@ -77,6 +116,7 @@ class Host:
         merged = {**self.instance.addresses, **addresses}
         self.instance = replace(self.instance, addresses=merged)
         await self.discovery.update(self.instance)
+        self.health.soon()
 
     async def await_peers(self, kinds: tuple[str, ...], role: str = "grpc",
                           log_every_s: float = 5.0) -> None:
@@ -109,16 +149,33 @@ async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
     log = logging.getLogger(f"pushwire.{kind}")
     discovery = connect(config.discovery)
     await discovery.start(watch)
-    runner: web.AppRunner | None = None
     host = Host(kind, config, life, discovery, log)
+    await host.grpc_health.set(False)
+    TASKS.set_function(partial(_tasks, asyncio.get_running_loop()))
+    for seen in watch:
+        DISCOVERED.labels(seen).set_function(partial(_addressed, discovery, seen))
+    app = http.application()
+    app.add_routes(host.health.routes())
+    runner, port = await http.start_site(app, config.bind, config.metrics_port)
+    host.extra["metrics"] = f"{config.advertise}:{port}"
+    checking = life.spawn(host.health.run(), f"{kind}-health")
     try:
-        if config.metrics_port:
-            app = http.application()
-            app.router.add_get("/health", host.health)
-            runner, port = await http.start_site(app, config.bind, config.metrics_port)
-            host.extra["metrics"] = f"{config.advertise}:{port}"
         yield host
     finally:
+        await host.grpc_health.stop()
+        checking.cancel()
+        await asyncio.gather(checking, return_exceptions=True)
         await discovery.close()
-        if runner is not None:
-            await runner.cleanup()
+        await runner.cleanup()
+        if host._channels is not None:
+            await host._channels.close()
+
+
+def _addressed(discovery: Discovery, kind: str) -> int:
+    """Instances of `kind` with an address others use (not only a metrics listener)."""
+    return sum(1 for i in discovery.instances(kind) if set(i.addresses) - {"metrics"})
+
+
+def _tasks(loop: asyncio.AbstractEventLoop) -> int:
+    """asyncio tasks alive on the service's loop (read from any thread: a scrape, a test)."""
+    return len(asyncio.all_tasks(loop))

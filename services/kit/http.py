@@ -335,7 +335,8 @@ def application(limits: Limits = Limits(), *, proxies: TrustedProxies = NO_PROXI
     edge.append(access_middleware(access_log))
     if cors is not None:
         edge.append(cors_middleware(cors))
-    app = web.Application(middlewares=[*edge, errors_middleware], client_max_size=limits.max_body)
+    app = web.Application(middlewares=[*edge, metrics.responses_middleware, errors_middleware],
+                          client_max_size=limits.max_body)
     app[LIMITS] = limits
     metrics.add_route(app)
     return app

@@ -51,7 +51,7 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
         server, port = await start_server(
             config,
             [(register_pb2_grpc.add_RegisterServicer_to_server,
-              RegisterServicer(index, Admission(index, marks)))])
+              RegisterServicer(index, Admission(index, marks)))], host.grpc_health)
         await host.announce({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()
         await server.stop(config.shutdown_grace_s)

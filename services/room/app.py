@@ -14,6 +14,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import Gauge
+
 from pushwire_protocol.errors import PushwireError
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
@@ -47,6 +49,13 @@ from services.room.standby import Standby
 from services.room.topics import TopicIndex
 from services.room.upstream import Upstream
 from services.saver.client import SaverClient
+
+# The room's load (docs/observability.md §2); asyncio tasks: pushwire_asyncio_tasks (kit/host).
+CONNECTIONS = Gauge("pushwire_room_connections",
+                    "Open client TCP connections, authenticated or not")
+SESSIONS = Gauge("pushwire_room_sessions", "Authenticated client sessions")
+REQUESTS = Gauge("pushwire_room_requests_in_flight",
+                 "Client requests waiting on another service (AUTH, UP, BIND of another app)")
 
 
 @dataclass(frozen=True)
@@ -121,12 +130,17 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
             max_connections=0),     # the access policy enforces it (and counts refusals)
             bounds=Bounds.of(config), proxies=TrustedProxies.of(config.trusted_proxies),
             proxy_timeout_s=config.proxy_timeout_s)
+        CONNECTIONS.set_function(lambda: server.connection_count)
+        SESSIONS.set_function(hub.count)
+        REQUESTS.set_function(lambda: server.request_count)
         tls = ServerTls.started(config, life)
         await server.start(config.bind, config.ws_port, reuse_port=config.reuse_port, ssl=tls)
         grpc_server, grpc_port = await start_server(
             config,
             [(room_pb2_grpc.add_RoomServicer_to_server,
-              RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))])
+              RoomServicer(server, room.sessions, room.delivery, room.fanout, drain))],
+            host.grpc_health)
+        host.need_peers("register", "saver")       # AUTH registers, then loads the inbox
         await host.await_peers(("register", "saver"))
         await host.announce({**ws_addresses(config, server.port, tls is not None),
                              "grpc": f"{config.advertise}:{grpc_port}"},
@@ -168,6 +182,7 @@ async def _mark_draining(host: Host) -> None:
     """Publish draining: dispatchers stop offering this room (load reports keep the flag)."""
     if host.instance is not None and not host.instance.draining:
         host.instance = dataclasses.replace(host.instance, draining=True)
+        host.health.soon()                  # not ready: gRPC health says so at once too
         await host.discovery.update(host.instance)
 
 

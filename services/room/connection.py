@@ -49,6 +49,7 @@ from pushwire_protocol.errors import LimitError, Overloaded, ProtocolError, Push
 from pushwire_protocol.pb import wire_pb2
 from pushwire_protocol.wire import Op
 from services.kit import proxy
+from services.kit.metrics import preset
 from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.pb import common_pb2
 from services.room.backend import RoomBackend
@@ -94,7 +95,24 @@ VIOLATIONS = Counter("pushwire_room_violations_total",
 # is not a trusted proxy), "malformed", "timeout" (a trusted proxy that sent none in time).
 PROXY_REFUSED = Counter("pushwire_room_proxy_refused_total",
                         "Connections closed over their PROXY protocol header", ["reason"])
+# TCP connections the room cut without a close code: "handshake_timeout" (no WebSocket
+# upgrade within the AUTH deadline: a slowloris, a port scan), "close_timeout" (no close echo
+# within the close timeout: a half-open peer that vanished, found by its heartbeat timeout).
+ABORTED = Counter("pushwire_room_aborted_total",
+                  "Connections aborted without a close code, by reason", ["reason"])
+# Authenticated sessions the client ended: "normal" (close 1000/1001), "dropped" (the TCP
+# connection ended without a close frame, 1006), "other" (another code the client chose).
+CLIENT_CLOSED = Counter("pushwire_room_client_closed_total",
+                        "Authenticated sessions the client ended, by how", ["how"])
+preset(CLOSED, (str(int(code)) for code in CloseCode if code >= 4000))
+preset(VIOLATIONS, Violation)
+preset(PROXY_REFUSED, ("untrusted", "malformed", "timeout"))
+preset(ABORTED, ("handshake_timeout", "close_timeout"))
+preset(CLIENT_CLOSED, ("normal", "dropped", "other"))
 
+_HOW: dict[int, str] = {WsCloseCode.NORMAL_CLOSURE: "normal",
+                        WsCloseCode.GOING_AWAY: "normal",
+                        WsCloseCode.ABNORMAL_CLOSURE: "dropped"}
 _SHORT = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -320,6 +338,8 @@ class Connection(asyncio.Protocol):
             return
         code = self.session.timeout_code()
         if code is None or self.ws.state is not OPEN:
+            ABORTED.labels("handshake_timeout" if self.ws.state is CONNECTING
+                           else "close_timeout").inc()
             self.transport.abort()
         else:
             self.close(code, "auth timeout" if code == CloseCode.AUTH_TIMEOUT else "no heartbeat")
@@ -609,6 +629,8 @@ class Connection(asyncio.Protocol):
             if code in (CloseCode.LIMIT, CloseCode.PROTOCOL_VIOLATION):
                 VIOLATIONS.labels(Violation.TOO_BIG if code == CloseCode.LIMIT
                                   else Violation.WEBSOCKET).inc()
+        elif self.session_id:               # an authenticated client left
+            CLIENT_CLOSED.labels(_HOW.get(code, "other")).inc()
         self.session.close(code, "", time.monotonic())
         self._ended()
 

@@ -34,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 
 from pushwire_protocol.errors import NotFound, PushwireError
 from services.kit.discovery import AppConfig, Discovery
+from services.kit.metrics import PUSH_STAGE
 from services.kit.pb import common_pb2, saver_pb2
 from services.kit.tasks import TaskSet
 from services.room.hub import Hub, Member
@@ -41,6 +42,7 @@ from services.room.resume import Resumption
 from services.room.state import ConnState
 from services.room.topics import TopicIndex
 from services.saver.client import SaverClient
+from services.saver.ids import id_ms
 
 log = logging.getLogger("pushwire.room.delivery")
 
@@ -59,6 +61,15 @@ class Recipient(Member, Protocol):
 R = TypeVar("R", bound=Recipient)
 
 DEFAULTS = AppConfig(id="-")     # for an app gone from discovery: the default inbox bound
+# From a message's store (the time in its id) to its live write here, and to the client's
+# ACK (a message loaded on connect ACKed then: the time its user waited, offline included).
+DELIVERED = PUSH_STAGE.labels("deliver")
+ACKED = PUSH_STAGE.labels("ack")
+
+
+def _age_s(message_id: int, now: float) -> float:
+    """Seconds since saver minted `message_id` (0 when the clocks disagree the other way)."""
+    return max(0.0, now - id_ms(message_id) / 1000)
 
 
 class Delivery(Generic[R]):
@@ -95,6 +106,8 @@ class Delivery(Generic[R]):
         written = [conn for conn in self.targets(message.app, message.uid, message.device,
                                                  session_id) if self.write(conn, message)]
         self.resume.hold(message, session_id, limit=self._inbox_max(message.app))
+        if written:
+            DELIVERED.observe(_age_s(message.id, time.time()))
         return len(written)
 
     def write(self, conn: R, message: common_pb2.Message, *, again: bool = False,
@@ -137,7 +150,9 @@ class Delivery(Generic[R]):
         if state is None or app not in state.apps:
             raise NotFound(f"this connection does not hold app {app!r}")
         held = state.acked(app, ids)
+        now = time.time()
         for message_id in held:
+            ACKED.observe(_age_s(message_id, now))
             self.saver.ack_nowait(saver_pb2.AckItem(app=app, uid=conn.uid, id=message_id,
                                                     session_id=conn.session_id))
         if app == conn.app and state.round_acked(ids):

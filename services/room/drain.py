@@ -28,12 +28,14 @@ from prometheus_client import Counter
 
 from services.dispatcher.routes import RouteQuery, address, choose, endpoint, healthy, rank
 from services.kit.discovery import Discovery, Instance
+from services.kit.metrics import preset
 from services.room.connection import Connection
 from services.room.hub import Hub
 
 log = logging.getLogger("pushwire.room.drain")
 
 MOVED = Counter("pushwire_room_moved_total", "Clients sent RECONNECT to another room", ["why"])
+preset(MOVED, ("drain", "rebalance"))
 TICK_S = 0.02
 
 

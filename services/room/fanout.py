@@ -35,6 +35,7 @@ from prometheus_client import Counter
 from pushwire_protocol import wire
 from pushwire_protocol.errors import Overloaded, PushwireError
 from pushwire_protocol.pb import wire_pb2
+from services.kit.metrics import preset
 from services.kit.pb import common_pb2, room_pb2
 from services.room.connection import encode_frame
 from services.room.protocol import push_packet
@@ -46,6 +47,8 @@ log = logging.getLogger("pushwire.room.fanout")
 
 WRITES = Counter("pushwire_room_fanout_writes_total", "Frames written by fan-out", ["kind"])
 FRAMES = Counter("pushwire_room_fanout_frames_total", "Frames encoded for fan-out", ["kind"])
+preset(WRITES, ("topic", "broadcast", "replay"))
+preset(FRAMES, ("topic", "broadcast"))
 
 
 class Target(Protocol):

@@ -32,6 +32,7 @@ from prometheus_client import Counter
 
 from pushwire_protocol.errors import LimitError, NotFound, Overloaded
 from services.kit.discovery.models import AppConfig
+from services.kit.metrics import preset
 from services.kit.networks import Address, Network, address_of, networks
 from services.room.config import RoomConfig
 
@@ -43,6 +44,8 @@ REFUSED = Counter("pushwire_room_refused_total",
 
 
 class Reason(StrEnum):
+    """Why the policy refused (the label of pushwire_room_refused_total)."""
+
     DENIED = "denied"                 # address on the room's deny list, or off its allow list
     APP_DENIED = "app_denied"         # same, with the app's lists (at AUTH)
     APP_ORIGIN = "app_origin"         # a handshake Origin the app does not allow (at AUTH)
@@ -51,6 +54,9 @@ class Reason(StrEnum):
     ACCEPT_RATE = "accept_rate"
     UP_RATE = "up_rate"               # one UP refused (ERROR 1005)
     UP_RATE_CLOSED = "up_rate_closed"  # the connection closed for it (4104)
+
+
+preset(REFUSED, Reason)
 
 
 class Throttle(Enum):

@@ -21,6 +21,8 @@ import asyncio
 import logging
 import time
 
+from prometheus_client import Counter
+
 from pushwire_protocol.errors import PushwireError
 from services.room.connection import Connection
 from services.room.delivery import Delivery
@@ -28,6 +30,10 @@ from services.room.hub import Hub
 from services.saver.client import SaverClient
 
 log = logging.getLogger("pushwire.room.redelivery")
+
+SWEEPS = Counter("pushwire_room_redelivery_sweeps_total", "Redelivery sweeps run")
+REPLAYED = Counter("pushwire_room_redelivered_sessions_total",
+                   "Sessions the redelivery sweep found with overdue messages and replayed")
 
 
 class Redelivery:
@@ -66,7 +72,9 @@ class Redelivery:
             if overdue:
                 await self.delivery.replay_all(overdue)
                 replayed += len(overdue)
+        SWEEPS.inc()
         if replayed:
+            REPLAYED.inc(replayed)
             self.replayed += replayed
             log.info("redelivery: replayed %d sessions with overdue messages", replayed)
         return replayed

@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge
 
+from services.kit.metrics import preset
 from services.kit.pb import common_pb2
 from services.room.hub import Member
 from services.room.state import ConnState
@@ -52,6 +53,7 @@ MAC_LEN = 16
 
 RESUMES = Counter("pushwire_room_resumes_total", "AUTH with a resume token, by outcome",
                   ["outcome"])
+preset(RESUMES, ("resumed", "missed"))
 PARKED = Gauge("pushwire_room_parked_sessions", "Dropped sessions kept for a resume")
 
 Message = common_pb2.Message

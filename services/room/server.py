@@ -51,6 +51,12 @@ class RoomServer:
         return len(self._ctx.connections)
 
     @property
+    def request_count(self) -> int:
+        """Backend requests in flight (AUTH, UP, BIND of another app): the room's short
+        tasks, bounded by `Limits.max_tasks`."""
+        return len(self._ctx.tasks)
+
+    @property
     def port(self) -> int:
         """The bound port (useful after `start(port=0)`)."""
         if self._server is None or not self._server.sockets:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from functools import partial
 
 from prometheus_client import Gauge
 
+from pushwire_protocol.errors import PushwireError
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.pb import saver_pb2_grpc
@@ -61,7 +63,9 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
 
         node = await host.announce({})
         durable, ids = durable_store(config), IdGenerator(node)
-        inboxes = Inboxes(hot_store(config), durable, ids,
+        hot = hot_store(config)
+        host.need("hot store", partial(_answers, hot))
+        inboxes = Inboxes(hot, durable, ids,
                           limits=limits, write_behind_max=config.write_behind_max,
                           write_behind_ms=config.write_behind_ms,
                           write_behind_queue=config.write_behind_queue,
@@ -75,7 +79,8 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
         life.spawn(_export(inboxes.stats), "saver-metrics")
         server, port = await start_server(
             config,
-            [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))])
+            [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))],
+            host.grpc_health)
         await host.publish({"grpc": f"{config.advertise}:{port}"})
         await life.stopping.wait()
 
@@ -85,6 +90,15 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
         await asyncio.gather(loops, log_loops, return_exceptions=True)
         await broadcasts.close()
         await inboxes.close()
+
+
+async def _answers(hot: HotStore) -> str | None:
+    """Readiness check: the hot store answers (a read of its alive marker)."""
+    try:
+        await hot.lost()
+    except PushwireError:
+        return "unreachable"
+    return None
 
 
 async def _export(stats: InboxStats) -> None:

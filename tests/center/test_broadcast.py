@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pushwire_protocol.errors import (
     BadRequest,
@@ -143,8 +144,15 @@ async def wait_state(center: Broadcasts, job_id: int, states: set[str],
     raise AssertionError(f"job {job_id} still {view.state}")
 
 
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_job_reaches_everyone_once_and_each_room_takes_its_share_of_the_rate() -> None:
     rooms = Rooms({"r1": 10, "r2": 30})
+    before = (counted("pushwire_center_broadcasts_total", event="created"),
+              counted("pushwire_center_broadcast_shares_total", outcome=DONE),
+              counted("pushwire_center_broadcast_delivered_total"))
     async with centers(rooms) as [(center, _)]:
         started = time.monotonic()
         view = await center.create(APP, BroadcastRequest(b"hello", rate_per_s=80))
@@ -157,6 +165,11 @@ async def test_job_reaches_everyone_once_and_each_room_takes_its_share_of_the_ra
     shown = view_json(done, done.finished_ms)
     assert shown["delivered"] == 40 and shown["state"] == "done"
     assert [s["connections"] for s in shown["shares"]] == [10, 30]  # type: ignore[index]
+    after = (counted("pushwire_center_broadcasts_total", event="created"),
+             counted("pushwire_center_broadcast_shares_total", outcome=DONE),
+             counted("pushwire_center_broadcast_delivered_total"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 40]
+    assert counted("pushwire_center_broadcast_shares_driving") == 0
 
 
 async def test_a_dying_center_leaves_its_shares_to_the_others() -> None:
@@ -194,6 +207,8 @@ async def test_cancel_stops_every_room_within_a_poll() -> None:
 
 async def test_a_vanished_room_is_skipped_and_a_busy_one_retried() -> None:
     rooms = Rooms({"r1": 5, "r2": 5}, max_jobs=0)     # r1 and r2 refuse every new job
+    released = counted("pushwire_center_broadcast_shares_total", outcome="released")
+    gone = counted("pushwire_center_broadcast_shares_total", outcome=GONE)
     async with centers(rooms) as [(center, _)]:
         view = await center.create(APP, BroadcastRequest(b"x", rate_per_s=1000))
         await asyncio.sleep(0.3)
@@ -204,6 +219,8 @@ async def test_a_vanished_room_is_skipped_and_a_busy_one_retried() -> None:
         done = await wait_state(center, view.spec.id, {DONE})
     assert {s.room: (s.state, s.delivered) for s in done.shares} == {"r1": (DONE, 5),
                                                                     "r2": (GONE, 0)}
+    assert counted("pushwire_center_broadcast_shares_total", outcome="released") > released
+    assert counted("pushwire_center_broadcast_shares_total", outcome=GONE) == gone + 1
 
 
 async def test_requests_are_checked_before_anything_is_stored() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import standardwebhooks.webhooks as standard_webhooks
+from prometheus_client import REGISTRY
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from pushwire_protocol.errors import ConfigError, Unavailable
@@ -172,6 +173,20 @@ async def test_failed_after_the_retries_with_the_last_status() -> None:
     outcome = await run(transport, Policy(retries=2, backoff_s=0.01))
     assert (outcome.verdict, outcome.status, outcome.attempts) == (Verdict.FAILED, 502, 3)
     assert outcome.detail == "reply 502"
+
+
+def outcomes(verdict: Verdict) -> float:
+    return REGISTRY.get_sample_value("pushwire_coordinator_webhook_outcomes_total",
+                                     {"event": "up", "outcome": verdict.value}) or 0.0
+
+
+async def test_each_event_counts_its_final_outcome_once() -> None:
+    before = {v: outcomes(v) for v in Verdict}
+    await run(Script(503, 200), Policy(retries=2, backoff_s=0.01))
+    await run(Script(422), Policy(retries=2))
+    await run(Script(503, 503, 503), Policy(retries=2, backoff_s=0.01))
+    assert {v: outcomes(v) - before[v] for v in Verdict} == {
+        Verdict.DELIVERED: 1, Verdict.REJECTED: 1, Verdict.FAILED: 1}
 
 
 async def test_the_deadline_cuts_retries_and_attempt_timeouts() -> None:

@@ -68,7 +68,6 @@ class Cluster:
         id="demo", secrets=("test-secret",), api_keys=("test-key",)))
     env: dict[str, str] = field(default_factory=dict)       # extra env for every service
     proc_env: dict[str, dict[str, str]] = field(default_factory=dict)   # ... for one, by name
-    metrics: tuple[str, ...] = ()                            # processes serving /metrics
     session_timeout_s: float = 2.0                          # ZooKeeper sessions (real=True)
     procs: dict[str, Proc] = field(default_factory=dict)
     discovery: Discovery | None = None
@@ -135,8 +134,8 @@ class Cluster:
         plan.append(("dispatcher", "dispatcher",
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(free_port())}))
         for name, kind, env in plan:
-            if name in self.metrics:
-                env[f"PUSHWIRE_{kind.upper()}_METRICS_PORT"] = str(free_port())
+            # Every service serves /metrics and /health; a fixed port survives a restart.
+            env[f"PUSHWIRE_{kind.upper()}_METRICS_PORT"] = str(free_port())
             self.procs[name] = Proc(name, kind, {**common, **env, **self.proc_env.get(name, {})})
 
     def spawn(self, name: str) -> None:
@@ -209,10 +208,13 @@ class Cluster:
         return await room_info(self.room(name).addresses["grpc"], self.secret)
 
     async def metric(self, name: str, family: str, **labels: str) -> float:
-        """A sample of process `name`'s /metrics (it must be in `metrics`); 0 when absent."""
+        """A sample of process `name`'s /metrics; 0 when absent."""
+        return await metric(self.metrics_address(name), family, **labels)
+
+    def metrics_address(self, name: str) -> str:
+        """host:port of process `name`'s metrics listener (/metrics, /health)."""
         proc = self.procs[name]
-        port = proc.env[f"PUSHWIRE_{proc.kind.upper()}_METRICS_PORT"]
-        return await metric(f"127.0.0.1:{port}", family, **labels)
+        return f"127.0.0.1:{proc.env[f'PUSHWIRE_{proc.kind.upper()}_METRICS_PORT']}"
 
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,

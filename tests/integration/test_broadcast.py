@@ -50,7 +50,7 @@ ROOMS = ("room-0", "room-1", "room-2")
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     tmp = tmp_path_factory.mktemp("broadcast")
-    async with Cluster(tmp, real=True, rooms=3, centers=2, metrics=ROOMS) as cluster:
+    async with Cluster(tmp, real=True, rooms=3, centers=2) as cluster:
         listeners: list[Listener] = []
         try:
             listeners += await crowd(cluster, CLIENTS)

@@ -7,11 +7,13 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -46,6 +48,12 @@ def _free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def metrics_ports(banner: str) -> dict[str, int]:
+    """The banner's metrics line: service name -> metrics port."""
+    line = next(x for x in banner.splitlines() if x.strip().startswith("metrics "))
+    return {name: int(port) for name, port in re.findall(r"([\w-]+) :(\d+)", line)}
 
 
 def pushwire(*args: str) -> list[str]:
@@ -87,6 +95,16 @@ def test_dev_cluster_listen_push_and_clean_stop(tmp_path: Path) -> None:
         print(f"pushwire dev up in {time.monotonic() - started:.1f}s")   # a figure, not a test
         children = descendants(dev.pid)
         assert len(children) >= 6
+        for line in dev.stdout:                                 # on to the metrics line
+            lines.append(line)
+            if line.strip().startswith("metrics "):
+                break
+        ports = metrics_ports("".join(lines))
+        assert set(ports) == {"register", "saver", "coordinator", "room-0", "center",
+                              "dispatcher"}, "".join(lines)
+        for name, port in ports.items():      # what `curl 127.0.0.1:PORT/metrics` gets
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                assert r.status == 200 and b"pushwire_asyncio_tasks" in r.read(), name
 
         listen = subprocess.Popen(pushwire("listen", "--app", "demo", "--uid", "u1",
                                            "--count", "1", "--timeout", "20"),

@@ -47,8 +47,7 @@ DISPATCHER = {"PUSHWIRE_DISPATCHER_CORS_ORIGINS": f"{PAGE},{BROWSER_PAGE}"}
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     async with Cluster(tmp_path_factory.mktemp("edge"), real=True, app=APP,
-                       proc_env={"room-0": ROOM, "dispatcher": DISPATCHER},
-                       metrics=("room-0",)) as c:
+                       proc_env={"room-0": ROOM, "dispatcher": DISPATCHER}) as c:
         yield c
 
 

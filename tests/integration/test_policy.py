@@ -37,8 +37,7 @@ PACED = {"PUSHWIRE_ROOM_ACCEPT_RATE_PER_S": "0.5", "PUSHWIRE_ROOM_ACCEPT_BURST":
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     async with Cluster(tmp_path_factory.mktemp("policy"), real=True, rooms=2, app=APP,
-                       proc_env={"room-0": GUARDED, "room-1": PACED},
-                       metrics=("room-0", "room-1")) as c:
+                       proc_env={"room-0": GUARDED, "room-1": PACED}) as c:
         yield c
 
 

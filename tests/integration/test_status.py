@@ -30,7 +30,7 @@ def app(**fields: Any) -> AppConfig:
 
 
 def status_cluster(tmp_path: Path, application: AppConfig) -> Cluster:
-    return Cluster(tmp_path, real=True, app=application, metrics=("coordinator",))
+    return Cluster(tmp_path, real=True, app=application)
 
 
 async def connect(cluster: Cluster, uid: str, device: str = "d1") -> PushClient:

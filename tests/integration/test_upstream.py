@@ -58,11 +58,11 @@ async def tasks_back_to(cluster: Cluster, baseline: float | None = None) -> floa
     """The coordinator's task count once its work of the round is over: back at `baseline`
     (no task was left behind), or, without one, unchanged over two reads."""
     async def settled() -> float | None:
-        first = await cluster.metric("coordinator", "pushwire_coordinator_tasks")
+        first = await cluster.metric("coordinator", "pushwire_asyncio_tasks")
         if baseline is not None:
             return first if first == baseline else None
         await asyncio.sleep(0.2)
-        again = await cluster.metric("coordinator", "pushwire_coordinator_tasks")
+        again = await cluster.metric("coordinator", "pushwire_asyncio_tasks")
         return first if first == again else None
     return await eventually(settled, timeout=30, every=0.2)
 
@@ -116,7 +116,7 @@ async def test_webhook_down_retries_then_dead_letters_and_clients_get_failed(
     async with Business(status=503) as business:
         app = app_with(business, webhook_retries=2, webhook_backoff_s=0.01,
                        webhook_timeout_s=2.0)
-        async with Cluster(tmp_path, real=True, app=app, metrics=("coordinator",)) as cluster, \
+        async with Cluster(tmp_path, real=True, app=app) as cluster, \
                 clients(cluster, 20, "down") as conns:
             redis = Redis.from_url(TEST_REDIS)
             key = f"pwt{cluster.tag}:deadletter:{{demo}}"

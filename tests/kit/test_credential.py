@@ -10,12 +10,14 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pushwire_protocol.errors import PushwireError
 from services.kit import metrics
 from services.kit.config import ServiceConfig
 from services.kit.rpc.credential import Require
-from services.kit.rpc.grpcio import Channels, start_server, translate_call
+from services.kit.rpc.grpcio import Channels, channel, start_server, translate_call
+from services.kit.rpc.health import GrpcHealth, serving
 
 SECRET = "the-cluster-secret-0123456789"
 METHOD = "/pushwire.test.Guarded/Touch"
@@ -136,3 +138,28 @@ async def test_during_a_rotation_both_secrets_get_through(tmp_path: Path) -> Non
         with pytest.raises(PushwireError, match="refused"):
             await call(target, f"{SECRET}-old")
         assert impl.touched == 2
+
+
+async def test_the_health_check_alone_is_open_to_a_caller_without_the_secret() -> None:
+    """Probes send no metadata: Check answers them; Watch (a held stream) does not."""
+    health = GrpcHealth("pushwire.test.Guarded")
+    await health.set(True)
+    guarded = Guarded()
+    server, port = await start_server(ServiceConfig(cluster_secret=SECRET),
+                                       [(guarded.add_to, guarded)], health)
+    target = f"127.0.0.1:{port}"
+    try:
+        async with channel(target, None) as anonymous:
+            assert await serving(anonymous, 5)
+            assert await serving(anonymous, 5, "pushwire.test.Guarded")
+            watch = health_pb2_grpc.HealthStub(anonymous).Watch(health_pb2.HealthCheckRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await watch.read()
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(PushwireError, match="refused the cluster credential"):
+            await call(target, None)
+        await health.set(False)
+        async with channel(target, SECRET) as member:
+            assert not await serving(member, 5)
+    finally:
+        await server.stop(None)

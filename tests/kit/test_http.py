@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from prometheus_client import REGISTRY
 
 from pushwire_protocol.errors import (
     AuthError,
@@ -218,6 +219,22 @@ async def test_cors_answers_preflights_and_marks_allowed_answers() -> None:
     async with edge_site() as base:                     # no CORS: OPTIONS is not a route
         answer = await preflight(base, page)
         assert answer.status == 405 and "Access-Control-Allow-Origin" not in answer.headers
+
+
+async def test_every_answer_is_counted_by_route_pattern_and_status() -> None:
+    def count(route: str, status: str, method: str = "GET") -> float:
+        return REGISTRY.get_sample_value("pushwire_http_responses_total", {
+            "method": method, "route": route, "status": status}) or 0.0
+
+    before = (count("/who", "200"), count("/broken", "503", "POST"), count("unmatched", "404"))
+    async with edge_site() as base, aiohttp.ClientSession() as client:
+        for path in ("/who", "/who", "/nowhere/at/all"):
+            async with client.get(base + path):
+                pass
+        async with client.post(base + "/broken"):
+            pass
+    after = (count("/who", "200"), count("/broken", "503", "POST"), count("unmatched", "404"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]
 
 
 async def test_an_error_log_keeps_the_recent_error_answers_and_counts_them() -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pushwire_protocol.errors import Disconnected, NotFound, Overloaded, PushwireError, Unavailable
 from services.kit import metrics
@@ -272,7 +273,7 @@ async def test_an_idempotent_pipe_resends_a_batch_whose_connection_failed(
     fail_times(send, [Disconnected("reset"), Disconnected("goaway")])
     pipe = make_pipe(send, batch_max=10, linger_s=0, workers=1, overflow=policy,
                      idempotent=True)
-    resent = metrics.RPC_RESENT.labels(pipe.name)._value
+    resent = metrics.RPC_RESENT.labels(pipe.method, pipe.target)._value
     before = resent.get()
     assert await asyncio.wait_for(pipe.call(4), WAIT) == 40
     assert send.batches == [[4], [4], [4]]
@@ -505,6 +506,29 @@ async def test_pipeset_one_pipe_per_target_and_retain() -> None:
 
     await pipes.close()
     assert asyncio.all_tasks() == before
+
+
+def series(name: str, method: str) -> dict[str, float]:
+    """target -> value of the samples `name` of pipes of `method` in the process's registry."""
+    return {s.labels["target"]: s.value for family in REGISTRY.collect() for s in family.samples
+            if s.name == name and s.labels.get("method") == method}
+
+
+async def test_pipeset_metrics_per_method_and_target_and_gone_with_the_target() -> None:
+    pipes: PipeSet[int, str] = PipeSet("saver.metered", Targets(),
+                                       PipeOptions(workers=1, linger_s=0.005))
+    try:
+        await asyncio.wait_for(pipes.call_many([("a:1", 1), ("a:1", 2), ("b:1", 3)]), WAIT)
+        assert series("pushwire_rpc_batch_items_count", "saver.metered") == {"a:1": 1,
+                                                                             "b:1": 1}
+        assert series("pushwire_rpc_batch_items_sum", "saver.metered") == {"a:1": 2, "b:1": 1}
+        assert set(series("pushwire_rpc_queue_items", "saver.metered")) == {"a:1", "b:1"}
+        await pipes.retain({"a:1"})
+        assert set(series("pushwire_rpc_batch_items_count", "saver.metered")) == {"a:1"}
+        assert set(series("pushwire_rpc_queue_items", "saver.metered")) == {"a:1"}
+    finally:
+        await pipes.close()
+    assert series("pushwire_rpc_batch_items_count", "saver.metered") == {}
 
 
 async def test_pipeset_call_many_keeps_order_across_targets() -> None:

@@ -669,7 +669,12 @@ async def read_until_dropped(reader: asyncio.StreamReader) -> bytes:
     return received
 
 
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_a_client_that_never_answers_the_close_is_cut_off(room: Room) -> None:
+    aborted = counted("pushwire_room_aborted_total", reason="close_timeout")
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -681,14 +686,19 @@ async def test_a_client_that_never_answers_the_close_is_cut_off(room: Room) -> N
     assert CloseCode.AUTH_TIMEOUT.to_bytes(2, "big") in received
     assert elapsed > TIMEOUTS.auth_s + TIMEOUTS.close_s - 0.1   # cut off at the close timeout
     assert room.server.connection_count == 0
+    assert counted("pushwire_room_aborted_total", reason="close_timeout") == aborted + 1
     writer.close()
 
 
 async def test_a_client_that_never_completes_the_handshake_is_cut_off(room: Room) -> None:
+    aborted = counted("pushwire_room_aborted_total", reason="handshake_timeout")
+    dropped = counted("pushwire_room_client_closed_total", how="dropped")
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
     writer.write(b"GET / HTTP/1.1\r\n")
     assert await read_until_dropped(reader) == b""
     assert room.server.connection_count == 0
+    assert counted("pushwire_room_aborted_total", reason="handshake_timeout") == aborted + 1
+    assert counted("pushwire_room_client_closed_total", how="dropped") == dropped
     writer.close()
 
 
@@ -700,6 +710,7 @@ async def test_a_plain_http_request_is_refused(room: Room) -> None:
 
 
 async def test_client_close_reports_the_session_gone(room: Room) -> None:
+    normal = counted("pushwire_room_client_closed_total", how="normal")
     ws, _ = await authed(room)
     await ws.close()
     for _ in range(100):
@@ -707,7 +718,20 @@ async def test_client_close_reports_the_session_gone(room: Room) -> None:
             break
         await asyncio.sleep(0.01)
     assert room.backend.closed == [("s1", 1000)]
+    assert counted("pushwire_room_client_closed_total", how="normal") == normal + 1
     assert (room.server.hub.count(), room.server.connection_count) == (0, 0)
+
+
+async def test_a_client_that_drops_its_connection_is_counted_as_dropped(room: Room) -> None:
+    dropped = counted("pushwire_room_client_closed_total", how="dropped")
+    ws, _ = await authed(room)
+    ws.transport.abort()                         # no close frame: the TCP connection ends
+    for _ in range(100):
+        if room.server.connection_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert room.backend.closed == [("s1", 1006)]
+    assert counted("pushwire_room_client_closed_total", how="dropped") == dropped + 1
 
 
 async def test_server_close_closes_clients_4000(room: Room) -> None:

@@ -4,8 +4,9 @@ Every internal call carries `authorization: Bearer <cluster secret>` (metadata),
 channel interceptor (`Attach`) that `grpcio.channel` installs, so no call site deals with it.
 Every server runs `Require` before any servicer: a call without the secret, with another one,
 or to a method that does not exist, ends with UNAUTHENTICATED before its request is even
-parsed. The comparison is of SHA-256 digests with `hmac.compare_digest`: constant time, and
-the secret's length does not leak either. docs/security.md says why a shared secret.
+parsed; only the health Check (`OPEN_METHODS`) is open to every caller. The comparison is
+of SHA-256 digests with `hmac.compare_digest`: constant time, and the secret's length does
+not leak either. docs/security.md says why a shared secret.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ HEADER = "authorization"
 SCHEME = "Bearer "
 REFUSED = "cluster credential required"
 WARN_EVERY_S = 10.0          # at most one log line per this long about refused calls
+# Methods anyone may call: probes send no metadata (services/kit/rpc/health.py, docs/security.md
+# §3). A Check answers SERVING or NOT_SERVING and does nothing else.
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
 
 
 def _digest(value: str | bytes) -> bytes:
@@ -70,7 +74,7 @@ class Require(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
-        if self.allows(details.invocation_metadata):
+        if details.method in OPEN_METHODS or self.allows(details.invocation_metadata):
             return await continuation(details)
         # No request deserializer: an unauthenticated request is never parsed.
         return grpc.unary_unary_rpc_method_handler(partial(self._refuse, details.method))

@@ -29,6 +29,7 @@ from pushwire_protocol.errors import (
 )
 from services.kit.config import ServiceConfig
 from services.kit.rpc.credential import Attach, Require
+from services.kit.rpc.health import GrpcHealth
 
 log = logging.getLogger("pushwire.rpc")
 T = TypeVar("T")
@@ -180,17 +181,19 @@ def servicer(method: Method) -> Method:
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 
 
-async def start_server(config: ServiceConfig, servicers: Iterable[Registration]) \
-        -> tuple[grpc.aio.Server, int]:
-    """Start a gRPC server with [(add_XServicer_to_server, impl)] and the Profiler every
-    service serves (services/kit/rpc/profiling.py) on the service's bind address and gRPC
-    port, refusing calls without the cluster secret; return it and its port."""
+async def start_server(config: ServiceConfig, servicers: Iterable[Registration],
+                       health: GrpcHealth | None = None) -> tuple[grpc.aio.Server, int]:
+    """Start a gRPC server with [(add_XServicer_to_server, impl)], grpc.health.v1 (`health`,
+    services/kit/rpc/health.py) and the Profiler every service serves
+    (services/kit/rpc/profiling.py) on the service's bind address and gRPC port, refusing
+    calls without the cluster secret; return it and its port."""
     from services.kit.rpc import profiling  # it imports this module
 
     accepted = config.rpc_secrets()
     server = grpc.aio.server(options=SERVER_OPTIONS,
                              interceptors=[Require(accepted)] if accepted is not None else None)
-    for add, impl in [*servicers, profiling.registration()]:
+    extra = [health.registration] if health is not None else []
+    for add, impl in [*servicers, *extra, profiling.registration()]:
         add(impl, server)
     bound = server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
     if bound == 0:

@@ -86,7 +86,8 @@ _Entry = tuple[Any, "asyncio.Future[Any] | None"]
 
 
 class Pipe(Generic[I, R]):
-    """Batching client for one (target, method). Start it, use it, close it."""
+    """Batching client for one (target, method), named "method@target". Start it, use it,
+    close it. Its metrics are labelled by method and target (services/kit/metrics.py)."""
 
     def __init__(self, name: str, send: Send[I, R], options: PipeOptions) -> None:
         self.name = name
@@ -94,11 +95,15 @@ class Pipe(Generic[I, R]):
         self._opts = options
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue(options.queue_max)
         self._workers: list[asyncio.Task[None]] = []
-        self._depth = metrics.RPC_QUEUE_DEPTH.labels(name)
-        self._size = metrics.RPC_BATCH_SIZE.labels(name)
-        self._latency = metrics.RPC_LATENCY.labels(name)
-        self._failed = metrics.RPC_FAILED.labels(name)
-        self._resent = metrics.RPC_RESENT.labels(name)
+        self.method, _, self.target = name.partition("@")
+        labels = (self.method, self.target)
+        self._depth = metrics.RPC_QUEUE_DEPTH.labels(*labels)
+        self._size = metrics.RPC_BATCH_SIZE.labels(*labels)
+        self._latency = metrics.RPC_LATENCY.labels(*labels)
+        self._failed = metrics.RPC_FAILED.labels(*labels)
+        self._resent = metrics.RPC_RESENT.labels(*labels)
+        for policy in {options.overflow.value, Overflow.DROP.value}:    # post_nowait drops
+            metrics.RPC_REJECTED.labels(*labels, policy)
         self.dropped = 0
         self._busy = 0                  # batches taken from the queue and not yet answered
         self._collect = asyncio.Lock()
@@ -159,7 +164,7 @@ class Pipe(Generic[I, R]):
                 return True
             except asyncio.QueueFull:
                 pass
-        metrics.RPC_REJECTED.labels(self.name, Overflow.DROP.value).inc()
+        metrics.RPC_REJECTED.labels(self.method, self.target, Overflow.DROP.value).inc()
         self.dropped += 1
         return False
 
@@ -194,7 +199,7 @@ class Pipe(Generic[I, R]):
                 if not self._queue.full():
                     self._queue.put_nowait(entry)
                     return
-        metrics.RPC_REJECTED.labels(self.name, policy.value).inc()
+        metrics.RPC_REJECTED.labels(self.method, self.target, policy.value).inc()
         if policy is Overflow.DROP:
             self.dropped += 1
             if entry[1] is not None:
@@ -334,6 +339,7 @@ class PipeSet(Generic[I, R]):
         """Close the pipes of targets not in `targets` (after a discovery change)."""
         for target in list(self._pipes.keys() - targets):
             await self._pipes.pop(target).close()
+            metrics.forget_pipe(self.name, target)
 
     async def close(self) -> None:
         await self.retain(set())
