@@ -39,7 +39,6 @@ class ServiceConfig:
     grpc_port: int = 0                 # 0: pick a free port (published in discovery)
     metrics_port: int = 0              # /metrics and /health; 0: a free port (in discovery)
     log_level: str = "info"
-    log_hot_path: bool = False         # per-message debug logs
     log_format: str = "text"           # or "json": one JSON object per line (kit/logs.py)
     rpc_batch_max: int = 256           # items per internal RPC batch (DESIGN.md §5)
     rpc_linger_ms: float = 1.0         # wait this long for a batch to fill

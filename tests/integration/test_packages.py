@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,9 +66,21 @@ def _venv(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both wheels, built from a copy of the checkout's files (tracked or not ignored): an
+    in-tree build would leave build/ behind, whose stale files later wheels would ship."""
+    source = tmp_path_factory.mktemp("source")
+    listed = _run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                  cwd=ROOT)
+    assert listed.returncode == 0, listed.stderr
+    for name in filter(None, listed.stdout.split("\0")):
+        src, dest = ROOT / name, source / name
+        if not src.exists() and not src.is_symlink():
+            continue                      # deleted in the work tree, not yet committed
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest, follow_symlinks=False)
     out = tmp_path_factory.mktemp("wheels")
     built = _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out,
-                 ROOT / "sdk" / "python", ROOT, cwd=out)
+                 source / "sdk" / "python", source, cwd=out)
     assert built.returncode == 0, built.stdout + built.stderr
     found = {w.name.split("-")[0]: w for w in out.glob("*.whl")}
     assert set(found) == {"pushwire", "pushwire_sdk"}, found

@@ -128,7 +128,7 @@ def test_unreadable_or_invalid_toml(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("line", ['rpc_workers = "many"', 'grpc_port = "http"',
-                                  'workers = "two"', 'log_hot_path = "perhaps"'])
+                                  'workers = "two"', 'verbose = "perhaps"'])
 def test_wrongly_typed_toml_value_is_a_config_error(tmp_path: Path, line: str) -> None:
     """A TOML value of the wrong type is named in a ConfigError, not a TypeError later."""
     key = line.split()[0]
@@ -138,10 +138,10 @@ def test_wrongly_typed_toml_value_is_a_config_error(tmp_path: Path, line: str) -
 
 def test_quoted_false_in_toml_does_not_turn_true(tmp_path: Path) -> None:
     try:
-        config = _load(_toml(tmp_path, '[demo]\nlog_hot_path = "false"\n'))
+        config = _load(_toml(tmp_path, '[demo]\nverbose = "false"\n'))
     except ConfigError:
         return  # rejecting the quoted bool is fine too
-    assert config.log_hot_path is False
+    assert config.verbose is False
 
 
 @pytest.mark.parametrize(("override", "message"), [
