@@ -121,21 +121,31 @@ EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 FIXED_PORTS_FROM = 10_000
 
 
+_handed_out: set[int] = set()    # every port free_port returned in this process
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free to listen on now, for a server started a moment later.
 
     Chosen below the kernel's ephemeral range when there is room: a port of that range can
     be taken meanwhile by the local end of any outgoing connection (a test run opens
-    thousands), and the server then fails with "address already in use"."""
+    thousands), and the server then fails with "address already in use". Never the same port
+    twice in one process: a port handed out is free until its server binds it, so a second
+    call before then could return it again (two services of one cluster on one port)."""
     low = ephemeral_low()
-    for _ in range(100):
+    for _ in range(1000):
         port = random.randrange(FIXED_PORTS_FROM, low) if low > FIXED_PORTS_FROM else 0
+        if port in _handed_out:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return int(s.getsockname()[1])
+            found = int(s.getsockname()[1])
+        if found not in _handed_out:
+            _handed_out.add(found)
+            return found
     raise OSError(f"no free port on {host}")
 
 
