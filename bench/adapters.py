@@ -6,7 +6,8 @@
 
 Each session counts into the worker's shared `Tally`: when it became ready (authenticated /
 subscribed), deliveries (a pushwire BATCH counts every packet inside), and, when asked,
-the latency of each delivery from the send time its payload starts with (`stamp`).
+the latency of each delivery from the send time its payload starts with (`stamp`), or
+(`per_message`) the first and last arrival of each message, keyed by that send time.
 
 The NATS and MQTT framings are the minimum the benchmark needs, written from the protocol
 documents: NATS' text protocol (INFO, CONNECT, SUB, PUB, MSG, PING/PONG, +OK/-ERR) and
@@ -41,11 +42,12 @@ def stamped_ns(payload: bytes | bytearray | memoryview) -> int:
 class Tally:
     """Counters of one load-generator process, shared by all its sessions."""
 
-    __slots__ = ("deliveries", "errors", "first_ns", "last_ns", "latencies",
-                 "ready", "ready_ns", "record")
+    __slots__ = ("arrivals", "deliveries", "errors", "first_ns", "last_ns", "latencies",
+                 "per_message", "ready", "ready_ns", "record")
 
-    def __init__(self, record: bool = False) -> None:
+    def __init__(self, record: bool = False, per_message: bool = False) -> None:
         self.record = record               # keep each delivery's latency
+        self.per_message = per_message     # with record: keep arrivals per message instead
         self.ready = 0                     # sessions authenticated / subscribed
         self.ready_ns = 0                  # when the last of them became ready
         self.reset()
@@ -57,6 +59,7 @@ class Tally:
         self.first_ns = 0
         self.last_ns = 0
         self.latencies: list[int] = []
+        self.arrivals: dict[int, list[int]] = {}     # send time -> [first, last, count]
 
     def became_ready(self, now_ns: int) -> None:
         self.ready += 1
@@ -70,8 +73,17 @@ class Tally:
 
     def latency(self, payload: bytes | bytearray | memoryview, now_ns: int) -> None:
         sent = stamped_ns(payload)
-        if sent:
+        if not sent:
+            return
+        if not self.per_message:
             self.latencies.append(now_ns - sent)
+            return
+        seen = self.arrivals.get(sent)
+        if seen is None:
+            self.arrivals[sent] = [now_ns, now_ns, 1]
+        else:                              # arrivals come in time order within a process
+            seen[1] = now_ns
+            seen[2] += 1
 
 
 class Session:

@@ -6,7 +6,7 @@
         ...
 
 Each process (`python -m bench.loadgen`) reads one JSON command per line on stdin and answers
-one JSON line on stdout: open, stats, latencies, reset, close. A connection is one
+one JSON line on stdout: open, stats, record, latencies, arrivals, reset, close. A connection is one
 asyncio.Protocol (`Link`) carrying a WebSocket (bench/wsclient.py) and a protocol session
 (bench/adapters.py): no task and no stream objects per connection, so a process holds ten
 thousand of them in a few tens of MB and spends its CPU on counting. Connections leave from
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlparse
 
 import aiohttp
@@ -91,6 +91,15 @@ class Stats:
     live: int = 0
     first_ns: int = 0
     last_ns: int = 0
+
+
+class Arrivals(NamedTuple):
+    """One message at the clients: first and last arrival (time.monotonic_ns()), and how
+    many subscribers got it."""
+
+    first_ns: int
+    last_ns: int
+    received: int
 
 
 # --- the child process ------------------------------------------------------------------------
@@ -264,9 +273,12 @@ class Worker:
             return self.stats()
         if cmd == "record":
             self.tally.record = bool(command["on"])
+            self.tally.per_message = bool(command.get("per_message", False))
             return {"ok": True}
         if cmd == "latencies":
             return {"latencies": self.tally.latencies}
+        if cmd == "arrivals":
+            return {"arrivals": [[sent, *seen] for sent, seen in self.tally.arrivals.items()]}
         if cmd == "reset":
             self.tally.reset()
             return {"ok": True}
@@ -321,6 +333,18 @@ def split(spec: Spec, parts: int) -> list[Spec]:
 
 
 # --- the parent side ----------------------------------------------------------------------------
+
+def merge_arrivals(parts: list[list[list[int]]]) -> dict[int, Arrivals]:
+    """The `arrivals` answers of several processes ([sent, first, last, count] rows) as one
+    table: earliest first, latest last, counts summed."""
+    merged: dict[int, Arrivals] = {}
+    for rows in parts:
+        for sent, first, last, count in rows:
+            seen = merged.get(sent)
+            merged[sent] = Arrivals(first, last, count) if seen is None else Arrivals(
+                min(seen.first_ns, first), max(seen.last_ns, last), seen.received + count)
+    return merged
+
 
 class Fleet:
     """`processes` load-generator processes, addressed together."""
@@ -389,12 +413,19 @@ class Fleet:
                      first_ns=min(firsts, default=0),
                      last_ns=max(a["last_ns"] for a in answers))
 
-    async def record(self, on: bool) -> None:
-        await self.ask_all(lambda _w: {"cmd": "record", "on": on})
+    async def record(self, on: bool, per_message: bool = False) -> None:
+        """Keep each delivery's latency (`per_message`: each message's arrivals instead)."""
+        await self.ask_all(lambda _w: {"cmd": "record", "on": on, "per_message": per_message})
 
     async def latencies(self) -> list[int]:
         answers = await self.ask_all(lambda _w: {"cmd": "latencies"}, 60)
         return [x for a in answers for x in a["latencies"]]
+
+    async def arrivals(self) -> dict[int, Arrivals]:
+        """Per message (keyed by its send time): first and last arrival over every process
+        and how many subscribers got it (with `record(True, per_message=True)`)."""
+        answers = await self.ask_all(lambda _w: {"cmd": "arrivals"}, 60)
+        return merge_arrivals([answer["arrivals"] for answer in answers])
 
     async def reset(self) -> None:
         await self.ask_all(lambda _w: {"cmd": "reset"})

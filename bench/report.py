@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,12 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "fanout": ("deliveries_per_s", "missing", "seconds_to_all"),
     "unicast": ("accepted_per_s", "delivered_per_s", "p50_ms", "p99_ms", "p999_ms", "lost"),
     "storm": ("sessions_per_s",),
+    "paced": ("last_p50_ms", "last_p99_ms", "first_p50_ms", "deliveries_per_s", "missing",
+              "refused", "late"),
 }
 LOWER_IS_BETTER = frozenset({"kib_per_conn", "missing", "seconds_to_all", "p50_ms", "p99_ms",
-                             "p999_ms", "lost"})
+                             "p999_ms", "lost", "last_p50_ms", "last_p99_ms", "first_p50_ms",
+                             "refused", "late"})
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -41,6 +45,22 @@ def latency_figures(latencies_ns: list[int]) -> dict[str, float]:
     ms = [x / 1e6 for x in latencies_ns]
     return {"p50_ms": round(percentile(ms, 0.50), 3), "p99_ms": round(percentile(ms, 0.99), 3),
             "p999_ms": round(percentile(ms, 0.999), 3)}
+
+
+def arrival_figures(sent_ns: list[int], arrivals: Mapping[int, tuple[int, int, int]],
+                    subscribers: int) -> dict[str, float]:
+    """Per-message figures of a paced fanout: from each message's send time (its key in
+    `arrivals`: first arrival, last arrival, count) to its last and first subscriber, p50/p99
+    over the messages that arrived anywhere (ms); `missing`: deliveries short of
+    `subscribers` for every message in `sent_ns`."""
+    got = [arrivals[sent] + (sent,) for sent in sent_ns if sent in arrivals]
+    last = [(last_ns - sent) / 1e6 for _first, last_ns, _count, sent in got]
+    first = [(first_ns - sent) / 1e6 for first_ns, _last, _count, sent in got]
+    delivered = sum(count for _first, _last, count, _sent in got)
+    return {"last_p50_ms": round(percentile(last, 0.50), 3),
+            "last_p99_ms": round(percentile(last, 0.99), 3),
+            "first_p50_ms": round(percentile(first, 0.50), 3),
+            "missing": subscribers * len(sent_ns) - delivered}
 
 
 def _median(values: list[Any]) -> Any:

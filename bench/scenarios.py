@@ -1,4 +1,4 @@
-"""The four scenarios, each run against pushwire and (with peers) nats-server and mosquitto.
+"""The five scenarios, each run against pushwire and (with peers) nats-server and mosquitto.
 
     results = await run("fanout", Options(n=10_000, peers=True, workdir=...))
 
@@ -13,6 +13,10 @@
 - storm:   n clients connecting at once -> sessions/s. pushwire: dispatcher route, AUTH,
            register, and the offline load on connect (one message waits for every client;
            a session counts once that message arrived).
+- paced:   n subscribers of one audience, one message every `interval_ms` for `seconds`, sent
+           on a schedule (a slow server shows as growing latency) -> per message the time from
+           its send to its last and first subscriber (p50/p99 over the messages),
+           deliveries/s, missing, publishes refused or sent late, CPU per delivery.
 
 Every figure is the median of `runs` runs. A server is one `Target`; the load generator is a
 `Fleet` of processes (bench/loadgen.py), the publisher runs in this process.
@@ -42,17 +46,18 @@ from bench.adapters import (
     mqtt_publish,
     nats_pub,
     stamp,
+    stamped_ns,
 )
 from bench.cluster import BenchCluster
 from bench.loadgen import Fleet, Link, Spec, Stats, Worker
 from bench.peers import Peer, cpu_s, rss_kib
-from bench.report import Result, latency_figures
+from bench.report import Result, arrival_figures, latency_figures
 from services.kit.pb import common_pb2, room_pb2
 from services.kit.rpc.grpcio import Channels
 from services.kit.rpc.pipe import PipeOptions
 from services.room.client import RoomClient
 
-SCENARIOS = ("idle", "fanout", "unicast", "storm")
+SCENARIOS = ("idle", "fanout", "paced", "unicast", "storm")
 SERVERS = ("pushwire", "nats-server", "mosquitto")
 
 
@@ -63,7 +68,8 @@ class Options:
     size: int = 256                  # message bytes
     messages: int = 50               # fanout: messages per run
     rate: int = 2000                 # unicast: the fixed rate (messages/s)
-    seconds: float = 10.0            # unicast: length of each phase
+    seconds: float = 10.0            # unicast: length of each phase; paced: of publishing
+    interval_ms: float = 10.0        # paced: between two messages
     uids_per_call: int = 100         # unicast at full speed: uids per push request
     senders: int = 8                 # unicast at full speed: requests in flight
     processes: int = 2               # load-generator processes
@@ -113,6 +119,10 @@ class Target:
 
     async def fanout(self, messages: int, size: int) -> int:
         """Publish `messages` to the fanout audience as fast as accepted; return accepted."""
+        raise NotImplementedError
+
+    async def publish(self, payload: bytes) -> bool:
+        """Publish one message to the fanout audience now; whether the server took it."""
         raise NotImplementedError
 
     async def unicast(self, users: int, rate: int, seconds: float, size: int,
@@ -208,13 +218,23 @@ class PushwireTarget(Target):
             return await self._fanout_topic(messages, size)
         return await self._fanout_deliver(messages, size)
 
+    @property
+    def _fan_path(self) -> str:
+        return f"/v1/apps/{self.cluster.app.id}/topics/fan/publish"
+
+    async def publish(self, payload: bytes) -> bool:
+        try:
+            status, _ = await self._post(self._fan_path, {"data": payload.decode()})
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        return status == 200
+
     async def _fanout_topic(self, messages: int, size: int) -> int:
-        path = f"/v1/apps/{self.cluster.app.id}/topics/fan/publish"
         accepted = 0
 
         async def one(_k: int) -> None:
             nonlocal accepted
-            status, _ = await self._post(path, {"data": stamp(size).decode()})
+            status, _ = await self._post(self._fan_path, {"data": stamp(size).decode()})
             accepted += status == 200
         # As fast as accepted: every message in flight at once, up to 64 (what NATS' publisher
         # puts in one frame), so center and room may batch them as they can.
@@ -325,13 +345,24 @@ class PeerTarget(Target):
             await self._send([MQTT_PINGREQ])
             await _until(lambda: session.pings > before and session.acks >= sent_qos1, 60)
 
+    def _fan_message(self, payload: bytes) -> bytes:
+        """A QoS 0 publish to the fanout audience."""
+        return nats_pub("fan", payload) if self.kind == "nats" else mqtt_publish("fan", payload)
+
+    async def publish(self, payload: bytes) -> bool:
+        """Written at once, never waiting: a server that reads slowly backs up the socket and
+        the messages behind arrive later."""
+        link, _session = await self._publisher()
+        if link.transport is None or link.transport.is_closing():
+            return False
+        link.transport.write(link.ws.frame(self._fan_message(payload)))
+        return True
+
     async def fanout(self, messages: int, size: int) -> int:
         _link, session = await self._publisher()
         chunk: list[bytes] = []
         for _k in range(messages):
-            payload = stamp(size)
-            chunk.append(nats_pub("fan", payload) if self.kind == "nats"
-                         else mqtt_publish("fan", payload))
+            chunk.append(self._fan_message(stamp(size)))
             if len(chunk) == 64:
                 await self._send(chunk)
                 chunk = []
@@ -404,6 +435,48 @@ async def _paced(call: Call, rate: int, seconds: float,
         await asyncio.sleep(min(1 / rate, 0.001))
     if tasks:
         await asyncio.gather(*tasks)
+
+
+@dataclass
+class Schedule:
+    """What a paced publisher did; `accepted`: the send times of the messages taken."""
+
+    started_ns: int
+    accepted: list[int] = field(default_factory=list)
+    published: int = 0
+    refused: int = 0
+    late: int = 0
+
+
+async def on_schedule(publish: Callable[[bytes], Coroutine[Any, Any, bool]], size: int,
+                       interval_s: float, seconds: float, in_flight: int = 256) -> Schedule:
+    """Publish message k at k * interval_s for `seconds`, each stamped with its send time,
+    not waiting for the ones before (at most `in_flight` outstanding). A message sent more
+    than one interval after its time is late; one the server did not take, refused."""
+    loop = asyncio.get_running_loop()
+    done = Schedule(started_ns=time.monotonic_ns())
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(payload: bytes) -> None:
+        if await publish(payload):
+            done.accepted.append(stamped_ns(payload))
+        else:
+            done.refused += 1
+    start = loop.time()
+    for k in range(max(1, round(seconds / interval_s))):
+        due = start + k * interval_s
+        if (delay := due - loop.time()) > 0:
+            await asyncio.sleep(delay)
+        while len(tasks) >= in_flight:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done.late += loop.time() - due > interval_s
+        task = loop.create_task(one(stamp(size)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        done.published += 1
+    if tasks:
+        await asyncio.gather(*tasks)
+    return done
 
 
 async def _flat_out(call: Call, lanes: int, seconds: float) -> None:
@@ -543,6 +616,60 @@ async def fanout(server: str, opts: Options) -> Result:
     return result
 
 
+async def paced(server: str, opts: Options) -> Result:
+    result = Result("paced", server, opts.n, info={"interval_ms": opts.interval_ms,
+                                                     "seconds": opts.seconds, "size": opts.size})
+    target = make_target(server, opts)
+    await target.start()
+    try:
+        result.info["version"] = target.version()
+        if isinstance(target, PushwireTarget) and target.via != "topic":
+            raise RuntimeError("paced fanout needs center's topic publish API (--via topic)")
+        async with Fleet(opts.processes) as fleet:
+            opened = await fleet.open(target.spec("fanout", opts.n))
+            _check_opened(opened.ready, opened.failed, opened.errors, opts)
+            await fleet.record(True, per_message=True)
+            for run in range(opts.runs):
+                await _warm_up(target, fleet, opened.ready, opts.size)
+                async with profiled(opts, target, f"paced-{run}"):
+                    result.runs.append(await _paced_run(target, fleet, opened.ready, opts))
+                opts.log(f"  {server} paced run {run + 1}: {result.runs[-1]}")
+                await asyncio.sleep(0.5)
+    finally:
+        await target.stop()
+    return result
+
+
+async def _warm_up(target: Target, fleet: Fleet, subscribers: int, size: int) -> None:
+    """One message through the whole path (publisher connected, every subscriber reached),
+    then the clients' counters zeroed."""
+    if not await target.publish(stamp(size, now_ns=1)):
+        raise RuntimeError(f"{target.name}: the warm-up publish was refused")
+    await wait_deliveries(fleet, subscribers)
+    await fleet.reset()
+
+
+async def _paced_run(target: Target, fleet: Fleet, subscribers: int,
+                     opts: Options) -> dict[str, Any]:
+    cpu, loadgen = _cpu(target.pids()), _cpu(fleet.pids)
+    schedule = await on_schedule(target.publish, opts.size, opts.interval_ms / 1000,
+                                  opts.seconds)
+    stats = await wait_deliveries(fleet, subscribers * len(schedule.accepted))
+    cpu, loadgen = _cpu(target.pids()) - cpu, _cpu(fleet.pids) - loadgen
+    seconds = max(stats.last_ns - schedule.started_ns, 1) / 1e9
+    return {**arrival_figures(schedule.accepted, await fleet.arrivals(), subscribers),
+            "deliveries_per_s": round(stats.deliveries / seconds),
+            "refused": schedule.refused, "late": schedule.late,
+            "published": schedule.published, "subscribers": subscribers,
+            "cpu_us_per_delivery": round(cpu * 1e6 / max(stats.deliveries, 1), 2),
+            "loadgen_cores": round(loadgen / seconds, 2)}
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds the processes used so far."""
+    return sum(cpu_s(pid) for pid in pids)
+
+
 async def unicast(server: str, opts: Options) -> list[Result]:
     phases = [(f"{opts.rate}/s", opts.rate), ("full speed", 0)]
     results = [Result("unicast", server, opts.n) for _ in phases]
@@ -636,6 +763,8 @@ async def run(scenario: str, opts: Options, servers: tuple[str, ...] | None = No
             results.append(await idle(server, opts))
         elif scenario == "fanout":
             results.append(await fanout(server, opts))
+        elif scenario == "paced":
+            results.append(await paced(server, opts))
         elif scenario == "unicast":
             results += await unicast(server, opts)
         else:

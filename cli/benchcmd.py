@@ -21,7 +21,9 @@ from services.kit import lifecycle
 def add_parser(subs: Any) -> None:
     p = subs.add_parser("bench", help="benchmark pushwire (and nats-server, mosquitto)",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", choices=(*scenarios.SCENARIOS, "all"))
+    p.add_argument("scenario", choices=(*scenarios.SCENARIOS, "all"),
+                   help="fanout: a burst of --messages; paced: one message every --interval-ms "
+                        "for --seconds, timed to the last subscriber (docs/bench.md)")
     p.add_argument("--peers", action="store_true",
                    help="also run nats-server and mosquitto (Debian packages) in the same run")
     p.add_argument("--quick", action="store_true",
@@ -31,7 +33,10 @@ def add_parser(subs: Any) -> None:
     p.add_argument("--messages", type=int, help="fanout: messages per run (50, quick 20)")
     p.add_argument("--size", type=int, help="message bytes (256)")
     p.add_argument("--rate", type=int, help="unicast: the fixed rate per second (2000)")
-    p.add_argument("--seconds", type=float, help="unicast: seconds per phase (10, quick 3)")
+    p.add_argument("--seconds", type=float,
+                   help="unicast: seconds per phase; paced: seconds of publishing (10, quick 3)")
+    p.add_argument("--interval-ms", type=float,
+                   help="paced: milliseconds between two messages, on a schedule (10)")
     p.add_argument("--uids-per-call", type=int,
                    help="unicast at full speed: uids per push request (100, quick 50)")
     p.add_argument("--processes", type=int, help="load-generator processes (2)")
@@ -50,6 +55,7 @@ def add_parser(subs: Any) -> None:
 def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
     given = {"n": args.n, "runs": args.runs, "messages": args.messages, "size": args.size,
              "rate": args.rate, "seconds": args.seconds, "uids_per_call": args.uids_per_call,
+             "interval_ms": args.interval_ms,
              "processes": args.processes, "fanout_via": args.via, "profile": args.profile}
     chosen: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     chosen.update(peers=args.peers, real=args.real, workdir=workdir,
@@ -65,8 +71,8 @@ def check(opts: scenarios.Options) -> str | None:
         return "-n, --runs, --processes and --messages must be >= 1"
     if opts.size < 32:
         return "--size must be >= 32 (a payload carries its send time)"
-    if opts.rate < 1 or opts.seconds <= 0 or opts.uids_per_call < 1:
-        return "--rate, --seconds and --uids-per-call must be positive"
+    if opts.rate < 1 or opts.seconds <= 0 or opts.uids_per_call < 1 or opts.interval_ms <= 0:
+        return "--rate, --seconds, --uids-per-call and --interval-ms must be positive"
     if any(len(item) != 2 or not item[0].startswith("PUSHWIRE_") for item in opts.env):
         return "--set takes PUSHWIRE_NAME=VALUE"
     return None

@@ -84,6 +84,20 @@ def test_pushwire_acks_unicast_ids_and_records_latency() -> None:
     assert tally.deliveries == 3 and tally.latencies == [2_000_000, 2_000_000]
 
 
+def test_per_message_tally_keeps_each_messages_first_and_last_arrival() -> None:
+    tally = Tally(record=True, per_message=True)
+    one, two = (PushwireSession(tally, "a", f"u{i}", "", "tok", topics=("fan",)) for i in (1, 2))
+    first, second = stamp(64, 1_000), stamp(64, 2_000)
+    topic = wire_pb2.Push.TOPIC
+    one.on_message(push(0, first, topic), 1_500)
+    two.on_message(wire.encode_batch([push(0, first, topic), push(0, second, topic)]), 2_600)
+    one.on_message(push(0, second, topic), 2_900)
+    assert tally.arrivals == {1_000: [1_500, 2_600, 2], 2_000: [2_600, 2_900, 2]}
+    assert tally.deliveries == 4 and tally.latencies == []
+    tally.reset()
+    assert tally.arrivals == {} and tally.per_message
+
+
 def test_pushwire_storm_session_is_ready_on_its_first_push() -> None:
     tally = Tally()
     session = PushwireSession(tally, "a", "s1", "", "tok", ack=True, ready_on_push=True)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bench.adapters import NatsSession, PushwireSession
-from bench.loadgen import SOURCES, Spec, Worker, split
+from bench.loadgen import SOURCES, Arrivals, Spec, Worker, merge_arrivals, split
 from services.kit import token
 
 
@@ -43,6 +43,11 @@ async def test_pipe_commands_count_and_reset() -> None:
     await worker.handle({"cmd": "record", "on": True})
     worker.tally.latency(b"00000000000000000100xxxx", 150)
     assert await worker.handle({"cmd": "latencies"}) == {"latencies": [50]}
+    await worker.handle({"cmd": "record", "on": True, "per_message": True})
+    worker.tally.latency(b"00000000000000000100xxxx", 160)
+    worker.tally.latency(b"00000000000000000100xxxx", 170)
+    assert await worker.handle({"cmd": "arrivals"}) == {"arrivals": [[100, 160, 170, 2]]}
+    assert (await worker.handle({"cmd": "latencies"}))["latencies"] == [50]
     with pytest.raises(ValueError, match="unknown command"):
         await worker.handle({"cmd": "dance"})
 
@@ -55,3 +60,9 @@ async def test_open_against_nothing_reports_failures_not_hangs() -> None:
     assert answer["ready"] == 0 and answer["failed"] == 3
     assert any("ConnectionRefusedError" in e or "OSError" in e for e in answer["errors"])
     await worker.close()
+
+
+def test_arrivals_of_several_processes_merge_per_message() -> None:
+    merged = merge_arrivals([[[100, 160, 170, 2], [200, 260, 280, 2]],
+                             [[100, 150, 190, 3]], []])
+    assert merged == {100: Arrivals(150, 190, 5), 200: Arrivals(260, 280, 2)}

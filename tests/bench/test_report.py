@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench.report import Result, latency_figures, percentile, ratios, table
+from bench.report import Result, arrival_figures, latency_figures, percentile, ratios, table
 
 
 def test_percentile_by_nearest_rank() -> None:
@@ -19,6 +19,17 @@ def test_percentile_by_nearest_rank() -> None:
 def test_latency_figures_are_milliseconds() -> None:
     figures = latency_figures([1_000_000] * 98 + [50_000_000, 90_000_000])
     assert figures == {"p50_ms": 1.0, "p99_ms": 50.0, "p999_ms": 90.0}
+
+
+def test_arrival_figures_time_each_message_to_its_last_and_first_subscriber() -> None:
+    ms = 1_000_000
+    sent = [k * 10 * ms for k in range(1, 101)]
+    arrivals = {s: (s + 1 * ms, s + (k + 1) * ms, 3) for k, s in enumerate(sent)}
+    arrivals[sent[0]] = (sent[0] + ms, sent[0] + 2 * ms, 2)       # one subscriber missed it
+    del arrivals[sent[-1]]                                          # nobody got the last one
+    figures = arrival_figures(sent, arrivals, subscribers=3)
+    assert figures == {"last_p50_ms": 50.0, "last_p99_ms": 99.0, "first_p50_ms": 1.0,
+                       "missing": 1 + 3}
 
 
 def test_json_line_has_the_fixed_keys_and_medians() -> None:

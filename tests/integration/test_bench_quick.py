@@ -49,6 +49,17 @@ async def test_fanout_delivers_every_message_to_every_subscriber(tmp_path: Path)
         assert line["deliveries_per_s"] > 0
 
 
+async def test_paced_fanout_times_every_message_to_its_last_subscriber(tmp_path: Path) -> None:
+    results = [r.as_dict() for r in await scenarios.run("paced", options(tmp_path))]
+    check_lines(results, "paced")
+    messages = round(SMALL["seconds"] * 1000 / scenarios.Options().interval_ms)
+    for line in results:
+        assert line["subscribers"] == SMALL["n"] and line["published"] == messages, line
+        assert line["missing"] == 0 and line["refused"] == 0, line
+        assert 0 < line["first_p50_ms"] <= line["last_p50_ms"] <= line["last_p99_ms"], line
+        assert line["deliveries_per_s"] > 0 and line["cpu_us_per_delivery"] >= 0
+
+
 async def test_unicast_loses_nothing_at_a_fixed_rate_and_at_full_speed(tmp_path: Path) -> None:
     results = [r.as_dict() for r in await scenarios.run("unicast", options(tmp_path))]
     check_lines(results, "unicast")
