@@ -662,7 +662,8 @@ async def _paced_run(target: Target, fleet: Fleet, subscribers: int,
             "refused": schedule.refused, "late": schedule.late,
             "published": schedule.published, "subscribers": subscribers,
             "cpu_us_per_delivery": round(cpu * 1e6 / max(stats.deliveries, 1), 2),
-            "loadgen_cores": round(loadgen / seconds, 2)}
+            "loadgen_cores": round(loadgen / seconds, 2),
+            "loadgen_us_per_delivery": round(loadgen * 1e6 / max(stats.deliveries, 1), 2)}
 
 
 def _cpu(pids: list[int]) -> float:

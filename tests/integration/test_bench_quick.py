@@ -90,3 +90,5 @@ def test_cli_prints_a_json_line_and_a_table(tmp_path: Path,
 def test_cli_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "fanout", "-n", "0"]) == 2
     assert "must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "paced", "--interval-ms", "0"]) == 2
+    assert "--interval-ms must be positive" in capsys.readouterr().err
