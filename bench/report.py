@@ -22,9 +22,13 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "fanout": ("deliveries_per_s", "missing", "seconds_to_all"),
     "unicast": ("accepted_per_s", "delivered_per_s", "p50_ms", "p99_ms", "p999_ms", "lost"),
     "storm": ("sessions_per_s",),
+    "scale": ("room_kib_per_conn", "register_kib_per_conn", "kernel_kib_per_socket",
+              "connects_per_s", "rest_cpu_pct", "push_p50_ms", "push_p99_ms", "lost"),
 }
 LOWER_IS_BETTER = frozenset({"kib_per_conn", "missing", "seconds_to_all", "p50_ms", "p99_ms",
-                             "p999_ms", "lost"})
+                             "p999_ms", "lost", "room_kib_per_conn", "register_kib_per_conn",
+                             "kernel_kib_per_socket", "rest_cpu_pct", "push_p50_ms",
+                             "push_p99_ms"})
 
 
 def percentile(values: list[float], q: float) -> float:
