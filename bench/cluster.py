@@ -93,7 +93,12 @@ class BenchCluster:
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(self.ports["dispatcher"])}))
         return plan
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self, timeout_s: float | None = None) -> None:
+        """Start every process and wait until the cluster routes clients: `timeout_s`, by
+        default a minute and 3 s more per room worker (56 workers start in minutes on 2
+        cores)."""
+        if timeout_s is None:
+            timeout_s = 60.0 + 3.0 * self.rooms * (self.workers - 1)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.real:               # a reused workdir: no stale instances or messages
             shutil.rmtree(self.workdir / "discovery", ignore_errors=True)

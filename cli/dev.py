@@ -55,6 +55,9 @@ REAL = {
 }
 
 
+WORKER_START_S = 3.0     # what a room worker adds to the cluster's start on a small machine
+
+
 @dataclass
 class Child:
     name: str
@@ -88,7 +91,9 @@ def add_parser(subs: Any) -> None:
                    help="serve wss:// and https:// with certificates of a local dev CA "
                         "(made under <home>/tls; the CLI and SDK trust it)")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--ready-timeout", type=float, default=30.0)
+    p.add_argument("--ready-timeout", type=float, default=30.0,
+                   help=f"seconds for the cluster to come up (plus {WORKER_START_S:g} s per room "
+                        "worker beyond the first: each is a process to start)")
     p.set_defaults(run=run)
 
 
@@ -221,7 +226,8 @@ class Supervisor:
         child.started = time.monotonic()
 
     async def wait_ready(self, discovery: Discovery) -> bool:
-        deadline = time.monotonic() + self.args.ready_timeout
+        extra = self.args.rooms * (self.args.workers - 1) * WORKER_START_S
+        deadline = time.monotonic() + self.args.ready_timeout + extra
         wanted = {c.kind: sum(x.workers for x in self.children if x.kind == c.kind)
                   for c in self.children}
         while time.monotonic() < deadline and not self.stopping.is_set():
