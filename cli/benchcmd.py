@@ -31,7 +31,8 @@ def add_parser(subs: Any) -> None:
     p.add_argument("--messages", type=int, help="fanout: messages per run (50, quick 20)")
     p.add_argument("--size", type=int, help="message bytes (256)")
     p.add_argument("--rate", type=int, help="unicast: the fixed rate per second (2000)")
-    p.add_argument("--seconds", type=float, help="unicast: seconds per phase (10, quick 3)")
+    p.add_argument("--seconds", type=float,
+                   help="unicast: seconds per phase; scale: the rest-CPU window (10, quick 3)")
     p.add_argument("--uids-per-call", type=int,
                    help="unicast at full speed: uids per push request (100, quick 50)")
     p.add_argument("--processes", type=int,
