@@ -101,6 +101,10 @@ class Session:
         """Handle one WebSocket message; return the messages to send back."""
         raise NotImplementedError
 
+    def heartbeat(self) -> bytes:
+        """The keepalive message to send now; b"" for none."""
+        return b""
+
 
 # --- pushwire (docs/protocol.md) -------------------------------------------------------------
 
@@ -115,23 +119,27 @@ class PushwireSession(Session):
     storm, where that push is the offline message loaded on connect)."""
 
     subprotocol = "pushwire.v1"
-    __slots__ = ("ack", "app", "device", "ready", "ready_on_push", "tally", "token", "topics",
-                 "uid")
+    __slots__ = ("ack", "app", "device", "heartbeat_s", "ready", "ready_on_push", "tally",
+                 "token", "topics", "uid")
 
     def __init__(self, tally: Tally, app: str, uid: str, device: str, token: str, *,
                  ack: bool = False, topics: tuple[str, ...] = (),
-                 ready_on_push: bool = False) -> None:
+                 ready_on_push: bool = False, heartbeat_s: int = 600) -> None:
         self.tally = tally
         self.app, self.uid, self.device, self.token = app, uid, device, token
         self.ack = ack
         self.topics = topics
         self.ready_on_push = ready_on_push
+        self.heartbeat_s = heartbeat_s
         self.ready = False
 
     def opening(self) -> list[bytes]:
         auth = wire_pb2.Auth(app=self.app, uid=self.uid, device=self.device, token=self.token,
-                             heartbeat_s=600)
+                             heartbeat_s=self.heartbeat_s)
         return [wire.encode(Op.AUTH, 1, auth.SerializeToString())]
+
+    def heartbeat(self) -> bytes:
+        return wire.encode(Op.HEARTBEAT, 0) if self.ready else b""
 
     def on_message(self, payload: bytes, now_ns: int) -> list[bytes]:
         op = _OP.unpack_from(payload, 8)[0]

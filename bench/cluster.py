@@ -1,8 +1,8 @@
 """A pushwire cluster started for one benchmark run: every service its own process.
 
     async with BenchCluster(workdir, real=False) as cluster:
-        cluster.room_ws          # "127.0.0.1:PORT" of room-0
-        cluster.room_pid         # for RSS and the profiler
+        cluster.room_ws()        # "127.0.0.1:PORT" of room-0
+        cluster.room_pid()       # for RSS and the profiler
         cluster.dispatcher       # "http://127.0.0.1:PORT"
         cluster.center           # "http://127.0.0.1:PORT"
 
@@ -11,6 +11,10 @@ SQLite); `real=True` uses ZooKeeper, Redis and MySQL as `pushwire dev --real` do
 (PUSHWIRE_DISCOVERY, PUSHWIRE_SAVER_HOT, PUSHWIRE_SAVER_DURABLE override them), with a ZooKeeper
 chroot and a Redis key prefix of its own. Ports are free ones, so a running `pushwire dev`
 does not interfere. Processes are stopped by PID, entry points first.
+
+`workers=W` (> 1) runs each room as W worker processes on one port (`pushwire room --workers
+W`, services/room/workers.py): `room_pid()` is then their supervisor and `worker_pids()` the
+workers, as discovery shows them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from pathlib import Path
 from types import TracebackType
 
 from cli.dev import REAL
-from cli.processes import free_port, routes, secret_env, secret_of, spawn_service, stop_in_order
+from cli.processes import (
+    free_port,
+    room_stop_budget_s,
+    routes,
+    secret_env,
+    secret_of,
+    spawn_service,
+    stop_in_order,
+)
 from services.kit.discovery import AppConfig, Discovery, connect
 
 KINDS = ("register", "saver", "coordinator", "room", "center", "dispatcher")
@@ -37,6 +49,7 @@ class BenchCluster:
     workdir: Path
     real: bool = False
     rooms: int = 1
+    workers: int = 1                                        # room processes per room
     env: dict[str, str] = field(default_factory=dict)      # extra env for every service
     app: AppConfig = field(default_factory=lambda: AppConfig(
         id="bench", secrets=(secrets.token_urlsafe(16),), api_keys=(secrets.token_urlsafe(16),),
@@ -80,7 +93,12 @@ class BenchCluster:
                      {"PUSHWIRE_DISPATCHER_HTTP_PORT": str(self.ports["dispatcher"])}))
         return plan
 
-    async def start(self, timeout_s: float = 60.0) -> None:
+    async def start(self, timeout_s: float | None = None) -> None:
+        """Start every process and wait until the cluster routes clients: `timeout_s`, by
+        default a minute and 3 s more per room worker (56 workers start in minutes on 2
+        cores)."""
+        if timeout_s is None:
+            timeout_s = 60.0 + 3.0 * self.rooms * (self.workers - 1)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.real:               # a reused workdir: no stale instances or messages
             shutil.rmtree(self.workdir / "discovery", ignore_errors=True)
@@ -108,12 +126,14 @@ class BenchCluster:
         return secret_of(self.workdir)
 
     def _spawn(self, name: str, kind: str, env: dict[str, str]) -> None:
-        self.procs[name] = spawn_service(kind, env, self.workdir / f"{name}.log")
+        self.procs[name] = spawn_service(kind, env, self.workdir / f"{name}.log",
+                                         workers=self.workers)
 
     async def _wait_ready(self, timeout_s: float) -> None:
         assert self.discovery is not None
         deadline = time.monotonic() + timeout_s
         wanted = {k: sum(1 for n in self.procs if n.split("-")[0] == k) for k in KINDS}
+        wanted["room"] *= self.workers
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
@@ -141,7 +161,20 @@ class BenchCluster:
         return f"127.0.0.1:{self.ports[f'room-{i}']}"
 
     def room_pid(self, i: int = 0) -> int:
+        """The process of room-i (with workers: their supervisor)."""
         return self.procs[f"room-{i}"].pid
+
+    def worker_pids(self) -> list[int]:
+        """The room processes holding connections: the workers of every room as discovery
+        shows them (without workers: the rooms themselves)."""
+        if self.workers <= 1:
+            return [self.room_pid(i) for i in range(self.rooms)]
+        assert self.discovery is not None
+        return sorted(r.pid for r in self.discovery.instances("room"))
+
+    def pids(self) -> list[int]:
+        """Every server process: the services, and the room workers."""
+        return sorted({*(p.pid for p in self.procs.values()), *self.worker_pids()})
 
     @property
     def secret(self) -> str:
@@ -157,7 +190,8 @@ class BenchCluster:
 
     async def stop(self) -> None:
         procs = [(n.split("-")[0], p) for n, p in self.procs.items()]
-        await asyncio.to_thread(stop_in_order, procs, 15.0)
+        await asyncio.to_thread(stop_in_order, procs, 15.0,
+                                {"room": room_stop_budget_s(self.env)})
         self.procs.clear()
         if self.discovery is not None:
             if self.real:               # the run's app; its chroot's ephemeral nodes expire

@@ -32,8 +32,8 @@ import aiohttp
 
 from bench.adapters import MqttSession, NatsSession, PushwireSession, Session, Tally
 from bench.wsclient import WsClient, WsError
-from cli.processes import die_with_parent
 from services.kit import token
+from services.kit.lifecycle import die_with_parent
 
 SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 18))
 
@@ -64,6 +64,7 @@ class Spec:
     topic: str = "u/{i}"
     qos: int = 0
     sources: tuple[str, ...] = SOURCES
+    heartbeat_s: int = 0               # pushwire: ask for it in AUTH and send HEARTBEATs; 0: no
 
 
 @dataclass
@@ -164,6 +165,13 @@ class Link(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
+    def beat(self) -> None:
+        """Send the session's heartbeat (when it is open and has one)."""
+        if self.opened and self.transport is not None and not self.transport.is_closing():
+            packet = self.session.heartbeat()
+            if packet:
+                self.transport.write(self.ws.frame(packet))
+
 
 class Worker:
     """The state of one load-generator process."""
@@ -174,6 +182,7 @@ class Worker:
         self.live = 0
         self.notes: dict[str, int] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._beats: asyncio.Task[None] | None = None
 
     def note(self, error: str) -> None:
         """Count an error by its text (the first few kinds go back to the parent)."""
@@ -185,7 +194,8 @@ class Worker:
             uid, device = spec.uid.format(i=i), spec.device.format(i=i)
             tok = token.mint(spec.secret, spec.app, uid, now=time.time(), device=device)
             return PushwireSession(self.tally, spec.app, uid, device, tok, ack=spec.ack,
-                                   topics=spec.topics, ready_on_push=spec.ready_on_push)
+                                   topics=spec.topics, ready_on_push=spec.ready_on_push,
+                                   heartbeat_s=spec.heartbeat_s or 600)
         if spec.kind == "nats":
             return NatsSession(self.tally, spec.subject.format(i=i))
         if spec.kind == "mqtt":
@@ -206,6 +216,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         failed = spec.count - self.tally.ready
+        if spec.heartbeat_s and self._beats is None:
+            self._beats = asyncio.get_running_loop().create_task(self._beat(spec.heartbeat_s))
         return {"ready": self.tally.ready, "failed": failed, "started_ns": started,
                 "ready_ns": self.tally.ready_ns, "errors": self._errors()}
 
@@ -245,6 +257,16 @@ class Worker:
         url = urlparse(body["endpoints"][0])
         return url.hostname or "127.0.0.1", int(url.port or 80)
 
+    async def _beat(self, period_s: int) -> None:
+        """Heartbeat every connection every `period_s`, spread: each second the links whose
+        index falls in that second's slot (no timer per connection)."""
+        tick = 0
+        while True:
+            await asyncio.sleep(1.0)
+            for link in self.links[tick % period_s::period_s]:
+                link.beat()
+            tick += 1
+
     def stats(self) -> dict[str, Any]:
         t = self.tally
         return {"deliveries": t.deliveries, "errors": t.errors + sum(self.notes.values()),
@@ -255,6 +277,10 @@ class Worker:
         return [f"{n}× {text}" for text, n in self.notes.items()]
 
     async def close(self) -> None:
+        if self._beats is not None:
+            self._beats.cancel()
+            await asyncio.gather(self._beats, return_exceptions=True)
+            self._beats = None
         for link in self.links:
             link.close()
         self.links.clear()

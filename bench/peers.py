@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from cli.processes import die_with_parent, free_port
+from cli.processes import free_port
+from services.kit.lifecycle import die_with_parent
 
 PACKAGES = {"nats-server": "nats-server", "mosquitto": "mosquitto"}
 BINARIES = {"nats-server": ("nats-server", "/usr/sbin/nats-server", "/usr/bin/nats-server"),

@@ -17,6 +17,8 @@
            on a schedule (a slow server shows as growing latency) -> per message the time from
            its send to its last and first subscriber (p50/p99 over the messages),
            deliveries/s, missing, publishes refused or sent late, CPU per delivery.
+- scale:   n idle heartbeating sessions over room workers -> memory per connection, connects/s,
+           rest CPU, a sampled push's latency (pushwire only; bench/scale.py).
 
 Every figure is the median of `runs` runs. A server is one `Target`; the load generator is a
 `Fleet` of processes (bench/loadgen.py), the publisher runs in this process.
@@ -57,7 +59,7 @@ from services.kit.rpc.grpcio import Channels
 from services.kit.rpc.pipe import PipeOptions
 from services.room.client import RoomClient
 
-SCENARIOS = ("idle", "fanout", "paced", "unicast", "storm")
+SCENARIOS = ("idle", "fanout", "paced", "unicast", "storm", "scale")
 SERVERS = ("pushwire", "nats-server", "mosquitto")
 
 
@@ -78,6 +80,9 @@ class Options:
     fanout_via: str = "auto"         # pushwire fanout: topic | deliver | auto
     workdir: Path = Path("/tmp/pushwire-bench")
     profile: Path | None = None      # py-spy raw stacks of the room per measured phase
+    workers: int = 2                 # scale: room worker processes (bench/scale.py)
+    heartbeat_s: int = 240           # scale: the clients' heartbeat
+    samples: int = 200               # scale: sampled single pushes
     env: tuple[tuple[str, str], ...] = ()   # extra settings for every pushwire service
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr,
                                                                    flush=True))
@@ -756,6 +761,11 @@ async def run(scenario: str, opts: Options, servers: tuple[str, ...] | None = No
     """Run `scenario` against pushwire (and the peers with opts.peers); results in order."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(SCENARIOS)}")
+    if scenario == "scale":
+        from bench.scale import scale  # it builds on this module
+
+        opts.log(f"scale: pushwire (n={opts.n}, workers={opts.workers})")
+        return [await scale(opts)]
     chosen = servers or (SERVERS if opts.peers else ("pushwire",))
     results: list[Result] = []
     for server in chosen:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import report, scale, scenarios
 from bench.loadgen import raise_fd_limit
 from services.kit import lifecycle
 
@@ -34,12 +34,18 @@ def add_parser(subs: Any) -> None:
     p.add_argument("--size", type=int, help="message bytes (256)")
     p.add_argument("--rate", type=int, help="unicast: the fixed rate per second (2000)")
     p.add_argument("--seconds", type=float,
-                   help="unicast: seconds per phase; paced: seconds of publishing (10, quick 3)")
+                   help="unicast: seconds per phase; paced: seconds of publishing; scale: the "
+                        "rest-CPU window (10, quick 3)")
     p.add_argument("--interval-ms", type=float,
                    help="paced: milliseconds between two messages, on a schedule (10)")
     p.add_argument("--uids-per-call", type=int,
                    help="unicast at full speed: uids per push request (100, quick 50)")
-    p.add_argument("--processes", type=int, help="load-generator processes (2)")
+    p.add_argument("--processes", type=int,
+                   help="load-generator processes (2; scale: raised to what -n needs)")
+    p.add_argument("--workers", type=int,
+                   help="scale: room worker processes on one port (2)")
+    p.add_argument("--heartbeat", type=int, help="scale: the clients' heartbeat in s (240)")
+    p.add_argument("--samples", type=int, help="scale: sampled single pushes (200)")
     p.add_argument("--real", action="store_true",
                    help="pushwire on ZooKeeper, Redis and MySQL (as `pushwire dev --real`)")
     p.add_argument("--via", choices=("auto", "topic", "deliver"),
@@ -56,7 +62,8 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
     given = {"n": args.n, "runs": args.runs, "messages": args.messages, "size": args.size,
              "rate": args.rate, "seconds": args.seconds, "uids_per_call": args.uids_per_call,
              "interval_ms": args.interval_ms,
-             "processes": args.processes, "fanout_via": args.via, "profile": args.profile}
+             "processes": args.processes, "fanout_via": args.via, "profile": args.profile,
+             "workers": args.workers, "heartbeat_s": args.heartbeat, "samples": args.samples}
     chosen: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     chosen.update(peers=args.peers, real=args.real, workdir=workdir,
                   env=tuple(tuple(item.split("=", 1)) for item in args.set))
@@ -65,8 +72,8 @@ def options(args: argparse.Namespace, workdir: Path) -> scenarios.Options:
     return scenarios.Options(**chosen)
 
 
-def check(opts: scenarios.Options) -> str | None:
-    """A usage error, or None."""
+def check(opts: scenarios.Options, names: tuple[str, ...] = ()) -> str | None:
+    """A usage error of running `names` with `opts`, or None."""
     if opts.n < 1 or opts.runs < 1 or opts.processes < 1 or opts.messages < 1:
         return "-n, --runs, --processes and --messages must be >= 1"
     if opts.size < 32:
@@ -75,6 +82,8 @@ def check(opts: scenarios.Options) -> str | None:
         return "--rate, --seconds, --uids-per-call and --interval-ms must be positive"
     if any(len(item) != 2 or not item[0].startswith("PUSHWIRE_") for item in opts.env):
         return "--set takes PUSHWIRE_NAME=VALUE"
+    if "scale" in names:
+        return scale.check(opts)
     return None
 
 
@@ -82,11 +91,11 @@ def run(args: argparse.Namespace) -> int:
     raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="pushwire-bench-") as tmp:
         opts = options(args, args.workdir or Path(tmp))
-        problem = check(opts)
+        names = scenarios.SCENARIOS if args.scenario == "all" else (args.scenario,)
+        problem = check(opts, names)
         if problem:
             print(f"pushwire bench: {problem}", file=sys.stderr)
             return 2
-        names = scenarios.SCENARIOS if args.scenario == "all" else (args.scenario,)
         for name in names:
             results = _run(name, opts)
             print_results(results)

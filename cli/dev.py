@@ -9,6 +9,10 @@ that dies is restarted (with backoff) and logged; Ctrl-C or SIGTERM stops every 
 order, and leaves no process behind (children also get SIGKILL if the supervisor itself is
 killed).
 
+`--workers N` runs each room as N worker processes on its one port (`pushwire room --workers
+N`, services/room/workers.py): the kernel spreads clients over them, the dispatcher offers the
+port once, and workers sharing an address never rebalance clients to each other.
+
 `--tls` makes a local CA and a server certificate under <home>/tls (cli/devca.py; the CA is
 kept across runs) and serves every public listener on TLS: rooms on wss://, dispatcher and
 center on https://. The CLI and the SDK trust that CA with no flags (pushwire_sdk.trust).
@@ -32,7 +36,15 @@ from typing import Any
 
 from cli import cluster as clusterfile
 from cli import devca
-from cli.processes import admin_env, admin_key, routes, secret_env, spawn_service, stop_in_order
+from cli.processes import (
+    admin_env,
+    admin_key,
+    room_stop_budget_s,
+    routes,
+    secret_env,
+    spawn_service,
+    stop_in_order,
+)
 from pushwire_sdk.trust import client_context
 from services.kit.discovery import AppConfig, Discovery, connect
 
@@ -43,11 +55,15 @@ REAL = {
 }
 
 
+WORKER_START_S = 3.0     # what a room worker adds to the cluster's start on a small machine
+
+
 @dataclass
 class Child:
     name: str
     kind: str
     env: dict[str, str]
+    workers: int = 1                  # a room: worker processes on its port
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = 0.0
@@ -62,6 +78,10 @@ def add_parser(subs: Any) -> None:
                    help="use ZooKeeper, Redis and MySQL on 127.0.0.1 instead of the embedded "
                         "stand-ins")
     p.add_argument("--rooms", type=int, default=1, help="room instances (ports 8200, 8201, …)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run each room as N worker processes sharing its port (SO_REUSEPORT, "
+                        "`pushwire room --workers N`); their gRPC and metrics ports are free "
+                        "ones, printed in the banner")
     p.add_argument("--home", type=Path, default=clusterfile.dev_home(),
                    help="state directory (default: PUSHWIRE_DEV_HOME, else %(default)s); "
                         "other shells find the cluster there through PUSHWIRE_DEV_HOME")
@@ -71,13 +91,15 @@ def add_parser(subs: Any) -> None:
                    help="serve wss:// and https:// with certificates of a local dev CA "
                         "(made under <home>/tls; the CLI and SDK trust it)")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--ready-timeout", type=float, default=30.0)
+    p.add_argument("--ready-timeout", type=float, default=30.0,
+                   help=f"seconds for the cluster to come up (plus {WORKER_START_S:g} s per room "
+                        "worker beyond the first: each is a process to start)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rooms < 1:
-        print("pushwire dev: --rooms must be >= 1", file=sys.stderr)
+    if args.rooms < 1 or args.workers < 1:
+        print("pushwire dev: --rooms and --workers must be >= 1", file=sys.stderr)
         return 2
     args.home.mkdir(parents=True, exist_ok=True)
     try:
@@ -117,12 +139,16 @@ def plan(args: argparse.Namespace) -> tuple[dict[str, str], list[Child]]:
         Child("coordinator", "coordinator", {"PUSHWIRE_COORDINATOR_GRPC_PORT": str(9300 + o),
                                              "PUSHWIRE_COORDINATOR_METRICS_PORT": str(9301 + o)}),
     ]
+    workers: int = getattr(args, "workers", 1)
     for i in range(args.rooms):
+        # Workers take gRPC and metrics ports port+0..N-1: free ones instead, read back from
+        # discovery for the banner (fixed ones would collide from the 10th worker on).
+        fixed = workers == 1
         children.append(Child(f"room-{i}", "room", {
             "PUSHWIRE_ROOM_INSTANCE": f"room-{i}",
             "PUSHWIRE_ROOM_WS_PORT": str(8200 + o + i),
-            "PUSHWIRE_ROOM_GRPC_PORT": str(9400 + o + i),
-            "PUSHWIRE_ROOM_METRICS_PORT": str(9410 + o + i)}))
+            "PUSHWIRE_ROOM_GRPC_PORT": str(9400 + o + i if fixed else 0),
+            "PUSHWIRE_ROOM_METRICS_PORT": str(9410 + o + i if fixed else 0)}, workers))
     children += [
         Child("center", "center", {"PUSHWIRE_CENTER_HTTP_PORT": str(8100 + o),
                                    "PUSHWIRE_CENTER_GRPC_PORT": str(9500 + o),
@@ -183,7 +209,7 @@ class Supervisor:
                 self.start(child)
             ready = await self.wait_ready(discovery)
             if ready:
-                self.report(app)
+                self.report(app, discovery)
             else:
                 print("pushwire dev: the cluster did not come up; see the logs above",
                       file=sys.stderr)
@@ -195,12 +221,14 @@ class Supervisor:
             await discovery.close()
 
     def start(self, child: Child) -> None:
-        child.proc = spawn_service(child.kind, {**self.common, **child.env})
+        child.proc = spawn_service(child.kind, {**self.common, **child.env},
+                                   workers=child.workers)
         child.started = time.monotonic()
 
     async def wait_ready(self, discovery: Discovery) -> bool:
-        deadline = time.monotonic() + self.args.ready_timeout
-        wanted = {c.kind: sum(1 for x in self.children if x.kind == c.kind)
+        extra = self.args.rooms * (self.args.workers - 1) * WORKER_START_S
+        deadline = time.monotonic() + self.args.ready_timeout + extra
+        wanted = {c.kind: sum(x.workers for x in self.children if x.kind == c.kind)
                   for c in self.children}
         while time.monotonic() < deadline and not self.stopping.is_set():
             if all(len(discovery.instances(k)) >= n for k, n in wanted.items()) \
@@ -216,7 +244,7 @@ class Supervisor:
     def trust(self) -> ssl.SSLContext | None:
         return client_context(self.args.home / "tls" / "ca.pem") if self.args.tls else None
 
-    def report(self, app: AppConfig) -> None:
+    def report(self, app: AppConfig, discovery: Discovery) -> None:
         o = self.args.port_offset
         cluster = clusterfile.Cluster(
             dispatcher=self.url(8000), center=self.url(8100),
@@ -225,13 +253,15 @@ class Supervisor:
                            "api_key": app.api_keys[0] if app.api_keys else ""}})
         clusterfile.save(cluster, self.args.home / "cluster.json")
         rooms = ", ".join(self.url(8200 + i, "ws") + "/" for i in range(self.args.rooms))
+        if self.args.workers > 1:
+            rooms += f"   ({self.args.workers} workers per room on its port: SO_REUSEPORT)"
         print(f"""pushwire dev is up ({'real servers' if self.args.real else 'embedded'})
   dispatcher   {cluster.dispatcher}/v1/route
   center       {cluster.center}/v1/apps/demo/push
   room         {rooms}
   register     grpc 127.0.0.1:{9100 + o}   saver grpc 127.0.0.1:{9200 + o}
   coordinator  grpc 127.0.0.1:{9300 + o}
-  metrics      {self.metrics_line()}
+  metrics      {self.metrics_line(discovery)}
   discovery    {self.common['PUSHWIRE_DISCOVERY']}
   gRPC secret  {self.common['PUSHWIRE_CLUSTER_SECRET_FILE']}{self.ca_line()}
   admin key    {cluster.admin_key}   ({cluster.center}/v1/admin/..., `pushwire app`)
@@ -241,10 +271,18 @@ class Supervisor:
       pushwire push --app demo --uid u1 --data hello
 Ctrl-C stops the cluster.""", flush=True)
 
-    def metrics_line(self) -> str:
-        """Each child's metrics port (/metrics, /health/live, /health/ready)."""
-        ports = [f"{c.name} :{c.env[f'PUSHWIRE_{c.kind.upper()}_METRICS_PORT']}"
-                 for c in self.children]
+    def metrics_line(self, discovery: Discovery) -> str:
+        """Each child's metrics port (/metrics, /health/live, /health/ready); a room's
+        workers each their own, as they published it."""
+        ports = []
+        for c in self.children:
+            if c.workers > 1:
+                workers = sorted((r for r in discovery.instances("room")
+                                  if r.id.startswith(f"{c.name}-w") and "metrics" in r.addresses),
+                                 key=lambda r: int(r.id.rsplit("-w", 1)[1]))
+                ports += [f"{r.id} :{r.addresses['metrics'].rsplit(':', 1)[1]}" for r in workers]
+            else:
+                ports.append(f"{c.name} :{c.env[f'PUSHWIRE_{c.kind.upper()}_METRICS_PORT']}")
         return "  ".join(ports) + "\n               http://127.0.0.1:PORT/metrics, " \
             "/health/live, /health/ready"
 
@@ -283,5 +321,7 @@ Ctrl-C stops the cluster.""", flush=True)
             self.start(child)
 
     def stop_all(self) -> None:
-        """SIGTERM in STOP_ORDER, then SIGKILL what is still alive after the grace period."""
-        stop_in_order((c.kind, c.proc) for c in self.children if c.proc is not None)
+        """SIGTERM in STOP_ORDER, then SIGKILL what is still alive after the grace period (a
+        room: its stop budget, docs/operations.md §5)."""
+        stop_in_order(((c.kind, c.proc) for c in self.children if c.proc is not None),
+                      graces={"room": room_stop_budget_s(self.common)})

@@ -9,42 +9,44 @@ port, and ask a dispatcher whether the cluster routes clients yet.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
-import resource
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import aiohttp
 
+from pushwire_protocol.errors import PushwireError
+from services.kit import config as kitconfig
 from services.kit.config import read_secrets
+from services.kit.lifecycle import die_with_parent
+from services.room.config import RoomConfig
+from services.room.workers import STOP_MARGIN_S, stop_budget_s
 
 # Stop order: entry points first, state holders last.
 STOP_ORDER = ("dispatcher", "center", "room", "coordinator", "saver", "register")
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """preexec_fn: own process group (a terminal's Ctrl-C reaches only the parent), SIGKILL
-    when the parent dies, and the soft open-files limit raised to the hard one."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def service_command(kind: str, workers: int = 1) -> list[str]:
+    """The command line of one service process: `python -m services.<kind>.main`, or for a
+    room with `workers` > 1 the supervisor of that many workers on one port (services/room/
+    workers.py, what `pushwire room --workers N` runs)."""
+    if kind == "room" and workers > 1:
+        return [sys.executable, "-m", "services.room.workers", str(workers)]
+    return [sys.executable, "-m", f"services.{kind}.main"]
 
 
-def spawn_service(kind: str, env: Mapping[str, str], log: Path | None = None) \
-        -> subprocess.Popen[bytes]:
-    """Start one service process with `env` on top of ours; output to `log` (appended) or
-    inherited."""
-    command = [sys.executable, "-m", f"services.{kind}.main"]
+def spawn_service(kind: str, env: Mapping[str, str], log: Path | None = None,
+                  workers: int = 1) -> subprocess.Popen[bytes]:
+    """Start one service process (`service_command`) with `env` on top of ours; output to
+    `log` (appended) or inherited."""
+    command = service_command(kind, workers)
     full_env = {**os.environ, **env}
     if log is None:
         return subprocess.Popen(command, env=full_env, stdin=subprocess.DEVNULL,
@@ -100,21 +102,34 @@ def secret_env(home: Path) -> dict[str, str]:
 
 
 def stop_in_order(procs: Iterable[tuple[str, subprocess.Popen[bytes]]],
-                  grace_s: float = 10.0) -> None:
+                  grace_s: float = 10.0, graces: Mapping[str, float] | None = None) -> None:
     """SIGTERM the (kind, process) pairs kind by kind in STOP_ORDER, waiting for each kind;
-    SIGKILL what outlives `grace_s`."""
+    SIGKILL what outlives its grace: `graces[kind]` where given, else `grace_s` (a room
+    drains for up to its `drain_timeout_s`: give it `room_stop_budget_s`)."""
     pairs = list(procs)
     for kind in STOP_ORDER:
         group = [p for k, p in pairs if k == kind]
         for proc in group:
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + (graces or {}).get(kind, grace_s)
         for proc in group:
             try:
-                proc.wait(timeout=grace_s)
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def room_stop_budget_s(env: Mapping[str, str] | None = None) -> float:
+    """How long to give a room (or a room's worker supervisor) that was sent SIGTERM, with
+    the room settings of `env` over ours (the defaults where they do not load): the room's
+    own stop budget (services/room/workers.py) and a margin for its supervisor's SIGKILLs."""
+    try:
+        cfg = kitconfig.load(RoomConfig, "room", {**os.environ, **(env or {})})
+    except PushwireError:
+        cfg = RoomConfig()
+    return stop_budget_s(cfg) + STOP_MARGIN_S
 
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")

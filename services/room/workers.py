@@ -9,9 +9,10 @@ the kernel hands the new connection to it; otherwise the client gets a new sessi
 parked one expires), which is correct, only slower.
 
 This process is the workers' supervisor: it forwards SIGTERM/SIGINT to every worker (each
-drains and stops), restarts a worker that died (with backoff), and exits when all have
-stopped. It holds the shared port while it runs (a bound, non-listening SO_REUSEPORT socket),
-so a restarted worker finds it free.
+drains and stops, all at once), restarts a worker that died (with backoff), and exits when
+all have stopped; a worker still running `stop_budget_s` after the signal is killed. Workers
+die with the supervisor (PR_SET_PDEATHSIG). It holds the shared port while it runs (a bound,
+non-listening SO_REUSEPORT socket), so a restarted worker finds it free.
 """
 
 from __future__ import annotations
@@ -28,12 +29,21 @@ from types import FrameType
 
 from services.kit import config as kitconfig
 from services.kit import logs
+from services.kit.lifecycle import die_with_parent
 from services.room.config import RoomConfig
+from services.room.protocol import Timeouts
 
 log = logging.getLogger("pushwire.room.workers")
 
 POLL_S = 0.2
-STOP_GRACE_S = 45.0          # a worker drains on SIGTERM (drain_timeout_s), then exits
+STOP_MARGIN_S = 5.0
+
+
+def stop_budget_s(cfg: RoomConfig) -> float:
+    """How long a room (each worker: they stop in parallel) may take from SIGTERM to exit:
+    its drain (`drain_timeout_s`), the close handshakes of the clients left, sending the
+    queued unregisters and offline events (`shutdown_grace_s` each), and a margin."""
+    return cfg.drain_timeout_s + Timeouts().close_s + 2 * cfg.shutdown_grace_s + STOP_MARGIN_S
 
 
 @dataclass
@@ -75,8 +85,9 @@ def reserve(host: str, port: int) -> socket.socket:
 class Supervisor:
     """Starts, restarts and stops the workers."""
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], stop_grace_s: float) -> None:
         self.workers = workers
+        self.stop_grace_s = stop_grace_s
         self.stopping = False
 
     def run(self) -> int:
@@ -96,7 +107,8 @@ class Supervisor:
 
     def start(self, worker: Worker) -> None:
         worker.proc = subprocess.Popen([sys.executable, "-m", "services.room.main"],
-                                       env={**os.environ, **worker.env})
+                                       env={**os.environ, **worker.env},
+                                       preexec_fn=die_with_parent)
         worker.started = time.monotonic()
         log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
 
@@ -119,7 +131,7 @@ class Supervisor:
         live = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]
         for proc in live:
             proc.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.stop_grace_s
         failed = False
         for proc in live:
             try:
@@ -148,6 +160,10 @@ def main(n: int) -> int:
     port = int(holder.getsockname()[1])
     log.info("%d workers of %s sharing port %d", n, cfg.instance, port)
     try:
-        return Supervisor(plan(cfg, n, port)).run()
+        return Supervisor(plan(cfg, n, port), stop_budget_s(cfg)).run()
     finally:
         holder.close()
+
+
+if __name__ == "__main__":      # what `pushwire room --workers N` and `pushwire dev` start
+    sys.exit(main(int(sys.argv[1])))

@@ -52,6 +52,16 @@ def test_pushwire_auths_and_is_ready_on_auth_reply() -> None:
     assert session.ready and tally.ready == 1 and tally.ready_ns == 5
 
 
+def test_pushwire_asks_for_its_heartbeat_and_sends_one_once_authenticated() -> None:
+    session = PushwireSession(Tally(), "a", "u1", "d1", "tok", heartbeat_s=240)
+    [packet] = list(wire.decode(session.opening()[0]))
+    assert wire_pb2.Auth.FromString(packet.body).heartbeat_s == 240
+    assert session.heartbeat() == b""                   # not before AUTH_REPLY
+    session.on_message(auth_reply(), 5)
+    [beat] = list(wire.decode(session.heartbeat()))
+    assert beat.op == Op.HEARTBEAT
+
+
 def test_pushwire_binds_topics_after_auth_and_is_ready_on_bind_reply() -> None:
     tally = Tally()
     session = PushwireSession(tally, "a", "u1", "", "tok", topics=("fan",))

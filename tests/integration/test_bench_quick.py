@@ -76,6 +76,22 @@ async def test_storm_opens_every_session(tmp_path: Path) -> None:
         assert line["sessions"] == SMALL["n"] and line["sessions_per_s"] > 0, line
 
 
+async def test_scale_holds_idle_connections_over_workers(tmp_path: Path) -> None:
+    """bench/scale.py at a tiny size: 200 heartbeating clients over 2 room workers."""
+    opts = scenarios.Options.quick(workdir=tmp_path, n=200, workers=2, heartbeat_s=30,
+                                   samples=20, seconds=1.0)
+    [result] = await scenarios.run("scale", opts)
+    line = result.as_dict()
+    assert (line["scenario"], line["server"], line["n"]) == ("scale", "pushwire", 200)
+    assert line["workers"] == 2 and line["connected"] == 200 and line["failed"] == 0, line
+    for name in FIGURES["scale"]:
+        assert isinstance(line[name], int | float), (name, line)
+    assert line["room_kib_per_conn"] > 0, line
+    assert line["connects_per_s"] > 0 and line["rest_cpu_pct"] > 0, line
+    assert line["pushes"] == 20 and line["lost"] == 0, line
+    assert 0 < line["push_p50_ms"] <= line["push_p99_ms"], line
+
+
 def test_cli_prints_a_json_line_and_a_table(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["bench", "idle", "--quick", "-n", "50", "--workdir", str(tmp_path)])
@@ -92,3 +108,9 @@ def test_cli_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be >= 1" in capsys.readouterr().err
     assert main(["bench", "paced", "--interval-ms", "0"]) == 2
     assert "--interval-ms must be positive" in capsys.readouterr().err
+
+
+def test_cli_refuses_more_connections_than_the_workers_hold(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "scale", "-n", "10000000", "--workers", "1"]) == 2
+    assert "room workers (--workers)" in capsys.readouterr().err

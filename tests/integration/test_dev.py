@@ -16,13 +16,17 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from cli.dev import plan
 from cli.processes import ephemeral_low
+from pushwire_sdk.client import PushClient
+from services.kit import token
 from services.kit.discovery import AppConfig, connect
-from tests.integration.cluster import TEST_ZK
+from tests.integration.cluster import TEST_ZK, metric
 
 pytestmark = pytest.mark.integration
 
@@ -136,6 +140,67 @@ def test_dev_cluster_listen_push_and_clean_stop(tmp_path: Path) -> None:
             time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left
+
+
+def test_dev_with_workers_spreads_clients_over_them_and_stops_cleanly(tmp_path: Path) -> None:
+    """`pushwire dev --workers 3`: the room is three worker processes on one port (the banner
+    names each with its metrics port); clients routed by the dispatcher land on more than one,
+    a push reaches each client, nobody is rebalanced away (rebalance after 0.5 s here), and
+    Ctrl-C stops it all."""
+    env = {**os.environ, "PUSHWIRE_HOME": str(tmp_path), "PUSHWIRE_ROOM_REBALANCE_AFTER_S": "0.5"}
+    env.pop("PUSHWIRE_DEV_HOME", None)
+    dev = subprocess.Popen(pushwire("dev", "--workers", "3", "--port-offset",
+                                    str(free_offset(tmp_path))), env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: set[int] = set()
+    try:
+        banner = _banner(dev)
+        assert "3 workers per room" in banner, banner
+        ports = metrics_ports(banner)
+        workers = {name: port for name, port in ports.items() if name.startswith("room-0-w")}
+        assert sorted(workers) == ["room-0-w0", "room-0-w1", "room-0-w2"], banner
+        children = descendants(dev.pid)
+        cluster = json.loads((tmp_path / "dev" / "cluster.json").read_text())
+        asyncio.run(_clients_over_workers(cluster, workers))
+    finally:
+        dev.send_signal(signal.SIGINT)
+        out, _ = dev.communicate(timeout=120)
+    assert dev.returncode == 0, out[-3000:]
+    assert "restarting" not in out, out[-3000:]
+    deadline = time.monotonic() + 15
+    while (left := {pid for pid in children if Path(f"/proc/{pid}").exists()}) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left
+
+
+async def _clients_over_workers(cluster: dict[str, Any], workers: dict[str, int]) -> None:
+    app = cluster["apps"]["demo"]
+    clients = [PushClient(cluster["dispatcher"], "demo", f"w{i}",
+                          token.mint(app["secret"], "demo", f"w{i}", now=time.time()),
+                          device="d") for i in range(30)]
+    try:
+        await asyncio.gather(*(c.connect() for c in clients))
+        counts = {name: await metric(f"127.0.0.1:{port}", "pushwire_room_sessions")
+                  for name, port in workers.items()}
+        assert sum(counts.values()) == 30, counts
+        assert sum(1 for n in counts.values() if n) > 1, counts    # the kernel spread them
+        await asyncio.sleep(1.0)            # past rebalance_after_s: nothing may move them
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {app['api_key']}"}) \
+                as http:
+            for i in range(30):
+                async with http.post(f"{cluster['center']}/v1/apps/demo/push",
+                                     json={"uids": [f"w{i}"], "data": f"to w{i}"}) as resp:
+                    assert resp.status == 200, await resp.text()
+        for i, client in enumerate(clients):
+            message = await asyncio.wait_for(anext(aiter(client.messages())), 20)
+            assert message.data == f"to w{i}".encode()
+        moved = [await metric(f"127.0.0.1:{port}", "pushwire_room_moved_total",
+                              why="rebalance") for port in workers.values()]
+        assert moved == [0.0, 0.0, 0.0]
+        assert all(c.connected for c in clients)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
 
 
 def test_dev_real_prints_the_demo_app_zookeeper_keeps(tmp_path: Path) -> None:

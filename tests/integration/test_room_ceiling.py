@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cli.processes import die_with_parent
+from services.kit.lifecycle import die_with_parent
 from services.room.ceiling import reserve
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually

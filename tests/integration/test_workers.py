@@ -1,6 +1,8 @@
 """`pushwire room --workers N` (services/room/workers.py): N room processes on one WebSocket
 port, each its own instance in discovery; the kernel spreads connections over them; a dead
-worker is restarted; SIGTERM stops them all."""
+worker is restarted; SIGTERM stops them all, within the room's stop budget also with
+thousands of parked sessions, which register no longer holds afterwards; workers die with
+their supervisor."""
 
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from cli.processes import free_port
-from services.kit.discovery import Instance
+from cli.processes import free_port, room_stop_budget_s
+from services.kit.discovery import Discovery, Instance
+from services.kit.pb import register_pb2, register_pb2_grpc
+from services.kit.rpc import grpcio
 from tests.integration.cluster import Cluster, room_info
 from tests.integration.crowd import eventually
-from tests.integration.rawclient import Raw, dial
+from tests.integration.rawclient import Raw, auth_of, dial
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +81,101 @@ async def _workers(cluster: Cluster, tmp_path: Path) -> None:
         stop_s = time.monotonic() - started
     assert code == 0, (tmp_path / "workers.log").read_text()[-3000:]
     assert stop_s < 30
+
+
+PARKED = 3000
+
+
+async def _start_workers(cluster: Cluster, tmp_path: Path, n: int, **extra: str) \
+        -> tuple[asyncio.subprocess.Process, int, dict[str, str], list[Instance]]:
+    """`pushwire room --workers n` of instance "wk" beside the cluster's room; once all are
+    in discovery: (process, port, env, workers)."""
+    port = free_port()
+    env = {**os.environ, **cluster.procs["room-0"].env, "PUSHWIRE_ROOM_INSTANCE": "wk",
+           "PUSHWIRE_ROOM_WS_PORT": str(port), "PUSHWIRE_ROOM_GRPC_PORT": "0",
+           "PUSHWIRE_ROOM_METRICS_PORT": "0", **extra}
+    with (tmp_path / "workers.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "room", "--workers", str(n), env=env, stdout=log,
+            stderr=asyncio.subprocess.STDOUT)
+    assert cluster.discovery is not None
+    discovery: Discovery = cluster.discovery
+
+    async def up() -> list[Instance]:
+        rooms = [r for r in discovery.instances("room")
+                 if r.id.startswith("wk-") and "grpc" in r.addresses]
+        return rooms if len(rooms) == n else []
+    return proc, port, env, await eventually(up, timeout=60)
+
+
+def running(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def registered(cluster: Cluster) -> int:
+    """Sessions of the cluster's app that register holds."""
+    assert cluster.discovery is not None
+    [register] = [r for r in cluster.discovery.instances("register") if "grpc" in r.addresses]
+    async with grpcio.channel(register.addresses["grpc"], cluster.secret) as channel:
+        reply = await register_pb2_grpc.RegisterStub(channel).Count(
+            register_pb2.CountRequest(app=cluster.app.id), timeout=10)
+    return int(reply.sessions)
+
+
+async def test_workers_with_parked_sessions_stop_within_the_budget(tmp_path: Path) -> None:
+    """Four workers, thousands of dropped (parked, still registered) sessions: SIGTERM stops
+    every worker without one being killed (exit 0) within the room's stop budget, and register
+    holds none of the sessions afterwards."""
+    async with Cluster(tmp_path, real=False) as cluster:
+        proc, port, env, rooms = await _start_workers(
+            cluster, tmp_path, 4, PUSHWIRE_ROOM_RESUME_LINGER_S="600")
+        try:
+            clients: list[Raw] = []
+            for start in range(0, PARKED, 500):
+                batch = await asyncio.gather(*(
+                    dial("127.0.0.1", port, auth_of(cluster.app.id, cluster.app.secrets[0],
+                                                    f"p{i}", device="d"))
+                    for i in range(start, start + 500)))
+                await asyncio.wait_for(asyncio.gather(*(c.replied for c in batch)), 60)
+                clients += batch
+            assert await registered(cluster) == PARKED
+            for c in clients:
+                c.abort()                       # a flash disconnect: parked, still registered
+
+            async def parked() -> list[int]:
+                counts = [int((await room_info(r.addresses["grpc"], cluster.secret)).parked)
+                          for r in rooms]
+                return counts if sum(counts) == PARKED else []
+            counts = await eventually(parked, timeout=60)
+            assert sum(1 for n in counts if n) > 1, counts
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), room_stop_budget_s(env))
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert code == 0, (tmp_path / "workers.log").read_text()[-3000:]
+        assert not [r for r in rooms if running(r.pid)]
+        assert await eventually(lambda: _none_registered(cluster), timeout=30)
+
+
+async def _none_registered(cluster: Cluster) -> bool:
+    return await registered(cluster) == 0
+
+
+async def test_workers_die_with_their_supervisor(tmp_path: Path) -> None:
+    """A supervisor killed outright (SIGKILL: `pushwire dev` or a bench giving up on it)
+    leaves no worker behind: they used to run on, orphaned, holding the port."""
+    async with Cluster(tmp_path, real=False) as cluster:
+        proc, _port, _env, rooms = await _start_workers(cluster, tmp_path, 2)
+        proc.kill()
+        await proc.wait()
+
+        async def gone() -> bool:
+            return not [r for r in rooms if running(r.pid)]
+        assert await eventually(gone, timeout=15)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from services.room.config import RoomConfig
-from services.room.workers import Supervisor, Worker, plan, reserve
+from services.room.workers import Supervisor, Worker, plan, reserve, stop_budget_s
 
 
 def test_each_worker_is_its_own_instance_on_the_shared_port() -> None:
@@ -72,7 +72,7 @@ def test_sighup_goes_on_to_every_live_worker() -> None:
         worker.proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE)
         assert worker.proc.stdout is not None and worker.proc.stdout.readline() == b"ready\n"
     try:
-        Supervisor(workers).forward(signal.SIGHUP)
+        Supervisor(workers, stop_budget_s(RoomConfig())).forward(signal.SIGHUP)
         assert [w.proc.wait(timeout=30) for w in workers if w.proc is not None] == [7, 7]
     finally:
         for worker in workers:
@@ -81,3 +81,12 @@ def test_sighup_goes_on_to_every_live_worker() -> None:
                 worker.proc.wait()
                 assert worker.proc.stdout is not None
                 worker.proc.stdout.close()
+
+
+def test_the_stop_budget_follows_the_drain_and_grace_settings() -> None:
+    """A worker that still drains is not killed early: the supervisor (and `pushwire dev`,
+    the bench and the tests, through cli/processes.py) wait the room's own budget."""
+    default = stop_budget_s(RoomConfig())
+    longer = stop_budget_s(RoomConfig(drain_timeout_s=120.0, shutdown_grace_s=10.0))
+    assert default >= RoomConfig().drain_timeout_s + 2 * RoomConfig().shutdown_grace_s
+    assert longer - default == 90.0 + 2 * 5.0
