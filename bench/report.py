@@ -115,10 +115,11 @@ def table(results: list[Result]) -> str:
         return ""
     scenario = results[0].scenario
     names = [f for f in FIGURES.get(scenario, ()) if any(f in r.figures for r in results)]
-    extra = [k for r in results for k in r.figures if k not in names and k != "phase"]
+    extra = [k for r in results for k, v in r.figures.items()
+             if k not in names and k != "phase" and not isinstance(v, list | dict)]
     names += list(dict.fromkeys(extra))
     header = ["server", "n", *names]
-    rows = [[_label(r), _cell(r.n), *(_cell(r.figures.get(k, "")) for k in names)]
+    rows = [[label(r), _cell(r.n), *(_cell(r.figures.get(k, "")) for k in names)]
             for r in results]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w)
@@ -128,7 +129,7 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def _label(result: Result) -> str:
+def label(result: Result) -> str:
     phase = result.figures.get("phase")
     return f"{result.server} ({phase})" if phase else result.server
 

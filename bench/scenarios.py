@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import stages
 from bench.adapters import (
     MQTT_PINGREQ,
     MqttSession,
@@ -50,7 +52,8 @@ from bench.adapters import (
     stamp,
     stamped_ns,
 )
-from bench.cluster import BenchCluster
+from bench.cluster import KINDS, BenchCluster
+from bench.httppub import Publisher
 from bench.loadgen import Fleet, Link, Spec, Stats, Worker
 from bench.peers import Peer, cpu_s, rss_kib
 from bench.report import Result, arrival_figures, latency_figures
@@ -148,6 +151,7 @@ class PushwireTarget(Target):
         self._http: aiohttp.ClientSession | None = None
         self._channels: Channels | None = None
         self._rooms: RoomClient | None = None
+        self._publisher: Publisher | None = None      # the business backend (bench/httppub.py)
 
     async def start(self) -> None:
         await self.cluster.start()
@@ -158,6 +162,8 @@ class PushwireTarget(Target):
             self.via = await self._fanout_path()
 
     async def stop(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
         if self._rooms is not None:
             await self._rooms.close()
         if self._channels is not None:
@@ -171,6 +177,16 @@ class PushwireTarget(Target):
 
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.cluster.procs.values()]
+
+    def metrics_urls(self) -> list[str]:
+        """Every process's /metrics (each serves one, advertised in discovery)."""
+        assert self.cluster.discovery is not None
+        return [f"http://{i.addresses['metrics']}/metrics" for kind in KINDS
+                for i in self.cluster.discovery.instances(kind) if "metrics" in i.addresses]
+
+    async def scrape(self) -> stages.Snapshot:
+        assert self._http is not None
+        return await stages.scrape(self._http, self.metrics_urls())
 
     def version(self) -> str:
         return f"pushwire (Python {sys.version.split()[0]}, embedded)" if not self.opts.real \
@@ -198,12 +214,14 @@ class PushwireTarget(Target):
         return "topic" if status == 200 else "deliver"
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        assert self._http is not None
-        async with self._http.post(f"{self.cluster.center}{path}", json=body) as resp:
-            try:
-                return resp.status, await resp.json()
-            except (aiohttp.ContentTypeError, ValueError):
-                return resp.status, None
+        if self._publisher is None:
+            self._publisher = Publisher("127.0.0.1", self.cluster.ports["center"],
+                                        self.cluster.headers, connections=512)
+        status, raw = await self._publisher.post(path, json.dumps(body).encode())
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
 
     async def prepare_storm(self, spec: Spec) -> None:
         """One stored message for every storm user: the offline load each connect does."""
@@ -706,19 +724,29 @@ async def unicast(server: str, opts: Options) -> list[Result]:
 
 async def _unicast_phase(target: Target, fleet: Fleet, users: int, rate: int,
                          opts: Options) -> dict[str, Any]:
-    cpu = sum(cpu_s(pid) for pid in target.pids())
+    before = await target.scrape() if isinstance(target, PushwireTarget) else None
+    cpus = {pid: cpu_s(pid) for pid in target.pids()}
     t0 = time.monotonic_ns()
     accepted = await target.unicast(users, rate, opts.seconds, opts.size, opts)
     t1 = time.monotonic_ns()
     stats = await wait_deliveries(fleet, accepted)
-    cpu = sum(cpu_s(pid) for pid in target.pids()) - cpu
+    cpus = {pid: cpu_s(pid) - used for pid, used in cpus.items()}
+    cpu = sum(cpus.values())
+    breakdown = {}
+    if isinstance(target, PushwireTarget) and before is not None:
+        # The last run's is reported (bench/stages.py), with each process's CPU per message.
+        rows = stages.breakdown(before, await target.scrape(), max(stats.last_ns - t0, 1) / 1e9)
+        rows += [{"what": f"cpu {name}",
+                  "us_per_msg": round(cpus[proc.pid] * 1e6 / max(stats.deliveries, 1), 1)}
+                 for name, proc in target.cluster.procs.items()]
+        breakdown["breakdown"] = rows
     latencies = await fleet.latencies()
     delivered_s = max(stats.last_ns - t0, 1) / 1e9
     return {"accepted_per_s": round(accepted / ((t1 - t0) / 1e9)),
             "delivered_per_s": round(stats.deliveries / delivered_s),
             **latency_figures(latencies), "lost": max(0, accepted - stats.deliveries),
             "accepted": accepted,
-            "cpu_us_per_msg": round(cpu * 1e6 / max(stats.deliveries, 1), 1)}
+            "cpu_us_per_msg": round(cpu * 1e6 / max(stats.deliveries, 1), 1), **breakdown}
 
 
 async def storm(server: str, opts: Options) -> Result:

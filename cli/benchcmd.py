@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import report, scale, scenarios
+from bench import report, scale, scenarios, stages
 from bench.loadgen import raise_fd_limit
 from services.kit import lifecycle
 
@@ -113,5 +113,10 @@ def print_results(results: list[report.Result]) -> None:
     print(report.table(results))
     for line in report.ratios(results):
         print(line)
+    for result in results:
+        rows = result.figures.get("breakdown")
+        if rows:
+            print(f"\nwhere {report.label(result)}'s time went (bench/stages.py):")
+            print(stages.table(rows))
     print(flush=True)
 

@@ -110,32 +110,55 @@ async def test_call_many_returns_results_in_order(make_pipe: MakePipe) -> None:
     assert await pipe.call_many([]) == []
 
 
-async def test_linger_groups_items_arriving_after_the_first(make_pipe: MakePipe) -> None:
+async def test_an_idle_pipe_sends_at_once_whatever_its_linger(make_pipe: MakePipe) -> None:
+    """Adaptive batching (docs/design-notes.md §9): nothing in flight, so no linger."""
     send = Recorder()
-    pipe = make_pipe(send, batch_max=100, linger_s=0.1, workers=1)
-    first = spawn(pipe.call(1))
-    await asyncio.sleep(0.02)
-    second = spawn(pipe.call(2))
-    assert list(await asyncio.wait_for(asyncio.gather(first, second), WAIT)) == [10, 20]
-    assert send.batches == [[1, 2]]
-    await asyncio.wait_for(pipe.call(3), WAIT)
-    assert send.batches == [[1, 2], [3]]
+    pipe = make_pipe(send, batch_max=100, linger_s=3600.0, workers=4)
+    assert await asyncio.wait_for(pipe.call(1), WAIT) == 10      # would wait an hour
+    assert await asyncio.wait_for(pipe.call(2), WAIT) == 20
+    assert send.batches == [[1], [2]]
 
 
-async def test_linger_groups_items_even_with_idle_workers(make_pipe: MakePipe) -> None:
-    """DESIGN.md §5: a batch leaves after N items or T ms since its first item.
+async def test_linger_groups_items_arriving_while_a_batch_is_in_flight(
+        make_pipe: MakePipe) -> None:
+    """DESIGN.md §5: under load a batch leaves after N items or T ms since its first item.
 
-    Items 2 and 3 arrive well within the linger of item 1; with several workers they must
-    still share item 1's batch instead of each idle worker sending a batch of one.
+    Item 0 leaves alone (idle pipe) and stays in flight; items 1 and 2 then arrive within
+    the linger of item 1 and must share its batch, although idle workers could each have
+    sent one.
     """
     send = Recorder()
+    send.gate.clear()
     pipe = make_pipe(send, batch_max=100, linger_s=1.0, workers=4)   # wide: loaded machines
-    calls = [spawn(pipe.call(1))]
-    for i in (2, 3):
-        await asyncio.sleep(0.01)
+    calls = [spawn(pipe.call(0))]
+    await until(lambda: send.batches == [[0]])
+    for i in (1, 2):
         calls.append(spawn(pipe.call(i)))
-    assert await asyncio.wait_for(asyncio.gather(*calls), WAIT) == [10, 20, 30]
-    assert send.batches == [[1, 2, 3]]
+        await asyncio.sleep(0.01)
+    send.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*calls), WAIT) == [0, 10, 20]
+    assert send.batches == [[0], [1, 2]]
+
+
+async def test_linger_waits_while_a_batch_is_in_flight(make_pipe: MakePipe) -> None:
+    """The in-flight rule, without timing: with a linger of an hour, an item queued behind an
+    unanswered batch is not sent until that linger ends, and the pipe still closes."""
+    send = Recorder()
+    send.gate.clear()
+    pipe = make_pipe(send, batch_max=100, linger_s=3600.0, workers=2)
+    first = spawn(pipe.call(1))
+    await until(lambda: send.batches == [[1]])
+    second = spawn(pipe.call(2))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    send.gate.set()
+    assert await asyncio.wait_for(first, WAIT) == 10
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert send.batches == [[1]] and not second.done()
+    await pipe.close()
+    with pytest.raises(Unavailable):
+        await second
 
 
 async def test_full_batch_leaves_without_waiting_for_linger(make_pipe: MakePipe) -> None:
@@ -436,18 +459,22 @@ async def test_close_fails_in_flight_calls() -> None:
                                                               workers=1))
     pipe.start()
     (in_flight,) = await _fill(pipe, send, 0)
-    lingering_pipe: Pipe[int, int] = Pipe("lingering", Recorder(),
-                                          PipeOptions(linger_s=30.0, workers=1))
+    held = Recorder()
+    held.gate.clear()
+    lingering_pipe: Pipe[int, int] = Pipe("lingering", held,
+                                          PipeOptions(linger_s=30.0, workers=2))
     lingering_pipe.start()
-    lingering = spawn(lingering_pipe.call(1))
+    ahead = spawn(lingering_pipe.call(1))       # in flight: the next batch lingers
+    await until(lambda: held.batches == [[1]])
+    lingering = spawn(lingering_pipe.call(2))
     await asyncio.sleep(0.01)
     await asyncio.wait_for(asyncio.gather(pipe.close(), lingering_pipe.close()), WAIT)
     try:
-        for task in (in_flight, lingering):
+        for task in (in_flight, ahead, lingering):
             with pytest.raises(Unavailable):
                 await asyncio.wait_for(asyncio.shield(task), WAIT)
     finally:
-        await _reap([in_flight, lingering])
+        await _reap([in_flight, ahead, lingering])
 
 
 async def test_close_fails_callers_parked_by_retry() -> None:

@@ -2,9 +2,12 @@
 
     caller --call()/post()--> bounded queue --> N workers --> send(batch) --> results to callers
 
-A batch leaves when it holds `batch_max` items, or `linger` after its first item, whichever
-comes first; while every worker is busy, items pile up and the next batch is bigger, so
-load raises the batch size rather than the number of calls (SEED-360.md lessons 1-3).
+Batching adapts to load (docs/design-notes.md §9): on an idle pipe an item leaves at once,
+alone, so batching costs a quiet path nothing; while a batch is in flight, the next one waits
+`linger` after its first item (or until it holds `batch_max` items) to gather what arrives
+meanwhile, and while every worker is busy items pile up and the next batch is bigger. So load
+raises the batch size rather than the number of calls (SEED-360.md lessons 1-3), and a push
+at low load pays no linger on any hop.
 
 When the queue is full the pipe's overflow policy decides — only the caller knows which is
 right for its interface (SEED-360.md lesson 2):
@@ -97,7 +100,8 @@ class Pipe(Generic[I, R]):
         self._workers: list[asyncio.Task[None]] = []
         self.method, _, self.target = name.partition("@")
         labels = (self.method, self.target)
-        self._depth = metrics.RPC_QUEUE_DEPTH.labels(*labels)
+        # Read at scrape time: no gauge write on the path of an item.
+        metrics.RPC_QUEUE_DEPTH.labels(*labels).set_function(self._queue.qsize)
         self._size = metrics.RPC_BATCH_SIZE.labels(*labels)
         self._latency = metrics.RPC_LATENCY.labels(*labels)
         self._failed = metrics.RPC_FAILED.labels(*labels)
@@ -126,7 +130,6 @@ class Pipe(Generic[I, R]):
             _, fut = self._queue.get_nowait()
             if fut is not None and not fut.done():
                 fut.set_exception(Unavailable(f"{self.name} closed"))
-        self._depth.set(0)
 
     @property
     def depth(self) -> int:
@@ -184,7 +187,6 @@ class Pipe(Generic[I, R]):
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
             await self._overflow(entry)
-        self._depth.set(self._queue.qsize())
 
     async def _overflow(self, entry: _Entry) -> None:
         policy = self._opts.overflow
@@ -213,14 +215,15 @@ class Pipe(Generic[I, R]):
             try:
                 # One worker collects at a time, so the linger groups items even while
                 # other workers are idle; sending happens outside the lock, in parallel.
+                # It lingers only while another batch is in flight: an idle pipe sends at once.
                 async with self._collect:
                     batch.append(await self._queue.get())
                     self._busy += 1
                     self._take(batch)
-                    if len(batch) < self._opts.batch_max and self._opts.linger_s > 0:
+                    if len(batch) < self._opts.batch_max and self._opts.linger_s > 0 \
+                            and self._busy > 1:
                         await asyncio.sleep(self._opts.linger_s)
                         self._take(batch)
-                self._depth.set(self._queue.qsize())
                 await self._deliver(batch)
             except asyncio.CancelledError:
                 self._fail(batch, Unavailable(f"{self.name} closed"))
