@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
 from pushwire_sdk.client import PushClient
+from services.kit.pb import saver_pb2, saver_pb2_grpc
+from services.kit.rpc import grpcio
 from services.saver.ids import EPOCH_MS
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import eventually
@@ -102,3 +105,15 @@ async def test_pending_figure_follows_pushes_acks_expiry_and_saver_restarts(
     async def gauge_caught_up() -> bool:            # saver reads the figures every 10 s
         return await cluster.metric("saver", "pushwire_pending_messages", app="demo") == 1
     await eventually(gauge_caught_up, timeout=30, every=0.5)
+
+    # saver's batched call itself: counts in the order asked, a clear refusal past its bound.
+    assert cluster.discovery is not None
+    [address] = {i.addresses["grpc"] for i in cluster.discovery.instances("saver")}
+    async with grpcio.channel(address, cluster.secret) as channel:
+        stub = saver_pb2_grpc.SaverStub(channel)
+        reply = await stub.AppPending(saver_pb2.AppPendingQuery(apps=["nobody", "demo"]))
+        assert list(reply.counts) == [0, 1]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.AppPending(saver_pb2.AppPendingQuery(apps=["demo"] * 1001))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "at most 1000 apps per query"
