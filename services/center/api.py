@@ -358,11 +358,13 @@ class AdminApi:
         sessions, users = await parts.pusher.register.count(app.id, timeout)
         _, dead = await parts.coordinator.dead_letters(app.id, 1, timeout)
         stored, acked, dead_messages = await parts.pusher.saver.totals(app.id, timeout)
+        [pending] = await parts.pusher.saver.app_pending([app.id], timeout)
         return web.json_response({
             "app": app.id, "connections": summed(counts), "sessions": sessions, "users": users,
             "rooms": {room: n if isinstance(n, int) else None for room, n in counts.items()},
             "dead_letters": dead, "messages": {"stored": stored, "acked": acked,
-                                               "dead": dead_messages}, "at_ms": _now_ms()})
+                                               "dead": dead_messages, "pending": pending},
+            "at_ms": _now_ms()})
 
     async def dead_letters(self, request: web.Request, app: AppConfig) -> web.Response:
         limit = LIMIT.parse(dict(request.query))["limit"]

@@ -130,7 +130,8 @@ STATS = json_object(app={"type": "string"}, connections=COUNT, sessions=COUNT, u
                     rooms={"type": "object", "additionalProperties": {
                         "anyOf": [COUNT, {"type": "null"}]}},
                     dead_letters=COUNT, at_ms=MS,
-                    messages=json_object(stored=COUNT, acked=COUNT, dead=COUNT))
+                    messages=json_object(stored=COUNT, acked=COUNT, dead=COUNT,
+                                         pending=COUNT))
 DEAD_LETTERS = json_object(count=COUNT, records={"type": "array", "items": json_object(
     id={"type": "string"}, event={"type": "string"}, url={"type": "string"},
     body={"type": "string"})})
@@ -161,8 +162,8 @@ def _console_api(config: CenterConfig) -> dict[tuple[str, str], Operation]:
             "this center's recent error answers; the rooms' refusals and closes by reason",
             ERRORS, admin=True),
         ("GET", f"{app}/stats"): Operation(
-            "an app's connections, sessions, users and dead letters", STATS, path=APP,
-            admin=True, errors=(404, 503)),
+            "an app's connections, sessions, users, pending messages and dead letters", STATS,
+            path=APP, admin=True, errors=(404, 503)),
         ("POST", f"{app}/broadcasts"): Operation(
             "start a broadcast (as POST /v1/apps/{app}/broadcasts)", BROADCAST, status=201,
             body=broadcast_schema(config.broadcast_rate_max), path=APP, admin=True,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+from collections.abc import Callable
 from functools import partial
 
 from prometheus_client import Gauge
@@ -32,8 +34,14 @@ from services.saver.ids import IdGenerator
 from services.saver.inbox import Inboxes, InboxStats, Limits
 from services.saver.servicer import SaverServicer
 
+log = logging.getLogger("pushwire.saver")
+
 STATS = Gauge("pushwire_saver_inbox", "saver inbox counters (services/saver/inbox.py)",
               ["what"])
+PENDING = Gauge("pushwire_pending_messages", "messages stored and not yet ACKed, dead-lettered,"
+                " evicted or expired, per app, over every saver (each saver serves the same"
+                " figure: aggregate with max, not sum)", ["app"])
+PENDING_EVERY_S = 10.0
 
 
 def hot_store(config: SaverConfig) -> HotStore:
@@ -48,10 +56,11 @@ def broadcast_hot(config: SaverConfig) -> BroadcastHot:
     return RedisBroadcastHot(config.hot, config.key_prefix, timeout_s=config.rpc_timeout_s)
 
 
-def durable_store(config: SaverConfig) -> MysqlDurableStore | SqliteDurableStore:
+def durable_store(config: SaverConfig, shard: int = 0) -> MysqlDurableStore | SqliteDurableStore:
+    """The durable store; `shard` names this instance's rows of the pending figures."""
     if config.durable.startswith("sqlite:"):
-        return SqliteDurableStore(config.durable.removeprefix("sqlite:"))
-    return MysqlDurableStore(config.durable, timeout_s=config.rpc_timeout_s)
+        return SqliteDurableStore(config.durable.removeprefix("sqlite:"), shard=shard)
+    return MysqlDurableStore(config.durable, timeout_s=config.rpc_timeout_s, shard=shard)
 
 
 async def serve(config: SaverConfig, life: Lifecycle) -> None:
@@ -62,7 +71,8 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
             return Limits.of(found) if found is not None else Limits()
 
         node = await host.announce({})
-        durable, ids = durable_store(config), IdGenerator(node)
+        ids = IdGenerator(node)
+        durable = durable_store(config, ids.node)
         hot = hot_store(config)
         host.need("hot store", partial(_answers, hot))
         inboxes = Inboxes(hot, durable, ids,
@@ -77,6 +87,8 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
         loops = life.spawn(inboxes.run(), "saver-inboxes")
         log_loops = life.spawn(broadcasts.run(), "saver-broadcasts")
         life.spawn(_export(inboxes.stats), "saver-metrics")
+        life.spawn(_export_pending(inboxes, lambda: sorted(host.discovery.apps())),
+                   "saver-pending-metrics")
         server, port = await start_server(
             config,
             [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))],
@@ -99,6 +111,24 @@ async def _answers(hot: HotStore) -> str | None:
     except PushwireError:
         return "unreachable"
     return None
+
+
+async def _export_pending(inboxes: Inboxes, apps: Callable[[], list[str]]) -> None:
+    """Serve each configured app's pending figure (a few rows' read per app, every 10 s)."""
+    shown: set[str] = set()
+    while True:
+        names = apps()
+        try:
+            counts = await inboxes.app_pending(names)
+        except PushwireError as exc:
+            log.warning("pending figures unavailable: %s", exc.detail or exc)
+        else:
+            for app in shown - set(names):
+                PENDING.remove(app)
+            for app, n in zip(names, counts, strict=True):
+                PENDING.labels(app).set(n)
+            shown = set(names)
+        await asyncio.sleep(PENDING_EVERY_S)
 
 
 async def _export(stats: InboxStats) -> None:

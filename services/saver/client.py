@@ -140,6 +140,15 @@ class SaverClient:
             total = [total[0] + reply.stored, total[1] + reply.acked, total[2] + reply.dead]
         return total[0], total[1], total[2]
 
+    async def app_pending(self, apps: list[str], timeout: float) -> list[int]:
+        """Pending messages of each app, in order; any saver answers (they share the durable
+        store that keeps the figures)."""
+        target = self.peers.owner("\x00pending")
+        stub = saver_pb2_grpc.SaverStub(self._channels.get(target))
+        reply = await translate_call(target, stub.AppPending(
+            saver_pb2.AppPendingQuery(apps=apps), timeout=timeout))
+        return list(reply.counts)
+
     def _log_owner(self, app: str) -> str:
         # One saver mints every id of an app's log, so the ids (the cursors) increase.
         return self.peers.owner(f"{app}\x00broadcast")

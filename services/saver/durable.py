@@ -5,6 +5,10 @@ for the status API. Writes arrive in batches from the write-behind loop and each
 transaction, applied in a fixed order (inserts, deliveries, then state changes) so a state
 change never runs before the insert it refers to.
 
+Every transaction that turns a row pending or not pending also moves its app's figure in
+`pending_counts` by the rows it changed (docs/design-notes.md §10): the figure is exact whatever
+the number of savers, their restarts or a Redis loss, and reading it costs a few rows.
+
 The schema belongs to the project: `schema_version` records which of the ordered migrations
 ran; `start()` applies the missing ones. Only this module imports aiomysql; its errors
 become StoreError here (SQLite's in services/kit/sqlite.py).
@@ -16,7 +20,7 @@ import abc
 import functools
 import itertools
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -95,11 +99,20 @@ class DurableStore(Protocol):
         """Pages of unacked, unexpired, not dead messages in (app, id) order (recovery)."""
         ...
 
+    async def expire(self, now_ms: int, limit: int = 10_000) -> int:
+        """Mark pending rows past expiry expired, `limit` rows per transaction; rows marked."""
+        ...
+
     async def purge(self, now_ms: int, done_before_ms: int, limit: int = 10_000
                     ) -> tuple[int, int]:
-        """Mark pending rows past expiry expired; delete up to `limit` rows acked before
-        `done_before_ms` and as many expired or dead rows whose expiry is before it.
-        Returns (rows marked expired, rows deleted)."""
+        """`expire`, then delete up to `limit` rows acked before `done_before_ms` and as many
+        expired or dead rows whose expiry is before it. Returns (rows marked expired, rows
+        deleted)."""
+        ...
+
+    async def pending_counts(self, apps: Sequence[str], now_ms: int) -> list[int]:
+        """Each app's pending messages: stored, not acked, dead-lettered, evicted or expired
+        at `now_ms` (as committed: the write-behind buffer is not in it)."""
         ...
 
     async def close(self) -> None:
@@ -107,6 +120,11 @@ class DurableStore(Protocol):
 
 
 Step = tuple[str, Sequence[Sequence[Any]]]      # SQL with "?" placeholders, rows of parameters
+# A step and what its affected rows do to an app's pending figure: +1 (rows made pending),
+# -1 (rows that left pending), 0 (none).
+Counted = tuple[Step, str, int]
+MoreSteps = Callable[[list[int]], Sequence[Step]]
+RECOUNTED = -1                  # the pending_counts shard of the start-up recount
 
 
 @contextmanager
@@ -134,15 +152,16 @@ def _by_app(refs: Sequence[Ref]) -> dict[str, list[int]]:
     return out
 
 
-def _state_steps(refs: Sequence[Ref], state: int) -> Iterator[Step]:
+# Each leaves pending only rows still pending, so its affected rows are the rows that left.
+def _state_steps(refs: Sequence[Ref], state: int) -> Iterator[Counted]:
     for app, ids in _by_app(refs).items():
         for chunk in _chunks(ids):
             sql = ("UPDATE messages SET state = ? WHERE app = ? AND state = ?"
                    f" AND id IN ({_in(len(chunk))})")
-            yield sql, [(state, app, PENDING, *chunk)]
+            yield (sql, [(state, app, PENDING, *chunk)]), app, -1
 
 
-def _ack_steps(acked: Sequence[tuple[Ref, int]]) -> Iterator[Step]:
+def _ack_steps(acked: Sequence[tuple[Ref, int]]) -> Iterator[Counted]:
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
     for ref, at_ms in acked:
         groups[(ref.app, at_ms)].append(ref.id)
@@ -150,7 +169,17 @@ def _ack_steps(acked: Sequence[tuple[Ref, int]]) -> Iterator[Step]:
         for chunk in _chunks(ids):
             sql = ("UPDATE messages SET state = ?, acked_ms = ? WHERE app = ? AND state = ?"
                    f" AND id IN ({_in(len(chunk))})")
-            yield sql, [(ACKED, at_ms, app, PENDING, *chunk)]
+            yield (sql, [(ACKED, at_ms, app, PENDING, *chunk)]), app, -1
+
+
+def _deltas(counted: Sequence[Counted], affected: Sequence[int]) -> list[tuple[str, int]]:
+    """(app, change of its pending figure) from the rows each counted step affected, in app
+    order (two transactions then lock the figures' rows in the same order: no deadlock)."""
+    deltas: dict[str, int] = defaultdict(int)
+    for (_, app, sign), n in zip(counted, affected, strict=True):
+        if sign and n:
+            deltas[app] += sign * n
+    return sorted((app, d) for app, d in deltas.items() if d)
 
 
 def _delivery_rows(deliveries: Sequence[Delivery]) -> dict[str, list[tuple[int, int, str]]]:
@@ -181,9 +210,13 @@ class _SqlDurableStore(abc.ABC):
     """The SQL both backends share; subclasses supply connections and dialect differences."""
 
     migrations: tuple[tuple[str, ...], ...]   # migration n (1-based) = statements[n - 1]
-    insert_sql: str                          # must not fail on an existing (app, id)
+    insert_sql: str                          # must not fail on an existing (app, id); its
+                                             # affected rows: the rows really inserted
+    count_sql: str                           # add (app, shard, n) to pending_counts
     delete_limited: str                      # DELETE ... {where} with a trailing LIMIT ?
     scan_from: str = "messages"              # the recovery scan must walk the primary key
+    expiry_from: str = "messages"            # reads of expired rows must use messages_expiry
+    shard: int = 0                           # this writer's pending_counts rows (see __init__)
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -192,8 +225,10 @@ class _SqlDurableStore(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def _transaction(self, steps: Sequence[Step]) -> list[int]:
-        """Run every step in one transaction; return each step's affected row count."""
+    async def _transaction(self, steps: Sequence[Step], more: MoreSteps | None = None
+                           ) -> list[int]:
+        """Run every step in one transaction; return each step's affected row count. `more`,
+        given those counts, returns steps to run last in the same transaction."""
 
     @abc.abstractmethod
     async def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
@@ -228,23 +263,33 @@ class _SqlDurableStore(abc.ABC):
 
     async def write(self, batch: DurableBatch) -> None:
         if len(batch):
-            await self._transaction(list(self._steps(batch)))
+            await self._counted(list(self._steps(batch)))
 
-    def _steps(self, batch: DurableBatch) -> Iterator[Step]:
-        if batch.inserts:
-            yield self.insert_sql, [
-                (m.app, m.id, m.uid, m.device, m.data, m.created_ms, m.expires_ms, m.deliveries)
-                for m in batch.inserts]
+    async def _counted(self, counted: Sequence[Counted]) -> list[int]:
+        """Run the steps in one transaction that also moves each app's pending figure by
+        the rows the steps changed; affected rows per step."""
+        def count(affected: list[int]) -> list[Step]:
+            rows = [(app, self.shard, d) for app, d in _deltas(counted, affected)]
+            return [(self.count_sql, rows)] if rows else []
+        return await self._transaction([step for step, _, _ in counted], count)
+
+    def _steps(self, batch: DurableBatch) -> Iterator[Counted]:
+        by_app: dict[str, list[StoredMessage]] = defaultdict(list)
+        for m in batch.inserts:
+            by_app[m.app].append(m)
+        for app, messages in by_app.items():
+            yield (self.insert_sql, [(m.app, m.id, m.uid, m.device, m.data, m.created_ms,
+                                      m.expires_ms, m.deliveries) for m in messages]), app, 1
         yield from self._delivery_steps(batch.deliveries)
         yield from _ack_steps(batch.acked)
         yield from _state_steps(batch.dead, DEAD)
         yield from _state_steps(batch.expired, EXPIRED)
 
-    def _delivery_steps(self, deliveries: Sequence[Delivery]) -> Iterator[Step]:
+    def _delivery_steps(self, deliveries: Sequence[Delivery]) -> Iterator[Counted]:
         for app, rows in _delivery_rows(deliveries).items():
             for i in range(0, len(rows), _IN_CHUNK):
                 chunk = rows[i:i + _IN_CHUNK]
-                yield self.deliveries_sql(len(chunk)), [(*itertools.chain(*chunk), app)]
+                yield (self.deliveries_sql(len(chunk)), [(*itertools.chain(*chunk), app)]), app, 0
 
     async def get(self, app: str, message_id: int) -> DurableRecord | None:
         sql = (f"SELECT {_SELECT_MESSAGE}, state, acked_ms, delivered_to FROM messages"
@@ -270,17 +315,63 @@ class _SqlDurableStore(abc.ABC):
             yield messages
             app, last = messages[-1].app, messages[-1].id
 
+    async def expire(self, now_ms: int, limit: int = 10_000) -> int:
+        # By primary key, per app, like any state change: the figures move by what changed.
+        sql = (f"SELECT app, id FROM {self.expiry_from} WHERE state = ? AND expires_ms <= ?"
+               " LIMIT ?")
+        marked = 0
+        while True:
+            refs = [Ref(str(app), int(mid))
+                    for app, mid in await self._select(sql, (PENDING, now_ms, limit))]
+            if refs:
+                marked += sum(await self._counted(list(_state_steps(refs, EXPIRED))))
+            if len(refs) < limit:
+                return marked
+
     async def purge(self, now_ms: int, done_before_ms: int, limit: int = 10_000
                     ) -> tuple[int, int]:
-        expire = "UPDATE messages SET state = ? WHERE state = ? AND expires_ms <= ?"
+        expired = await self.expire(now_ms, limit)
         acked = self.delete_limited.format(where="state = ? AND acked_ms <= ?")
         ended = self.delete_limited.format(where="state IN (?, ?) AND expires_ms <= ?")
-        expired, deleted_acked, deleted_ended = await self._transaction([
-            (expire, [(EXPIRED, PENDING, now_ms)]),
+        deleted_acked, deleted_ended = await self._transaction([
             (acked, [(ACKED, done_before_ms, limit)]),
             (ended, [(EXPIRED, DEAD, done_before_ms, limit)]),
         ])
         return expired, deleted_acked + deleted_ended
+
+    async def pending_counts(self, apps: Sequence[str], now_ms: int) -> list[int]:
+        # One statement, so one snapshot: the figures minus the rows past expiry that no
+        # expire pass marked yet (few: saver marks them every few seconds).
+        found: dict[str, int] = {}
+        names = sorted(set(apps))
+        for i in range(0, len(names), _IN_CHUNK):
+            chunk = names[i:i + _IN_CHUNK]
+            sql = ("SELECT app, SUM(n) FROM ("
+                   f"SELECT app, n FROM pending_counts WHERE app IN ({_in(len(chunk))})"
+                   f" UNION ALL SELECT app, -COUNT(*) FROM {self.expiry_from}"
+                   f" WHERE state = ? AND expires_ms <= ? AND app IN ({_in(len(chunk))})"
+                   " GROUP BY app) AS t GROUP BY app")
+            rows = await self._select(sql, (*chunk, PENDING, now_ms, *chunk))
+            found.update((str(app), max(0, int(n))) for app, n in rows)
+        return [found.get(app, 0) for app in apps]
+
+    async def recount(self) -> None:
+        """Repair the pending figures from the rows: add to each app's figure what COUNT(*)
+        of its pending rows says it lacks. Reads one snapshot, so writes committed meanwhile
+        (which move rows and figures together) cannot skew it. Costs a scan of the pending
+        rows' index: call at start only, one instance at a time (MySQL: under the schema
+        lock; SQLite: in one transaction)."""
+        rows = await self._select(self.drift_sql(), (PENDING,))
+        if rows:
+            await self._transaction([(self.count_sql,
+                                      [(str(app), RECOUNTED, int(d)) for app, d in rows])])
+
+    def drift_sql(self) -> str:
+        """Per app whose figure is off, (app, pending rows - figure)."""
+        return ("SELECT app, SUM(n) FROM ("
+                f"SELECT app, COUNT(*) AS n FROM {self.expiry_from} WHERE state = ?"
+                " GROUP BY app UNION ALL SELECT app, -SUM(n) FROM pending_counts GROUP BY app"
+                ") AS t GROUP BY app HAVING SUM(n) <> 0 ORDER BY app")
 
 
 # --- MySQL / MariaDB -------------------------------------------------------------------------
@@ -321,6 +412,18 @@ CREATE TABLE IF NOT EXISTS broadcasts (
 # passed the room but saver refused its pushes).
 _MYSQL_V3 = f"ALTER TABLE messages MODIFY device VARCHAR({MAX_DEVICE}) NOT NULL DEFAULT ''"
 
+# Migration 4: each app's pending figure, one row per writer (shard: the saver's node number,
+# so savers never wait on each other's row); the figure is the sum of the app's rows. The
+# start-up recount fills it for the rows already there.
+_MYSQL_V4 = f"""
+CREATE TABLE IF NOT EXISTS pending_counts (
+  app VARCHAR({MAX_APP}) NOT NULL,
+  shard INT NOT NULL,
+  n BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (app, shard)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"""
+
 
 def _mysql_params(url: str) -> dict[str, Any]:
     """mysql://user:pass@host:port/db -> aiomysql connect arguments."""
@@ -335,14 +438,18 @@ def _mysql_params(url: str) -> dict[str, Any]:
 class MysqlDurableStore(_SqlDurableStore):
     """DurableStore on MySQL / MariaDB through an aiomysql pool."""
 
-    migrations = ((_MYSQL_V1,), (_MYSQL_V2,), (_MYSQL_V3,))
+    migrations = ((_MYSQL_V1,), (_MYSQL_V2,), (_MYSQL_V3,), (_MYSQL_V4,))
     # Not INSERT IGNORE: it would raise a warning per duplicate (and a SHOW WARNINGS trip).
     insert_sql = ("INSERT INTO messages (app, id, uid, device, data, created_ms, expires_ms,"
                   " deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id")
+    count_sql = ("INSERT INTO pending_counts (app, shard, n) VALUES (?, ?, ?)"
+                 " ON DUPLICATE KEY UPDATE n = n + VALUES(n)")
     delete_limited = "DELETE FROM messages WHERE {where} LIMIT ?"
     # Left alone, MariaDB reads every pending row through messages_expiry and sorts them for
     # each page: quadratic over a recovery. In key order a page costs its own rows.
     scan_from = "messages FORCE INDEX (PRIMARY)"
+    # With "app IN (...)" the optimizer may pick messages_user: all of an app's rows.
+    expiry_from = "messages FORCE INDEX (messages_expiry)"
 
     @staticmethod
     @functools.lru_cache(maxsize=64)
@@ -353,7 +460,9 @@ class MysqlDurableStore(_SqlDurableStore):
                 f" IF(CHAR_LENGTH(m.delivered_to) + CHAR_LENGTH(d.s) <= {DELIVERED_TO_CHARS},"
                 " CONCAT(m.delivered_to, d.s), m.delivered_to)")
 
-    def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4, timeout_s: float = 5.0,
+                 shard: int = 0) -> None:
+        self.shard = shard
         self._params = _mysql_params(url)
         self._pool_size = max(2, pool_size)    # migration holds one connection for its lock
         self._timeout_s = timeout_s
@@ -369,12 +478,13 @@ class MysqlDurableStore(_SqlDurableStore):
         await self._migrate_locked()
 
     async def _migrate_locked(self) -> None:
-        """Migrate under a named lock so instances starting together take turns."""
+        """Migrate and recount under a named lock so instances starting together take turns."""
         with _translated("migrate"):
             async with self._pool.acquire() as conn, conn.cursor() as cur:
                 await cur.execute("SELECT GET_LOCK('pushwire_schema', %s)", (30,))
                 try:
                     await self._migrate()
+                    await self.recount()
                 finally:
                     await cur.execute("SELECT RELEASE_LOCK('pushwire_schema')")
 
@@ -384,7 +494,8 @@ class MysqlDurableStore(_SqlDurableStore):
             await self._pool.wait_closed()
             self._pool = None
 
-    async def _transaction(self, steps: Sequence[Step]) -> list[int]:
+    async def _transaction(self, steps: Sequence[Step], more: MoreSteps | None = None
+                           ) -> list[int]:
         counts: list[int] = []
         with _translated("write"):
             async with self._pool.acquire() as conn:
@@ -392,6 +503,8 @@ class MysqlDurableStore(_SqlDurableStore):
                     async with conn.cursor() as cur:
                         for sql, rows in steps:
                             counts.append(await self._run(cur, sql.replace("?", "%s"), rows))
+                        for sql, rows in more(list(counts)) if more else ():
+                            await self._run(cur, sql.replace("?", "%s"), rows)
                     await conn.commit()
                 except BaseException:
                     await _rollback(conn)
@@ -443,14 +556,22 @@ _SQLITE_V2 = (
       PRIMARY KEY (app, id))""",
     "CREATE INDEX IF NOT EXISTS broadcasts_expiry ON broadcasts (expires_ms)",
 )
+_SQLITE_V3 = (
+    """CREATE TABLE IF NOT EXISTS pending_counts (
+      app TEXT NOT NULL, shard INTEGER NOT NULL, n INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (app, shard))""",
+)
 
 
 class SqliteDurableStore(_SqlDurableStore):
     """DurableStore in one SQLite file (or ":memory:"), for `pushwire dev` and unit tests."""
 
-    migrations = (_SQLITE_V1, _SQLITE_V2)
+    migrations = (_SQLITE_V1, _SQLITE_V2, _SQLITE_V3)
     insert_sql = ("INSERT OR IGNORE INTO messages (app, id, uid, device, data, created_ms,"
                   " expires_ms, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    count_sql = ("INSERT INTO pending_counts (app, shard, n) VALUES (?, ?, ?)"
+                 " ON CONFLICT (app, shard) DO UPDATE SET n = n + excluded.n")
+    expiry_from = "messages INDEXED BY messages_expiry"
     delete_limited = ("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
                       " WHERE {where} LIMIT ?)")
     scan_from = "messages INDEXED BY sqlite_autoindex_messages_1"     # the primary key
@@ -465,20 +586,36 @@ class SqliteDurableStore(_SqlDurableStore):
                 " THEN delivered_to || d.column3 ELSE delivered_to END"
                 f" FROM (VALUES {rows}) AS d WHERE messages.app = ? AND messages.id = d.column1")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, shard: int = 0) -> None:
         self.path = path
+        self.shard = shard
         self._db = sqlite.Database(path, "durable store unavailable")
 
     async def start(self) -> None:
         await self._db.open()
         await self._migrate()
+        await self.recount()
+
+    async def recount(self) -> None:
+        # Read and repair in one transaction: a saver of another process sharing the file
+        # cannot repair the same drift in between.
+        async with self._db.transaction() as db:
+            async with db.execute(self.drift_sql(), (PENDING,)) as cur:
+                rows = list(await cur.fetchall())
+            if rows:
+                await db.executemany(self.count_sql,
+                                     [(str(app), RECOUNTED, int(d)) for app, d in rows])
 
     async def close(self) -> None:
         await self._db.close()
 
-    async def _transaction(self, steps: Sequence[Step]) -> list[int]:
+    async def _transaction(self, steps: Sequence[Step], more: MoreSteps | None = None
+                           ) -> list[int]:
         async with self._db.transaction() as db:
-            return [await self._run(db, sql, rows) for sql, rows in steps]
+            counts = [await self._run(db, sql, rows) for sql, rows in steps]
+            for sql, rows in more(list(counts)) if more else ():
+                await self._run(db, sql, rows)
+            return counts
 
     @staticmethod
     async def _run(db: sqlite.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:

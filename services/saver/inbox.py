@@ -267,7 +267,8 @@ class Inboxes:
                  limits: Callable[[str], Limits] = default_limits,
                  write_behind_max: int = 512, write_behind_ms: float = 20.0,
                  write_behind_queue: int = 100_000, loss_check_s: float = 1.0,
-                 purge_every_s: float = 60.0, keep_done_s: float = 3600.0,
+                 purge_every_s: float = 60.0, expire_every_s: float = 5.0,
+                 keep_done_s: float = 3600.0,
                  load_default: int = 100, load_max: int = 1000) -> None:
         self._hot = hot
         self._durable = durable
@@ -276,6 +277,7 @@ class Inboxes:
         self._limits = limits
         self._loss_check_s = loss_check_s
         self._purge_every_s = purge_every_s
+        self._expire_every_s = expire_every_s
         self._keep_done_ms = int(keep_done_s * 1000)
         self._load_default = load_default
         self._load_max = load_max
@@ -297,10 +299,11 @@ class Inboxes:
         await self.recover()
 
     async def run(self) -> None:
-        """The write-behind, loss-watch and purge loops; runs until cancelled."""
+        """The write-behind, loss-watch, expiry and purge loops; runs until cancelled."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._behind.run())
             tg.create_task(every(self._loss_check_s, self.recover))
+            tg.create_task(every(self._expire_every_s, self.expire))
             tg.create_task(every(self._purge_every_s, self.purge))
 
     async def close(self) -> None:
@@ -441,6 +444,13 @@ class Inboxes:
         now = self._now_ms()
         return await self._hot.pending(users, now, now - min_age_ms if min_age_ms else 0)
 
+    async def app_pending(self, apps: Sequence[str]) -> list[int]:
+        """Each app's pending messages over every saver sharing the durable store: stored,
+        not ACKed, dead-lettered, evicted or expired (docs/design-notes.md §10). Read from the
+        figures the durable store keeps, so a few rows per app whatever the backlog; it lags
+        the hot store by the write-behind (`write_behind_ms`, longer while MySQL is slow)."""
+        return await self._durable.pending_counts(apps, self._now_ms())
+
     async def status(self, app: str, message_id: int) -> MessageStatus | None:
         """Where a message stands (None: unknown or purged)."""
         now = self._now_ms()
@@ -514,6 +524,12 @@ class Inboxes:
             self._behind.append([("acked", (Ref(r.app, r.id), now))
                                  for r, ok in zip(batch, removed, strict=True) if ok],
                                 reserved=len(batch))
+
+    async def expire(self) -> int:
+        """Mark the durable rows past expiry expired (the hot store drops them as it meets
+        them); rows marked. Run every few seconds: the pending figures' read subtracts what
+        expired since, and that read is as cheap as this pass keeps it."""
+        return await self._durable.expire(self._now_ms())
 
     async def purge(self) -> tuple[int, int]:
         """Mark expired rows, delete finished rows older than `keep_done_s` (durable only).

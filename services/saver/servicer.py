@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pushwire_protocol.errors import PushwireError
+from pushwire_protocol.errors import BadRequest, PushwireError
 from services.kit.pb import common_pb2, saver_pb2, saver_pb2_grpc
 from services.kit.rpc.grpcio import servicer
 from services.saver.broadcasts import AppendItem, BroadcastEntry, BroadcastLog, Query
 from services.saver.inbox import AckItem, Delivery, Inboxes, LoadItem, StoredMessage, StoreItem
+
+MAX_APPS = 1000        # apps per AppPending query
 
 
 def message_pb(m: StoredMessage) -> common_pb2.Message:
@@ -83,6 +85,13 @@ class SaverServicer(saver_pb2_grpc.SaverServicer):
         if found is None:
             return saver_pb2.AppTotals()
         return saver_pb2.AppTotals(stored=found.stored, acked=found.acked, dead=found.dead)
+
+    @servicer
+    async def AppPending(self, request: saver_pb2.AppPendingQuery, context: Any) \
+            -> saver_pb2.AppPendingReply:
+        if len(request.apps) > MAX_APPS:
+            raise BadRequest(f"at most {MAX_APPS} apps per query")
+        return saver_pb2.AppPendingReply(counts=await self.inboxes.app_pending(request.apps))
 
     @servicer
     async def Pending(self, request: saver_pb2.PendingQuery, context: Any) \

@@ -96,7 +96,7 @@ async def test_console_endpoints_answer_the_admin_only_with_clear_errors(world: 
     status, stats = await world.admin("GET", f"{app}/stats")
     assert status == 200 and stats["connections"] == CLIENTS and stats["users"] == CLIENTS
     assert sum(stats["rooms"].values()) == CLIENTS and stats["dead_letters"] == 0
-    assert stats["messages"] == {"stored": 0, "acked": 0, "dead": 0}
+    assert stats["messages"] == {"stored": 0, "acked": 0, "dead": 0, "pending": 0}
 
     for path, message in [(f"{app}/messages/x", "message id"),
                           (f"{app}/dead-letters?limit=0", "limit"),
@@ -180,6 +180,9 @@ async def test_an_operator_broadcasts_cancels_and_drains_in_a_real_browser(
     [got] = [m for m in by_uid["c7"].messages if m.data == b"look me up"]
     await by_uid["c7"].client.ack(got)
     await eventually(lambda: _acked(world, message_id))
+    for later in ("for later", "and later"):                         # pending: 2
+        status, held = await world.cluster.push("away", later, durable=True)
+        assert status == 200 and held["online_sessions"] == 0, held
     await make_dead_letters(world, 2)
     await refused_once(world)
     world.business.statuses["/up"] = 200           # the business is back: a replay gets in
@@ -201,7 +204,8 @@ async def test_an_operator_broadcasts_cancels_and_drains_in_a_real_browser(
     assert seen["profileRoomFrames"] > 0
     assert seen["profileFlash"].startswith("Profile of room-1 saved as room-1.collapsed.txt")
     assert f"{CLIENTS}\nconnections" in seen["figures"], seen["figures"]
-    assert "100%\nACK rate" in seen["figures"], seen["figures"]      # c7 ACKed the one push
+    assert "33%\nACK rate" in seen["figures"], seen["figures"]       # c7 ACKed 1 push of 3
+    assert "2\nmessages pending" in seen["figures"], seen["figures"]  # away's, offline
     config = json.loads(seen["config"])
     assert "secrets" not in config and config["webhooks"] == {"chat": world.business.url("/up")}
     assert "New API key (shown once" in seen["rotated"]

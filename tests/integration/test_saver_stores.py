@@ -29,8 +29,8 @@ import pytest
 from pushwire_protocol.errors import StoreError
 from services.kit import redis
 from services.kit.limits import MAX_ID_LEN
-from services.saver.durable import ACKED, MysqlDurableStore
-from services.saver.hot import RedisHotStore, StoredMessage
+from services.saver.durable import ACKED, DurableBatch, MysqlDurableStore
+from services.saver.hot import RedisHotStore, Ref, StoredMessage
 from services.saver.ids import IdGenerator
 from services.saver.inbox import AckItem, Delivery, Inboxes, Limits, LoadItem, StoreItem
 from tests.integration.cluster import TEST_REDIS, delete_keys
@@ -111,6 +111,8 @@ async def names() -> AsyncIterator[tuple[str, str]]:
     app, prefix = f"it{uuid.uuid4().hex[:12]}", f"pwtest:{uuid.uuid4().hex[:12]}"
     yield app, prefix
     await mysql("DELETE FROM messages WHERE app = %s", (app,))
+    with contextlib.suppress(pymysql.MySQLError):           # no table: no saver started
+        await mysql("DELETE FROM pending_counts WHERE app = %s", (app,))
 
 
 @pytest.fixture
@@ -312,7 +314,7 @@ async def test_migration_3_widens_device_to_the_shared_id_limit(world: World) ->
     """A database from before migration 3 (device VARCHAR(64)) takes devices as long as the
     room accepts once a saver starts on it."""
     await mysql("ALTER TABLE messages MODIFY device VARCHAR(64) NOT NULL DEFAULT ''")
-    await mysql("DELETE FROM schema_version WHERE version = 3")
+    await mysql("DELETE FROM schema_version WHERE version >= 3")       # as it was then
     upgraded = MysqlDurableStore(MYSQL_URL)
     await upgraded.start()
     await upgraded.close()
@@ -325,6 +327,45 @@ async def test_migration_3_widens_device_to_the_shared_id_limit(world: World) ->
     rows = await mysql("SELECT device FROM messages WHERE app = %s AND id = %s",
                        (world.app, stored.id))
     assert rows == ((device,),)
+
+
+async def test_pending_figures_count_each_row_once_on_mariadb(names: tuple[str, str]) -> None:
+    """The figures move by the rows MariaDB really changed (docs/design-notes.md §10): a
+    batch written twice, an ACK repeated, an ACK after expiry each move them once; another
+    saver's writes add up; the start-up recount repairs a figure edited behind saver's back."""
+    app, prefix = names
+    w = make(app, prefix)
+    other = MysqlDurableStore(MYSQL_URL, shard=9)           # a second saver's own rows
+    await w.inboxes.start()
+    await other.start()
+    try:
+        a, b, c = await store(w, StoreItem(app, "u1", b"a"), StoreItem(app, "u1", b"b"),
+                              StoreItem(app, "u2", b"c", ttl_s=5, durable=True))
+        assert await w.inboxes.app_pending([app, "nobody"]) == [3, 0]
+        await other.write(DurableBatch(inserts=[a, b]))     # a retried batch: no new rows
+        assert await w.inboxes.app_pending([app]) == [3]
+        for _ in range(2):
+            await other.write(DurableBatch(acked=[(Ref(app, a.id), 1)]))
+        assert await w.inboxes.app_pending([app]) == [2]
+        assert await mysql("SELECT shard, n FROM pending_counts WHERE app = %s ORDER BY shard",
+                           (app,)) == ((0, 3), (9, -1))
+        w.clock.t += 6                                      # c expired; nobody touched it
+        assert await w.inboxes.app_pending([app]) == [1]
+        assert await w.inboxes.ack([AckItem(app, "u2", c.id)]) == [False]
+        assert await w.inboxes.expire() == 1
+        assert await w.inboxes.app_pending([app]) == [1]
+        await mysql("UPDATE pending_counts SET n = n + 40 WHERE app = %s AND shard = 9", (app,))
+        assert await w.inboxes.app_pending([app]) == [41]
+    finally:
+        await other.close()
+        await w.inboxes.close()
+        await wipe(prefix, REDIS_URL)
+    restarted = MysqlDurableStore(MYSQL_URL)
+    await restarted.start()
+    try:
+        assert await restarted.pending_counts([app], int(w.clock.t * 1000)) == [1]
+    finally:
+        await restarted.close()
 
 
 async def test_unreachable_servers_raise_store_error(names: tuple[str, str]) -> None:

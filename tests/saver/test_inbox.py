@@ -53,9 +53,10 @@ class World:
     path: Path
 
 
-def make(path: Path, clock: Clock, hot: MemoryHotStore | None = None, **options: Any) -> World:
+def make(path: Path, clock: Clock, hot: MemoryHotStore | None = None, shard: int = 0,
+         **options: Any) -> World:
     hot = hot or MemoryHotStore()
-    durable = SqliteDurableStore(str(path))
+    durable = SqliteDurableStore(str(path), shard=shard)
     inboxes = Inboxes(hot, durable, IdGenerator(1, clock=clock), clock=clock, limits=limits,
                       write_behind_ms=1, **options)
     return World(inboxes, hot, durable, clock, path)
@@ -408,3 +409,67 @@ async def test_durable_item_fails_when_the_commit_fails(tmp_path: Path) -> None:
     assert isinstance(result, StoreError)
     durable.fail = False
     await inboxes.close()
+
+
+# --- the apps' pending figures (docs/design-notes.md §10) ------------------------------------
+
+async def committed_pending(w: World, *apps: str) -> list[int]:
+    """The figures once the write-behind committed what came before."""
+    await w.inboxes.status("app", 1)        # an unknown id: flushes the write-behind
+    return await w.inboxes.app_pending(list(apps))
+
+
+async def test_pending_figure_follows_store_ack_eviction_dead_letters_and_expiry(
+        world: World) -> None:
+    a, b, _ = await store(world, *(StoreItem("app", "u1", b"%d" % i) for i in range(3)))
+    await store(world, StoreItem("app", "u2", b"short", ttl_s=5))
+    assert await committed_pending(world, "app", "other") == [4, 0]
+    await world.inboxes.ack([AckItem("app", "u1", a.id), AckItem("app", "u1", a.id),
+                             AckItem("app", "u2", b.id)])      # again, and by the wrong user
+    assert await committed_pending(world, "app") == [3]
+    await store(world, *(StoreItem("app", "u1", b"new%d" % i) for i in range(2)))
+    assert world.inboxes.stats.evicted == 1                    # inbox_max 3: b left
+    assert await committed_pending(world, "app") == [4]
+    for _ in range(2):                                         # max_deliveries 2
+        await load(world)
+    assert await load(world) == ([], 0)                        # all three dead-lettered
+    assert await committed_pending(world, "app") == [1]
+    world.clock.t += 6                                         # u2's message expired
+    assert await world.inboxes.app_pending(["app"]) == [0]     # before any pass marks it
+    assert await world.inboxes.expire() == 1
+    assert await world.inboxes.app_pending(["app"]) == [0]
+    assert await world.inboxes.purge() == (0, 0)
+
+
+async def test_pending_figure_outlives_restarts_and_is_repaired_at_start(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    first = make(tmp_path / "saver.db", clock)
+    await first.inboxes.start()
+    await store(first, StoreItem("app", "u1", b"one"), StoreItem("app", "u2", b"two"))
+    await first.inboxes.close()
+    # Another saver (its own rows of the figures) acks one of them after a restart that
+    # lost the memory hot store: the rebuild does not count the messages twice.
+    second = make(tmp_path / "saver.db", clock, shard=7)
+    await second.inboxes.start()
+    try:
+        assert await second.inboxes.app_pending(["app"]) == [2]
+        [inbox] = await second.inboxes.load([LoadItem("app", "u1", "phone")])
+        await second.inboxes.ack([AckItem("app", "u1", inbox.messages[0].id)])
+        assert await committed_pending(second, "app") == [1]
+        shards = await second.durable.rows(
+            "SELECT shard, n FROM pending_counts WHERE app = ? ORDER BY shard", ("app",))
+        assert shards == [(0, 2), (7, -1)]
+        # A figure gone wrong (a row edited by hand, an older saver's writes) is repaired
+        # from the rows at the next start.
+        await second.durable.run([("UPDATE pending_counts SET n = n + 5 WHERE shard = 0",
+                                   [()])])
+        assert await second.inboxes.app_pending(["app"]) == [6]
+    finally:
+        await second.inboxes.close()
+    third = make(tmp_path / "saver.db", clock)
+    await third.inboxes.start()
+    try:
+        assert await third.inboxes.app_pending(["app", "other"]) == [1, 0]
+    finally:
+        await third.inboxes.close()

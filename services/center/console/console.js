@@ -229,7 +229,7 @@ async function figures() {
     figure("connections", s.connections), figure("online users", s.users),
     figure("sessions", s.sessions), figure("pushes/s", rate),
     figure("ACK rate", m.stored ? Math.round(m.acked * 100 / m.stored) + "%" : "-"),
-    figure("messages dead-lettered", m.dead), figure("dead letters (webhooks)", s.dead_letters),
+    figure("messages pending", m.pending), figure("messages dead-lettered", m.dead), figure("dead letters (webhooks)", s.dead_letters),
     ...Object.entries(s.rooms).map(([room, n]) => figure("on " + room, n ?? "no answer")));
 }
 

@@ -231,3 +231,15 @@ class AppTotals(_message.Message):
     acked: int
     dead: int
     def __init__(self, stored: _Optional[int] = ..., acked: _Optional[int] = ..., dead: _Optional[int] = ...) -> None: ...
+
+class AppPendingQuery(_message.Message):
+    __slots__ = ("apps",)
+    APPS_FIELD_NUMBER: _ClassVar[int]
+    apps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, apps: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AppPendingReply(_message.Message):
+    __slots__ = ("counts",)
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, counts: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -71,6 +71,11 @@ class SaverStub:
                 request_serializer=pushwire_dot_saver__pb2.AppTotalsQuery.SerializeToString,
                 response_deserializer=pushwire_dot_saver__pb2.AppTotals.FromString,
                 _registered_method=True)
+        self.AppPending = channel.unary_unary(
+                '/pushwire.saver.Saver/AppPending',
+                request_serializer=pushwire_dot_saver__pb2.AppPendingQuery.SerializeToString,
+                response_deserializer=pushwire_dot_saver__pb2.AppPendingReply.FromString,
+                _registered_method=True)
         self.AppendBroadcast = channel.unary_unary(
                 '/pushwire.saver.Saver/AppendBroadcast',
                 request_serializer=pushwire_dot_saver__pb2.BroadcastAppendRequest.SerializeToString,
@@ -133,6 +138,12 @@ class SaverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppPending(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AppendBroadcast(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -188,6 +199,11 @@ def add_SaverServicer_to_server(servicer, server):
                     servicer.Totals,
                     request_deserializer=pushwire_dot_saver__pb2.AppTotalsQuery.FromString,
                     response_serializer=pushwire_dot_saver__pb2.AppTotals.SerializeToString,
+            ),
+            'AppPending': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppPending,
+                    request_deserializer=pushwire_dot_saver__pb2.AppPendingQuery.FromString,
+                    response_serializer=pushwire_dot_saver__pb2.AppPendingReply.SerializeToString,
             ),
             'AppendBroadcast': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendBroadcast,
@@ -394,6 +410,33 @@ class Saver:
             '/pushwire.saver.Saver/Totals',
             pushwire_dot_saver__pb2.AppTotalsQuery.SerializeToString,
             pushwire_dot_saver__pb2.AppTotals.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppPending(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pushwire.saver.Saver/AppPending',
+            pushwire_dot_saver__pb2.AppPendingQuery.SerializeToString,
+            pushwire_dot_saver__pb2.AppPendingReply.FromString,
             options,
             channel_credentials,
             insecure,
