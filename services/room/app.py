@@ -158,8 +158,10 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         life.spawn(rebalance.run(), "room-rebalance")
         life.spawn(room.resume.run(room.sessions.unregister_parked), "room-resume")
         life.spawn(server.run(), "room-sweep")
-        life.spawn(Redelivery(hub, saver, room.delivery, every_s=config.redeliver_every_s,
-                              min_age_s=config.redeliver_min_age_s).run(), "room-redelivery")
+        redelivery = Redelivery(hub, saver, room.delivery, every_s=config.redeliver_every_s,
+                                min_age_s=config.redeliver_min_age_s,
+                                full_every_s=config.redeliver_full_every_s)
+        life.spawn(redelivery.run(), "room-redelivery")
         life.spawn(report_load(host, lambda: server.connection_count,
                                LoadReport(config.load_report_s, time.monotonic()),
                                life.stopping), "room-load")
