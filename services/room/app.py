@@ -1,5 +1,5 @@
 """room's wiring: the room's parts over register/saver/coordinator (`assemble`), WebSocket
-server, gRPC face, load reports.
+server, gRPC face, load reports (services/room/loadreport.py).
 
 Shutdown order: drain (mark draining in discovery: no new routes; move the clients to other
 rooms with RECONNECT, services/room/drain.py), close the rest with 4000, unregister parked
@@ -9,14 +9,13 @@ services.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from pushwire_protocol.errors import PushwireError
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
 from services.kit.host import Host, hosted
@@ -37,6 +36,7 @@ from services.room.drain import Drain, Mover, Rebalance
 from services.room.fanout import FanOut
 from services.room.hub import Hub
 from services.room.jwks import KeySets
+from services.room.loadreport import LoadReport, report_load
 from services.room.policy import AccessPolicy, Rules
 from services.room.presence import Presence
 from services.room.protocol import Bounds, Timeouts
@@ -158,10 +158,13 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         life.spawn(rebalance.run(), "room-rebalance")
         life.spawn(room.resume.run(room.sessions.unregister_parked), "room-resume")
         life.spawn(server.run(), "room-sweep")
-        life.spawn(Redelivery(hub, saver, room.delivery, every_s=config.redeliver_every_s,
-                              min_age_s=config.redeliver_min_age_s).run(), "room-redelivery")
-        life.spawn(_report_load(host, server, config.load_report_s, life.stopping),
-                   "room-load")
+        redelivery = Redelivery(hub, saver, room.delivery, every_s=config.redeliver_every_s,
+                                min_age_s=config.redeliver_min_age_s,
+                                full_every_s=config.redeliver_full_every_s)
+        life.spawn(redelivery.run(), "room-redelivery")
+        life.spawn(report_load(host, lambda: server.connection_count,
+                               LoadReport(config.load_report_s, time.monotonic()),
+                               life.stopping), "room-load")
         await life.stopping.wait()
 
         await drain.until_done(config.drain_timeout_s)
@@ -203,20 +206,3 @@ def _client_url(where: str, port: int, tls: bool) -> str:
         return where
     hostport = where if ":" in where else f"{where}:{port}"
     return f"wss://{hostport}/" if tls else hostport
-
-
-async def _report_load(host: Host, server: RoomServer, every_s: float,
-                       stopping: asyncio.Event) -> None:
-    """Keep the connection count in discovery fresh (the dispatcher weighs rooms by it), until
-    the room stops (discovery closes during the shutdown that follows)."""
-    last = -1
-    while not stopping.is_set():
-        await asyncio.sleep(min(every_s, 1.0))
-        connections = server.connection_count
-        if host.instance is not None and connections != last and not stopping.is_set():
-            last = connections
-            host.instance = host.instance.with_load(last)
-            try:
-                await host.discovery.update(host.instance)
-            except PushwireError as exc:
-                host.log.warning("load report failed: %s", exc)

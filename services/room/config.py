@@ -32,6 +32,8 @@ class RoomConfig(ServiceConfig, TlsConfig):
     rpc_linger_ms: float = 5.0
     redeliver_every_s: float = 30.0    # sweep for overdue messages of online sessions
     redeliver_min_age_s: float = 10.0  # a message unacked this long is overdue
+    # Sessions owed nothing the room knows of are asked about in turn: each this often.
+    redeliver_full_every_s: float = 300.0
     # Access policy (services/room/policy.py, docs/operations.md §2); apps add their own.
     allow_cidrs: tuple[str, ...] = ()  # non-empty: only these client networks (else 4107)
     deny_cidrs: tuple[str, ...] = ()   # these client networks are refused (4107)

@@ -28,6 +28,7 @@ the client has ACKed it (DESIGN.md §2 "Connect", issue #3).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
@@ -86,6 +87,10 @@ class Delivery(Generic[R]):
         self.resume = resume
         self.tasks = tasks
         self.replay_batch = replay_batch
+        # Sessions the redelivery sweep asks saver about at every sweep: written unicast
+        # messages (-inf), or since when they are new or their load failed (a push may have
+        # slipped past that load). The sweep keeps those still holding unACKed messages.
+        self.watched: dict[R, float] = {}
 
     # --- live -----------------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class Delivery(Generic[R]):
             return not conn.closed
         if not conn.push(message):
             return False
+        self.watch(conn)
         if not loaded:
             self.saver.delivered_nowait(message, conn.session_id)
         return True
@@ -134,6 +140,15 @@ class Delivery(Generic[R]):
         for message in messages:
             if not self.write(conn, message, again=again, loaded=loaded):
                 return
+
+    def watch(self, conn: R, *, fresh: bool = False) -> None:
+        """Have the redelivery sweep ask saver about `conn` (services/room/redelivery.py):
+        while it holds unACKed messages, and when `fresh` (a load that may have missed a
+        push: the first, or one that failed) for a while from now whatever it holds."""
+        if fresh:
+            self.watched[conn] = self._clock()
+        elif conn not in self.watched:
+            self.watched[conn] = -math.inf
 
     def _inbox_max(self, app: str) -> int:
         return (self.discovery.app(app) or DEFAULTS).inbox_max
@@ -166,6 +181,7 @@ class Delivery(Generic[R]):
     def replay_soon(self, conn: R, *, again: bool = False) -> None:
         """Load and write one round of the user's stored messages, in the background
         (`again`: those still unacked on `conn` too, as after a resume)."""
+        self.watch(conn, fresh=True)
         self.tasks.spawn(self._replay(conn, again))
 
     async def load(self, conn: R, app: str) -> saver_pb2.Inbox:
@@ -188,6 +204,8 @@ class Delivery(Generic[R]):
                 inboxes = await self.saver.load_many(items)
             except PushwireError as exc:
                 log.warning("replay of %d sessions failed: %s", len(part), exc)
+                for conn in conns[start:]:
+                    self.watch(conn, fresh=True)
                 return
             for conn, inbox in zip(part, inboxes, strict=True):
                 self._write_round(conn, inbox, again=True)

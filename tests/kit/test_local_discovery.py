@@ -196,6 +196,69 @@ async def test_a_failing_listener_does_not_stop_discovery(
                 timeout=0.5)
 
 
+async def polls_later(discovery: LocalDiscovery, count: int = 2) -> None:
+    """Wait until `discovery` has polled `count` more times."""
+    target = discovery.polls + count
+    await until(lambda: discovery.polls >= target)
+
+
+def age(root: Path, seconds: float = 60.0) -> None:
+    """Make every file and folder under `root` look last changed `seconds` ago."""
+    old = time.time_ns() - int(seconds * 1e9) + 123_456    # sub-millisecond digits kept
+    for folder, _, files in os.walk(root):
+        for name in files:
+            os.utime(Path(folder) / name, ns=(old, old))
+        os.utime(folder, ns=(old, old))
+
+
+async def test_an_unchanged_directory_is_polled_without_reading_a_file(
+        tmp_path: Path, pair: tuple[LocalDiscovery, LocalDiscovery]) -> None:
+    first, second = pair
+    await first.put_app(AppConfig("chat"))
+    for name in ("r1", "r2", "r3"):
+        _write_room(tmp_path / "instances" / "room" / name, room(name))
+    await until(lambda: ids(second) == ["r1", "r2", "r3"] and second.app("chat") is not None)
+    age(tmp_path)
+    await polls_later(second)       # the new mtimes: read once more, then trusted
+    reads = second.reads
+    await polls_later(second, 10)
+    assert second.reads == reads
+    assert ids(second) == ["r1", "r2", "r3"]
+    path = tmp_path / "instances" / "room" / "r2"
+    _write_room(path, room("r2", load=5))
+    await until(lambda: [i.load for i in second.instances("room")] == [0, 5, 0])
+
+
+def _write_room(path: Path, instance: Instance) -> None:
+    data = json.loads(instance.to_json())
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({**data, "pid": os.getpid()}))
+    tmp.replace(path)
+
+
+async def test_a_rewrite_within_the_same_timestamp_as_the_last_read_is_seen(
+        tmp_path: Path, pair: tuple[LocalDiscovery, LocalDiscovery]) -> None:
+    """A file system stamping whole seconds: a rewrite in the second the file was read keeps
+    its mtime, inode and size. It is still read again (the racy window)."""
+    first, second = pair
+    await first.announce(room("r1", load=1))
+    path = tmp_path / "instances" / "room" / "r1"
+    second_ns = time.time_ns() // 10**9 * 10**9
+    os.utime(path, ns=(second_ns, second_ns))
+    before = os.stat(path)
+    await polls_later(second)
+    assert second.instances("room")[0].load == 1
+    with path.open("r+b") as fh:                # in place: same inode, same size
+        text = fh.read()
+        fh.seek(0)
+        fh.write(text.replace(b'"load": 1', b'"load": 2'))
+    stamp = time.time_ns() // 10**9 * 10**9     # what a whole-second file system stamps
+    os.utime(path, ns=(stamp, stamp))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    await until(lambda: second.instances("room")[0].load == 2)
+
+
 CHILD = """
 import asyncio, sys
 from services.kit.discovery.local import LocalDiscovery
