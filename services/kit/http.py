@@ -219,9 +219,13 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     limits = request.app.get(LIMITS, Limits())
     if (request.content_length or 0) > limits.max_body:       # refused before it is sent
         raise web.HTTPRequestEntityTooLarge(limits.max_body, request.content_length or 0)
+    if not request.body_exists:
+        return decode_json(b"")
+    if request.content.is_eof():        # it came with the headers (most do): nothing to wait for
+        return decode_json(await request.read())
     try:
         async with asyncio.timeout(limits.read_timeout_s):
-            raw = await request.read() if request.body_exists else b""
+            raw = await request.read()
     except TimeoutError:
         raise web.HTTPRequestTimeout() from None
     return decode_json(raw)

@@ -52,8 +52,9 @@ _context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("pushwire_log_con
 def context(**fields: str | int | None) -> Iterator[None]:
     """Add `fields` to every log line written by this task (and tasks it starts) inside the
     block."""
-    merged = {**dict(_context.get()), **{k: str(v) for k, v in fields.items() if v is not None}}
-    token = _context.set(tuple(merged.items()))
+    added = tuple((k, str(v)) for k, v in fields.items() if v is not None)
+    held = _context.get()
+    token = _context.set(tuple({**dict(held), **dict(added)}.items()) if held else added)
     try:
         yield
     finally:
