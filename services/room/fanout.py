@@ -4,7 +4,9 @@ Every fan-out encodes its frame ONCE (`encode_frame`) and writes the same bytes 
 connection (`Connection.write_frame`); nothing here runs per connection but a short loop body.
 
 - Topic publish (`publish`): at most once, online only. Publishes for the same (app, topic)
-  that arrive within `batch_window_s` are merged into one BATCH frame (goim's room batching),
+  are merged into one BATCH frame (goim's room batching), adaptively (docs/design-notes.md
+  §9): on a topic nothing was written to within `batch_window_s`, the publishes of one call
+  leave together at once; on a busy one, those arriving within `batch_window_s` share a frame,
   written when the window closes or the batch is full.
 - Broadcast jobs (`broadcast`): center hands the room its share of a job (docs/broadcast.md):
   the room snapshots the app's connections and writes to them at the share's rate, one task
@@ -84,11 +86,12 @@ class _Batch:
     packets: list[bytes]
     futures: list[asyncio.Future[int]]
     size: int
-    timer: asyncio.TimerHandle
+    timer: asyncio.Handle
 
 
 class Batcher(Generic[T]):
-    """Merges topic publishes for the same audience within a window into one BATCH frame."""
+    """Merges topic publishes for the same audience into one BATCH frame: those of one loop
+    turn on a quiet topic, those within a window on a busy one."""
 
     def __init__(self, topics: TopicIndex[T], *, window_s: float = 0.002, max_packets: int = 64,
                  max_bytes: int = 64 * 1024, max_open: int = 10_000) -> None:
@@ -98,6 +101,7 @@ class Batcher(Generic[T]):
         self.max_bytes = max_bytes
         self.max_open = max_open
         self._open: dict[tuple[str, str], _Batch] = {}
+        self._written: dict[tuple[str, str], float] = {}    # loop time of a topic's last frame
 
     def add(self, app: str, topic: str, packet: bytes) -> asyncio.Future[int]:
         """Queue one PUSH packet for (app, topic); the future gets the number of connections
@@ -108,7 +112,10 @@ class Batcher(Generic[T]):
         if batch is None:
             if len(self._open) >= self.max_open:
                 self.flush(next(iter(self._open)))      # bounded: the oldest window closes early
-            batch = _Batch([], [], 0, loop.call_later(self.window_s, self.flush, key))
+            quiet = loop.time() - self._written.get(key, -self.window_s) >= self.window_s
+            timer = loop.call_soon(self.flush, key) if quiet \
+                else loop.call_later(self.window_s, self.flush, key)
+            batch = _Batch([], [], 0, timer)
             self._open[key] = batch
         future: asyncio.Future[int] = loop.create_future()
         batch.packets.append(packet)
@@ -124,6 +131,7 @@ class Batcher(Generic[T]):
         if batch is None:
             return 0
         batch.timer.cancel()
+        self._remember_written(key)
         packets = batch.packets
         frame = encode_frame(packets[0] if len(packets) == 1 else wire.encode_batch(packets))
         FRAMES.labels("topic").inc()
@@ -136,6 +144,12 @@ class Batcher(Generic[T]):
             if not future.done():
                 future.set_result(written)
         return written
+
+    def _remember_written(self, key: tuple[str, str]) -> None:
+        now = asyncio.get_running_loop().time()
+        if len(self._written) >= self.max_open:     # bounded: forget topics quiet for a window
+            self._written = {k: t for k, t in self._written.items() if now - t < self.window_s}
+        self._written[key] = now
 
     def close(self) -> None:
         """Write every open batch (shutdown)."""

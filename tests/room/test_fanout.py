@@ -98,12 +98,32 @@ async def test_a_full_batch_leaves_before_the_window_and_topics_stay_apart() -> 
     async with asyncio.timeout(1):
         assert await fanout.publish([one, one]) == [1, 1]
     assert len(conns[0].frames) == 1 and conns[1].frames == []
+    assert await fanout.publish([two]) == [1]          # t2 was quiet: written at once
     pending = asyncio.ensure_future(fanout.publish([two]))
     await asyncio.sleep(0.01)
-    assert not pending.done()                           # the window is still open
+    assert not pending.done()                           # t2 is busy: its window is open
     await fanout.close()                                # shutdown writes open batches
     assert await pending == [1]
-    assert [p.data for p in conns[1].pushes()] == [b"y"]
+    assert [p.data for p in conns[1].pushes()] == [b"y", b"y"]
+
+
+async def test_a_quiet_topic_is_written_at_once_and_a_busy_one_waits_its_window() -> None:
+    """Adaptive merging (docs/design-notes.md §9), without timing: with a window of an hour, a
+    publish on a quiet topic still arrives at once (with the rest of its call), and the next
+    one waits for the window."""
+    fanout, conns = room(1, batch_window_s=3600.0)
+    fanout.topics.bind(conns[0], conns[0].state, "a", ["news"])
+    first = [room_pb2.PublishItem(app="a", topic="news", data=f"m{i}".encode()) for i in (0, 1)]
+    assert await asyncio.wait_for(fanout.publish(first), 10) == [1, 1]
+    assert len(conns[0].frames) == 1                    # one call, one frame
+    later = asyncio.ensure_future(fanout.publish(
+        [room_pb2.PublishItem(app="a", topic="news", data=b"m2")]))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not later.done() and len(conns[0].frames) == 1
+    await fanout.close()
+    assert await later == [1]
+    assert [p.data for p in conns[0].pushes()] == [b"m0", b"m1", b"m2"]
 
 
 # --- broadcast jobs -----------------------------------------------------------------------------
