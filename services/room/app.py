@@ -89,7 +89,8 @@ def assemble(config: RoomConfig, discovery: Discovery, register: RegisterClient,
     tasks = TaskSet("room")
     resume = Resumption(config.resume_linger_s, config.resume_keep)
     topics: TopicIndex[Connection] = TopicIndex()
-    fanout = FanOut(topics, saver, started=resume.note_broadcast)
+    fanout = FanOut(topics, saver, log_view_s=config.broadcast_view_s,
+                    started=resume.note_broadcast)
     policy: AccessPolicy[Connection] = AccessPolicy(Rules.of(config))
     presence = Presence(config.instance, register)
     delivery = Delivery(hub, topics, saver, resume, tasks, discovery,

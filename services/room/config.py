@@ -26,6 +26,10 @@ class RoomConfig(ServiceConfig, TlsConfig):
     heartbeat_factor: float = 1.5
     heartbeat_grace_s: float = 5.0
     replay_batch: int = 100            # offline messages per load round
+    # A read of an app's broadcast log answers connects' replay checks this long (the room
+    # learns the broadcasts that start in it meanwhile; services/room/logview.py); 0: every
+    # connect asks saver.
+    broadcast_view_s: float = 1.0
     load_report_s: float = 5.0         # how often the connection count goes to discovery
     # A gRPC call costs the room ~0.4 ms of CPU whatever its size: let batches fill longer than
     # other services do (connection storm: -22% room CPU per session; bench/RESULTS.md).
@@ -80,6 +84,8 @@ class RoomConfig(ServiceConfig, TlsConfig):
             raise ConfigError("ws_port must be a port number")
         if min(self.max_connections, self.max_frame, self.outbound_limit, self.replay_batch) < 1:
             raise ConfigError("room limits must be >= 1")
+        if self.broadcast_view_s < 0:
+            raise ConfigError("broadcast_view_s must be >= 0")
         if self.auth_timeout_s <= 0 or self.heartbeat_factor < 1:
             raise ConfigError("auth_timeout_s must be > 0 and heartbeat_factor >= 1")
         if min(self.jwks_max_age_s, self.jwks_refetch_s, self.jwks_timeout_s) <= 0:

@@ -15,7 +15,9 @@ connection (`Connection.write_frame`); nothing here runs per connection but a sh
   and resumes it where it stopped. A job nobody polled for `orphan_s` pauses (its center
   died); the next poll resumes it. Cancel stops it within one tick.
 - Replay (`replay`): after AUTH or BIND, the broadcasts newer than the client's cursor, from
-  the app's log in saver, as one frame (bounded in count and bytes).
+  the app's log as one frame (bounded in count and bytes). The room's view of the log
+  (services/room/logview.py) answers while it is complete, which it stays by learning every
+  broadcast that starts here; else saver does.
 
 Per connection the room remembers the cursor the client reported and the ids of the last
 broadcasts it sent there (`ConnState.take_broadcast`, services/room/state.py), so a replay
@@ -40,6 +42,7 @@ from pushwire_protocol.pb import wire_pb2
 from services.kit.metrics import preset
 from services.kit.pb import common_pb2, room_pb2
 from services.room.connection import encode_frame
+from services.room.logview import LogView
 from services.room.protocol import push_packet
 from services.room.state import ConnState
 from services.room.topics import TopicIndex
@@ -192,9 +195,11 @@ class FanOut(Generic[T]):
                  batch_window_s: float = 0.002, max_jobs: int = 32, keep_jobs: int = 256,
                  orphan_s: float = 5.0, forget_s: float = 600.0, tick_s: float = 0.05,
                  chunk: int = 2000, replay_max: int = 20, replay_bytes: int = 256 * 1024,
+                 log_view_s: float = 1.0,
                  started: Callable[[str, int], None] | None = None) -> None:
         """`started(app, broadcast_id)` hears of every broadcast task that names its message
-        (services/room/resume.py: parked sessions miss it and replay it if they resume)."""
+        (services/room/resume.py: parked sessions miss it and replay it if they resume).
+        `log_view_s`: how long a read of the log answers replays (`LogView.fresh_s`)."""
         self.topics = topics
         self.saver = saver
         self.batcher = Batcher(topics, window_s=batch_window_s)
@@ -206,6 +211,8 @@ class FanOut(Generic[T]):
         self.chunk = chunk
         self.replay_max = replay_max
         self.replay_bytes = replay_bytes
+        self.view = None if saver is None else LogView(saver, keep=replay_max,
+                                                        fresh_s=log_view_s)
         self._started = started
         self._jobs: OrderedDict[int, RoomJob[T]] = OrderedDict()
         self._runners: set[asyncio.Task[None]] = set()
@@ -228,8 +235,13 @@ class FanOut(Generic[T]):
 
         Raises Overloaded when `max_jobs` jobs are running (the center retries later)."""
         loop = asyncio.get_running_loop()
-        if task.message.id and self._started is not None:
-            self._started(task.message.app, task.message.id)
+        if task.message.id:
+            if self.view is not None:
+                self.view.learn(task.message)
+            if self._started is not None:
+                self._started(task.message.app, task.message.id)
+        if task.cancel and self.view is not None:
+            self.view.forget(task.job)
         job = self._jobs.get(task.job)
         if job is None:
             if task.cancel:
@@ -325,10 +337,10 @@ class FanOut(Generic[T]):
     async def replay(self, conn: T, app: str, after: int) -> None:
         """Send `conn` the broadcasts of `app` newer than `after` (the client's cursor) that
         it did not get yet, newest `replay_max` at most, as one frame."""
-        if self.saver is None:
+        if self.view is None:
             return
         try:
-            entries = await self.saver.broadcasts(app, after, self.replay_max)
+            entries = await self.view.newer(app, after)
         except PushwireError as exc:
             log.warning("%r: broadcast replay of %s failed: %s", conn, app, exc)
             return

@@ -390,7 +390,7 @@ class MemoryBroadcastHot:
         for q in queries:
             entries_of = self._sweep(q.app, now_ms)
             newer = sorted(i for i in entries_of if i > q.after)
-            out.append([entries_of[i] for i in newer[len(newer) - q.limit:]] if q.limit else [])
+            out.append([entries_of[i] for i in newer[max(0, len(newer) - q.limit):]])
         return out
 
     async def remove(self, app: str, entry_id: int) -> None:

@@ -191,6 +191,20 @@ def test_malformed_tokens_are_refused_as_malformed(text: str) -> None:
     assert caught.value.message.startswith((token.MALFORMED, token.UNSUPPORTED_ALG))
 
 
+def test_a_known_header_does_not_excuse_the_rest_of_a_token() -> None:
+    # Headers are decoded once per distinct header (token._header is cached): a refusal is
+    # not cached away, and the other parts are still checked for every token.
+    good = token.mint(SECRET, "chat", "u1", now=NOW, device="phone")
+    head = good.split(".")[0]
+    _verify(good)
+    for bad in (f"{head}.e30!.sig", f"{head}.e30.s=g", f"{head}.e30"):
+        with pytest.raises(AuthError, match=token.MALFORMED):
+            _verify(bad)
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            _verify(NO_ALG)
+
+
 def test_a_payload_that_is_not_json_is_malformed() -> None:
     head = _b64(json.dumps({"alg": "HS256"}).encode())
     body = _b64(b"not json")

@@ -85,6 +85,10 @@ async def test_limit_keeps_the_newest_and_the_log_is_bounded(world: World) -> No
     (newest, whole) = await world.log.since([Query("app", 0, 2), Query("app", 0, 100)])
     assert [e.id for e in newest] == ids[-2:]
     assert [e.id for e in whole] == ids[-5:]          # log_max 5
+    # A limit above the entries there are but below twice as many returns all of them (the
+    # in-memory copy used to return only `2 * n - limit`).
+    (fewer,) = await world.log.since([Query("app", ids[-4], 4)])
+    assert [e.id for e in fewer] == ids[-3:]
 
 
 async def test_entries_expire_with_their_ttl(world: World) -> None:
