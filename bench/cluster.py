@@ -52,7 +52,7 @@ class BenchCluster:
     workers: int = 1                                        # room processes per room
     env: dict[str, str] = field(default_factory=dict)      # extra env for every service
     app: AppConfig = field(default_factory=lambda: AppConfig(
-        id="bench", secrets=(secrets.token_urlsafe(16),), api_keys=(secrets.token_urlsafe(16),),
+        id="bench", secrets=(secrets.token_urlsafe(32),), api_keys=(secrets.token_urlsafe(16),),
         heartbeat_min_s=30, heartbeat_default_s=300, heartbeat_max_s=600))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)

@@ -37,7 +37,7 @@ class RoomConfig(ServiceConfig, TlsConfig):
     redeliver_every_s: float = 30.0    # sweep for overdue messages of online sessions
     redeliver_min_age_s: float = 10.0  # a message unacked this long is overdue
     # Sessions owed nothing the room knows of are asked about in turn: each this often.
-    redeliver_full_every_s: float = 300.0
+    redeliver_full_every_s: float = 60.0
     # Access policy (services/room/policy.py, docs/operations.md §2); apps add their own.
     allow_cidrs: tuple[str, ...] = ()  # non-empty: only these client networks (else 4107)
     deny_cidrs: tuple[str, ...] = ()   # these client networks are refused (4107)
