@@ -180,7 +180,7 @@ async def scale(opts: Options) -> Result:
     result = Result("scale", "pushwire", opts.n, info={
         "workers": opts.workers, "processes": layout.processes,
         "sources": len(layout.sources), "heartbeat_s": opts.heartbeat_s})
-    app = AppConfig(id="bench", secrets=(secrets.token_urlsafe(16),),
+    app = AppConfig(id="bench", secrets=(secrets.token_urlsafe(32),),
                     api_keys=(secrets.token_urlsafe(16),),
                     heartbeat_min_s=min(30, opts.heartbeat_s),
                     heartbeat_default_s=opts.heartbeat_s,
