@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from bench.httppub import HttpError, Publisher
+from services.kit.http import start_site
 
 
 @pytest.fixture
@@ -27,11 +28,8 @@ async def server() -> tuple[int, list[tuple[str, str]]]:
 
     app = web.Application()
     app.add_routes([web.post("/push", push)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site._server.sockets[0].getsockname()[1], seen      # type: ignore[union-attr, misc]
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    yield port, seen                                        # type: ignore[misc]
     await runner.cleanup()
 
 

@@ -8,6 +8,7 @@ from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from bench.stages import breakdown, quantile, scrape, table
+from services.kit.http import start_site
 
 BUCKETS = (.001, .002, .005, .01, .025)
 
@@ -47,11 +48,7 @@ async def test_a_phase_is_the_difference_of_two_scrapes_over_every_process() -> 
 
     app = web.Application()
     app.add_routes([web.get("/{p}/metrics", metrics)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]      # type: ignore[union-attr]
+    runner, port = await start_site(app, "127.0.0.1", 0)
     urls = [f"http://127.0.0.1:{port}/{p}/metrics" for p in "ab"]
     try:
         async with ClientSession() as session:
