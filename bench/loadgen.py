@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -26,16 +27,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
 from typing import Any, NamedTuple, cast
-from urllib.parse import urlparse
-
-import aiohttp
+from urllib.parse import urlencode, urlparse
 
 from bench.adapters import MqttSession, NatsSession, PushwireSession, Session, Tally
+from bench.httppub import HttpError, Publisher
 from bench.wsclient import WsClient, WsError
 from services.kit import token
 from services.kit.lifecycle import die_with_parent
 
 SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 18))
+# A session's steps while it opens, each from the end of the one before (the first from its
+# start): the dispatcher's route (pushwire with `route`), the TCP connect, the WebSocket
+# upgrade (101), the server's first message (pushwire: AUTH_REPLY; MQTT: CONNACK; NATS: INFO),
+# ready (pushwire storm: the offline message loaded on connect arrived).
+STEPS = ("route", "connect", "upgrade", "first_reply", "ready")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class Opened:
     started_ns: int = 0
     ready_ns: int = 0
     errors: list[str] = field(default_factory=list)
+    steps_us: dict[str, list[int]] = field(default_factory=dict)   # STEPS of ready sessions
 
     @property
     def seconds(self) -> float:
@@ -108,10 +114,12 @@ class Arrivals(NamedTuple):
 class Link(asyncio.Protocol):
     """One client connection: bytes -> WebSocket messages -> session -> bytes back."""
 
-    __slots__ = ("done", "host", "opened", "session", "transport", "worker", "ws")
+    __slots__ = ("done", "host", "marks", "opened", "session", "transport", "worker", "ws")
 
-    def __init__(self, worker: Worker, session: Session, host: str) -> None:
+    def __init__(self, worker: Worker, session: Session, host: str,
+                 marks: list[int] | None = None) -> None:
         self.worker = worker
+        self.marks = marks if marks is not None else []   # time.monotonic_ns() of STEPS
         self.session = session
         self.host = host
         self.ws = WsClient()
@@ -123,6 +131,7 @@ class Link(asyncio.Protocol):
         stream = cast(asyncio.Transport, transport)
         self.transport = stream
         self.worker.live += 1
+        self.marks.append(time.monotonic_ns())
         stream.write(self.ws.handshake(self.host, subprotocol=self.session.subprotocol))
 
     def data_received(self, data: bytes) -> None:
@@ -138,6 +147,10 @@ class Link(asyncio.Protocol):
             return
         out = [ws.frame(m) for m in self.session.opening()] if ws.open and not self.opened \
             else []
+        if ws.open and not self.opened:
+            self.marks.append(now)
+        if messages and len(self.marks) == 4:
+            self.marks.append(now)
         self.opened = ws.open
         for message in messages:
             for reply in self.session.on_message(message, now):
@@ -158,6 +171,9 @@ class Link(asyncio.Protocol):
 
     def _finish(self, ok: bool) -> None:
         if self.done is not None and not self.done.done():
+            if ok and len(self.marks) == 5:
+                self.marks.append(time.monotonic_ns())
+                self.worker.timed(self.marks)
             self.done.set_result(ok)
         self.done = None
 
@@ -181,13 +197,20 @@ class Worker:
         self.links: list[Link] = []
         self.live = 0
         self.notes: dict[str, int] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self.steps: list[list[int]] = [[] for _ in STEPS]   # µs per step, of ready sessions
+        self._router: Publisher | None = None          # the dispatcher's routes
         self._beats: asyncio.Task[None] | None = None
 
     def note(self, error: str) -> None:
         """Count an error by its text (the first few kinds go back to the parent)."""
         if len(self.notes) < 20 or error in self.notes:
             self.notes[error] = self.notes.get(error, 0) + 1
+
+    def timed(self, marks: list[int]) -> None:
+        """A session became ready: keep how long each of its STEPS took (`marks`: its start
+        and the end of each step)."""
+        for step, (begin, end) in enumerate(itertools.pairwise(marks)):
+            self.steps[step].append((end - begin) // 1000)
 
     def session(self, spec: Spec, i: int) -> Session:
         if spec.kind == "pushwire":
@@ -206,6 +229,7 @@ class Worker:
     async def open(self, spec: Spec) -> dict[str, Any]:
         """Connect `spec.count` sessions; answer when all are ready, failed or timed out."""
         self.tally.ready = 0
+        self.steps = [[] for _ in STEPS]
         limit = asyncio.Semaphore(spec.concurrency or spec.count or 1)
         started = time.monotonic_ns()
         tasks = [asyncio.ensure_future(self._open_one(spec, i, limit))
@@ -219,23 +243,26 @@ class Worker:
         if spec.heartbeat_s and self._beats is None:
             self._beats = asyncio.get_running_loop().create_task(self._beat(spec.heartbeat_s))
         return {"ready": self.tally.ready, "failed": failed, "started_ns": started,
-                "ready_ns": self.tally.ready_ns, "errors": self._errors()}
+                "ready_ns": self.tally.ready_ns, "errors": self._errors(),
+                "steps_us": self.steps}
 
     async def _open_one(self, spec: Spec, i: int, limit: asyncio.Semaphore) -> None:
         async with limit:
             link: Link | None = None
             try:
+                marks = [time.monotonic_ns()]
                 host, port = await self._address(spec, i)
+                marks.append(time.monotonic_ns())
                 source = spec.sources[i % len(spec.sources)] if spec.sources else None
                 loop = asyncio.get_running_loop()
-                link = Link(self, self.session(spec, i), f"{host}:{port}")
+                link = Link(self, self.session(spec, i), f"{host}:{port}", marks)
                 done = link.done                # the link drops it once settled
                 assert done is not None
                 await loop.create_connection(lambda: link, host, port,
                                              local_addr=(source, 0) if source else None)
                 self.links.append(link)
                 await done
-            except (OSError, aiohttp.ClientError, ValueError, KeyError) as exc:
+            except (OSError, HttpError, TimeoutError, ValueError, KeyError) as exc:
                 self.note(f"{type(exc).__name__}: {exc}"[:200])
             except asyncio.CancelledError:
                 if link is not None:
@@ -246,14 +273,16 @@ class Worker:
         if not spec.route:
             host, _, port = spec.target.rpartition(":")
             return host, int(port)
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30))
-        params = {"app": spec.app, "uid": spec.uid.format(i=i)}
-        async with self._http.get(f"{spec.route}/v1/route", params=params) as resp:
-            body = await resp.json()
-            if resp.status != 200:
-                raise ValueError(f"route: {resp.status} {body}")
+        if self._router is None:
+            where = urlparse(spec.route)
+            self._router = Publisher(where.hostname or "127.0.0.1", where.port or 80, {},
+                                     connections=64)
+        query = urlencode({"app": spec.app, "uid": spec.uid.format(i=i)})
+        async with asyncio.timeout(30):
+            status, raw = await self._router.get(f"/v1/route?{query}")
+        body = json.loads(raw)
+        if status != 200:
+            raise ValueError(f"route: {status} {body}")
         url = urlparse(body["endpoints"][0])
         return url.hostname or "127.0.0.1", int(url.port or 80)
 
@@ -284,8 +313,9 @@ class Worker:
         for link in self.links:
             link.close()
         self.links.clear()
-        if self._http is not None:
-            await self._http.close()
+        if self._router is not None:
+            self._router.close()
+            self._router = None
         await asyncio.sleep(0.05)
 
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -427,7 +457,9 @@ class Fleet:
                       failed=sum(a["failed"] for a in answers),
                       started_ns=min(a["started_ns"] for a in answers),
                       ready_ns=max((a["ready_ns"] for a in got), default=0),
-                      errors=[e for a in answers for e in a["errors"]])
+                      errors=[e for a in answers for e in a["errors"]],
+                      steps_us={step: [x for a in answers for x in a["steps_us"][k]]
+                                for k, step in enumerate(STEPS)})
 
     async def stats(self) -> Stats:
         answers = await self.ask_all(lambda _w: {"cmd": "stats"})

@@ -51,6 +51,18 @@ def latency_figures(latencies_ns: list[int]) -> dict[str, float]:
             "p999_ms": round(percentile(ms, 0.999), 3)}
 
 
+def step_figures(steps_us: Mapping[str, list[int]]) -> dict[str, float]:
+    """p50/p99 of each step a session took to open (bench/loadgen.py STEPS), in ms; steps
+    no session timed are left out."""
+    out: dict[str, float] = {}
+    for step, times in steps_us.items():
+        if times:
+            ms = [x / 1000 for x in times]
+            out[f"{step}_p50_ms"] = round(percentile(ms, 0.50), 2)
+            out[f"{step}_p99_ms"] = round(percentile(ms, 0.99), 2)
+    return out
+
+
 def arrival_figures(sent_ns: list[int], arrivals: Mapping[int, tuple[int, int, int]],
                     subscribers: int) -> dict[str, float]:
     """Per-message figures of a paced fanout: from each message's send time (its key in

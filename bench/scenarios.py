@@ -56,7 +56,7 @@ from bench.cluster import KINDS, BenchCluster
 from bench.httppub import Publisher
 from bench.loadgen import Fleet, Link, Spec, Stats, Worker
 from bench.peers import Peer, cpu_s, rss_kib
-from bench.report import Result, arrival_figures, latency_figures
+from bench.report import Result, arrival_figures, latency_figures, step_figures
 from services.kit.pb import common_pb2, room_pb2
 from services.kit.rpc.grpcio import Channels
 from services.kit.rpc.pipe import PipeOptions
@@ -760,16 +760,29 @@ async def storm(server: str, opts: Options) -> Result:
             await target.prepare_storm(spec)
             async with Fleet(opts.processes) as fleet:
                 await asyncio.sleep(0.5)
+                before = await target.scrape() if isinstance(target, PushwireTarget) else None
+                cpus = {pid: cpu_s(pid) for pid in [*target.pids(), *fleet.pids]}
                 cpu = cpu_s(target.pid())
                 async with profiled(opts, target, f"storm-{run}"):
                     opened = await fleet.open(spec)
                 cpu = cpu_s(target.pid()) - cpu
+                cpus = {pid: cpu_s(pid) - used for pid, used in cpus.items()}
                 _check_opened(opened.ready, opened.failed, opened.errors, opts)
                 result.runs.append({"sessions_per_s": round(opened.ready / opened.seconds),
                                     "sessions": opened.ready,
                                     "seconds": round(opened.seconds, 3),
                                     "cpu_us_per_session": round(cpu * 1e6 / max(opened.ready,
-                                                                                 1))})
+                                                                                 1)),
+                                    **step_figures(opened.steps_us)})
+                if isinstance(target, PushwireTarget) and before is not None:
+                    # The services' calls during the storm, each process's CPU per session.
+                    rows = stages.breakdown(before, await target.scrape(), opened.seconds)
+                    rows += [{"what": f"cpu {name}", "us_per_msg":
+                              round(cpus[proc.pid] * 1e6 / max(opened.ready, 1), 1)}
+                             for name, proc in target.cluster.procs.items()]
+                    rows.append({"what": "cpu load generators", "us_per_msg": round(
+                        sum(cpus[pid] for pid in fleet.pids) * 1e6 / max(opened.ready, 1), 1)})
+                    result.runs[-1]["breakdown"] = rows
             opts.log(f"  {server} storm run {run + 1}: {result.runs[-1]}")
             await asyncio.sleep(2.0)
     finally:

@@ -81,6 +81,12 @@ class Sessions:
             self._unregister(parked)
         who = Identity(secrets.token_hex(8), auth.app, auth.uid, auth.device)
         # register refuses a token issued before a kick of this user/device (Kicked: 4102).
+        # Registered before the offline load (on_ready), never beside it: a push stored
+        # after the load read the inbox must find this session in register and come live,
+        # and one stored before is in the load; a load running beside this call could read
+        # the inbox, then a push find no session, and the message would wait for the
+        # redelivery sweep (tests/integration/test_connect_storm.py). The two calls cost a
+        # connect two round trips; what they cost in CPU is shared by their batches.
         await self.presence.online(who, auth.app, admitted.issued)
         state = ConnState(auth.app)
         state.note_cursor(auth.app, auth.broadcast_cursor)
@@ -129,6 +135,7 @@ class Sessions:
         if parked is not None:
             self._reattach(conn, parked)
             return
+        # The session is in register now (authenticate): load what was stored before.
         self.delivery.replay_soon(conn)
         state = conn.state
         if state is not None:

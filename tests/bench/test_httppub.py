@@ -26,8 +26,11 @@ async def server() -> tuple[int, list[tuple[str, str]]]:
             return response
         return web.json_response({"echo": body["n"], "pad": "x" * body.get("pad", 0)})
 
+    async def route(request: web.Request) -> web.Response:
+        return web.json_response({"uid": request.query["uid"], "method": request.method})
+
     app = web.Application()
-    app.add_routes([web.post("/push", push)])
+    app.add_routes([web.post("/push", push), web.get("/v1/route", route)])
     runner, port = await start_site(app, "127.0.0.1", 0)
     yield port, seen                                        # type: ignore[misc]
     await runner.cleanup()
@@ -72,3 +75,14 @@ async def test_a_server_gone_mid_request_fails_the_request() -> None:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+async def test_get_sends_the_query_and_reads_the_answer_on_a_kept_connection(
+        server: tuple[int, list[tuple[str, str]]]) -> None:
+    port, _seen = server
+    async with Publisher("127.0.0.1", port, {}, connections=1) as pub:
+        answers = [await pub.get(f"/v1/route?app=a&uid=u{n}") for n in range(3)]
+        status, body = await pub.post("/push", b'{"n": 9}')      # the same connection next
+    assert [(s, json.loads(b)) for s, b in answers] == \
+        [(200, {"uid": f"u{n}", "method": "GET"}) for n in range(3)]
+    assert (status, json.loads(body)["echo"]) == (200, 9)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from bench.adapters import NatsSession, PushwireSession
-from bench.loadgen import SOURCES, Arrivals, Spec, Worker, merge_arrivals, split
+from bench.loadgen import SOURCES, STEPS, Arrivals, Spec, Worker, merge_arrivals, split
 from services.kit import token
 
 
@@ -66,3 +66,15 @@ def test_arrivals_of_several_processes_merge_per_message() -> None:
     merged = merge_arrivals([[[100, 160, 170, 2], [200, 260, 280, 2]],
                              [[100, 150, 190, 3]], []])
     assert merged == {100: Arrivals(150, 190, 5), 200: Arrivals(260, 280, 2)}
+
+
+async def test_a_ready_session_reports_how_long_each_step_took() -> None:
+    worker = Worker()
+    worker.timed([0, 1_000, 3_000, 6_000, 10_000, 15_000])      # ns: start, end of each step
+    worker.timed([0, 2_000, 4_000, 6_000, 8_000, 10_000])
+    answer = await worker.handle({"cmd": "open", "spec": {
+        "kind": "nats", "count": 0, "target": "127.0.0.1:9", "sources": ["127.0.0.1"]}})
+    assert len(answer["steps_us"]) == len(STEPS)                 # a new open starts afresh
+    assert not any(answer["steps_us"])
+    worker.timed([0, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 4_000_000])
+    assert worker.steps == [[1000], [500], [500], [500], [1500]]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-from bench.report import Result, arrival_figures, latency_figures, percentile, ratios, table
+from bench.report import (
+    Result,
+    arrival_figures,
+    latency_figures,
+    percentile,
+    ratios,
+    step_figures,
+    table,
+)
 
 
 def test_percentile_by_nearest_rank() -> None:
@@ -72,3 +80,10 @@ def test_ratios_compare_pushwire_with_each_peer_within_a_phase() -> None:
         "p50_ms 3.00× (lower is better)",
     ]
     assert "pushwire (2000/s)" in table(results)
+
+
+def test_step_figures_are_milliseconds_per_step_and_skip_untimed_steps() -> None:
+    figures = step_figures({"route": [1000, 2000, 3000, 100_000], "connect": [500],
+                            "upgrade": []})
+    assert figures == {"route_p50_ms": 2.0, "route_p99_ms": 100.0,
+                       "connect_p50_ms": 0.5, "connect_p99_ms": 0.5}
