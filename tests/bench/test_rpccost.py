@@ -21,13 +21,13 @@ def test_every_mode_completes_its_round_trips_and_reports_both_ends() -> None:
 
 
 def test_variants_each_run_their_own_ends_and_report_both() -> None:
-    """Every kind of variant (loop, environment, options, server arguments, where the
-    credential is checked, where protobuf is parsed) completes its calls: a variant whose
-    client failed (a refused credential, a bad option) would end the run with an error."""
-    names = ["base", "server asyncio", "poll poll", "target latency", "compression none",
-             "max rpcs 1000", "protobuf in grpc", "credential in handler", "no credential"]
+    """Variants of three kinds (the event loop, the poller's environment, where the
+    credential is checked) complete their calls: a variant whose client failed (a refused
+    credential, a bad option) would end the run with an error. Each variant is a server and
+    a client process, so the test names a few."""
+    names = ["base", "server asyncio", "poll poll", "credential in handler"]
     run = subprocess.run([sys.executable, "-m", "bench.rpccost", "--variants", *names,
-                          "-n", "32", "--repeat", "2"],
+                          "-n", "32", "--repeat", "1"],
                          capture_output=True, text=True, timeout=180, check=True)
     lines = run.stdout.splitlines()
     assert lines[0].startswith("load average")
