@@ -22,7 +22,7 @@ from services.coordinator.client import CoordinatorClient
 from services.kit import http, openapi
 from services.kit.cors import Cors
 from services.kit.host import hosted
-from services.kit.lifecycle import Lifecycle
+from services.kit.lifecycle import Lifecycle, settle_gc
 from services.kit.networks import TrustedProxies
 from services.kit.pb import center_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
@@ -78,6 +78,7 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         await host.announce({"http": f"{config.advertise}:{http_port}",
                              "grpc": f"{config.advertise}:{grpc_port}"})
         driving = life.spawn(broadcasts.run(), "center-broadcasts")
+        settle_gc()
         await life.stopping.wait()
         await runner.shutdown()
         await server.stop(config.shutdown_grace_s)

@@ -211,7 +211,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     """The request's JSON object body, with every check of `json_body` but the schema's (for
     a caller whose fields are checked by the domain)."""
     ctype = request.headers.get("Content-Type")
-    if ctype is not None and (not _JSON_TYPE.fullmatch(request.content_type)
+    if ctype is not None and ctype != "application/json" and (  # the usual one: no parse
+            not _JSON_TYPE.fullmatch(request.content_type)
                               or (request.charset or "utf-8").lower() not in ("utf-8", "utf8")):
         raise web.HTTPUnsupportedMediaType()
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":

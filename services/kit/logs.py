@@ -25,9 +25,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from contextvars import ContextVar
+from contextlib import suppress
+from contextvars import ContextVar, Token
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,17 +47,24 @@ _context: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("pushwire_log_con
                                                                  default=())
 
 
-@contextmanager
-def context(**fields: str | int | None) -> Iterator[None]:
+class context:
     """Add `fields` to every log line written by this task (and tasks it starts) inside the
-    block."""
-    added = tuple((k, str(v)) for k, v in fields.items() if v is not None)
-    held = _context.get()
-    token = _context.set(tuple({**dict(held), **dict(added)}.items()) if held else added)
-    try:
-        yield
-    finally:
-        _context.reset(token)
+    block. A class rather than a generator context manager: center enters one per request."""
+
+    __slots__ = ("_added", "_token")
+
+    def __init__(self, **fields: str | int | None) -> None:
+        self._added = tuple((k, str(v)) for k, v in fields.items() if v is not None)
+        self._token: Token[tuple[tuple[str, str], ...]] | None = None
+
+    def __enter__(self) -> None:
+        held, added = _context.get(), self._added
+        self._token = _context.set(tuple({**dict(held), **dict(added)}.items()) if held
+                                   else added)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _context.reset(self._token)
 
 
 def safe_url(url: str) -> str:

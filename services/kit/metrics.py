@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
@@ -46,13 +47,26 @@ HTTP_RESPONSES = Counter("pushwire_http_responses_total", "HTTP responses by rou
                          ["method", "route", "status"])
 
 
+# HTTP_RESPONSES' series by (method, route, status), resolved once each: labels() costs a
+# lock and a few allocations per call. Bounded like the series themselves would not be (a
+# client picks the method token), so past RESOLVED_MAX a rare series is resolved per call.
+_resolved: dict[tuple[str, str, int], Any] = {}
+RESOLVED_MAX = 1000
+
+
 @web.middleware
 async def responses_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count each response (outside the error layer: it sees the final status)."""
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    HTTP_RESPONSES.labels(request.method, route, str(response.status)).inc()
+    key = (request.method, route, response.status)
+    series = _resolved.get(key)
+    if series is None:
+        series = HTTP_RESPONSES.labels(request.method, route, str(response.status))
+        if len(_resolved) < RESOLVED_MAX:
+            _resolved[key] = series
+    series.inc()
     return response
 
 

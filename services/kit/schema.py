@@ -279,8 +279,7 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     """A request body -> its JSON object. BadRequest for anything but one UTF-8 JSON object:
     invalid UTF-8, NaN/Infinity, a field given twice, nesting too deep for the parser."""
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant,
-                          object_pairs_hook=_no_duplicates)
+        body = _DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest("body must be UTF-8") from exc
     except RecursionError as exc:
@@ -301,3 +300,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(obj) != len(pairs):
         raise BadRequest("a field is given twice")
     return obj
+
+
+# One decoder for every body: json.loads with hooks builds a new one (and its scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
