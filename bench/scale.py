@@ -12,9 +12,14 @@ n authenticated clients connect (spread over `workers` room processes sharing on
                          / the TCP sockets added (both ends of each connection are on this
                          machine): machine-wide, so noisy on a shared machine;
 - connects_per_s:        connected / seconds from the first connect to the last AUTH_REPLY;
-- rest_cpu_pct:          CPU of every server process (workers, their supervisor, register,
-                         saver, coordinator, center, dispatcher) over `seconds` once all are
-                         connected, in % of one core;
+- tail_cpu_pct:          CPU of every server process (workers, their supervisor, register,
+                         saver, coordinator, center, dispatcher) over `seconds` right after
+                         the last connect, in % of one core: the connect storm's tail (the
+                         last sessions' register and offline-load calls, and the redelivery
+                         sweep's first look at every new session);
+- rest_cpu_pct:          the same once that tail is over (QUIET_S after the last connect:
+                         a room watches a new session for 2 x its redelivery age and asks
+                         about it at the sweep after), i.e. what idle connections cost;
 - push_p50_ms/p99_ms:    `samples` single-uid pushes (center's push API) to random connected
                          users, paced, while the rest idle: from the API call to the client;
 - lost:                  sampled pushes accepted and never delivered.
@@ -35,6 +40,7 @@ import random
 import resource
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +55,14 @@ from bench.scenarios import Options, _check_opened, _paced, wait_deliveries
 from cli.processes import EPHEMERAL_RANGE
 from services.kit.discovery import AppConfig
 from services.room.ceiling import reserve
+from services.room.config import RoomConfig
 
 SAMPLE_RATE = 50                # sampled pushes per second: one at a time, not a load
 SETTLE_S = 2.0                  # after the last connect, before measuring memory
+_ROOM = RoomConfig()
+QUIET_S = 2 * _ROOM.redeliver_min_age_s + _ROOM.redeliver_every_s
+"""After the last connect, until no room still watches a new session (services/room/
+redelivery.py) and the sweep after that has asked about it: then the cluster is at rest."""
 SOURCE_SHARE = 0.8              # of a source address's ephemeral ports used at most
 FD_SHARE = 0.9                  # of a process's open-files limit used for sockets
 WORKER_SHARE = 0.8              # of a worker's connection ceiling used (the kernel's spread
@@ -213,6 +224,7 @@ async def _measure(cluster: BenchCluster, fleet: Fleet, layout: Plan,
                 sources=layout.sources, timeout_s=60 + opts.n / 200)
     opened = await fleet.open(spec)
     _check_opened(opened.ready, opened.failed, opened.errors, opts)
+    connected_at = time.monotonic()
     await asyncio.sleep(SETTLE_S)
     connected = opened.ready
     figures: dict[str, object] = {
@@ -223,12 +235,19 @@ async def _measure(cluster: BenchCluster, fleet: Fleet, layout: Plan,
         "connects_per_s": round(connected / opened.seconds),
         "connected": connected, "failed": opened.failed}
     pids = cluster.pids()
-    cpu = sum(cpu_s(pid) for pid in pids)
-    await asyncio.sleep(opts.seconds)
-    figures["rest_cpu_pct"] = round((sum(cpu_s(pid) for pid in pids) - cpu) * 100
-                                    / opts.seconds, 1)
+    figures["tail_cpu_pct"] = await _cpu_pct(pids, opts.seconds)
+    quiet_s = QUIET_S if opts.quiet_s is None else opts.quiet_s
+    await asyncio.sleep(max(0.0, connected_at + quiet_s - time.monotonic()))
+    figures["rest_cpu_pct"] = await _cpu_pct(pids, opts.seconds)
     figures.update(await _sample(cluster, fleet, opts))
     return figures
+
+
+async def _cpu_pct(pids: list[int], seconds: float) -> float:
+    """CPU of `pids` over the next `seconds`, in % of one core."""
+    cpu = sum(cpu_s(pid) for pid in pids)
+    await asyncio.sleep(seconds)
+    return round((sum(cpu_s(pid) for pid in pids) - cpu) * 100 / seconds, 1)
 
 
 async def _sample(cluster: BenchCluster, fleet: Fleet, opts: Options) -> dict[str, object]:

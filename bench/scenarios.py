@@ -86,6 +86,7 @@ class Options:
     workers: int = 2                 # scale: room worker processes (bench/scale.py)
     heartbeat_s: int = 240           # scale: the clients' heartbeat
     samples: int = 200               # scale: sampled single pushes
+    quiet_s: float | None = None     # scale: last connect to rest CPU (None: scale.QUIET_S)
     env: tuple[tuple[str, str], ...] = ()   # extra settings for every pushwire service
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr,
                                                                    flush=True))

@@ -16,17 +16,22 @@ when the device opens a new one), so a new session of a device in a room means t
 ended the old one. The room's Offline for it travels in another batch than the new Online
 and may arrive after it; the index ends the old session at the Online instead, so the
 listener always hears the device's offline before its online.
+
+Memory (issue #15: at most 1 KiB per session): a session is one slotted record, not the
+protobuf message gRPC parsed it into (that one keeps its whole request batch alive), indexed
+by app, then uid, then session id only when a user has more than one; app and room names are
+interned. The records are turned back into messages when asked for (lookup, the listener).
 """
+
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from services.kit.pb import common_pb2
 
-UserKey = tuple[str, str]
 Listener = Callable[[common_pb2.Session, bool], object]
 """(session with the transition's version, online) for each transition."""
 
@@ -37,13 +42,41 @@ class Counts:
     users: int
 
 
+@dataclass(slots=True, eq=False)
+class Record:
+    """What the index keeps of one session (hashed by identity: the room sets hold them)."""
+
+    app: str
+    uid: str
+    device: str
+    session_id: str
+    room: str
+    version: int
+    since_ms: int
+
+    @classmethod
+    def of(cls, session: common_pb2.Session) -> Record:
+        return cls(sys.intern(session.app), session.uid, session.device, session.session_id,
+                   sys.intern(session.room), session.version, session.since_ms)
+
+    def message(self, version: int | None = None) -> common_pb2.Session:
+        return common_pb2.Session(
+            app=self.app, uid=self.uid, device=self.device, session_id=self.session_id,
+            room=self.room, version=self.version if version is None else version,
+            since_ms=self.since_ms)
+
+
+Held = Record | dict[str, Record]
+"""A user's sessions: the one record, or by session id when there are several."""
+
+
 class SessionIndex:
     """Sessions by user and by room. Methods are O(items), no I/O."""
 
     def __init__(self, listener: Listener | None = None,
                  owns: Callable[[str, str], bool] | None = None) -> None:
-        self._by_user: dict[UserKey, dict[str, common_pb2.Session]] = {}
-        self._by_room: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
+        self._by_user: dict[str, dict[str, Held]] = {}       # app -> uid -> sessions
+        self._by_room: dict[str, set[Record]] = {}
         self._listener = listener
         self._owns = owns
 
@@ -51,44 +84,39 @@ class SessionIndex:
         """A room reports a session: add or refresh it; False when a newer version is already
         known. A new session of a device ends that device's earlier session in the same room
         (told first); sessions with no device name never replace each other."""
-        key = (session.app, session.uid)
-        if session.device and session.session_id not in self._by_user.get(key, {}):
-            self._supersede(key, session)
+        if session.device and self._find(session.app, session.uid, session.session_id) is None:
+            self._supersede(session)
         return self._add(session)
 
-    def _supersede(self, key: UserKey, session: common_pb2.Session) -> None:
-        same = [s for s in self._by_user.get(key, {}).values()
-                if s.room == session.room and s.device == session.device]
+    def _supersede(self, session: common_pb2.Session) -> None:
+        same = [r for r in self._records(session.app, session.uid)
+                if r.room == session.room and r.device == session.device]
         for old in same:
-            self._remove(key, old.session_id, old.room)
-            self._tell(_gone(old), False)
+            self._remove(old)
+            self._tell(old.message(old.version + 1), False)
 
     def _add(self, session: common_pb2.Session) -> bool:
-        key = (session.app, session.uid)
-        current = self._by_user.get(key, {}).get(session.session_id)
+        current = self._find(session.app, session.uid, session.session_id)
         if current is not None and current.version > session.version:
             return False
-        if current is not None and current.room != session.room:
-            self._by_room[current.room].discard((*key, session.session_id))
-        self._by_user.setdefault(key, {})[session.session_id] = session
-        self._by_room[session.room].add((*key, session.session_id))
+        if current is not None:
+            self._remove(current)
+        self._put(Record.of(session))
         if current is None:
             self._tell(session, True)
         return True
 
     def offline(self, session: common_pb2.Session) -> bool:
         """Remove a session unless a newer version replaced it; True when removed."""
-        key = (session.app, session.uid)
-        sessions = self._by_user.get(key)
-        current = sessions.get(session.session_id) if sessions else None
+        current = self._find(session.app, session.uid, session.session_id)
         if current is None or current.version > session.version:
             return False
-        self._remove(key, session.session_id, current.room)
-        self._tell(_gone(current, session.version), False)
+        self._remove(current)
+        self._tell(current.message(max(session.version, current.version + 1)), False)
         return True
 
     def lookup(self, app: str, uid: str) -> list[common_pb2.Session]:
-        return list(self._by_user.get((app, uid), {}).values())
+        return [r.message() for r in self._records(app, uid)]
 
     def flush(self, room: str, sessions: list[common_pb2.Session], as_of_ms: int) -> None:
         """Replace what we know of `room` with its snapshot `sessions` taken at `as_of_ms`.
@@ -98,50 +126,72 @@ class SessionIndex:
         they are (no transition).
         """
         held = {(s.app, s.uid, s.session_id) for s in sessions}
-        for app, uid, sid in list(self._by_room.get(room, ())):
-            session = self._by_user.get((app, uid), {}).get(sid)
-            if (app, uid, sid) in held or session is None or session.since_ms > as_of_ms:
+        for record in list(self._by_room.get(room, ())):
+            if (record.app, record.uid, record.session_id) in held \
+                    or record.since_ms > as_of_ms:
                 continue
-            self._remove((app, uid), sid, room)
-            if self._owns is None or self._owns(app, uid):
-                self._tell(_gone(session), False)
+            self._remove(record)
+            if self._owns is None or self._owns(record.app, record.uid):
+                self._tell(record.message(record.version + 1), False)
         for session in sessions:
             self._add(session)      # a snapshot: it may predate the room's newest sessions
 
     def drop_room(self, room: str) -> list[common_pb2.Session]:
         """Forget every session of `room` (it died or re-flushes); return them."""
         dropped = []
-        for app, uid, sid in self._by_room.pop(room, set()):
-            session = self._by_user.get((app, uid), {}).get(sid)
-            if session is not None:
-                dropped.append(session)
-                self._remove((app, uid), sid, None)
-                self._tell(_gone(session), False)
+        for record in list(self._by_room.get(room, ())):
+            self._remove(record)
+            dropped.append(record.message())
+            self._tell(record.message(record.version + 1), False)
+        self._by_room.pop(room, None)
         return dropped
 
     def rooms(self) -> set[str]:
-        return {room for room, keys in self._by_room.items() if keys}
+        return {room for room, records in self._by_room.items() if records}
 
     def count(self, app: str = "") -> Counts:
-        users = [k for k in self._by_user if not app or k[0] == app]
-        return Counts(sum(len(self._by_user[k]) for k in users), len(users))
+        users = [self._by_user.get(app, {})] if app else list(self._by_user.values())
+        return Counts(sum(1 if isinstance(held, Record) else len(held)
+                          for uids in users for held in uids.values()),
+                      sum(len(uids) for uids in users))
 
     def _tell(self, session: common_pb2.Session, online: bool) -> None:
         if self._listener is not None:
             self._listener(session, online)
 
-    def _remove(self, key: UserKey, sid: str, room: str | None) -> None:
-        sessions = self._by_user[key]
-        session = sessions.pop(sid)
-        if not sessions:
-            del self._by_user[key]
-        if room is not None or session.room in self._by_room:
-            self._by_room[session.room].discard((*key, sid))
+    def _records(self, app: str, uid: str) -> Iterator[Record]:
+        held = self._by_user.get(app, {}).get(uid)
+        if isinstance(held, Record):
+            yield held
+        elif held is not None:
+            yield from list(held.values())
 
+    def _find(self, app: str, uid: str, sid: str) -> Record | None:
+        held = self._by_user.get(app, {}).get(uid)
+        if isinstance(held, Record):
+            return held if held.session_id == sid else None
+        return None if held is None else held.get(sid)
 
-def _gone(session: common_pb2.Session, version: int = 0) -> common_pb2.Session:
-    """The offline record of `session`: a version above every one it had (monotonic)."""
-    gone = common_pb2.Session()
-    gone.CopyFrom(session)
-    gone.version = max(version, session.version + 1)
-    return gone
+    def _put(self, record: Record) -> None:
+        uids = self._by_user.setdefault(record.app, {})
+        held = uids.get(record.uid)
+        if held is None:
+            uids[record.uid] = record
+        elif isinstance(held, Record):
+            uids[record.uid] = {held.session_id: held, record.session_id: record}
+        else:
+            held[record.session_id] = record
+        self._by_room.setdefault(record.room, set()).add(record)
+
+    def _remove(self, record: Record) -> None:
+        uids = self._by_user[record.app]
+        held = uids[record.uid]
+        if isinstance(held, Record):
+            del uids[record.uid]
+        else:
+            del held[record.session_id]
+            if len(held) == 1:
+                uids[record.uid] = next(iter(held.values()))
+        if not uids:
+            del self._by_user[record.app]
+        self._by_room[record.room].discard(record)

@@ -219,7 +219,10 @@ class Rebalance:
         """Move the sessions whose sticky room is another room now; how many moved."""
         pool = self._pool()
         me = next((r for r in pool if r.id == self.mover.me), None)
-        if me is None:
+        if me is None or all(address(r) == address(me) for r in pool):
+            # Only this room's workers (one port): no session can be sent anywhere, and
+            # ranking each over the pool at the paced rate cost every worker CPU for
+            # members / rate_per_s seconds after each worker (re)joined.
             return 0
 
         def pick(conn: Connection) -> list[str] | None:

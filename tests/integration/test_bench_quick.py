@@ -79,7 +79,7 @@ async def test_storm_opens_every_session(tmp_path: Path) -> None:
 async def test_scale_holds_idle_connections_over_workers(tmp_path: Path) -> None:
     """bench/scale.py at a tiny size: 200 heartbeating clients over 2 room workers."""
     opts = scenarios.Options.quick(workdir=tmp_path, n=200, workers=2, heartbeat_s=30,
-                                   samples=20, seconds=1.0)
+                                   samples=20, seconds=1.0, quiet_s=0.0)
     [result] = await scenarios.run("scale", opts)
     line = result.as_dict()
     assert (line["scenario"], line["server"], line["n"]) == ("scale", "pushwire", 200)
@@ -88,6 +88,7 @@ async def test_scale_holds_idle_connections_over_workers(tmp_path: Path) -> None
         assert isinstance(line[name], int | float), (name, line)
     assert line["room_kib_per_conn"] > 0, line
     assert line["connects_per_s"] > 0 and line["rest_cpu_pct"] > 0, line
+    assert line["tail_cpu_pct"] > 0, line
     assert line["pushes"] == 20 and line["lost"] == 0, line
     assert 0 < line["push_p50_ms"] <= line["push_p99_ms"], line
 

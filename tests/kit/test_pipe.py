@@ -6,6 +6,7 @@ Real asyncio with short timings; `send` is a recorder that keeps every batch it 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -382,6 +383,32 @@ async def test_pushwire_error_from_send_reaches_the_caller_as_is(make_pipe: Make
     with pytest.raises(NotFound):
         await asyncio.wait_for(pipe.call_many([1, 13, 2]), WAIT)
     assert await asyncio.wait_for(pipe.call(5), WAIT) == 50
+
+
+async def test_call_many_that_fails_or_is_cancelled_leaves_no_error_unheard(
+        make_pipe: MakePipe) -> None:
+    """The first failure is raised; a later item's failure is not reported as a "Future
+    exception was never retrieved"; a cancelled caller leaves the pipe serving."""
+    loop = asyncio.get_running_loop()
+    unheard: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unheard.append(context))
+    send = Recorder()
+    send.fail_with = lambda items: NotFound("no such user") if 13 in items else None
+    pipe = make_pipe(send, batch_max=1, linger_s=0, workers=1)
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(pipe.call_many([13, 14, 13]), WAIT)
+    send.gate.clear()
+    task = asyncio.create_task(pipe.call_many([1, 2, 3]))
+    await until(lambda: 1 in send.items)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    send.gate.set()
+    assert await asyncio.wait_for(pipe.call(5), WAIT) == 50    # after every item above
+    del task
+    gc.collect()
+    assert unheard == []
+    loop.set_exception_handler(None)
 
 
 async def test_failed_post_is_not_raised_and_worker_goes_on(make_pipe: MakePipe) -> None:

@@ -152,7 +152,7 @@ class Pipe(Generic[I, R]):
             fut: asyncio.Future[R] = loop.create_future()
             await self._enqueue((item, fut))
             futures.append(fut)
-        return list(await asyncio.gather(*futures))
+        return await gather_results(futures)
 
     async def post(self, item: I) -> None:
         """Send `item` without waiting for its result; failures are logged and counted."""
@@ -339,7 +339,7 @@ class PipeSet(Generic[I, R]):
             fut: asyncio.Future[R] = loop.create_future()
             await self.pipe(target)._enqueue((item, fut))
             futures.append(fut)
-        return list(await asyncio.gather(*futures))
+        return await gather_results(futures)
 
     async def retain(self, targets: set[str]) -> None:
         """Close the pipes of targets not in `targets` (after a discovery change)."""
@@ -349,3 +349,28 @@ class PipeSet(Generic[I, R]):
 
     async def close(self) -> None:
         await self.retain(set())
+
+
+async def gather_results(futures: list[asyncio.Future[R]]) -> list[R]:
+    """The futures' results in order; the first error in that order is raised, and the
+    other futures' errors are marked retrieved (no "never retrieved" warnings); when the
+    caller is cancelled, those not done yet are cancelled too.
+
+    What asyncio.gather does for these, without its callback and bookkeeping per future
+    (~1.5 µs an item: the redelivery sweep asks about every session in chunks of 1,000).
+    """
+    try:
+        return [await fut for fut in futures]
+    except asyncio.CancelledError:
+        for fut in futures:
+            fut.cancel()
+        raise
+    except BaseException:
+        for fut in futures:
+            fut.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
