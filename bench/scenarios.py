@@ -634,7 +634,8 @@ async def fanout(server: str, opts: Options) -> Result:
                     "seconds_to_all": round(seconds, 3), "subscribers": opened.ready,
                     "cpu_us_per_delivery": round(cpu * 1e6 / max(stats.deliveries, 1), 2)})
                 opts.log(f"  {server} fanout run {run + 1}: {result.runs[-1]}")
-                await asyncio.sleep(0.5)
+                if run + 1 < opts.runs:
+                    await asyncio.sleep(0.5)        # a pause between runs, none after the last
     finally:
         await target.stop()
     return result
@@ -658,7 +659,8 @@ async def paced(server: str, opts: Options) -> Result:
                 async with profiled(opts, target, f"paced-{run}"):
                     result.runs.append(await _paced_run(target, fleet, opened.ready, opts))
                 opts.log(f"  {server} paced run {run + 1}: {result.runs[-1]}")
-                await asyncio.sleep(0.5)
+                if run + 1 < opts.runs:
+                    await asyncio.sleep(0.5)
     finally:
         await target.stop()
     return result
@@ -708,7 +710,7 @@ async def unicast(server: str, opts: Options) -> list[Result]:
             _check_opened(opened.ready, opened.failed, opened.errors, opts)
             await fleet.record(True)
             for run in range(opts.runs):
-                for (phase, rate), result in zip(phases, results, strict=True):
+                for k, ((phase, rate), result) in enumerate(zip(phases, results, strict=True)):
                     await fleet.reset()
                     async with profiled(opts, target, f"unicast-{rate or 'full'}-{run}",
                                         every=True):
@@ -717,7 +719,8 @@ async def unicast(server: str, opts: Options) -> list[Result]:
                         result.info["uids_per_call"] = opts.uids_per_call
                     result.runs.append({"phase": phase, **figures})
                     opts.log(f"  {server} unicast {phase} run {run + 1}: {result.runs[-1]}")
-                    await asyncio.sleep(0.5)
+                    if run + 1 < opts.runs or k + 1 < len(phases):
+                        await asyncio.sleep(0.5)
     finally:
         await target.stop()
     return results
@@ -785,7 +788,8 @@ async def storm(server: str, opts: Options) -> Result:
                         sum(cpus[pid] for pid in fleet.pids) * 1e6 / max(opened.ready, 1), 1)})
                     result.runs[-1]["breakdown"] = rows
             opts.log(f"  {server} storm run {run + 1}: {result.runs[-1]}")
-            await asyncio.sleep(2.0)
+            if run + 1 < opts.runs:
+                await asyncio.sleep(2.0)
     finally:
         await target.stop()
     return result

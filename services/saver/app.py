@@ -41,7 +41,6 @@ STATS = Gauge("pushwire_saver_inbox", "saver inbox counters (services/saver/inbo
 PENDING = Gauge("pushwire_pending_messages", "messages stored and not yet ACKed, dead-lettered,"
                 " evicted or expired, per app, over every saver (each saver serves the same"
                 " figure: aggregate with max, not sum)", ["app"])
-PENDING_EVERY_S = 10.0
 
 
 def hot_store(config: SaverConfig) -> HotStore:
@@ -87,8 +86,8 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
         loops = life.spawn(inboxes.run(), "saver-inboxes")
         log_loops = life.spawn(broadcasts.run(), "saver-broadcasts")
         life.spawn(_export(inboxes.stats), "saver-metrics")
-        life.spawn(_export_pending(inboxes, lambda: sorted(host.discovery.apps())),
-                   "saver-pending-metrics")
+        life.spawn(_export_pending(inboxes, lambda: sorted(host.discovery.apps()),
+                                   config.pending_every_s), "saver-pending-metrics")
         server, port = await start_server(
             config,
             [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))],
@@ -113,8 +112,10 @@ async def _answers(hot: HotStore) -> str | None:
     return None
 
 
-async def _export_pending(inboxes: Inboxes, apps: Callable[[], list[str]]) -> None:
-    """Serve each configured app's pending figure (a few rows' read per app, every 10 s)."""
+async def _export_pending(inboxes: Inboxes, apps: Callable[[], list[str]],
+                          every_s: float) -> None:
+    """Serve each configured app's pending figure (a few rows' read per app, every
+    `every_s`: saver's pending_every_s)."""
     shown: set[str] = set()
     while True:
         names = apps()
@@ -128,7 +129,7 @@ async def _export_pending(inboxes: Inboxes, apps: Callable[[], list[str]]) -> No
             for app, n in zip(names, counts, strict=True):
                 PENDING.labels(app).set(n)
             shown = set(names)
-        await asyncio.sleep(PENDING_EVERY_S)
+        await asyncio.sleep(every_s)
 
 
 async def _export(stats: InboxStats) -> None:

@@ -19,6 +19,7 @@ class SaverConfig(ServiceConfig):
     write_behind_ms: float = 20.0      # wait this long for a durable batch to fill
     write_behind_queue: int = 100_000  # rows waiting for the durable store (bound)
     loss_check_s: float = 1.0          # how often to check whether Redis lost our data
+    pending_every_s: float = 10.0      # how often to read the apps' pending figures (gauge)
 
     def validate(self) -> None:
         super().validate()
@@ -28,3 +29,5 @@ class SaverConfig(ServiceConfig):
         redis.check_prefix(self.key_prefix, "PUSHWIRE_SAVER_KEY_PREFIX")
         if not self.durable.startswith(("sqlite:", "mysql://")):
             raise ConfigError("PUSHWIRE_SAVER_DURABLE must be sqlite:PATH or a mysql:// URL")
+        if self.pending_every_s <= 0:
+            raise ConfigError("PUSHWIRE_SAVER_PENDING_EVERY_S must be positive")

@@ -14,16 +14,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from pushwire_sdk.client import ClientClosed, PushClient
 from tests.integration.cluster import Cluster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 KICKED = 4102
 
 
 Connect = Callable[..., Awaitable[PushClient]]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """One cluster (two rooms) for the module: each test kicks users of its own."""
+    async with Cluster(tmp_path_factory.mktemp("kick"), real=True, rooms=2) as c:
+        yield c
 
 
 @contextlib.asynccontextmanager
@@ -74,8 +82,8 @@ async def kick(cluster: Cluster, uid: str, **body: str) -> int:
     return int(reply["kicked"])
 
 
-async def test_kick_one_device_all_but_one_and_all(tmp_path: Path) -> None:
-    async with Cluster(tmp_path, real=True, rooms=2) as cluster, clients(cluster) as connect:
+async def test_kick_one_device_all_but_one_and_all(cluster: Cluster, tmp_path: Path) -> None:
+    async with clients(cluster) as connect:
         one = {d: await connect("one", d) for d in ("d1", "d2", "d3")}
         spare = {d: await connect("spare", d) for d in ("d1", "d2", "d3")}
         every = {d: await connect("every", d) for d in ("d1", "d2")}
@@ -110,8 +118,8 @@ async def test_kick_one_device_all_but_one_and_all(tmp_path: Path) -> None:
         assert status == 400 and "devise" in body["error"]["message"]
 
 
-async def test_a_kicked_token_is_refused_until_a_new_one_is_issued(tmp_path: Path) -> None:
-    async with Cluster(tmp_path, real=True) as cluster, clients(cluster) as connect:
+async def test_a_kicked_token_is_refused_until_a_new_one_is_issued(cluster: Cluster) -> None:
+    async with clients(cluster) as connect:
         old_d1, old_d2 = cluster.token("u1", "d1"), cluster.token("u1", "d2")
         phone = await connect("u1", "d1", old_d1)
         await asyncio.sleep(1.0)            # the kick falls in a later second than the tokens

@@ -25,6 +25,8 @@ from tests.integration.crowd import eventually
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 SHORT_TTL_S = 5
+# saver reads the figures for its gauge every pending_every_s (10 s by default).
+ENV = {"PUSHWIRE_SAVER_PENDING_EVERY_S": "0.5"}
 
 
 async def stats(cluster: Cluster, *, unavailable_ok: bool = False) -> dict[str, Any] | None:
@@ -74,7 +76,7 @@ async def falls_to(cluster: Cluster, expected: int) -> None:
 
 @pytest.fixture(params=[False, True], ids=["embedded", "real"])
 async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with Cluster(tmp_path, real=request.param) as c:
+    async with Cluster(tmp_path, real=request.param, env=ENV) as c:
         yield c
 
 
@@ -102,7 +104,7 @@ async def test_pending_figure_follows_pushes_acks_expiry_and_saver_restarts(
     await receive_and_ack(cluster, "away-2", 2)
     await falls_to(cluster, 1)                      # away-1's unACKed one is pending still
 
-    async def gauge_caught_up() -> bool:            # saver reads the figures every 10 s
+    async def gauge_caught_up() -> bool:            # saver reads them every 0.5 s (ENV)
         return await cluster.metric("saver", "pushwire_pending_messages", app="demo") == 1
     await eventually(gauge_caught_up, timeout=30, every=0.5)
 

@@ -15,12 +15,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from cli.main import main
 from tests.integration.cluster import Cluster
 from tests.integration.crowd import close_all, crowd, eventually
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """One embedded cluster for the module: every profile a test asks for has ended when
+    the test does."""
+    async with Cluster(tmp_path_factory.mktemp("profile"), real=False) as c:
+        yield c
 
 # A frame of the room's own code at work: any module of services/room/ but its entry point,
 # which is on the main thread's stack even while the room waits.
@@ -67,9 +76,8 @@ def working_frames(collapsed: str) -> int:
                if line.replace(ENTRY, "").count(ROOM_CODE))
 
 
-async def test_a_busy_room_profiled_through_the_admin_api(tmp_path: Path) -> None:
-    async with Cluster(tmp_path, real=False) as cluster, \
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
+async def test_a_busy_room_profiled_through_the_admin_api(cluster: Cluster) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
         uids = [f"u{i}" for i in range(200)]
         listeners = await crowd(cluster, len(uids))
         try:
@@ -101,8 +109,8 @@ async def test_a_busy_room_profiled_through_the_admin_api(tmp_path: Path) -> Non
         assert {p["type"] for p in doc["profiles"]} == {"sampled"}
 
 
-async def test_refusals_and_the_cli(tmp_path: Path) -> None:
-    async with Cluster(tmp_path, real=False) as cluster, aiohttp.ClientSession() as http:
+async def test_refusals_and_the_cli(cluster: Cluster, tmp_path: Path) -> None:
+    async with aiohttp.ClientSession() as http:
         for instance, key, body, status in (
                 ("room-0", "", {}, 401),
                 ("room-0", cluster.app.api_keys[0], {}, 401),

@@ -11,9 +11,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from cli.processes import free_port, room_stop_budget_s
 from services.kit.discovery import Discovery, Instance
@@ -23,21 +25,26 @@ from tests.integration.cluster import Cluster, room_info
 from tests.integration.crowd import eventually
 from tests.integration.rawclient import Raw, auth_of, dial
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    """One embedded cluster for the module: each test starts its own `pushwire room
+    --workers` beside it under an instance name of its own (wk1, wk2, ...), so that what a
+    test leaves in discovery (a SIGKILLed worker) cannot count as another test's worker."""
+    async with Cluster(tmp_path_factory.mktemp("workers"), real=False) as c:
+        yield c
 
 
 async def connections(room: Instance, secret: str) -> int:
     return int((await room_info(room.addresses["grpc"], secret)).connections)
 
 
-async def test_workers_share_the_port_and_are_supervised(tmp_path: Path) -> None:
-    async with Cluster(tmp_path, real=False) as cluster:
-        await _workers(cluster, tmp_path)
-
-
-async def _workers(cluster: Cluster, tmp_path: Path) -> None:
+async def test_workers_share_the_port_and_are_supervised(cluster: Cluster,
+                                                         tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, **cluster.procs["room-0"].env, "PUSHWIRE_ROOM_INSTANCE": "wk",
+    env = {**os.environ, **cluster.procs["room-0"].env, "PUSHWIRE_ROOM_INSTANCE": "wk1",
            "PUSHWIRE_ROOM_WS_PORT": str(port), "PUSHWIRE_ROOM_GRPC_PORT": "0",
            "PUSHWIRE_ROOM_METRICS_PORT": "0"}
     with (tmp_path / "workers.log").open("wb") as log:
@@ -50,10 +57,10 @@ async def _workers(cluster: Cluster, tmp_path: Path) -> None:
     try:
         async def both() -> list[Instance]:
             rooms = [r for r in discovery.instances("room")
-                     if r.id.startswith("wk-") and "grpc" in r.addresses]
+                     if r.id.startswith("wk1-") and "grpc" in r.addresses]
             return rooms if len(rooms) == 2 else []
         rooms = await eventually(both, timeout=30)
-        assert sorted(r.id for r in rooms) == ["wk-w0", "wk-w1"]
+        assert sorted(r.id for r in rooms) == ["wk1-w0", "wk1-w1"]
         assert {r.addresses["ws"] for r in rooms} == {f"127.0.0.1:{port}"}
         assert len({r.pid for r in rooms}) == 2
 
@@ -86,12 +93,13 @@ async def _workers(cluster: Cluster, tmp_path: Path) -> None:
 PARKED = 3000
 
 
-async def _start_workers(cluster: Cluster, tmp_path: Path, n: int, **extra: str) \
+async def _start_workers(cluster: Cluster, tmp_path: Path, instance: str, n: int,
+                         **extra: str) \
         -> tuple[asyncio.subprocess.Process, int, dict[str, str], list[Instance]]:
-    """`pushwire room --workers n` of instance "wk" beside the cluster's room; once all are
+    """`pushwire room --workers n` of `instance` beside the cluster's room; once all are
     in discovery: (process, port, env, workers)."""
     port = free_port()
-    env = {**os.environ, **cluster.procs["room-0"].env, "PUSHWIRE_ROOM_INSTANCE": "wk",
+    env = {**os.environ, **cluster.procs["room-0"].env, "PUSHWIRE_ROOM_INSTANCE": instance,
            "PUSHWIRE_ROOM_WS_PORT": str(port), "PUSHWIRE_ROOM_GRPC_PORT": "0",
            "PUSHWIRE_ROOM_METRICS_PORT": "0", **extra}
     with (tmp_path / "workers.log").open("wb") as log:
@@ -103,7 +111,7 @@ async def _start_workers(cluster: Cluster, tmp_path: Path, n: int, **extra: str)
 
     async def up() -> list[Instance]:
         rooms = [r for r in discovery.instances("room")
-                 if r.id.startswith("wk-") and "grpc" in r.addresses]
+                 if r.id.startswith(f"{instance}-") and "grpc" in r.addresses]
         return rooms if len(rooms) == n else []
     return proc, port, env, await eventually(up, timeout=60)
 
@@ -127,55 +135,54 @@ async def registered(cluster: Cluster) -> int:
     return int(reply.sessions)
 
 
-async def test_workers_with_parked_sessions_stop_within_the_budget(tmp_path: Path) -> None:
+async def test_workers_with_parked_sessions_stop_within_the_budget(cluster: Cluster,
+                                                                   tmp_path: Path) -> None:
     """Four workers, thousands of dropped (parked, still registered) sessions: SIGTERM stops
     every worker without one being killed (exit 0) within the room's stop budget, and register
-    holds none of the sessions afterwards."""
-    async with Cluster(tmp_path, real=False) as cluster:
-        proc, port, env, rooms = await _start_workers(
-            cluster, tmp_path, 4, PUSHWIRE_ROOM_RESUME_LINGER_S="600")
-        try:
-            clients: list[Raw] = []
-            for start in range(0, PARKED, 500):
-                batch = await asyncio.gather(*(
-                    dial("127.0.0.1", port, auth_of(cluster.app.id, cluster.app.secrets[0],
-                                                    f"p{i}", device="d"))
-                    for i in range(start, start + 500)))
-                await asyncio.wait_for(asyncio.gather(*(c.replied for c in batch)), 60)
-                clients += batch
-            assert await registered(cluster) == PARKED
-            for c in clients:
-                c.abort()                       # a flash disconnect: parked, still registered
+    holds none of the sessions afterwards (the module's other tests open no session)."""
+    proc, port, env, rooms = await _start_workers(
+        cluster, tmp_path, "wk2", 4, PUSHWIRE_ROOM_RESUME_LINGER_S="600")
+    try:
+        clients: list[Raw] = []
+        for start in range(0, PARKED, 500):
+            batch = await asyncio.gather(*(
+                dial("127.0.0.1", port, auth_of(cluster.app.id, cluster.app.secrets[0],
+                                                f"p{i}", device="d"))
+                for i in range(start, start + 500)))
+            await asyncio.wait_for(asyncio.gather(*(c.replied for c in batch)), 60)
+            clients += batch
+        assert await registered(cluster) == PARKED
+        for c in clients:
+            c.abort()                       # a flash disconnect: parked, still registered
 
-            async def parked() -> list[int]:
-                counts = [int((await room_info(r.addresses["grpc"], cluster.secret)).parked)
-                          for r in rooms]
-                return counts if sum(counts) == PARKED else []
-            counts = await eventually(parked, timeout=60)
-            assert sum(1 for n in counts if n) > 1, counts
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), room_stop_budget_s(env))
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        assert code == 0, (tmp_path / "workers.log").read_text()[-3000:]
-        assert not [r for r in rooms if running(r.pid)]
-        assert await eventually(lambda: _none_registered(cluster), timeout=30)
+        async def parked() -> list[int]:
+            counts = [int((await room_info(r.addresses["grpc"], cluster.secret)).parked)
+                      for r in rooms]
+            return counts if sum(counts) == PARKED else []
+        counts = await eventually(parked, timeout=60)
+        assert sum(1 for n in counts if n) > 1, counts
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), room_stop_budget_s(env))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 0, (tmp_path / "workers.log").read_text()[-3000:]
+    assert not [r for r in rooms if running(r.pid)]
+    assert await eventually(lambda: _none_registered(cluster), timeout=30)
 
 
 async def _none_registered(cluster: Cluster) -> bool:
     return await registered(cluster) == 0
 
 
-async def test_workers_die_with_their_supervisor(tmp_path: Path) -> None:
+async def test_workers_die_with_their_supervisor(cluster: Cluster, tmp_path: Path) -> None:
     """A supervisor killed outright (SIGKILL: `pushwire dev` or a bench giving up on it)
     leaves no worker behind: they used to run on, orphaned, holding the port."""
-    async with Cluster(tmp_path, real=False) as cluster:
-        proc, _port, _env, rooms = await _start_workers(cluster, tmp_path, 2)
-        proc.kill()
-        await proc.wait()
+    proc, _port, _env, rooms = await _start_workers(cluster, tmp_path, "wk3", 2)
+    proc.kill()
+    await proc.wait()
 
-        async def gone() -> bool:
-            return not [r for r in rooms if running(r.pid)]
-        assert await eventually(gone, timeout=15)
+    async def gone() -> bool:
+        return not [r for r in rooms if running(r.pid)]
+    assert await eventually(gone, timeout=15)
