@@ -11,7 +11,7 @@ and counted in `pushwire_room_refused_total{reason}`:
                              keeps sending while refused
 
 The AUTH deadline, the biggest client message and the outbound queue bound are enforced by
-the connection layer (services/room/connection.py: 4105, 4104, 4001); their closes are
+the connection layer (services/room/connection.py: 4005, 4104, 4001); their closes are
 counted there in `pushwire_room_closed_total{code}`.
 
 The policy counts the connections it admitted (an entry per connection; per address only with

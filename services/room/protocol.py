@@ -10,7 +10,7 @@ asyncio shell (services/room/connection.py) feeds it and writes what it returns.
 
 `deadline()`, `expired(now)` and `timeout_code()` tell the timer wheel
 (services/room/timers.py) when and why the session must end: the auth deadline before OPEN
-(4105), the heartbeat deadline while OPEN (4002), the close timeout once CLOSED (abort).
+(4005), the heartbeat deadline while OPEN (4002), the close timeout once CLOSED (abort).
 
 `Bounds` caps what one connection can make the room do (docs/protocol.md §9): every message
 is checked whole (size of its BATCH, version, packet budget) before any of its packets is
@@ -55,12 +55,12 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 4002
     MOVED = 4003                # RECONNECT was sent first
     OVERLOADED = 4004           # global connection limit, accept rate, dependency down
+    AUTH_TIMEOUT = 4005         # no AUTH_REPLY within the auth deadline (was 4105)
     AUTH_FAILED = 4100
     TOKEN_EXPIRED = 4101
     KICKED = 4102
     PROTOCOL_VIOLATION = 4103
     LIMIT = 4104                # per-IP limit, rate, message too big
-    AUTH_TIMEOUT = 4105
     SUPERSEDED = 4106           # the same device connected again elsewhere
     ACCESS_DENIED = 4107        # unknown app, IP deny list
     UNSUPPORTED_VERSION = 4108  # a packet header's ver is not wire.VERSION

@@ -165,15 +165,15 @@ async def test_the_accept_rate_closes_4004_beyond_its_burst(cluster: Cluster) ->
             c.abort()
 
 
-async def test_auth_deadline_and_frame_size_close_4105_and_4104(cluster: Cluster) -> None:
+async def test_auth_deadline_and_frame_size_close_4005_and_4104(cluster: Cluster) -> None:
     await emptied(cluster)
     mute = await client(cluster, "room-0", "mute", auth=False)
-    assert await mute.wait_closed() == 4105
+    assert await mute.wait_closed() == 4005
     big = await client(cluster, "room-0", "big")
     await asyncio.wait_for(asyncio.shield(big.replied), 10)
     big.send(wire.encode(Op.HEARTBEAT, 2, b"x" * 5000))   # over max_frame 4096
     assert await big.wait_closed() == 4104
-    assert await metric(cluster, "room-0", "pushwire_room_closed_total", code="4105") >= 1
+    assert await metric(cluster, "room-0", "pushwire_room_closed_total", code="4005") >= 1
     assert await metric(cluster, "room-0", "pushwire_room_closed_total", code="4104") >= 1
 
 

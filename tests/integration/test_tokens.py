@@ -278,11 +278,11 @@ async def test_a_hung_jwks_delays_only_its_own_clients(cluster: Cluster,
     assert not jwks.hung["slow"].is_set() and jwks.reads["slow"] == 1
     jwks.hung["slow"].set()
     # Answered: that client is served, or, when the JWKS took longer than its AUTH deadline
-    # (auth_timeout_s, 10 s), refused with 4105; the next one is served from the cache.
+    # (auth_timeout_s, 10 s), refused with 4005; the next one is served from the cache.
     done, _ = await asyncio.wait([waiting.replied, waiting.closed], timeout=30,
                                  return_when=asyncio.FIRST_COMPLETED)
     assert (waiting.replied in done and not waiting.replied.exception()) or \
-        waiting.closed.result() == 4105
+        waiting.closed.result() == 4005
     again = await connect(cluster, "rs-slow", jwt.encode(
         claims("rs-slow", app="slow"), signer, algorithm="RS256", headers={"kid": "s1"}),
         app="slow")

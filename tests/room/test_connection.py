@@ -252,7 +252,7 @@ async def test_denied_peer_is_closed_before_auth(room: Room) -> None:
     assert await close_code(ws) == CloseCode.ACCESS_DENIED
 
 
-async def test_no_auth_within_deadline_closes_4105(room: Room) -> None:
+async def test_no_auth_within_deadline_closes_4005(room: Room) -> None:
     ws = await dial(room)
     started = time.monotonic()
     assert error_of(await receive(ws)).code == ProtocolError.code
@@ -269,7 +269,7 @@ async def test_heartbeats_before_auth_do_not_extend_the_auth_deadline(room: Room
     assert await close_code(ws) == CloseCode.AUTH_TIMEOUT
 
 
-async def test_slow_auth_past_the_deadline_closes_4105_and_reports_the_session() -> None:
+async def test_slow_auth_past_the_deadline_closes_4005_and_reports_the_session() -> None:
     started, sweeper = await start_room(FakeBackend(auth_delay=1.0))
     try:
         ws = await dial(started)
@@ -764,7 +764,7 @@ async def test_200_connections_closed_by_the_server_leave_no_task() -> None:
 # --- the same flows on uvloop, the loop the room runs on (its transports differ) ----------
 
 ON_UVLOOP = [test_auth_replies_with_session_and_negotiated_heartbeat,
-             test_no_auth_within_deadline_closes_4105, test_silent_connection_is_closed_4002,
+             test_no_auth_within_deadline_closes_4005, test_silent_connection_is_closed_4002,
              test_oversized_message_is_explained_then_closed_4104, test_push_reaches_the_client,
              test_ack_reaches_the_backend, test_up_is_answered_with_up_reply,
              test_same_device_again_supersedes_the_old_connection,

@@ -73,7 +73,7 @@ def only(packet: bytes) -> wire.Packet:
 def test_only_the_4000_range_tells_clients_to_reconnect() -> None:
     assert {c for c in CloseCode if c.reconnect} == {
         CloseCode.GOING_AWAY, CloseCode.SLOW_CONSUMER, CloseCode.HEARTBEAT_TIMEOUT,
-        CloseCode.MOVED, CloseCode.OVERLOADED}
+        CloseCode.MOVED, CloseCode.OVERLOADED, CloseCode.AUTH_TIMEOUT}
     assert all(4100 <= c < 4200 for c in CloseCode if not c.reconnect)
 
 

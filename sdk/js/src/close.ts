@@ -1,12 +1,13 @@
 /**
  * What a client does when a connection ends (docs/protocol.md §7; conformance/close_codes.json):
  *
- * - "reconnect": 4000-4099 (going away, slow consumer, heartbeat timeout, moved, overloaded)
+ * - "reconnect": 4000-4099 (going away, slow consumer, heartbeat timeout, moved, overloaded,
+ *   auth timeout)
  *   and anything outside 4100-4199 (1000, 1001, 1006 a dropped link, …): through the
  *   dispatcher, after the backoff (4003: after RECONNECT's `after_ms`, to its endpoints);
  * - "renew_token": 4101 token expired, when the token comes from a callback: get a new one,
  *   then reconnect (expired again right away: stop);
- * - "stop": the rest of 4100-4199 (bad token, kicked, protocol violation, limit, auth timeout,
+ * - "stop": the rest of 4100-4199 (bad token, kicked, protocol violation, limit,
  *   superseded, access denied, version), and any close after a KICK: reconnecting would fail
  *   again. The code is reported to the application.
  */
