@@ -23,17 +23,27 @@ and the client dedupes by id (docs/protocol.md §6). The redelivery sweep and a 
 again on purpose.
 Offline replay is bounded per connect: one round of `replay_batch` messages, the next when
 the client has ACKed it (DESIGN.md §2 "Connect", issue #3).
+A round whose load fails because saver is unavailable (restarting, not yet discovered) is
+loaded again soon, with a jittered backoff (`Backoff`: 0.2 s doubling to 5 s, for at most a
+minute), one retry per connection and at most `retry_max` connections at a time; past those
+bounds the redelivery sweep finds the messages, as it finds those of any failed load.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from pushwire_protocol.errors import NotFound, PushwireError
+from prometheus_client import Counter
+
+from pushwire_protocol.errors import NotFound, PushwireError, Unavailable
 from services.kit.discovery import AppConfig, Discovery
 from services.kit.metrics import PUSH_STAGE
 from services.kit.pb import common_pb2, saver_pb2
@@ -66,6 +76,41 @@ DEFAULTS = AppConfig(id="-")     # for an app gone from discovery: the default i
 # ACK (a message loaded on connect ACKed then: the time its user waited, offline included).
 DELIVERED = PUSH_STAGE.labels("deliver")
 ACKED = PUSH_STAGE.labels("ack")
+# Loads retried after saver was unavailable, by how the retry ended: "loaded", "given_up"
+# (its time ran out), "closed" (the connection), "failed" (another error), "stopped" (the
+# room), "over_bound" (`retry_max` connections retrying already: not retried).
+LOAD_RETRIES = Counter("pushwire_room_load_retries_total",
+                       "Offline loads tried again after saver was unavailable, by outcome",
+                       ["outcome"])
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The waits before each retry: `first_s` doubling up to `max_s`, each one `jitter` (a
+    fraction) up or down at random, while their sum stays within `for_s`."""
+
+    first_s: float = 0.2
+    max_s: float = 5.0
+    for_s: float = 60.0
+    jitter: float = 0.2
+
+    def delays(self, rand: Callable[[], float] = random.random) -> Iterator[float]:
+        delay, total = self.first_s, 0.0
+        while True:
+            wait = delay * (1 + self.jitter * (2 * rand() - 1))
+            if total + wait > self.for_s:
+                return
+            total += wait
+            yield wait
+            delay = min(delay * 2, self.max_s)
+
+
+@dataclass
+class _Retry:
+    """The one pending retry of a connection's load."""
+
+    again: bool
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _age_s(message_id: int, now: float) -> float:
@@ -78,7 +123,8 @@ class Delivery(Generic[R]):
 
     def __init__(self, hub: Hub[R], topics: TopicIndex[R], saver: SaverClient,
                  resume: Resumption, tasks: TaskSet, discovery: Discovery, *,
-                 replay_batch: int, clock: Callable[[], float] = time.monotonic) -> None:
+                 replay_batch: int, clock: Callable[[], float] = time.monotonic,
+                 backoff: Backoff = Backoff(), retry_max: int = 1000) -> None:
         self.discovery = discovery          # the apps' inbox_max bounds what is recorded
         self._clock = clock
         self.hub = hub
@@ -91,6 +137,9 @@ class Delivery(Generic[R]):
         # messages (-inf), or since when they are new or their load failed (a push may have
         # slipped past that load). The sweep keeps those still holding unACKed messages.
         self.watched: dict[R, float] = {}
+        self.backoff = backoff
+        self.retry_max = retry_max
+        self._retrying: dict[R, _Retry] = {}
 
     # --- live -----------------------------------------------------------------------------------
 
@@ -215,10 +264,68 @@ class Delivery(Generic[R]):
             return
         try:
             inbox = await self.load(conn, conn.app)
+        except Unavailable as exc:
+            self._retry_soon(conn, again, exc)
+            return
         except PushwireError as exc:
             log.warning("%r: offline load failed: %s", conn, exc)
             return
         self._write_round(conn, inbox, again=again)
+
+    def closed(self, conn: R) -> None:
+        """`conn` closed: its pending retry (if any) ends now."""
+        pending = self._retrying.get(conn)
+        if pending is not None:
+            pending.closed.set()
+
+    @property
+    def retrying(self) -> int:
+        """Connections whose load is to be tried again."""
+        return len(self._retrying)
+
+    def _retry_soon(self, conn: R, again: bool, exc: PushwireError) -> None:
+        """Try the load of `conn` again soon (one pending retry per connection), unless
+        `retry_max` connections wait for one: the redelivery sweep will then."""
+        pending = self._retrying.get(conn)
+        if pending is not None:
+            pending.again |= again
+            return
+        if len(self._retrying) >= self.retry_max:
+            LOAD_RETRIES.labels("over_bound").inc()
+            log.warning("%r: offline load failed: %s (%d loads wait for a retry: left to the "
+                        "redelivery sweep)", conn, exc, len(self._retrying))
+            return
+        log.warning("%r: offline load failed: %s (trying again soon)", conn, exc)
+        pending = _Retry(again)
+        self._retrying[conn] = pending
+        if not self.tasks.spawn(self._retry(conn, pending)):
+            del self._retrying[conn]
+
+    async def _retry(self, conn: R, pending: _Retry) -> None:
+        outcome = "stopped"
+        try:
+            outcome = await self._retry_load(conn, pending)
+        finally:
+            if self._retrying.get(conn) is pending:
+                del self._retrying[conn]
+            LOAD_RETRIES.labels(outcome).inc()
+
+    async def _retry_load(self, conn: R, pending: _Retry) -> str:
+        for delay in self.backoff.delays():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pending.closed.wait(), delay)
+            if conn.closed or conn.state is None:
+                return "closed"
+            try:
+                inbox = await self.load(conn, conn.app)
+            except Unavailable:
+                continue
+            except PushwireError as exc:
+                log.warning("%r: offline load failed: %s", conn, exc)
+                return "failed"
+            self._write_round(conn, inbox, again=pending.again)
+            return "loaded"
+        return "given_up"
 
     def _write_round(self, conn: R, inbox: saver_pb2.Inbox, *, again: bool = False) -> None:
         state = conn.state

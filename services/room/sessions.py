@@ -158,6 +158,7 @@ class Sessions:
     def on_closed(self, conn: Connection, code: int) -> None:
         """Unregister the session, or park it for a resume when it dropped (resume.py)."""
         self.policy.forget(conn)
+        self.delivery.closed(conn)
         self._attaching.pop(conn, None)
         state = conn.state
         if state is not None and self.resume.park(conn, state, code):

@@ -3,13 +3,16 @@ replay rounds (stand-ins for saver and the connections; no socket)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
 import pytest
 
-from pushwire_protocol.errors import NotFound
+from pushwire_protocol.errors import BadRequest, NotFound, PushwireError, Unavailable
 from services.kit.discovery.models import AppConfig
-from services.kit.pb import common_pb2
+from services.kit.pb import common_pb2, saver_pb2
 from services.kit.tasks import TaskSet
-from services.room.delivery import Delivery
+from services.room.delivery import Backoff, Delivery
 from services.room.hub import Hub
 from services.room.resume import Resumption
 from services.room.state import ConnState
@@ -22,16 +25,34 @@ class Apps:
         return AppConfig(id=app_id, inbox_max=50)
 
 
+class FailingSaver(Saver):
+    """saver whose next `failures` loads raise `error`."""
+
+    failures = 0
+    error: PushwireError = Unavailable("no saver instance")
+
+    async def load(self, item: saver_pb2.LoadItem) -> saver_pb2.Inbox:
+        self.loads += 1
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        return self.inbox(item)
+
+
+QUICK = Backoff(first_s=0.001, max_s=0.004, for_s=0.05, jitter=0.0)
+
+
 class Room:
-    def __init__(self, replay_batch: int = 100) -> None:
+    def __init__(self, replay_batch: int = 100, retry_max: int = 1000) -> None:
         self.hub: Hub[Conn] = Hub()
         self.topics: TopicIndex[Conn] = TopicIndex()
-        self.saver = Saver()
+        self.saver = FailingSaver()
         self.resume = Resumption(10.0, keep=8)
         self.tasks = TaskSet("test")
         self.delivery = Delivery(self.hub, self.topics, self.saver,  # type: ignore[arg-type]
                                  self.resume, self.tasks, Apps(),  # type: ignore[arg-type]
-                                 replay_batch=replay_batch)
+                                 replay_batch=replay_batch, backoff=QUICK,
+                                 retry_max=retry_max)
 
     def connect(self, session_id: str, app: str = "a", uid: str = "u1",
                 device: str = "d1") -> Conn:
@@ -144,3 +165,59 @@ async def test_replay_all_skips_closed_connections() -> None:
     await room.delivery.replay_all([one, two])
     assert (one.pushed, two.pushed) == ([1], [])
     assert one.state is not None and one.state.outstanding == {1}
+
+
+def test_backoff_doubles_to_its_cap_jitters_and_stops_within_its_time() -> None:
+    plain = Backoff(first_s=0.2, max_s=5.0, for_s=30.0, jitter=0.0)
+    assert list(plain.delays()) == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0]
+    assert sum(plain.delays()) <= 30.0
+    low, high = itertools.cycle([0.0]), itertools.cycle([1.0])
+    jittered = Backoff(first_s=1.0, max_s=1.0, for_s=10.0, jitter=0.2)
+    assert list(jittered.delays(lambda: next(low))) == [0.8] * 12
+    assert list(jittered.delays(lambda: next(high))) == [1.2] * 8
+    assert list(Backoff(first_s=2.0, for_s=1.0).delays()) == []
+
+
+async def test_a_load_refused_as_unavailable_is_retried_until_it_succeeds() -> None:
+    room = Room()
+    room.saver.stored = [message(1), message(2)]
+    room.saver.failures = 3
+    conn = room.connect("s1")
+    room.delivery.replay_soon(conn)
+    room.delivery.replay_soon(conn)                 # a second failure: still one retry
+    await room.tasks.idle()
+    assert conn.pushed == [1, 2]                    # one round, written once
+    assert room.saver.loads == 4                    # 2 refused at once, 1 retry refused, 1 ok
+    assert room.delivery.retrying == 0
+
+
+async def test_other_errors_are_not_retried_and_a_retry_gives_up_in_time() -> None:
+    room = Room()
+    room.saver.stored = [message(1)]
+    room.saver.error, room.saver.failures = BadRequest("bad"), 1
+    conn = room.connect("s1")
+    room.delivery.replay_soon(conn)
+    await room.tasks.idle()
+    assert (conn.pushed, room.saver.loads) == ([], 1)
+
+    room.saver.error, room.saver.failures = Unavailable("down"), 1000
+    room.delivery.replay_soon(conn)
+    await room.tasks.idle()                         # QUICK gives up after 50 ms
+    assert conn.pushed == [] and room.delivery.retrying == 0
+    assert 1 + 1 < room.saver.loads <= 1 + 1 + len(list(QUICK.delays()))
+
+
+async def test_retries_are_bounded_and_end_when_their_connection_closes() -> None:
+    room = Room(retry_max=2)
+    room.saver.stored = [message(1, uid=u) for u in ("u1", "u2", "u3")]
+    room.saver.failures = 3
+    conns = [room.connect(f"s{i}", uid=f"u{i}") for i in (1, 2, 3)]
+    for conn in conns:
+        room.delivery.replay_soon(conn)
+    await asyncio.sleep(0)
+    assert room.delivery.retrying == 2              # the third is left to the sweep
+    conns[0].closed = True
+    room.delivery.closed(conns[0])
+    await room.tasks.idle()
+    assert [c.pushed for c in conns] == [[], [1], []]
+    assert room.saver.loads == 3 + 1                # the closed one was not loaded again
