@@ -87,8 +87,10 @@ async def test_scale_holds_idle_connections_over_workers(tmp_path: Path) -> None
     for name in FIGURES["scale"]:
         assert isinstance(line[name], int | float), (name, line)
     assert line["room_kib_per_conn"] > 0, line
-    assert line["connects_per_s"] > 0 and line["rest_cpu_pct"] > 0, line
-    assert line["tail_cpu_pct"] > 0, line
+    assert line["connects_per_s"] > 0, line
+    # CPU over 1 s windows of 200 idle connections: the kernel counts it in 10 ms ticks, so a
+    # quiet window can read 0.0 (it did, once, under a CPU hog); a share is never negative.
+    assert line["tail_cpu_pct"] >= 0 and line["rest_cpu_pct"] >= 0, line
     assert line["pushes"] == 20 and line["lost"] == 0, line
     assert 0 < line["push_p50_ms"] <= line["push_p99_ms"], line
 
