@@ -23,7 +23,6 @@ by app, then uid, then session id only when a user has more than one; app and ro
 interned. The records are turned back into messages when asked for (lookup, the listener).
 """
 
-
 from __future__ import annotations
 
 import sys

@@ -330,9 +330,6 @@ class PipeSet(Generic[I, R]):
 
     async def call_many(self, pairs: Sequence[tuple[str, I]]) -> list[R]:
         """Results for [(target, item)] in order; items for one target share its batches."""
-        if len(pairs) == 1:         # most pushes name one user: no gather for one future
-            target, item = pairs[0]
-            return [await self.pipe(target).call(item)]
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
         for target, item in pairs:
