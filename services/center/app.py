@@ -49,7 +49,7 @@ def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Applic
     return app
 
 
-FAST_ROUTES = ("/v1/apps/{app}/push",)     # served by services/kit/front.py (§12)
+FAST_ROUTES = (("POST", "/v1/apps/{app}/push"),)    # services/kit/front.py (design-notes §12)
 
 
 async def serve(config: CenterConfig, life: Lifecycle) -> None:

@@ -1,14 +1,15 @@
 """A hot route served without aiohttp's per-request machinery (docs/design-notes.md §12).
 
-`Fast(app, {"/v1/apps/{app}/push"})` is the connection factory of the HTTP listener
-(services/kit/http.py `start_site(front=...)`). Each connection starts with `Front`, which
-parses request heads with httptools and serves a request itself when it is a POST to one of
-the named routes with a `Content-Length` body (or none), HTTP/1.1, no `Transfer-Encoding`,
-`Expect`, `Upgrade`, `Origin` (CORS), no Content-Type but `application/json` and a body within
-the size limit, from a peer that is not a trusted proxy. Such a request still goes through
-the app's own middlewares (access log, response metrics, JSON errors) and the route's own
-handler: `FastRequest` is the part of aiohttp's `web.Request` those read. So the rules live
-in one place, the answer is the handler's `web.Response`, written here.
+`Fast(app, [("POST", "/v1/apps/{app}/push")])` is the connection factory of the HTTP
+listener (services/kit/http.py `start_site(front=...)`). Each connection starts with `Front`,
+which parses request heads with httptools and serves a request itself when it is for one of
+the named routes (method, path) with a `Content-Length` body (or none), HTTP/1.1, no
+`Transfer-Encoding`, `Expect`, `Upgrade`, `Origin` (CORS), no Content-Type but
+`application/json` and a body within the size limit, from a peer that is not a trusted
+proxy. Such a request still goes through the app's own middlewares (access log, response
+metrics, JSON errors) and the route's own handler: `FastRequest` is the part of aiohttp's
+`web.Request` those read. So the rules live in one place; the answer is the handler's
+`web.Response`, written here.
 
 Anything else (another route, a chunked body, an unparsable head, ...) hands the connection
 over to aiohttp at that request's first byte: its RequestHandler takes the transport and the
@@ -33,8 +34,9 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDictProxy
 from prometheus_client import Gauge
+from yarl import URL
 
 from pushwire_protocol.errors import PushwireError
 from services.kit import http
@@ -67,14 +69,16 @@ class FastRequest:
         "match_info",
         "method",
         "path",
+        "query_string",
         "remote",
     )
 
-    def __init__(self, method: str, path: str, headers: CIMultiDict[str],
+    def __init__(self, method: str, path: str, query_string: str, headers: CIMultiDict[str],
                  match_info: UrlMappingMatchInfo, app: web.Application, remote: str | None,
                  length: int) -> None:
         self.method = method
         self.path = path
+        self.query_string = query_string
         self.headers = headers
         self.match_info = match_info
         self.app = app
@@ -83,6 +87,11 @@ class FastRequest:
         self.body_exists = length > 0
         self._body: bytes | None = None
         self._ready: asyncio.Future[None] | None = None
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        """The query's parameters, decoded as aiohttp decodes them (yarl)."""
+        return URL.build(path=self.path, query_string=self.query_string, encoded=True).query
 
     @property
     def content(self) -> FastRequest:           # request.content.is_eof()
@@ -133,10 +142,10 @@ class _Head:
 
 
 class Fast:
-    """The listener's connection factory: `Front` for the `routes` (canonical paths of POST
-    routes of `app`), aiohttp's handler for every connection once handed over."""
+    """The listener's connection factory: `Front` for the `routes` of `app` ((method, canonical
+    path) pairs), aiohttp's handler for every connection once handed over."""
 
-    def __init__(self, app: web.Application, routes: Iterable[str]) -> None:
+    def __init__(self, app: web.Application, routes: Iterable[tuple[str, str]]) -> None:
         self.app = app
         self.names = frozenset(routes)
         self.routes: list[tuple[Any, web.AbstractRoute]] = []
@@ -147,8 +156,8 @@ class Fast:
     def __call__(self, server: web.Server, fallback: Callable[[], RequestHandler]) -> Front:
         if not self.chains:             # the app is frozen once the server is made
             self.routes = [(route.resource, route) for route in self.app.router.routes()
-                           if route.method == "POST" and route.resource is not None
-                           and route.resource.canonical in self.names]
+                           if route.resource is not None
+                           and (route.method, route.resource.canonical) in self.names]
             self.limits = self.app.get(http.LIMITS, http.Limits())
             for _resource, route in self.routes:
                 chain: Any = route.handler
@@ -267,15 +276,16 @@ class Front(asyncio.Protocol):
         if not seen.complete or seen.messages != 1 or seen.body \
                 or parser.get_http_version() != "1.1" or parser.should_upgrade():
             return None
-        method = parser.get_method()
-        path, _, _query = seen.url.partition(b"?")
-        if method != b"POST" or not path.startswith(b"/") or b"%" in path or b"/." in path \
-                or b"#" in seen.url or not path.isascii():
+        method = parser.get_method().decode("ascii")
+        path, _, query = seen.url.partition(b"?")
+        if not path.startswith(b"/") or b"%" in path or b"/." in path \
+                or b"#" in seen.url or not seen.url.isascii():
             return None
         text = path.decode("ascii")
         # aiohttp's own pattern of each route (private: aiohttp's resolve() wants a Request)
         hit = next(((found, route) for resource, route in self.fast.routes
-                    if (found := resource._match(text)) is not None), None)
+                    if route.method == method
+                    and (found := resource._match(text)) is not None), None)
         if hit is None:
             return None
         found, route = hit
@@ -305,17 +315,22 @@ class Front(asyncio.Protocol):
         match.freeze()
         if not parser.should_keep_alive():
             self.closing = True
-        return FastRequest("POST", text, headers, match, self.fast.app, self.remote, length)
+        return FastRequest(method, text, query.decode("ascii"), headers, match, self.fast.app,
+                           self.remote, length)
 
     async def _serve(self, chain: Chain, request: FastRequest) -> None:
+        response: object = None
         try:
             response = await chain(cast(web.Request, request))
-        except BaseException:           # cancelled (client gone, shutdown): nothing to write
+        except asyncio.CancelledError:  # client gone before its body, shutdown: nothing to write
             self._done(keep_alive=False)
             raise
+        except Exception:               # what the error layer lets through (an HTTP 3xx)
+            http.log.exception("%s %s from %s failed", request.method, request.path,
+                               request.remote)
         body = getattr(response, "body", None)
         if not isinstance(response, web.Response) or not isinstance(body, bytes):
-            http.log.error("%s %s: a fast route answered %r", request.method, request.path,
+            http.log.error("%s %s: a fast route answered %s", request.method, request.path,
                            type(response).__name__)
             response = http.error_response(PushwireError.code, "internal error", 500)
             body = response.body

@@ -217,3 +217,34 @@ async def wait_for(cluster: Cluster, name: str, value: float) -> None:
         return await gauge(cluster, name) == value
 
     await until(reached)
+
+
+# --- dispatcher's GET /v1/route on the same front -----------------------------------------------
+
+async def routed(conn: Conn, query: str) -> Reply:
+    await conn.send(f"GET /v1/route?{query} HTTP/1.1\r\nHost: dispatcher\r\n\r\n".encode())
+    return await conn.reply()
+
+
+async def test_dispatcher_route_on_the_front(cluster: Cluster) -> None:
+    url = urlsplit(cluster.dispatcher)
+    conn = Conn(*await asyncio.open_connection(url.hostname, url.port))
+    served = await cluster.metric("dispatcher", "pushwire_http_responses_total",
+                                  method="GET", route="/v1/route", status="200")
+    first = await routed(conn, "app=demo&uid=u1")
+    assert first.status == 200 and first.body["endpoints"], first
+    assert set(first.body) == {"endpoints", "ttl_s", "heartbeat", "backoff"}
+    assert await cluster.metric("dispatcher", "pushwire_http_fast_connections") >= 1
+    # the query decoded as aiohttp decodes it: a percent-encoded uid routes as the plain one
+    assert (await routed(conn, "app=demo&uid=%75%31&net=wifi")).body == first.body
+    assert refused(await routed(conn, "app=demo"), 400, 1003)
+    assert refused(await routed(conn, "app=nope&uid=u1"), 404, 1006) == "unknown app"
+    await conn.send(b"GET /v1/route?app=demo&uid=u1 HTTP/1.1\r\nHost: d\r\n\r\n"
+                    b"GET /v1/health HTTP/1.1\r\nHost: d\r\n\r\n"
+                    b"GET /v1/route?app=demo&uid=u1 HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert (await conn.reply()).body == first.body
+    assert (await conn.reply()).body["ok"] is True          # handed over to aiohttp
+    assert (await conn.reply()).body == first.body
+    await conn.close()
+    assert await cluster.metric("dispatcher", "pushwire_http_responses_total", method="GET",
+                                route="/v1/route", status="200") == served + 4

@@ -47,7 +47,7 @@ async def test_tls_fast_route_and_hand_over_on_one_connection(tmp_path: Path) ->
     app = echo_app()
     runner, port = await http.start_site(app, "127.0.0.1", 0,
                                          server_context(files.cert, files.key),
-                                         Fast(app, [ROUTE]))
+                                         Fast(app, [("POST", ROUTE)]))
     base = f"https://127.0.0.1:{port}"
     try:
         connector = aiohttp.TCPConnector(limit=1, ssl=client_context(files.ca))
@@ -69,7 +69,7 @@ async def test_tls_fast_route_and_hand_over_on_one_connection(tmp_path: Path) ->
 async def test_shutdown_answers_the_request_in_flight() -> None:
     gate = asyncio.Event()
     app = echo_app(gate)
-    runner, port = await http.start_site(app, "127.0.0.1", 0, None, Fast(app, [ROUTE]))
+    runner, port = await http.start_site(app, "127.0.0.1", 0, None, Fast(app, [("POST", ROUTE)]))
     in_flight = in_flight_now()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = b'{"n": 1}'
