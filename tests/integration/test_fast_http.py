@@ -248,3 +248,15 @@ async def test_dispatcher_route_on_the_front(cluster: Cluster) -> None:
     await conn.close()
     assert await cluster.metric("dispatcher", "pushwire_http_responses_total", method="GET",
                                 route="/v1/route", status="200") == served + 4
+
+
+async def test_expect_100_continue_is_handed_over(cluster: Cluster) -> None:
+    raw = push("e1", extra="Expect: 100-continue\r\n")
+    head_end = raw.index(b"\r\n\r\n") + 4
+    conn = await Conn.open(cluster)
+    await conn.send(raw[:head_end])
+    assert await conn.reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    await conn.send(raw[head_end:] + push("e2"))
+    accepted(await conn.reply(), "e1")
+    accepted(await conn.reply(), "e2")
+    await conn.close()
