@@ -21,6 +21,7 @@ from services.center.topology import KINDS, Topology
 from services.coordinator.client import CoordinatorClient
 from services.kit import http, openapi
 from services.kit.cors import Cors
+from services.kit.front import Fast
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle, settle_gc
 from services.kit.networks import TrustedProxies
@@ -48,6 +49,9 @@ def web_app(config: CenterConfig, api: CenterApi, admin: AdminApi) -> web.Applic
     return app
 
 
+FAST_ROUTES = (("POST", "/v1/apps/{app}/push"),)    # services/kit/front.py (design-notes §12)
+
+
 async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
     admin_keys = AdminKeys(config.admin_keys, config.admin_keys_file)   # bad ones: no start
@@ -67,8 +71,11 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
                          Rooms(host.discovery, channels, config.rpc_timeout_s), api,
                          Topology(host.discovery, channels),
                          Profiles(host.discovery, channels, config.rpc_timeout_s))
-        runner, http_port = await http.start_site(web_app(config, api, admin), config.bind,
-                                                  config.http_port, ServerTls.started(config, life))
+        app = web_app(config, api, admin)
+        runner, http_port = await http.start_site(app, config.bind, config.http_port,
+                                                  ServerTls.started(config, life),
+                                                  Fast(app, FAST_ROUTES) if config.fast_http
+                                                  else None)
         server, grpc_port = await start_server(
             config,
             [(center_pb2_grpc.add_CenterServicer_to_server, CenterServicer(host.discovery,

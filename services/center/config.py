@@ -27,6 +27,7 @@ class CenterConfig(ServiceConfig, TlsConfig):
     # the client, and the browser pages that may call the API (empty: no CORS, the default).
     trusted_proxies: tuple[str, ...] = ()
     access_log: bool = False           # one log line per HTTP request (docs/config.md "Logs")
+    fast_http: bool = True             # the push route without aiohttp's machinery (front.py)
     cors_origins: tuple[str, ...] = ()
     # Broadcast jobs (docs/broadcast.md). redis: the job store every center shares
     # (redis://host:port/db, or redis+cluster://h1:p1,h2:p2 for a Redis Cluster); empty or

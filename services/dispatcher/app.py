@@ -13,6 +13,7 @@ from services.dispatcher.routes import healthy
 from services.kit import http, openapi
 from services.kit.cors import Cors
 from services.kit.discovery import Discovery
+from services.kit.front import Fast
 from services.kit.host import hosted
 from services.kit.lifecycle import Lifecycle
 from services.kit.networks import TrustedProxies
@@ -30,12 +31,17 @@ def web_app(config: DispatcherConfig, api: DispatcherApi) -> web.Application:
     return app
 
 
+FAST_ROUTES = (("GET", "/v1/route"),)      # services/kit/front.py (design-notes §12)
+
+
 async def serve(config: DispatcherConfig, life: Lifecycle) -> None:
     """Run one dispatcher instance until SIGTERM."""
     async with hosted("dispatcher", config, life, watch=("room",)) as host:
-        runner, port = await http.start_site(web_app(config, DispatcherApi(config, host.discovery)),
-                                             config.bind, config.http_port,
-                                             ServerTls.started(config, life))
+        app = web_app(config, DispatcherApi(config, host.discovery))
+        runner, port = await http.start_site(app, config.bind, config.http_port,
+                                             ServerTls.started(config, life),
+                                             Fast(app, FAST_ROUTES) if config.fast_http
+                                             else None)
         host.need("room", partial(_rooms, host.discovery))
         await host.announce({"http": f"{config.advertise}:{port}"})
         await life.stopping.wait()

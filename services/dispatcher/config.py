@@ -28,6 +28,7 @@ class DispatcherConfig(ServiceConfig, TlsConfig):
     # the client, and the browser pages that may call /v1/route ("*": any; empty: no CORS).
     trusted_proxies: tuple[str, ...] = ()
     access_log: bool = False           # one log line per HTTP request (docs/config.md "Logs")
+    fast_http: bool = True             # GET /v1/route without aiohttp's machinery (front.py)
     cors_origins: tuple[str, ...] = ("*",)
 
     def validate(self) -> None:

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -103,6 +103,7 @@ class Limits:
 
 
 LIMITS: web.AppKey[Limits] = web.AppKey("pushwire_limits", Limits)
+PROXIES: web.AppKey[TrustedProxies] = web.AppKey("pushwire_proxies", TrustedProxies)
 
 
 class ErrorLog:
@@ -343,6 +344,7 @@ def application(limits: Limits = Limits(), *, proxies: TrustedProxies = NO_PROXI
     app = web.Application(middlewares=[*edge, metrics.responses_middleware, errors_middleware],
                           client_max_size=limits.max_body)
     app[LIMITS] = limits
+    app[PROXIES] = proxies
     metrics.add_route(app)
     return app
 
@@ -364,23 +366,40 @@ class _JsonErrorHandler(RequestHandler):
         return response
 
 
+# What serves a new connection first (services/kit/front.py): given the server and a maker of
+# aiohttp's handler, to which it hands the connection over.
+Front = Callable[[web.Server, Callable[[], RequestHandler]], asyncio.Protocol]
+
+
 class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
+    front: Front | None = None
+
+    def __call__(self) -> Any:
+        if self.front is not None:
+            return self.front(self, self.handler)
+        return self.handler()
+
+    def handler(self) -> RequestHandler:
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
 class _Runner(web.AppRunner):
+    front: Front | None = None
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server          # same state, one method more: see _JsonErrorHandler
+        cast(_Server, server).front = self.front
         return server
 
 
 async def start_site(app: web.Application, host: str, port: int,
-                     ssl_context: SSLContext | None = None) -> tuple[web.AppRunner, int]:
-    """Serve `app` (over https with `ssl_context`, services/kit/tls.py); return the runner
-    (clean up to stop) and the bound port."""
+                     ssl_context: SSLContext | None = None,
+                     front: Front | None = None) -> tuple[web.AppRunner, int]:
+    """Serve `app` (over https with `ssl_context`, services/kit/tls.py), each connection
+    first by `front` when given; return the runner (clean up to stop) and the bound port."""
     runner = _Runner(app, access_log=None, handle_signals=False, auto_decompress=False)
+    runner.front = front
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
