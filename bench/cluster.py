@@ -176,6 +176,17 @@ class BenchCluster:
         """Every server process: the services, and the room workers."""
         return sorted({*(p.pid for p in self.procs.values()), *self.worker_pids()})
 
+    def pids_by_kind(self) -> dict[str, list[int]]:
+        """`pids()` grouped: "room" (the processes holding connections), "supervisor" (the
+        rooms' worker supervisors, when there are workers), and each other service's kind."""
+        workers = self.worker_pids()
+        kinds: dict[str, list[int]] = {"room": workers}
+        for name, proc in self.procs.items():
+            if proc.pid not in workers:
+                kind = name.split("-")[0]
+                kinds.setdefault("supervisor" if kind == "room" else kind, []).append(proc.pid)
+        return kinds
+
     @property
     def secret(self) -> str:
         return self.app.secrets[0]

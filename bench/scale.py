@@ -20,6 +20,8 @@ n authenticated clients connect (spread over `workers` room processes sharing on
 - rest_cpu_pct:          the same once that tail is over (QUIET_S after the last connect:
                          a room watches a new session for 2 x its redelivery age and asks
                          about it at the sweep after), i.e. what idle connections cost;
+- rest_cpu_pct_by_kind:  the same per process kind (room workers, supervisor, register, saver,
+                         coordinator, center, dispatcher);
 - push_p50_ms/p99_ms:    `samples` single-uid pushes (center's push API) to random connected
                          users, paced, while the rest idle: from the API call to the client;
 - lost:                  sampled pushes accepted and never delivered.
@@ -51,7 +53,7 @@ from bench.cluster import BenchCluster
 from bench.loadgen import Fleet, Spec
 from bench.peers import cpu_s, rss_kib
 from bench.report import Result, latency_figures
-from bench.scenarios import Options, _check_opened, _paced, wait_deliveries
+from bench.scenarios import Options, _check_opened, _paced, spied, wait_deliveries
 from cli.processes import EPHEMERAL_RANGE
 from services.kit.discovery import AppConfig
 from services.room.ceiling import reserve
@@ -234,20 +236,28 @@ async def _measure(cluster: BenchCluster, fleet: Fleet, layout: Plan,
         "kernel_kib_per_socket": Kernel.now().kib_per_socket(kernel_before),
         "connects_per_s": round(connected / opened.seconds),
         "connected": connected, "failed": opened.failed}
-    pids = cluster.pids()
-    figures["tail_cpu_pct"] = await _cpu_pct(pids, opts.seconds)
+    kinds = cluster.pids_by_kind()
+    figures["tail_cpu_pct"], _ = await _cpu_pct(kinds, opts.seconds)
     quiet_s = QUIET_S if opts.quiet_s is None else opts.quiet_s
     await asyncio.sleep(max(0.0, connected_at + quiet_s - time.monotonic()))
-    figures["rest_cpu_pct"] = await _cpu_pct(pids, opts.seconds)
+    spied_pids = {"worker-0": kinds["room"][0], "register": kinds["register"][0],
+                  "saver": kinds["saver"][0]}
+    async with spied(opts, spied_pids, "scale-rest"):
+        figures["rest_cpu_pct"], figures["rest_cpu_pct_by_kind"] = await _cpu_pct(
+            kinds, opts.seconds)
     figures.update(await _sample(cluster, fleet, opts))
     return figures
 
 
-async def _cpu_pct(pids: list[int], seconds: float) -> float:
-    """CPU of `pids` over the next `seconds`, in % of one core."""
-    cpu = sum(cpu_s(pid) for pid in pids)
+async def _cpu_pct(kinds: dict[str, list[int]],
+                   seconds: float) -> tuple[float, dict[str, float]]:
+    """CPU of the processes over the next `seconds`, in % of one core: all of them, and per
+    kind (`BenchCluster.pids_by_kind`)."""
+    before = {kind: sum(cpu_s(pid) for pid in pids) for kind, pids in kinds.items()}
     await asyncio.sleep(seconds)
-    return round((sum(cpu_s(pid) for pid in pids) - cpu) * 100 / seconds, 1)
+    used = {kind: (sum(cpu_s(pid) for pid in pids) - before[kind]) * 100 / seconds
+            for kind, pids in kinds.items()}
+    return round(sum(used.values()), 1), {kind: round(pct, 1) for kind, pct in used.items()}
 
 
 async def _sample(cluster: BenchCluster, fleet: Fleet, opts: Options) -> dict[str, object]:

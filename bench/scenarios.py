@@ -548,10 +548,20 @@ async def profiled(opts: Options, target: Target, label: str, *, every: bool = F
     if opts.profile is None or not isinstance(target, PushwireTarget):
         yield
         return
-    opts.profile.mkdir(parents=True, exist_ok=True)
     chosen = target.cluster.procs if every else {"room-0": target.cluster.procs["room-0"]}
-    spies = {name: _spy(proc.pid, opts.profile / f"{label}-{name}.txt")
-             for name, proc in chosen.items()}
+    async with spied(opts, {name: proc.pid for name, proc in chosen.items()}, label):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def spied(opts: Options, pids: dict[str, int], label: str) -> Any:
+    """Record py-spy raw stacks of `pids` (name: pid) while the block runs, into
+    <profile>/<label>-<name>.txt (with --profile; else nothing)."""
+    if opts.profile is None:
+        yield
+        return
+    opts.profile.mkdir(parents=True, exist_ok=True)
+    spies = {name: _spy(pid, opts.profile / f"{label}-{name}.txt") for name, pid in pids.items()}
     await asyncio.sleep(0.5)
     try:
         yield

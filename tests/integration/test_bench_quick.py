@@ -91,6 +91,11 @@ async def test_scale_holds_idle_connections_over_workers(tmp_path: Path) -> None
     # CPU over 1 s windows of 200 idle connections: the kernel counts it in 10 ms ticks, so a
     # quiet window can read 0.0 (it did, once, under a CPU hog); a share is never negative.
     assert line["tail_cpu_pct"] >= 0 and line["rest_cpu_pct"] >= 0, line
+    kinds = line["rest_cpu_pct_by_kind"]
+    assert {"room", "supervisor", "register", "saver", "coordinator", "center",
+            "dispatcher"} <= set(kinds), line
+    assert all(pct >= 0 for pct in kinds.values()), line
+    assert abs(sum(kinds.values()) - line["rest_cpu_pct"]) < 0.1 * len(kinds), line
     assert line["pushes"] == 20 and line["lost"] == 0, line
     assert 0 < line["push_p50_ms"] <= line["push_p99_ms"], line
 
