@@ -18,7 +18,7 @@ from prometheus_client import Gauge
 
 from pushwire_protocol.errors import PushwireError
 from services.kit.host import hosted
-from services.kit.lifecycle import Lifecycle
+from services.kit.lifecycle import Lifecycle, settle_gc
 from services.kit.pb import saver_pb2_grpc
 from services.kit.rpc.grpcio import start_server
 from services.saver.broadcasts import (
@@ -93,6 +93,7 @@ async def serve(config: SaverConfig, life: Lifecycle) -> None:
             [(saver_pb2_grpc.add_SaverServicer_to_server, SaverServicer(inboxes, broadcasts))],
             host.grpc_health)
         await host.publish({"grpc": f"{config.advertise}:{port}"})
+        settle_gc()                 # docs/design-notes.md §11
         await life.stopping.wait()
 
         await server.stop(config.shutdown_grace_s)

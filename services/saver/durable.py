@@ -500,7 +500,7 @@ class MysqlDurableStore(_SqlDurableStore):
         with _translated("write"):
             async with self._pool.acquire() as conn:
                 try:
-                    async with conn.cursor() as cur:
+                    async with conn.cursor(_Cursor) as cur:
                         for sql, rows in steps:
                             counts.append(await self._run(cur, sql.replace("?", "%s"), rows))
                         for sql, rows in more(list(counts)) if more else ():
@@ -526,6 +526,26 @@ class MysqlDurableStore(_SqlDurableStore):
                 rows = list(await cur.fetchall())
                 await conn.commit()    # end the read snapshot: the next read sees new rows
         return rows
+
+
+class _Cursor(aiomysql.Cursor):
+    """aiomysql's cursor rendering the write-behind's ints and bytes without its generic
+    per-value dispatch: ints are most of a row and cost ~3 us each there (a message's rows,
+    ~15 us); bytes as a hex literal (C speed, binary-safe) instead of a Python-level escape."""
+
+    def _escape_args(self, args: Any, conn: Any) -> Any:
+        if isinstance(args, tuple):
+            return tuple(_literal(a, conn) for a in args)
+        return super()._escape_args(args, conn)
+
+
+def _literal(value: Any, conn: Any) -> str:
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is bytes:
+        return f"X'{value.hex()}'"
+    return str(conn.escape(value))
 
 
 async def _rollback(conn: Any) -> None:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -323,7 +323,8 @@ class Inboxes:
         failing hot store raises StoreError for the whole batch: nothing was stored.
         """
         now = self._now_ms()
-        results = [self._accept(item, now) for item in items]
+        limits: dict[str, Limits | PushwireError] = {}     # per app, once per batch
+        results = [self._accept(item, now, limits) for item in items]
         accepted = [r for r in results if isinstance(r, tuple)]
         messages = [m for m, _ in accepted]
         await self._behind.reserve(len(messages))
@@ -333,20 +334,30 @@ class Inboxes:
             self._behind.release(len(messages))
             raise
         self._behind.append([("inserts", m) for m in messages], reserved=len(messages))
-        self._behind.append(("expired", ref) for ref in evicted)
+        if evicted:
+            self._behind.append(("expired", ref) for ref in evicted)
         self.stats.stored += len(messages)
         self.stats.evicted += len(evicted)
-        for m in messages:
-            self.stats.of(m.app).stored += 1
+        for app, n in Counter(m.app for m in messages).items():
+            self.stats.of(app).stored += n
         out = [r[0] if isinstance(r, tuple) else r for r in results]
         if any(item.durable for item in items):
             out = await self._await_durable(items, out)
         return out
 
-    def _accept(self, item: StoreItem, now: int) -> tuple[StoredMessage, int] | PushwireError:
-        """Validate one item and mint its message; (message, inbox bound) or the error."""
+    def _accept(self, item: StoreItem, now: int, known: dict[str, Limits | PushwireError]
+                ) -> tuple[StoredMessage, int] | PushwireError:
+        """Validate one item and mint its message; (message, inbox bound) or the error.
+        `known`: the apps' limits (or why there are none) looked up so far in this batch."""
+        limits = known.get(item.app)
+        if limits is None:
+            try:
+                limits = known[item.app] = self._limits(item.app)
+            except PushwireError as exc:
+                limits = known[item.app] = exc
+        if isinstance(limits, PushwireError):
+            return limits
         try:
-            limits = self._limits(item.app)
             _check(item, limits)
         except PushwireError as exc:
             return exc
@@ -383,9 +394,8 @@ class Inboxes:
                             reserved=len(refs))
         if self._removed_meanwhile is not None:
             self._removed_meanwhile.extend(refs)
-        for ref, ok in zip(refs, removed, strict=True):
-            if ok:
-                self.stats.of(ref.app).acked += 1
+        for app, n in Counter(r.app for r, ok in zip(refs, removed, strict=True) if ok).items():
+            self.stats.of(app).acked += n
         return removed
 
     async def load(self, items: Sequence[LoadItem]) -> list[Inbox]:
