@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, RedisError
@@ -72,13 +72,21 @@ def is_cluster(client: Client) -> bool:
     return isinstance(client, RedisCluster)
 
 
-def connect(url: str, *, timeout_s: float = 5.0) -> Client:
+def connect(url: str, *, timeout_s: float = 5.0, max_connections: int = 100) -> Client:
     """A client for `url` whose connects and commands give up after `timeout_s` (no I/O yet:
     the first command connects). `redis+cluster://[user:pass@]h1:p1,h2:p2` (or
-    `rediss+cluster://` for TLS) opens a Redis Cluster client seeded with those nodes."""
+    `rediss+cluster://` for TLS) opens a Redis Cluster client seeded with those nodes.
+
+    A single Redis is reached over at most `max_connections` connections; a command finding
+    them all busy waits for one (up to `timeout_s`) rather than failing at once, as redis-py's
+    default pool does: a burst of concurrent batches queues instead of answering "store
+    unavailable"."""
     if url.startswith(CLUSTER_SCHEMES):
         return _cluster(url, timeout_s)
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_s, socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s)
+    return Redis.from_pool(pool)          # the client owns the pool: aclose() closes both
 
 
 def _cluster(url: str, timeout_s: float) -> RedisCluster:
