@@ -200,6 +200,7 @@ class Worker:
         self.steps: list[list[int]] = [[] for _ in STEPS]   # µs per step, of ready sessions
         self._router: Publisher | None = None          # the dispatcher's routes
         self._beats: asyncio.Task[None] | None = None
+        self._made: dict[int, Session] = {}             # prepared sessions by number
 
     def note(self, error: str) -> None:
         """Count an error by its text (the first few kinds go back to the parent)."""
@@ -226,14 +227,27 @@ class Worker:
                                spec.qos)
         raise ValueError(f"unknown kind {spec.kind!r}")
 
+    def prepare(self, spec: Spec) -> dict[str, Any]:
+        """Make the sessions (pushwire: mint the tokens) of the next `open(spec)` now, so
+        that the CPU a storm is measured over holds only connecting: minting a token
+        (HS256, PyJWT) cost about as much CPU as the rest of a client's connect."""
+        self._made = {i: self.session(spec, i) for i in range(spec.first,
+                                                               spec.first + spec.count)}
+        return {"made": len(self._made)}
+
     async def open(self, spec: Spec) -> dict[str, Any]:
         """Connect `spec.count` sessions; answer when all are ready, failed or timed out."""
         self.tally.ready = 0
         self.steps = [[] for _ in STEPS]
         limit = asyncio.Semaphore(spec.concurrency or spec.count or 1)
+        # Every session (a pushwire client's token) is made before the clock starts: a real
+        # client holds its token before it connects (its app server minted it).
+        ids = range(spec.first, spec.first + spec.count)
+        made, self._made = self._made, {}
+        sessions = [made[i] if i in made else self.session(spec, i) for i in ids]
         started = time.monotonic_ns()
-        tasks = [asyncio.ensure_future(self._open_one(spec, i, limit))
-                 for i in range(spec.first, spec.first + spec.count)]
+        tasks = [asyncio.ensure_future(self._open_one(spec, i, session, limit))
+                 for i, session in zip(ids, sessions, strict=True)]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks), spec.timeout_s)
         for task in tasks:
@@ -246,7 +260,8 @@ class Worker:
                 "ready_ns": self.tally.ready_ns, "errors": self._errors(),
                 "steps_us": self.steps}
 
-    async def _open_one(self, spec: Spec, i: int, limit: asyncio.Semaphore) -> None:
+    async def _open_one(self, spec: Spec, i: int, session: Session,
+                        limit: asyncio.Semaphore) -> None:
         async with limit:
             link: Link | None = None
             try:
@@ -255,7 +270,7 @@ class Worker:
                 marks.append(time.monotonic_ns())
                 source = spec.sources[i % len(spec.sources)] if spec.sources else None
                 loop = asyncio.get_running_loop()
-                link = Link(self, self.session(spec, i), f"{host}:{port}", marks)
+                link = Link(self, session, f"{host}:{port}", marks)
                 done = link.done                # the link drops it once settled
                 assert done is not None
                 await loop.create_connection(lambda: link, host, port,
@@ -321,10 +336,9 @@ class Worker:
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         cmd = command["cmd"]
         if cmd == "open":
-            spec = dict(command["spec"])
-            spec["topics"] = tuple(spec.get("topics", ()))
-            spec["sources"] = tuple(spec.get("sources", SOURCES))
-            return await self.open(Spec(**spec))
+            return await self.open(_spec(command["spec"]))
+        if cmd == "prepare":
+            return self.prepare(_spec(command["spec"]))
         if cmd == "stats":
             return self.stats()
         if cmd == "record":
@@ -342,6 +356,14 @@ class Worker:
             await self.close()
             return {"ok": True}
         raise ValueError(f"unknown command {cmd!r}")
+
+
+def _spec(fields: dict[str, Any]) -> Spec:
+    """A Spec from its JSON form (a pipe command's)."""
+    spec = dict(fields)
+    spec["topics"] = tuple(spec.get("topics", ()))
+    spec["sources"] = tuple(spec.get("sources", SOURCES))
+    return Spec(**spec)
 
 
 def raise_fd_limit() -> int:
@@ -444,6 +466,14 @@ class Fleet:
         async with self._lock:
             return list(await asyncio.gather(*(self._ask(p, make(w), timeout_s)
                                                for w, p in enumerate(self._procs))))
+
+    async def prepare(self, spec: Spec) -> int:
+        """Make the sessions of the next `open(spec)` in every process (Worker.prepare)
+        before what is measured starts; how many were made."""
+        pieces = split(spec, self.size)
+        answers = await self.ask_all(lambda w: {"cmd": "prepare", "spec": asdict(pieces[w])},
+                                     spec.timeout_s + 30)
+        return sum(a["made"] for a in answers)
 
     async def open(self, spec: Spec) -> Opened:
         """Open `spec.count` sessions split over the processes (each its own sources)."""

@@ -773,6 +773,7 @@ async def storm(server: str, opts: Options) -> Result:
             spec = target.spec("storm", opts.n, first=run * opts.n)
             await target.prepare_storm(spec)
             async with Fleet(opts.processes) as fleet:
+                await fleet.prepare(spec)       # tokens minted before, as real clients'
                 await asyncio.sleep(0.5)
                 before = await target.scrape() if isinstance(target, PushwireTarget) else None
                 cpus = {pid: cpu_s(pid) for pid in [*target.pids(), *fleet.pids]}

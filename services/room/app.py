@@ -19,7 +19,7 @@ from prometheus_client import Gauge
 from services.coordinator.client import CoordinatorClient
 from services.kit.discovery import Discovery
 from services.kit.host import Host, hosted
-from services.kit.lifecycle import Lifecycle
+from services.kit.lifecycle import Lifecycle, settle_gc
 from services.kit.networks import TrustedProxies
 from services.kit.pb import room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, start_server
@@ -166,6 +166,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         life.spawn(report_load(host, lambda: server.connection_count,
                                LoadReport(config.load_report_s, time.monotonic()),
                                life.stopping), "room-load")
+        settle_gc()                         # a storm's tasks and frames: as center's requests
         await life.stopping.wait()
 
         await drain.until_done(config.drain_timeout_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -60,6 +61,35 @@ async def test_open_against_nothing_reports_failures_not_hangs() -> None:
     assert answer["ready"] == 0 and answer["failed"] == 3
     assert any("ConnectionRefusedError" in e or "OSError" in e for e in answer["errors"])
     await worker.close()
+
+
+async def test_prepared_sessions_are_the_ones_the_next_open_connects() -> None:
+    # A storm's tokens are minted by "prepare", outside the CPU the storm is measured over.
+    received: list[bytes] = []
+
+    async def first_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()                  # no upgrade: the session fails, after it was sent
+    server = await asyncio.start_server(first_request, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    worker = Worker()
+    spec = {"kind": "pushwire", "count": 2, "target": f"127.0.0.1:{port}", "timeout_s": 10,
+            "sources": ["127.0.0.1"], "secret": "s", "app": "a", "uid": "u{i}"}
+    try:
+        assert await worker.handle({"cmd": "prepare", "spec": spec}) == {"made": 2}
+        for i, session in worker._made.items():
+            assert isinstance(session, PushwireSession)
+            token.verify(token.Keys(("s",)), session.token, app="a", uid=f"u{i}",
+                         device=session.device,
+                         now=time.time())
+        answer = await worker.handle({"cmd": "open", "spec": spec})
+        assert (answer["ready"], answer["failed"], len(received)) == (0, 2, 2)
+        assert worker._made == {}                   # taken by that open, not by the next
+        answer = await worker.handle({"cmd": "open", "spec": spec})   # made afresh
+        assert (answer["failed"], len(received)) == (2, 4)
+    finally:
+        server.close()
+        await worker.close()
 
 
 def test_arrivals_of_several_processes_merge_per_message() -> None:

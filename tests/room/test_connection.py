@@ -702,6 +702,41 @@ async def test_a_client_that_never_completes_the_handshake_is_cut_off(room: Room
     writer.close()
 
 
+async def test_clients_that_leave_before_a_byte_change_nothing_for_the_next(room: Room) -> None:
+    # Until its first bytes a connection shares one unfed WebSocket with every other
+    # (connection.py, _UNREAD): leaving, by EOF or reset, must not close it for the others.
+    async def connections(n: int) -> None:
+        async def reached() -> bool:
+            return room.server.connection_count == n
+        await eventually(reached)
+
+    for leave in ("eof", "reset"):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+        await connections(1)
+        if leave == "eof":
+            writer.write_eof()
+        else:
+            writer.transport.abort()
+        await connections(0)
+        writer.close()
+    aborted = counted("pushwire_room_aborted_total", reason="handshake_timeout")
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    assert await read_until_dropped(reader) == b""          # silent: cut off, no 101
+    assert counted("pushwire_room_aborted_total", reason="handshake_timeout") == aborted + 1
+    writer.close()
+    request = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    writer.write(request[:20])                                # split: websockets' full path
+    await connections(1)
+    writer.write(request[20:])
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    writer.close()
+    ws, reply = await authed(room)                            # the fast path
+    assert reply.session_id
+    await ws.close()
+
+
 async def test_a_plain_http_request_is_refused(room: Room) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
