@@ -36,8 +36,8 @@ class RoomServicer(room_pb2_grpc.RoomServicer):
         delivered: list[int] = []
         reload: list[Connection] = []
         for d in request.deliveries:
-            if d.reload:
-                conns = self.delivery.targets(d.message.app, d.message.uid)
+            if d.reload:       # the user's own sessions of the app: a load is of their app
+                conns = self.delivery.hub.sessions_of(d.message.app, d.message.uid)
                 reload += conns
                 delivered.append(len(conns))
             else:
