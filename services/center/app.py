@@ -60,7 +60,7 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
         options = host.pipe_options()
         saver = SaverClient(host.discovery, channels, options)
         register = RegisterClient(host.discovery, channels, options)
-        rooms = RoomClient(host.discovery, channels, options)
+        rooms = RoomClient(host.discovery, channels, options, deliver_queue=config.deliver_queue)
         pusher = Pusher(saver, register, rooms)
         jobs = job_store(config.redis, config.key_prefix, config.rpc_timeout_s)
         broadcasts = Broadcasts(saver, rooms, jobs, config.instance, Settings.of(config))

@@ -21,6 +21,9 @@ class CenterConfig(ServiceConfig, TlsConfig):
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_keys_file: str = ""
     max_uids: int = 1000               # uids per push request
+    # Deliveries queued for one room (0: rpc_queue). Past it a push's delivery is dropped
+    # and its user reloaded from saver once the queue is half empty (services/room/client.py).
+    deliver_queue: int = 0
     max_request_bytes: int = 4 * 1024 * 1024    # HTTP request body (more: 413)
     request_read_timeout_s: float = 10.0        # to receive a request body (later: 408)
     # At the edge (docs/config.md): reverse proxies whose Forwarded / X-Forwarded-For name
@@ -49,6 +52,8 @@ class CenterConfig(ServiceConfig, TlsConfig):
             raise ConfigError("set one of admin_keys and admin_keys_file, not both")
         if not 0 <= self.http_port <= 65535 or self.max_uids < 1:
             raise ConfigError("http_port must be a port number and max_uids >= 1")
+        if self.deliver_queue < 0:
+            raise ConfigError("deliver_queue must be >= 0 (0: rpc_queue)")
         if self.max_request_bytes < 1024 or self.request_read_timeout_s <= 0:
             raise ConfigError("need max_request_bytes >= 1024 and request_read_timeout_s > 0")
         TrustedProxies.of(self.trusted_proxies)

@@ -6,6 +6,8 @@
     replay_soon(conn), replay_all  rounds loaded from saver: after AUTH, after a register
                                    re-flush (services/room/standby.py), by the redelivery
                                    sweep (services/room/redelivery.py)
+    reload(conns)                  a round for users whose pushes center's full Deliver queue
+                                   dropped (a reload Delivery, services/room/client.py)
     acked(conn, app, ids)          the client's ACK: to saver (batched, fire and forget) for
                                    the ids this connection holds; the next replay round once
                                    this one is ACKed
@@ -238,6 +240,14 @@ class Delivery(Generic[R]):
         return await self.saver.load(saver_pb2.LoadItem(
             app=app, uid=conn.uid, device=conn.device, limit=self.replay_batch,
             session_id=conn.session_id))
+
+    def reload(self, conns: Sequence[R]) -> None:
+        """Load and write one round for `conns` in the background: center's Deliver queue to
+        this room overflowed and dropped pushes for their users (services/room/client.py
+        `Overflowed`), which are stored and would otherwise wait for the redelivery sweep."""
+        for conn in conns:
+            self.watch(conn, fresh=True)
+        self.tasks.spawn(self.replay_all(conns))
 
     async def replay_all(self, conns: Sequence[R], chunk: int = 1000) -> None:
         """Load and write one round for many connections (after a re-flush: pushes stored

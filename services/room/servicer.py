@@ -33,8 +33,18 @@ class RoomServicer(room_pb2_grpc.RoomServicer):
     @servicer
     async def Deliver(self, request: room_pb2.DeliverRequest, context: Any) \
             -> room_pb2.DeliverReply:
-        return room_pb2.DeliverReply(delivered=[
-            self.delivery.deliver(d.message, d.session_id) for d in request.deliveries])
+        delivered: list[int] = []
+        reload: list[Connection] = []
+        for d in request.deliveries:
+            if d.reload:       # the user's own sessions of the app: a load is of their app
+                conns = self.delivery.hub.sessions_of(d.message.app, d.message.uid)
+                reload += conns
+                delivered.append(len(conns))
+            else:
+                delivered.append(self.delivery.deliver(d.message, d.session_id))
+        if reload:
+            self.delivery.reload(reload)
+        return room_pb2.DeliverReply(delivered=delivered)
 
     @servicer
     async def Kick(self, request: room_pb2.KickRequest, context: Any) -> room_pb2.KickReply:

@@ -11,7 +11,20 @@ from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import Instance
 from services.kit.rpc.grpcio import Channels
 from services.kit.rpc.pipe import PipeOptions
-from services.room.client import RoomClient, Unseen
+from services.room.client import Overflowed, RoomClient, Unseen
+
+
+def test_overflowed_users_are_kept_once_per_room_and_bounded() -> None:
+    over = Overflowed(max_users=3)
+    assert over.add("room-1", "a", "u1") and over.add("room-1", "a", "u1")    # once
+    assert over.add("room-1", "a", "u2") and over.add("room-2", "a", "u1")
+    assert len(over) == 3 and sorted(over.rooms()) == ["room-1", "room-2"]
+    assert not over.add("room-2", "a", "u9") and over.dropped == 1           # full
+    assert over.take("room-1", 1) == [("a", "u1")]                          # oldest first
+    assert over.take("room-1", 0) == [] and len(over) == 2
+    assert over.take("room-1", 5) == [("a", "u2")] and over.rooms() == ["room-2"]
+    assert over.add("room-2", "a", "u9") and over.take("room-2", 9) == [("a", "u1"), ("a", "u9")]
+    assert len(over) == 0 and over.rooms() == []
 
 
 def test_items_wait_for_their_room_and_leave_in_order() -> None:

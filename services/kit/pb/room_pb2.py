@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from services.kit.pb import common_pb2 as pushwire_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pushwire/room.proto\x12\rpushwire.room\x1a\x15pushwire/common.proto\"I\n\x08\x44\x65livery\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.pushwire.common.Message\x12\x12\n\nsession_id\x18\x02 \x01(\t\"=\n\x0e\x44\x65liverRequest\x12+\n\ndeliveries\x18\x01 \x03(\x0b\x32\x17.pushwire.room.Delivery\"!\n\x0c\x44\x65liverReply\x12\x11\n\tdelivered\x18\x01 \x03(\r\"V\n\x08KickItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\"5\n\x0bKickRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.pushwire.room.KickItem\"\x1b\n\tKickReply\x12\x0e\n\x06kicked\x18\x01 \x03(\r\"\xbe\x02\n\tInfoReply\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x13\n\x0b\x63onnections\x18\x02 \x01(\x04\x12\x10\n\x08sessions\x18\x03 \x01(\x04\x12\r\n\x05tasks\x18\x04 \x01(\x04\x12\x0e\n\x06parked\x18\x05 \x01(\x04\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x36\n\x07refused\x18\x07 \x03(\x0b\x32%.pushwire.room.InfoReply.RefusedEntry\x12\x34\n\x06\x63losed\x18\x08 \x03(\x0b\x32$.pushwire.room.InfoReply.ClosedEntry\x1a.\n\x0cRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a-\n\x0b\x43losedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"8\n\x0c\x44rainRequest\x12\x12\n\nrate_per_s\x18\x01 \x01(\x01\x12\x14\n\x0ckeep_running\x18\x02 \x01(\x08\"L\n\nDrainReply\x12\r\n\x05moved\x18\x01 \x01(\x04\x12\x11\n\tremaining\x18\x02 \x01(\x04\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"K\n\x0bPublishItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\";\n\x0ePublishRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.pushwire.room.PublishItem\"!\n\x0cPublishReply\x12\x11\n\tdelivered\x18\x01 \x03(\r\"k\n\rBroadcastTask\x12\x0b\n\x03job\x18\x01 \x01(\x04\x12)\n\x07message\x18\x02 \x01(\x0b\x32\x18.pushwire.common.Message\x12\x12\n\nrate_per_s\x18\x03 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\"?\n\x10\x42roadcastRequest\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.pushwire.room.BroadcastTask\"r\n\x0e\x42roadcastState\x12\x11\n\tdelivered\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x11\n\tcancelled\x18\x04 \x01(\x08\x12\x0f\n\x07unknown\x18\x05 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x06 \x01(\r\"?\n\x0e\x42roadcastReply\x12-\n\x06states\x18\x01 \x03(\x0b\x32\x1d.pushwire.room.BroadcastState\"\x1f\n\x0f\x41ppCountRequest\x12\x0c\n\x04\x61pps\x18\x01 \x03(\t\"$\n\rAppCountReply\x12\x13\n\x0b\x63onnections\x18\x01 \x03(\x04\x32\xe4\x03\n\x04Room\x12\x45\n\x07\x44\x65liver\x12\x1d.pushwire.room.DeliverRequest\x1a\x1b.pushwire.room.DeliverReply\x12<\n\x04Kick\x12\x1a.pushwire.room.KickRequest\x1a\x18.pushwire.room.KickReply\x12\x38\n\x04Info\x12\x16.pushwire.common.Empty\x1a\x18.pushwire.room.InfoReply\x12?\n\x05\x44rain\x12\x1b.pushwire.room.DrainRequest\x1a\x19.pushwire.room.DrainReply\x12\x45\n\x07Publish\x12\x1d.pushwire.room.PublishRequest\x1a\x1b.pushwire.room.PublishReply\x12K\n\tBroadcast\x12\x1f.pushwire.room.BroadcastRequest\x1a\x1d.pushwire.room.BroadcastReply\x12H\n\x08\x41ppCount\x12\x1e.pushwire.room.AppCountRequest\x1a\x1c.pushwire.room.AppCountReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pushwire/room.proto\x12\rpushwire.room\x1a\x15pushwire/common.proto\"Y\n\x08\x44\x65livery\x12)\n\x07message\x18\x01 \x01(\x0b\x32\x18.pushwire.common.Message\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0e\n\x06reload\x18\x03 \x01(\x08\"=\n\x0e\x44\x65liverRequest\x12+\n\ndeliveries\x18\x01 \x03(\x0b\x32\x17.pushwire.room.Delivery\"!\n\x0c\x44\x65liverReply\x12\x11\n\tdelivered\x18\x01 \x03(\r\"V\n\x08KickItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\x12\x0e\n\x06reason\x18\x05 \x01(\t\"5\n\x0bKickRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.pushwire.room.KickItem\"\x1b\n\tKickReply\x12\x0e\n\x06kicked\x18\x01 \x03(\r\"\xbe\x02\n\tInfoReply\x12\x0c\n\x04room\x18\x01 \x01(\t\x12\x13\n\x0b\x63onnections\x18\x02 \x01(\x04\x12\x10\n\x08sessions\x18\x03 \x01(\x04\x12\r\n\x05tasks\x18\x04 \x01(\x04\x12\x0e\n\x06parked\x18\x05 \x01(\x04\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\x12\x36\n\x07refused\x18\x07 \x03(\x0b\x32%.pushwire.room.InfoReply.RefusedEntry\x12\x34\n\x06\x63losed\x18\x08 \x03(\x0b\x32$.pushwire.room.InfoReply.ClosedEntry\x1a.\n\x0cRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a-\n\x0b\x43losedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"8\n\x0c\x44rainRequest\x12\x12\n\nrate_per_s\x18\x01 \x01(\x01\x12\x14\n\x0ckeep_running\x18\x02 \x01(\x08\"L\n\nDrainReply\x12\r\n\x05moved\x18\x01 \x01(\x04\x12\x11\n\tremaining\x18\x02 \x01(\x04\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"K\n\x0bPublishItem\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\";\n\x0ePublishRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.pushwire.room.PublishItem\"!\n\x0cPublishReply\x12\x11\n\tdelivered\x18\x01 \x03(\r\"k\n\rBroadcastTask\x12\x0b\n\x03job\x18\x01 \x01(\x04\x12)\n\x07message\x18\x02 \x01(\x0b\x32\x18.pushwire.common.Message\x12\x12\n\nrate_per_s\x18\x03 \x01(\x01\x12\x0e\n\x06\x63\x61ncel\x18\x04 \x01(\x08\"?\n\x10\x42roadcastRequest\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.pushwire.room.BroadcastTask\"r\n\x0e\x42roadcastState\x12\x11\n\tdelivered\x18\x01 \x01(\x04\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x11\n\tcancelled\x18\x04 \x01(\x08\x12\x0f\n\x07unknown\x18\x05 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x06 \x01(\r\"?\n\x0e\x42roadcastReply\x12-\n\x06states\x18\x01 \x03(\x0b\x32\x1d.pushwire.room.BroadcastState\"\x1f\n\x0f\x41ppCountRequest\x12\x0c\n\x04\x61pps\x18\x01 \x03(\t\"$\n\rAppCountReply\x12\x13\n\x0b\x63onnections\x18\x01 \x03(\x04\x32\xe4\x03\n\x04Room\x12\x45\n\x07\x44\x65liver\x12\x1d.pushwire.room.DeliverRequest\x1a\x1b.pushwire.room.DeliverReply\x12<\n\x04Kick\x12\x1a.pushwire.room.KickRequest\x1a\x18.pushwire.room.KickReply\x12\x38\n\x04Info\x12\x16.pushwire.common.Empty\x1a\x18.pushwire.room.InfoReply\x12?\n\x05\x44rain\x12\x1b.pushwire.room.DrainRequest\x1a\x19.pushwire.room.DrainReply\x12\x45\n\x07Publish\x12\x1d.pushwire.room.PublishRequest\x1a\x1b.pushwire.room.PublishReply\x12K\n\tBroadcast\x12\x1f.pushwire.room.BroadcastRequest\x1a\x1d.pushwire.room.BroadcastReply\x12H\n\x08\x41ppCount\x12\x1e.pushwire.room.AppCountRequest\x1a\x1c.pushwire.room.AppCountReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,45 +38,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREPLY_CLOSEDENTRY']._loaded_options = None
   _globals['_INFOREPLY_CLOSEDENTRY']._serialized_options = b'8\001'
   _globals['_DELIVERY']._serialized_start=61
-  _globals['_DELIVERY']._serialized_end=134
-  _globals['_DELIVERREQUEST']._serialized_start=136
-  _globals['_DELIVERREQUEST']._serialized_end=197
-  _globals['_DELIVERREPLY']._serialized_start=199
-  _globals['_DELIVERREPLY']._serialized_end=232
-  _globals['_KICKITEM']._serialized_start=234
-  _globals['_KICKITEM']._serialized_end=320
-  _globals['_KICKREQUEST']._serialized_start=322
-  _globals['_KICKREQUEST']._serialized_end=375
-  _globals['_KICKREPLY']._serialized_start=377
-  _globals['_KICKREPLY']._serialized_end=404
-  _globals['_INFOREPLY']._serialized_start=407
-  _globals['_INFOREPLY']._serialized_end=725
-  _globals['_INFOREPLY_REFUSEDENTRY']._serialized_start=632
-  _globals['_INFOREPLY_REFUSEDENTRY']._serialized_end=678
-  _globals['_INFOREPLY_CLOSEDENTRY']._serialized_start=680
-  _globals['_INFOREPLY_CLOSEDENTRY']._serialized_end=725
-  _globals['_DRAINREQUEST']._serialized_start=727
-  _globals['_DRAINREQUEST']._serialized_end=783
-  _globals['_DRAINREPLY']._serialized_start=785
-  _globals['_DRAINREPLY']._serialized_end=861
-  _globals['_PUBLISHITEM']._serialized_start=863
-  _globals['_PUBLISHITEM']._serialized_end=938
-  _globals['_PUBLISHREQUEST']._serialized_start=940
-  _globals['_PUBLISHREQUEST']._serialized_end=999
-  _globals['_PUBLISHREPLY']._serialized_start=1001
-  _globals['_PUBLISHREPLY']._serialized_end=1034
-  _globals['_BROADCASTTASK']._serialized_start=1036
-  _globals['_BROADCASTTASK']._serialized_end=1143
-  _globals['_BROADCASTREQUEST']._serialized_start=1145
-  _globals['_BROADCASTREQUEST']._serialized_end=1208
-  _globals['_BROADCASTSTATE']._serialized_start=1210
-  _globals['_BROADCASTSTATE']._serialized_end=1324
-  _globals['_BROADCASTREPLY']._serialized_start=1326
-  _globals['_BROADCASTREPLY']._serialized_end=1389
-  _globals['_APPCOUNTREQUEST']._serialized_start=1391
-  _globals['_APPCOUNTREQUEST']._serialized_end=1422
-  _globals['_APPCOUNTREPLY']._serialized_start=1424
-  _globals['_APPCOUNTREPLY']._serialized_end=1460
-  _globals['_ROOM']._serialized_start=1463
-  _globals['_ROOM']._serialized_end=1947
+  _globals['_DELIVERY']._serialized_end=150
+  _globals['_DELIVERREQUEST']._serialized_start=152
+  _globals['_DELIVERREQUEST']._serialized_end=213
+  _globals['_DELIVERREPLY']._serialized_start=215
+  _globals['_DELIVERREPLY']._serialized_end=248
+  _globals['_KICKITEM']._serialized_start=250
+  _globals['_KICKITEM']._serialized_end=336
+  _globals['_KICKREQUEST']._serialized_start=338
+  _globals['_KICKREQUEST']._serialized_end=391
+  _globals['_KICKREPLY']._serialized_start=393
+  _globals['_KICKREPLY']._serialized_end=420
+  _globals['_INFOREPLY']._serialized_start=423
+  _globals['_INFOREPLY']._serialized_end=741
+  _globals['_INFOREPLY_REFUSEDENTRY']._serialized_start=648
+  _globals['_INFOREPLY_REFUSEDENTRY']._serialized_end=694
+  _globals['_INFOREPLY_CLOSEDENTRY']._serialized_start=696
+  _globals['_INFOREPLY_CLOSEDENTRY']._serialized_end=741
+  _globals['_DRAINREQUEST']._serialized_start=743
+  _globals['_DRAINREQUEST']._serialized_end=799
+  _globals['_DRAINREPLY']._serialized_start=801
+  _globals['_DRAINREPLY']._serialized_end=877
+  _globals['_PUBLISHITEM']._serialized_start=879
+  _globals['_PUBLISHITEM']._serialized_end=954
+  _globals['_PUBLISHREQUEST']._serialized_start=956
+  _globals['_PUBLISHREQUEST']._serialized_end=1015
+  _globals['_PUBLISHREPLY']._serialized_start=1017
+  _globals['_PUBLISHREPLY']._serialized_end=1050
+  _globals['_BROADCASTTASK']._serialized_start=1052
+  _globals['_BROADCASTTASK']._serialized_end=1159
+  _globals['_BROADCASTREQUEST']._serialized_start=1161
+  _globals['_BROADCASTREQUEST']._serialized_end=1224
+  _globals['_BROADCASTSTATE']._serialized_start=1226
+  _globals['_BROADCASTSTATE']._serialized_end=1340
+  _globals['_BROADCASTREPLY']._serialized_start=1342
+  _globals['_BROADCASTREPLY']._serialized_end=1405
+  _globals['_APPCOUNTREQUEST']._serialized_start=1407
+  _globals['_APPCOUNTREQUEST']._serialized_end=1438
+  _globals['_APPCOUNTREPLY']._serialized_start=1440
+  _globals['_APPCOUNTREPLY']._serialized_end=1476
+  _globals['_ROOM']._serialized_start=1479
+  _globals['_ROOM']._serialized_end=1963
 # @@protoc_insertion_point(module_scope)

@@ -9,12 +9,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Delivery(_message.Message):
-    __slots__ = ("message", "session_id")
+    __slots__ = ("message", "session_id", "reload")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RELOAD_FIELD_NUMBER: _ClassVar[int]
     message: _common_pb2.Message
     session_id: str
-    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    reload: bool
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., session_id: _Optional[str] = ..., reload: _Optional[bool] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
     __slots__ = ("deliveries",)

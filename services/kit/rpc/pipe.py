@@ -158,6 +158,11 @@ class Pipe(Generic[I, R]):
         """Send `item` without waiting for its result; failures are logged and counted."""
         await self._enqueue((item, None))
 
+    @property
+    def queued(self) -> int:
+        """Items waiting in the queue (not yet taken into a batch)."""
+        return self._queue.qsize()
+
     def post_nowait(self, item: I) -> bool:
         """`post` from synchronous code (a protocol callback): when the queue is full the
         item is dropped and counted whatever the policy; returns False then."""
