@@ -18,9 +18,13 @@ from pushwire_protocol.errors import (
     PushwireError,
     Unavailable,
 )
+from services.kit.pb import saver_pb2
 from services.kit.rpc.grpcio import (
+    MESSAGE_MAX,
+    Channels,
     Options,
     client_options,
+    sender,
     server_options,
     servicer,
     translate_call,
@@ -188,3 +192,48 @@ async def test_the_peer_address_is_for_logs_not_for_the_message(
         await ask(faults[1], kind)
     assert "peer" not in info.value.message
     assert "peer" in str(info.value)
+
+
+BATCH = "/pushwire.test.Batch/Store"
+
+
+async def test_a_batch_of_large_items_is_sent_in_calls_that_each_fit() -> None:
+    # Three 24 MiB messages are 72 MiB together: over gRPC's 64 MiB limit as one call
+    # (RESOURCE_EXHAUSTED), within it as separate calls. Results come back in item order.
+    sizes: list[int] = []
+
+    async def store(request: saver_pb2.StoreRequest, _context: object) -> saver_pb2.StoreReply:
+        sizes.append(request.ByteSize())
+        return saver_pb2.StoreReply(results=[saver_pb2.StoreResult(
+            message={"uid": item.uid, "id": len(item.data)}) for item in request.items])
+
+    handler = grpc.method_handlers_generic_handler("pushwire.test.Batch", {
+        "Store": grpc.unary_unary_rpc_method_handler(
+            store, request_deserializer=saver_pb2.StoreRequest.FromString,
+            response_serializer=saver_pb2.StoreReply.SerializeToString)})
+    server = grpc.aio.server(options=server_options())
+    server.add_generic_rpc_handlers((handler,))
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    channels = Channels(None)
+    try:
+        def stub(ch: grpc.aio.Channel) -> object:
+            return type("Stub", (), {"Store": ch.unary_unary(
+                BATCH, request_serializer=saver_pb2.StoreRequest.SerializeToString,
+                response_deserializer=saver_pb2.StoreReply.FromString)})()
+
+        send = sender(channels, stub, "Store",
+                      lambda items: saver_pb2.StoreRequest(items=items),
+                      lambda reply, _n: list(reply.results))(target)
+        big = 24 * 1024 * 1024
+        items = [saver_pb2.StoreItem(app="demo", uid=f"u{i}", data=bytes(big + i))
+                 for i in range(3)]
+        results = await send(items, 30.0)
+        assert [(r.message.uid, r.message.id) for r in results] == [
+            ("u0", big), ("u1", big + 1), ("u2", big + 2)]
+        assert len(sizes) == 3 and max(sizes) < MESSAGE_MAX
+        small = [saver_pb2.StoreItem(app="demo", uid=f"s{i}", data=b"x") for i in range(50)]
+        assert len(await send(small, 5.0)) == 50 and len(sizes) == 4     # one call, as before
+    finally:
+        await channels.close()
+        await server.stop(None)

@@ -40,6 +40,7 @@ T = TypeVar("T")
 KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
 MESSAGE_MAX = 64 * 1024 * 1024
+BATCH_BYTES = MESSAGE_MAX // 2    # a batch request above this is sent in parts (`sender`)
 
 Options = list[tuple[str, int]]
 
@@ -207,14 +208,22 @@ def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], me
         -> Callable[[str], Callable[[list[Any], float], Awaitable[list[Any]]]]:
     """A Pipe send-factory for one batch method: target -> send(items, timeout) -> results.
 
-    `build(items)` makes the request, `split(reply, n)` returns one result per item.
+    `build(items)` makes the request, `split(reply, n)` returns one result per item. A request
+    over `BATCH_BYTES` (a batch of large messages: an app's `max_body` has no bound of its own)
+    goes as two calls of half the items each, recursively, one after the other, so that no
+    call passes gRPC's `MESSAGE_MAX` because of the company it was batched with; one item
+    over the limit still fails alone (gRPC's RESOURCE_EXHAUSTED: Overloaded).
     """
 
     def make(target: str) -> Callable[[list[Any], float], Awaitable[list[Any]]]:
         rpc = getattr(stub_class(channels.get(target)), method)
 
         async def send(items: list[Any], timeout: float) -> list[Any]:
-            reply = await translate_call(target, rpc(build(items), timeout=timeout))
+            request = build(items)
+            if len(items) > 1 and request.ByteSize() > BATCH_BYTES:
+                half = len(items) // 2
+                return [*await send(items[:half], timeout), *await send(items[half:], timeout)]
+            reply = await translate_call(target, rpc(request, timeout=timeout))
             return split(reply, len(items))
 
         return send
