@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from functools import lru_cache
 
 from aiohttp import web
 
@@ -23,6 +25,18 @@ class DispatcherApi:
     def __init__(self, config: DispatcherConfig, discovery: Discovery) -> None:
         self.config = config
         self.discovery = discovery
+        # The reply's tail after the endpoints, per (ttl, heartbeat): rendered once, not per
+        # request (the bytes are json.dumps' of the whole reply, docs/api.md §1).
+        backoff = json.dumps({"base_ms": config.backoff_base_ms, "factor": config.backoff_factor,
+                              "jitter": config.backoff_jitter, "max_ms": config.backoff_max_ms})
+
+        @lru_cache(maxsize=64)
+        def tail(ttl_s: int, min_s: int, max_s: int, default_s: int) -> str:
+            heartbeat = json.dumps({"min_s": min_s, "max_s": max_s, "default_s": default_s})
+            return f', "ttl_s": {json.dumps(ttl_s)}, "heartbeat": {heartbeat}, ' \
+                   f'"backoff": {backoff}}}'
+
+        self._tail = tail
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/v1/route", self.route), web.get("/v1/health", self.health)]
@@ -37,14 +51,10 @@ class DispatcherApi:
                         c.failed_idc_after)
         if not choice.endpoints:
             raise Unavailable("no room available")
-        return web.json_response({
-            "endpoints": choice.endpoints,
-            "ttl_s": c.degraded_ttl_s if choice.degraded else c.route_ttl_s,
-            "heartbeat": {"min_s": app.heartbeat_min_s, "max_s": app.heartbeat_max_s,
-                          "default_s": app.heartbeat_default_s},
-            "backoff": {"base_ms": c.backoff_base_ms, "factor": c.backoff_factor,
-                        "jitter": c.backoff_jitter, "max_ms": c.backoff_max_ms},
-        })
+        tail = self._tail(c.degraded_ttl_s if choice.degraded else c.route_ttl_s,
+                          app.heartbeat_min_s, app.heartbeat_max_s, app.heartbeat_default_s)
+        return web.Response(text=f'{{"endpoints": {json.dumps(choice.endpoints)}{tail}',
+                            content_type="application/json")
 
     async def health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "rooms": len(self.discovery.instances("room"))})

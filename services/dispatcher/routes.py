@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain, zip_longest
 from urllib.parse import urlsplit
 
@@ -91,6 +92,8 @@ def healthy(rooms: Sequence[Instance], failed: frozenset[str] = frozenset()) -> 
 
 def rank(uid: str, rooms: Sequence[Instance]) -> list[Instance]:
     """`rooms` in the uid's order of preference (the first is its sticky room)."""
+    if len(rooms) < 2:              # one room (or none): nothing to hash
+        return list(rooms)
     return sorted(rooms, key=lambda r: (score(uid, r), r.id), reverse=True)
 
 
@@ -98,8 +101,10 @@ def choose(rooms: list[Instance], query: RouteQuery, group_size: int,
            failed_idc_after: int = 2) -> Choice:
     """Endpoints for `query`, sticky room first; empty when no room can take the client."""
     usable = healthy(rooms, query.failed)
-    local = [r for r in usable if not query.idc or r.idc == query.idc]
-    remote = [r for r in usable if r not in local]
+    local: list[Instance] = []
+    remote: list[Instance] = []
+    for r in usable:
+        (local if not query.idc or r.idc == query.idc else remote).append(r)
     struggling = max(len(query.failed), query.attempt) >= failed_idc_after
     if not local:
         order = rank(query.uid, remote)
@@ -122,13 +127,20 @@ def _spread(order: list[Instance], isp: str) -> list[str]:
     hosts: set[str] = set()
     for room in order:
         url = endpoint(room, isp)
-        host = urlsplit(url).hostname or url
+        host = _host(url)
         if host in hosts:
             later.append(url)
         else:
             hosts.add(host)
             first.append(url)
     return list(dict.fromkeys(first + later))
+
+
+@lru_cache(maxsize=4096)
+def _host(url: str) -> str:
+    """The endpoint's host (the URL itself when it has none): parsed once per address, not
+    once per route request (there are as many addresses as rooms and their ISP variants)."""
+    return urlsplit(url).hostname or url
 
 
 def _failed(room: Instance, failed: frozenset[str]) -> bool:

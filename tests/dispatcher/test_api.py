@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,3 +125,24 @@ async def test_other_methods_and_routes_answer_the_json_error(
     async with session.get(url.replace("/v1/route", "/v1/routes")) as resp:
         assert resp.status == 404
         assert await resp.json() == {"error": {"code": 1006, "message": "no such route"}}
+
+
+async def test_reply_bytes_are_the_json_of_the_whole_reply(
+        client: tuple[ClientSession, str, View]) -> None:
+    # The reply is rendered from a cached tail (services/dispatcher/api.py): its bytes and
+    # headers are what json_response made of the whole object, normal and degraded alike.
+    session, url, view = client
+    view.rooms.append(Instance("room", "room-5", addresses={"ws": "wss://push.example/ws",
+                                                            "ws.cm": "10.9.0.5:8200"}))
+    for params in ({"uid": "carol"}, {"uid": "carol", "isp": "cm", "attempt": "5"},
+                   {"uid": "dave", "failed": "10.0.0.1:8200,10.0.0.2:8200"}):
+        async with session.get(url, params={"app": "chat", **params}) as resp:
+            raw = await resp.read()
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
+        body = json.loads(raw)
+        assert raw == json.dumps({
+            "endpoints": body["endpoints"], "ttl_s": body["ttl_s"],
+            "heartbeat": {"min_s": 20, "max_s": 300, "default_s": 120},
+            "backoff": {"base_ms": 500, "factor": 2.0, "jitter": 0.5, "max_ms": 60000},
+        }).encode()
