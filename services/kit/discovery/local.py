@@ -12,9 +12,9 @@ for is a new instance, a changed one — load, draining — and apps).
 Writes are atomic renames. The view is refreshed every `poll_s`, re-reading only what changed:
 a folder whose mtime is as it was is not listed again, and of a listed folder only the files
 whose inode, size or mtime differ are read (one `scandir` and a `stat` per file). A poll of an
-unchanged directory reads no file, which is what 56 room workers polling 4 times a second
-need (re-reading every file each poll cost them 57 % of a core); at 4 polls a second the
-poll's wake-ups alone were still half an idle room worker's CPU (bench/RESULTS.md).
+unchanged directory reads no file, which is what 56 room workers polling (then 4 times a second)
+need (re-reading every file each poll cost them 57 % of a core); 4 polls a second still cost
+0.12 % of a core per process, a quarter of an idle room worker (bench/RESULTS.md).
 
 Racy window: a timestamp has a granularity (a kernel tick; a second on some file systems), so
 a file rewritten right after we read it may keep the mtime (and inode and size) we saw. An
