@@ -292,3 +292,33 @@ async def test_killed_process_disappears(tmp_path: Path,
             child.stdout.close()
     await until(lambda: ids(second) == [])
     assert not (tmp_path / "instances" / "room" / "child").exists()
+
+
+async def test_a_killed_process_leaves_the_view_without_waiting_for_a_poll(
+        tmp_path: Path) -> None:
+    """Its pidfd says it exited: the view drops it (listeners told) before any poll, even while
+    it is an unreaped zombie that kill(pid, 0) still calls alive; the poll can be slow."""
+    watcher = LocalDiscovery(str(tmp_path), poll_s=3600)
+    await watcher.start(KINDS)
+    changes: list[str] = []
+    watcher.listen(changes.append)
+    child = start_child(tmp_path)
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 10)
+        assert line.strip() == "ready"
+        watcher._refresh(notify=True)           # what a poll does: the child is in the view
+        assert ids(watcher) == ["child"]
+        polls = watcher.polls
+        child.send_signal(signal.SIGKILL)       # not reaped yet: a zombie
+        await until(lambda: ids(watcher) == [], timeout=10)
+        assert watcher.polls == polls + 1       # the exit's own refresh, no poll
+        assert changes[-1] == "room"
+        assert not (tmp_path / "instances" / "room" / "child").exists()
+        assert watcher._pidfds == {}
+    finally:
+        child.kill()
+        child.wait(5)
+        if child.stdout is not None:
+            child.stdout.close()
+        await watcher.close()

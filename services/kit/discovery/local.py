@@ -3,13 +3,18 @@
 Stand-in for ZooKeeper behind the same interface. An instance file names its owner's pid; a
 reader ignores files whose pid is gone (and removes them), so an instance is "ephemeral" for
 exactly as long as its process lives (sooner than ZooKeeper's session timeout): every poll
-asks the kernel whether each pid in the view lives (`kill(pid, 0)`, no file read).
+asks the kernel whether each pid in the view lives (`kill(pid, 0)`, no file read), and where
+the kernel has pidfds (Linux >= 5.3) each pid in the view is also watched by the event loop
+(`pidfd_open`, readable when that process exits): a killed instance leaves the view at once,
+not at the next poll, which lets the poll be slow (`poll_s`, 1 s: what a poll is still
+for is a new instance, a changed one — load, draining — and apps).
 
 Writes are atomic renames. The view is refreshed every `poll_s`, re-reading only what changed:
 a folder whose mtime is as it was is not listed again, and of a listed folder only the files
 whose inode, size or mtime differ are read (one `scandir` and a `stat` per file). A poll of an
-unchanged directory reads no file, which is what 56 room workers polling 4 times a second
-need (re-reading every file each poll cost them 57 % of a core).
+unchanged directory reads no file, which is what 56 room workers polling (then 4 times a second)
+need (re-reading every file each poll cost them 57 % of a core); 4 polls a second still cost
+0.12 % of a core per process, a quarter of an idle room worker (bench/RESULTS.md).
 
 Racy window: a timestamp has a granularity (a kernel tick; a second on some file systems), so
 a file rewritten right after we read it may keep the mtime (and inode and size) we saw. An
@@ -47,7 +52,7 @@ RELIST_S = 5.0      # an unchanged folder is listed again this often (a file edi
 class LocalDiscovery:
     """File-backed Discovery; see the module docstring."""
 
-    def __init__(self, root: str, poll_s: float = 0.25) -> None:
+    def __init__(self, root: str, poll_s: float = 1.0) -> None:
         self.root = Path(root).expanduser()
         self._poll_s = poll_s
         self._kinds: tuple[str, ...] = ()
@@ -59,6 +64,9 @@ class LocalDiscovery:
         self._listeners: list[Listener] = []
         self._mine: Path | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._pidfds: dict[int, int] = {}               # pid in the view -> its pidfd
+        self._pidfd_ok = hasattr(os, "pidfd_open")
+        self._gone: set[int] = set()                    # pids whose pidfd said they exited
 
     async def start(self, kinds: tuple[str, ...]) -> None:
         self._kinds = kinds
@@ -68,6 +76,7 @@ class LocalDiscovery:
             self._folders[kind] = Folder(self.root / "instances" / kind, _parse_instance)
         self._refresh(notify=False)
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="discovery")
+        self._watch_pids()
 
     async def close(self) -> None:
         if self._poller is not None:
@@ -75,6 +84,8 @@ class LocalDiscovery:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        for pid in list(self._pidfds):
+            self._unwatch(pid)
         if self._mine is not None:
             self._mine.unlink(missing_ok=True)
             self._mine = None
@@ -141,6 +152,7 @@ class LocalDiscovery:
         if apps != self._apps:
             self._apps = apps
             changed.append("apps")
+        self._watch_pids()
         if notify:
             for kind in changed:
                 for listener in self._listeners:
@@ -149,13 +161,53 @@ class LocalDiscovery:
                     except Exception:
                         log.exception("discovery listener failed on %s", kind)
 
+    def _watch_pids(self) -> None:
+        """Watch each other process in the view for its exit (pidfd readable), stop watching
+        the ones that left it. Without pidfds (or out of descriptors) the poll alone sees it."""
+        if not self._pidfd_ok or self._poller is None:
+            return
+        pids = {i.pid for found in self._instances.values() for i in found
+                if i.pid and i.pid != os.getpid()}
+        self._gone &= pids
+        for pid in self._pidfds.keys() - pids:
+            self._unwatch(pid)
+        loop = asyncio.get_running_loop()
+        for pid in pids - self._pidfds.keys():
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue                            # gone already: the next refresh drops it
+            except OSError as exc:                  # no pidfds here, or out of descriptors
+                log.info("not watching discovery pids (%s): polling every %.2f s",
+                         exc, self._poll_s)
+                self._pidfd_ok = False
+                return
+            self._pidfds[pid] = fd
+            loop.add_reader(fd, self._exited, pid)
+
+    def _unwatch(self, pid: int) -> None:
+        fd = self._pidfds.pop(pid)
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+
+    def _exited(self, pid: int) -> None:
+        """A process in the view exited: drop its instances now (it may be a zombie until its
+        parent reaps it, which `kill(pid, 0)` would still call alive)."""
+        self._unwatch(pid)
+        self._gone.add(pid)
+        try:
+            self._refresh(notify=True)
+        except OSError as exc:
+            log.warning("discovery refresh failed: %s", exc)
+
     def _refresh_kind(self, kind: str) -> bool:
         """Bring the view of `kind` up to date; True when it changed. Files of processes that
         are gone are removed (their instances "expired")."""
         folder = self._folders[kind]
         changed = folder.scan()
         files = folder.values
-        dead = {pid for pid in {i.pid for i in files.values()} if not pid or not _alive(pid)}
+        dead = {pid for pid in {i.pid for i in files.values()}
+                if not pid or pid in self._gone or not _alive(pid)}
         for name, instance in list(files.items()):
             if instance.pid and instance.pid in dead:
                 (folder.path / name).unlink(missing_ok=True)
