@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import ssl
 import subprocess
@@ -46,6 +45,7 @@ from cli.processes import (
     stop_in_order,
 )
 from pushwire_sdk.trust import client_context
+from services.kit.config import new_secret
 from services.kit.discovery import AppConfig, Discovery, connect
 
 REAL = {
@@ -171,8 +171,8 @@ def demo_app(home: Path) -> AppConfig:
     path = home / "demo-app.json"
     if path.exists():
         return AppConfig.from_json(path.read_bytes())
-    app = AppConfig(id="demo", secrets=(secrets.token_urlsafe(24),),
-                    api_keys=(secrets.token_urlsafe(24),))
+    app = AppConfig(id="demo", secrets=(new_secret(24),),
+                    api_keys=(new_secret(24),))
     home.mkdir(parents=True, exist_ok=True)
     path.write_bytes(app.to_json())
     return app

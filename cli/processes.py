@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import secrets
 import socket
 import ssl
 import subprocess
@@ -24,7 +23,7 @@ import aiohttp
 
 from pushwire_protocol.errors import PushwireError
 from services.kit import config as kitconfig
-from services.kit.config import read_secrets
+from services.kit.config import new_secret, read_secrets
 from services.kit.lifecycle import die_with_parent
 from services.room.config import RoomConfig
 from services.room.workers import STOP_MARGIN_S, stop_budget_s
@@ -86,7 +85,7 @@ def _made_once(path: Path) -> Path:
         with contextlib.suppress(FileExistsError):    # made meanwhile by another process
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(32) + "\n")
+                out.write(new_secret() + "\n")
     return path
 
 

@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import re
-import secrets
 import time
 import typing
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pushwire_protocol.errors import BadRequest, ConfigError, Conflict, NotFound, TooLarge
-from services.kit.config import SECRET_MIN, checked_secret, read_secrets
+from services.kit.config import SECRET_MIN, checked_secret, new_secret, read_secrets
 from services.kit.discovery import AppConfig, Discovery, Instance
 from services.kit.pb import room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, translate_call
@@ -239,7 +238,7 @@ def rotated(app: AppConfig, kind: str, new: str, overlap_s: float, now: float) -
 
 
 def new_credential() -> str:
-    return secrets.token_urlsafe(24)
+    return new_secret(24)
 
 
 # -- apps over discovery ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ anything wrong raises ConfigError naming the variable.
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
 import typing
 import uuid
@@ -107,6 +108,15 @@ def read_secrets(path: Path, setting: str = "cluster_secret_file",
     if not lines:
         raise ConfigError(f"{setting} {path} is empty")
     return tuple(checked_secret(line, f"{setting} {path}", what) for line in lines)
+
+
+def new_secret(nbytes: int = 32) -> str:
+    """A random credential (URL-safe base64 of `nbytes` random bytes) that never starts with
+    "-": a key pasted after a command-line flag (`--admin-key KEY`) is otherwise read as a flag
+    by argparse, one time in 64."""
+    while (secret := secrets.token_urlsafe(nbytes)).startswith("-"):
+        pass
+    return secret
 
 
 def checked_secret(secret: str, where: str, what: str = "a cluster secret") -> str:

@@ -99,6 +99,7 @@ async def test_pending_figure_follows_pushes_acks_expiry_and_saver_restarts(
 
     cluster.kill("saver", signal.SIGTERM)           # commits its write-behind, then exits
     cluster.spawn("saver")
+    await cluster.wait_ready()                      # our own view too (polled once a second)
     await falls_to(cluster, 3)                      # answers again, with the same figure
 
     await receive_and_ack(cluster, "away-2", 2)

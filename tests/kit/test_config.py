@@ -9,7 +9,7 @@ import pytest
 
 from pushwire_protocol.errors import ConfigError
 from services.dispatcher.config import DispatcherConfig
-from services.kit.config import ServiceConfig, client_secret, load
+from services.kit.config import ServiceConfig, checked_secret, client_secret, load, new_secret
 
 SECRET = "s3cret-of-the-test-cluster"
 
@@ -233,3 +233,13 @@ def test_edge_settings_of_the_dispatcher() -> None:
                      ("PUSHWIRE_DISPATCHER_TRUSTED_PROXIES", "10.0.0.0/33")):
         with pytest.raises(ConfigError):
             load(DispatcherConfig, "dispatcher", {var: raw})
+
+
+def test_new_secret_never_starts_with_a_dash_so_a_flag_can_carry_it() -> None:
+    """One token_urlsafe in 64 starts with "-", which argparse reads as a flag after
+    `--admin-key` (CI saw `pushwire app set ... --admin-key -x...` fail with usage)."""
+    made = [new_secret() for _ in range(2000)]
+    assert not [s for s in made if s.startswith("-")]
+    assert len(set(made)) == len(made)
+    assert all(checked_secret(s, "test") == s and len(s) >= 43 for s in made)
+    assert any("-" in s for s in made)                  # the alphabet itself is unchanged
