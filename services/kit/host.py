@@ -42,6 +42,8 @@ TASKS = Gauge("pushwire_asyncio_tasks", "asyncio tasks alive in the process")
 DISCOVERED = Gauge("pushwire_discovery_instances",
                    "Instances of a kind this process sees in discovery (with an address)",
                    ["kind"])
+APPS = Gauge("pushwire_discovery_apps",
+             "Apps this process sees in discovery (it serves an app only once it sees it)")
 
 
 def version() -> str:
@@ -154,6 +156,7 @@ async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
     TASKS.set_function(partial(_tasks, asyncio.get_running_loop()))
     for seen in watch:
         DISCOVERED.labels(seen).set_function(partial(_addressed, discovery, seen))
+    APPS.set_function(lambda: len(discovery.apps()))
     app = http.application()
     app.add_routes(host.health.routes())
     runner, port = await http.start_site(app, config.bind, config.metrics_port)

@@ -207,6 +207,21 @@ class Cluster:
         """Room `name`'s own counts (Info RPC): connections, sessions, tasks, parked."""
         return await room_info(self.room(name).addresses["grpc"], self.secret)
 
+    async def put_app(self, app: AppConfig, timeout: float = 30.0) -> None:
+        """Create `app` in discovery and wait until every running process sees it (their
+        `pushwire_discovery_apps` gauge counts as many apps as ours): before that a room
+        answers a client of the app "unknown app" (on ZooKeeper a watch is not instant)."""
+        assert self.discovery is not None
+        await self.discovery.put_app(app)
+        wanted = len(self.discovery.apps())
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            while proc.popen is not None and proc.popen.poll() is None \
+                    and await self.metric(proc.name, "pushwire_discovery_apps") < wanted:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{proc.name} does not see app {app.id}")
+                await asyncio.sleep(0.05)
+
     async def metric(self, name: str, family: str, **labels: str) -> float:
         """A sample of process `name`'s /metrics; 0 when absent."""
         return await metric(self.metrics_address(name), family, **labels)

@@ -38,8 +38,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     # The redelivery sweep runs every second here: messages left unacked come again.
     sweep = {"PUSHWIRE_ROOM_REDELIVER_EVERY_S": "1", "PUSHWIRE_ROOM_REDELIVER_MIN_AGE_S": "1"}
     async with Cluster(tmp_path_factory.mktemp("bind"), real=True, env=sweep) as c:
-        assert c.discovery is not None
-        await c.discovery.put_app(OTHER)
+        await c.put_app(OTHER)
         yield c
 
 

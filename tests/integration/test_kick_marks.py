@@ -141,7 +141,7 @@ async def test_each_app_has_a_quota_of_kick_marks(tmp_path: Path, real: bool) ->
     other = AppConfig(id="other", secrets=("other-secret",), api_keys=("test-key",))
     async with Cluster(tmp_path, real=real, env={"PUSHWIRE_REGISTER_KICK_QUOTA": "2"}) as cluster:
         assert cluster.discovery is not None
-        await cluster.discovery.put_app(other)
+        await cluster.put_app(other)
 
         async def known() -> bool:      # center watches discovery: the new app shows up
             return (await cluster.api("GET", "/v1/apps/other/users/q3"))[0] == 200

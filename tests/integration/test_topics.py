@@ -74,8 +74,7 @@ async def test_publish_reaches_exactly_the_bound_connections(tmp_path: Path) -> 
 
 async def test_one_connection_serves_another_app_with_its_token(tmp_path: Path) -> None:
     async with Cluster(tmp_path, real=True) as cluster:
-        assert cluster.discovery is not None
-        await cluster.discovery.put_app(OTHER)
+        await cluster.put_app(OTHER)
         (x, y) = await crowd(cluster, 2)
         try:
             other_token = token.mint("other-secret", "other", "u0", now=time.time(), device="d")
