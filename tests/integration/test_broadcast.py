@@ -192,7 +192,7 @@ async def test_offline_clients_get_it_once_on_connect_and_not_after_the_ttl(
     cluster = world.cluster
     assert cluster.discovery is not None
     app = AppConfig(id="late", secrets=("late-secret",), api_keys=("late-key",))
-    await cluster.discovery.put_app(app)
+    await cluster.put_app(app)
     demo = cluster.app
     cluster.app = app                                 # api() and token() of the app "late"
     try:
