@@ -95,7 +95,10 @@ async def test_resume_needs_no_register_or_saver_and_redelivers_the_unacked_once
     status, body = await cluster.push("flash", "not acked yet")
     assert status == 200, body
     message_id = int(body["messages"][0]["id"])
-    assert await pushed(first, 1) == [message_id]
+    # A live push that races the load of first's AUTH reaches it twice (the load answered
+    # after the push was stored: saver counted it), and the client dedupes by id
+    # (services/room/delivery.py, docs/protocol.md §6): seen under a CPU hog.
+    assert set(await pushed(first, 1)) == {message_id}
     first.abort()                                          # the link drops, no close frame
     await parked(cluster, "room-0")
 
