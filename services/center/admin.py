@@ -237,10 +237,6 @@ def rotated(app: AppConfig, kind: str, new: str, overlap_s: float, now: float) -
     return tidy(replace(app, **changed), now)
 
 
-def new_credential() -> str:
-    return new_secret(24)
-
-
 # -- apps over discovery ------------------------------------------------------------------------
 
 ROTATE = Schema({"overlap_s": Number(0, MAX_OVERLAP_S), "value": Text(0, 4096)},
@@ -279,7 +275,7 @@ class Apps:
                              "first)")
         if self.discovery.app(app_id) is not None:
             raise Conflict(f"app {app_id!r} exists")
-        made = {"secrets": [new_credential()], "api_keys": [new_credential()]}
+        made = {"secrets": [new_secret(24)], "api_keys": [new_secret(24)]}
         app = edited(AppConfig(id=app_id), {**{k: v for k, v in made.items() if k not in body},
                                             **body}, self.clock())
         await self.discovery.put_app(app)
@@ -298,7 +294,7 @@ class Apps:
         """Add a new credential of `kind` (the body's "value", else a random one); the
         others keep working for "overlap_s" (default a day)."""
         checked = ROTATE.parse(body)
-        new = checked["value"] or new_credential()
+        new = checked["value"] or new_secret(24)
         if len(new) < KEY_MIN:
             raise BadRequest(f"value must be at least {KEY_MIN} characters")
         _credential_given("value", new)

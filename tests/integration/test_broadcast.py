@@ -190,7 +190,6 @@ async def test_a_center_killed_mid_job_leaves_it_to_the_other(world: World) -> N
 async def test_offline_clients_get_it_once_on_connect_and_not_after_the_ttl(
         world: World) -> None:
     cluster = world.cluster
-    assert cluster.discovery is not None
     app = AppConfig(id="late", secrets=("late-secret",), api_keys=("late-key",))
     await cluster.put_app(app)
     demo = cluster.app
