@@ -245,6 +245,11 @@ class Worker:
         ids = range(spec.first, spec.first + spec.count)
         made, self._made = self._made, {}
         sessions = [made[i] if i in made else self.session(spec, i) for i in ids]
+        # Heartbeats start with the connects, not after them: a slow open phase (60,000
+        # connections at ~900/s) would otherwise leave its first sessions silent past the
+        # room's heartbeat deadline (4002), and their pushes would read as lost.
+        if spec.heartbeat_s and self._beats is None:
+            self._beats = asyncio.get_running_loop().create_task(self._beat(spec.heartbeat_s))
         started = time.monotonic_ns()
         tasks = [asyncio.ensure_future(self._open_one(spec, i, session, limit))
                  for i, session in zip(ids, sessions, strict=True)]
@@ -254,8 +259,6 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         failed = spec.count - self.tally.ready
-        if spec.heartbeat_s and self._beats is None:
-            self._beats = asyncio.get_running_loop().create_task(self._beat(spec.heartbeat_s))
         return {"ready": self.tally.ready, "failed": failed, "started_ns": started,
                 "ready_ns": self.tally.ready_ns, "errors": self._errors(),
                 "steps_us": self.steps}

@@ -24,7 +24,10 @@ n authenticated clients connect (spread over `workers` room processes sharing on
                          coordinator, center, dispatcher);
 - push_p50_ms/p99_ms:    `samples` single-uid pushes (center's push API) to random connected
                          users, paced, while the rest idle: from the API call to the client;
-- lost:                  sampled pushes accepted and never delivered.
+- lost:                  sampled pushes accepted and never delivered;
+- live:                  the clients' connections still open when the samples are sent (a
+                         connection the room closed, e.g. for a missed heartbeat, is not
+                         reconnected: its user's pushes wait in the store and count as lost).
 
 Limits on one box, and how the scenario stays inside them: a process holds at most its
 open-files limit of sockets (the hard `ulimit -n`), so the load is spread over enough
@@ -264,6 +267,7 @@ async def _sample(cluster: BenchCluster, fleet: Fleet, opts: Options) -> dict[st
     """`samples` single pushes to random users, paced; their latencies and losses."""
     await fleet.record(True)
     await fleet.reset()
+    live = (await fleet.stats()).live
     users = random.sample(range(opts.n), min(opts.samples, opts.n))
     accepted = 0
     path = f"{cluster.center}/v1/apps/{cluster.app.id}/push"
@@ -280,4 +284,4 @@ async def _sample(cluster: BenchCluster, fleet: Fleet, opts: Options) -> dict[st
     await fleet.record(False)
     shown = latency_figures(latencies)
     return {"push_p50_ms": shown["p50_ms"], "push_p99_ms": shown["p99_ms"],
-            "pushes": accepted, "lost": max(0, accepted - stats.deliveries)}
+            "pushes": accepted, "lost": max(0, accepted - stats.deliveries), "live": live}

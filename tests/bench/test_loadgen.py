@@ -108,3 +108,31 @@ async def test_a_ready_session_reports_how_long_each_step_took() -> None:
     assert not any(answer["steps_us"])
     worker.timed([0, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 4_000_000])
     assert worker.steps == [[1000], [500], [500], [500], [1500]]
+
+
+async def test_heartbeats_run_while_the_open_phase_still_connects() -> None:
+    # A long open phase (60,000 sessions at ~900/s) must not leave its first sessions silent
+    # past the room's heartbeat deadline: the beat starts with the connects, not after them.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    worker = Worker()
+    spec = {"kind": "pushwire", "count": 1, "target": f"127.0.0.1:{port}", "timeout_s": 2,
+            "sources": ["127.0.0.1"], "secret": "s", "app": "a", "uid": "u{i}",
+            "heartbeat_s": 30}
+    try:
+        opening = asyncio.ensure_future(worker.handle({"cmd": "open", "spec": spec}))
+        await asyncio.sleep(0.5)
+        assert not opening.done()
+        assert worker._beats is not None and not worker._beats.done()
+        assert (await opening)["failed"] == 1
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        await worker.close()
