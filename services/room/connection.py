@@ -43,6 +43,7 @@ from websockets.frames import CloseCode as WsCloseCode
 from websockets.http11 import Request
 from websockets.protocol import CLOSING, CONNECTING, OPEN
 from websockets.server import ServerProtocol
+from websockets.speedups import apply_mask
 from websockets.typing import Subprotocol
 
 from pushwire_protocol.errors import LimitError, Overloaded, ProtocolError, PushwireError
@@ -118,6 +119,7 @@ _MEDIUM = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 _FIN_BINARY = 0x80 | BINARY
 _SLICE = 4096           # bytes of one read handed to websockets at a time
+_MASK_BIT = 0x80
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -247,7 +249,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = ("alive", "app", "ctx", "device", "fresh", "inflight", "origin", "peer",
                  "proxy_due", "proxy_head", "session", "session_id", "state", "transport",
-                 "uid", "ws")
+                 "uid", "unframed", "ws")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -268,6 +270,9 @@ class Connection(asyncio.Protocol):
         self.inflight = 0
         self.state: ConnState | None = None
         self.fresh = True               # nothing read yet: the handshake may take the fast path
+        # Bytes of a frame not yet complete while this connection frames its reads itself
+        # (`_frames`: the handshake took the fast path); None while websockets does.
+        self.unframed: bytes | None = None
 
     def __repr__(self) -> str:
         who = f"{self.app}/{self.uid}/{self.device}"
@@ -386,6 +391,8 @@ class Connection(asyncio.Protocol):
             else:
                 self._own_ws()
         now = time.monotonic()
+        if self.unframed is not None:
+            data = self._frames(data, now)
         # websockets parses every frame it is given before we see one (~6 µs each): feed a
         # big read in slices, so a client that breaks a bound (§9) costs at most one slice
         # past it; the rest of its bytes are dropped unread.
@@ -395,6 +402,55 @@ class Connection(asyncio.Protocol):
                 break
         if self.ws.state is not OPEN and self.ws.state is not CONNECTING:
             self._ws_closed()
+
+    def _frames(self, data: bytes, now: float) -> bytes:
+        """Take the frames of a read on a connection that frames its reads itself; return
+        the bytes left for websockets (b"" when none are).
+
+        The common frame, complete, final, masked and binary within the message size, is
+        unmasked and handled here: websockets' generator-based parser cost more than the
+        rest of a HEARTBEAT or an ACK (docs/design-notes.md §15). Any other frame (control
+        frames, text, fragments, reserved bits) is handed to websockets whole, so that its
+        parser always starts at a frame boundary and answers pings, close handshakes and
+        RFC 6455 violations as before. A frame websockets refuses from its header (unmasked,
+        over the size), an incomplete one over `_SLICE` bytes (joining its pieces here would
+        copy it once per read), and everything once the session or the WebSocket is closing,
+        go to websockets with every later byte: the connection stops framing for itself.
+        """
+        buffer = self.unframed + data if self.unframed else data
+        ws = self.ws
+        end = len(buffer)
+        pos = 0
+        while pos < end and ws.state is OPEN and not self.closed:
+            second = buffer[pos + 1] if end - pos > 1 else 0
+            size = second & 0x7F
+            start = pos + 2 + (2 if size == 126 else 8 if size == 127 else 0)
+            if end - pos < 2 or start > end:
+                self.unframed = buffer[pos:]         # the header is not complete yet
+                return b""
+            if size >= 126:
+                size = int.from_bytes(buffer[pos + 2:start], "big")
+            limit = ws.max_message_size
+            if not second & _MASK_BIT or (limit is not None and size > limit):
+                break
+            stop = start + 4 + size
+            if stop > end:
+                if stop - pos > _SLICE:
+                    break       # a big frame in pieces: websockets' reader appends them
+                self.unframed = buffer[pos:]         # the payload is not complete yet
+                return b""
+            if buffer[pos] == _FIN_BINARY and ws.current_size is None:
+                payload = apply_mask(buffer[start + 4:stop], buffer[start:start + 4])
+                pos = stop
+                self._on_binary(payload, now)
+            else:
+                self._receive(buffer[pos:stop], now)
+                pos = stop
+        if pos < end or ws.state is not OPEN or self.closed:
+            self.unframed = None
+        else:
+            self.unframed = b""
+        return buffer[pos:]
 
     def _receive(self, data: bytes, now: float) -> None:
         ws = self.ws
@@ -490,6 +546,7 @@ class Connection(asyncio.Protocol):
         """The handshake fast path (services/room/handshake.py) accepted the request: answer
         101 and go on with a WebSocket that starts OPEN (no request parser kept alive)."""
         self.ws = _WebSocket(state=OPEN, max_size=self.ctx.pre_auth_max_frame, logger=_WS_LOG)
+        self.unframed = b""             # websockets has read nothing: this connection frames
         self.transport.write(response)
         self._admit()
 
@@ -505,10 +562,7 @@ class Connection(asyncio.Protocol):
 
     def _on_frame(self, frame: Frame, now: float) -> None:
         if frame.opcode is BINARY and frame.fin:
-            for event in self.session.receive(bytes(frame.data), now):
-                if self.closed:
-                    return
-                self._dispatch(event)
+            self._on_binary(bytes(frame.data), now)
         elif frame.opcode is PING or frame.opcode is PONG:
             violated = self.session.pinged(now)     # websockets already answered the ping
             if violated is not None:
@@ -516,6 +570,12 @@ class Connection(asyncio.Protocol):
         elif frame.opcode is not CLOSE:
             # Text (no JSON form in pushwire.v1) or a fragment (messages are small: §1).
             self._violated(Violation.WEBSOCKET, "one binary frame per message")
+
+    def _on_binary(self, message: bytes, now: float) -> None:
+        for event in self.session.receive(message, now):
+            if self.closed:
+                return
+            self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
         match event:

@@ -464,6 +464,76 @@ async def test_the_room_reads_nothing_more_from_a_violator(room: Room) -> None:
     assert room.server.connection_count == 0
 
 
+async def test_frames_split_anywhere_and_control_frames_between_them_keep_their_order(
+        room: Room) -> None:
+    # A fast-path connection frames its reads itself (Connection._frames); websockets gets
+    # only the frames it must answer (ping, close), whole. Every byte of AUTH arrives in a
+    # read of its own, then one read holds a HEARTBEAT, a PING, an UP with a 16-bit length
+    # and another HEARTBEAT; last the client closes.
+    reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pushwire.v1\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101")
+    for byte in raw_frame(0x82, auth_packet()):
+        writer.write(bytes((byte,)))
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    up = wire_pb2.Up(app=APP.id, type="t" * 200, body=b"x")
+    writer.write(raw_frame(0x82, packet(Op.HEARTBEAT, 2)) + raw_frame(0x89, b"p1")
+                 + raw_frame(0x82, packet(Op.UP, 3, up.SerializeToString()))
+                 + raw_frame(0x82, packet(Op.HEARTBEAT, 4)))
+    frames = await read_frames(reader, 5)
+    writer.write(raw_frame(0x88, (1000).to_bytes(2, "big")))
+    frames += server_frames(await read_until_dropped(reader))
+    writer.close()
+    replies = [(f.opcode, wire.decode(f.data)[0].op if f.opcode is Opcode.BINARY else f.data)
+               for f in frames]
+    assert replies == [(Opcode.BINARY, Op.AUTH_REPLY), (Opcode.BINARY, Op.HEARTBEAT_REPLY),
+                       (Opcode.PONG, b"p1"), (Opcode.BINARY, Op.HEARTBEAT_REPLY),
+                       (Opcode.BINARY, Op.UP_REPLY),    # an UP is answered by a task
+                       (Opcode.CLOSE, (1000).to_bytes(2, "big"))]
+    await _none_left(room)
+
+
+async def test_a_big_message_in_pieces_is_read_and_the_connection_goes_on(room: Room) -> None:
+    # An incomplete frame over 4 KiB is left to websockets' reader (Connection._frames),
+    # which reads this connection from then on.
+    ws, _ = await authed(room)
+    up = wire_pb2.Up(app=APP.id, type="big", body=b"")
+    up.body = b"x" * (LIMITS.max_frame - len(packet(Op.UP, 5, up.SerializeToString())) - 4)
+    message = packet(Op.UP, 5, up.SerializeToString())
+    assert LIMITS.max_frame - 8 <= len(message) <= LIMITS.max_frame
+    frame = raw_frame(0x82, message)
+    transport = ws.transport
+    transport.write(frame[:1500])
+    await asyncio.sleep(0.05)
+    transport.write(frame[1500:3000])
+    await asyncio.sleep(0.05)
+    transport.write(frame[3000:] + raw_frame(0x82, packet(Op.HEARTBEAT, 6)))
+    got = [await receive(ws), await receive(ws)]
+    assert sorted((p.op, p.seq) for p in got) == [(Op.HEARTBEAT_REPLY, 6), (Op.UP_REPLY, 5)]
+    await ws.send(packet(Op.HEARTBEAT, 7))
+    assert await receive(ws) == wire.Packet(Op.HEARTBEAT_REPLY, 7, b"")
+    await ws.close()
+
+
+async def read_frames(reader: asyncio.StreamReader, n: int) -> list[Frame]:
+    """The next n frames the room sends."""
+    stream = StreamReader()
+    frames: list[Frame] = []
+    while len(frames) < n:
+        parser: Generator[None, None, Frame] = Frame.parse(stream.read_exact, mask=False)
+        try:
+            while True:
+                next(parser)
+                stream.feed_data(await asyncio.wait_for(reader.read(4096), 5))
+        except StopIteration as done:
+            frames.append(done.value)
+    return frames
+
+
 def server_frames(data: bytes) -> list[Frame]:
     reader = StreamReader()
     reader.feed_data(data)
