@@ -531,10 +531,13 @@ class Targets:
 
     def __init__(self) -> None:
         self.batches: list[tuple[str, list[int]]] = []
+        self.gate = asyncio.Event()     # sends wait while it is clear
+        self.gate.set()
 
     def __call__(self, target: str) -> Send[int, str]:
         async def send(items: list[int], _timeout_s: float) -> Sequence[str]:
             self.batches.append((target, list(items)))
+            await self.gate.wait()
             await asyncio.sleep(0.001)
             return [f"{target}:{i}" for i in items]
         return send
@@ -583,6 +586,46 @@ async def test_pipeset_metrics_per_method_and_target_and_gone_with_the_target() 
     finally:
         await pipes.close()
     assert series("pushwire_rpc_batch_items_count", "saver.metered") == {}
+
+
+async def test_a_call_many_that_does_not_fit_is_refused_whole(make_pipe: MakePipe) -> None:
+    # A push of many uids answered 503 must have stored none of them: under REJECT,
+    # call_many queues all its items or none.
+    send = Recorder()
+    pipe = make_pipe(send, batch_max=1, linger_s=0, workers=1, queue_max=4,
+                     overflow=Overflow.REJECT)
+    waiting = await _fill(pipe, send, 2)                # room for 2 more
+    with pytest.raises(Overloaded):
+        await asyncio.wait_for(pipe.call_many([100, 101, 102]), WAIT)
+    assert pipe.depth == 2
+    fits = spawn(pipe.call_many([200, 201]))
+    await until(lambda: pipe.depth == 4)
+    send.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiting), WAIT) == [0, 10, 20]
+    assert await asyncio.wait_for(fits, WAIT) == [2000, 2010]
+    assert not {100, 101, 102} & set(send.items)
+
+
+async def test_pipeset_call_many_that_does_not_fit_one_target_queues_nothing() -> None:
+    targets = Targets()
+    targets.gate.clear()
+    pipes: PipeSet[int, str] = PipeSet("whole", targets, PipeOptions(
+        workers=1, linger_s=0, batch_max=1, queue_max=2, overflow=Overflow.REJECT))
+    try:
+        first = spawn(pipes.call_many([("a", 1), ("b", 2)]))      # each taken into a batch
+        await until(lambda: len(targets.batches) == 2)
+        held = spawn(pipes.call_many([("b", 3), ("b", 4)]))      # b's queue is full now
+        await until(lambda: pipes.pipe("b").depth == 2)
+        with pytest.raises(Overloaded):
+            await pipes.call_many([("a", 5), ("b", 6)])         # a has room, b has none
+        assert pipes.pipe("a").depth == 0
+        targets.gate.set()
+        assert await asyncio.wait_for(first, WAIT) == ["a:1", "b:2"]
+        assert await asyncio.wait_for(held, WAIT) == ["b:3", "b:4"]
+        assert 5 not in [i for _, batch in targets.batches for i in batch]
+    finally:
+        targets.gate.set()
+        await pipes.close()
 
 
 async def test_pipeset_call_many_keeps_order_across_targets() -> None:

@@ -43,6 +43,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -146,6 +147,7 @@ class Pipe(Generic[I, R]):
 
         Waits on futures, not tasks: no task per item. The first error is raised.
         """
+        self.refuse_unless_room(len(items))
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
         for item in items:
@@ -153,6 +155,15 @@ class Pipe(Generic[I, R]):
             await self._enqueue((item, fut))
             futures.append(fut)
         return await gather_results(futures)
+
+    def refuse_unless_room(self, n: int) -> None:
+        """Under REJECT, raise Overloaded (and count n rejected items) unless the queue takes
+        n more items now. `call_many` asks first, so that its items are queued all or none:
+        center's 503 for a push of many uids means none of them was stored."""
+        if self._opts.overflow is Overflow.REJECT and self._workers \
+                and self._queue.maxsize - self._queue.qsize() < n:
+            metrics.RPC_REJECTED.labels(self.method, self.target, Overflow.REJECT.value).inc(n)
+            raise Overloaded(f"{self.name} queue full")
 
     async def post(self, item: I) -> None:
         """Send `item` without waiting for its result; failures are logged and counted."""
@@ -334,7 +345,10 @@ class PipeSet(Generic[I, R]):
         return all(results)
 
     async def call_many(self, pairs: Sequence[tuple[str, I]]) -> list[R]:
-        """Results for [(target, item)] in order; items for one target share its batches."""
+        """Results for [(target, item)] in order; items for one target share its batches.
+        Under REJECT the items are queued all or none (`Pipe.refuse_unless_room`)."""
+        for target, n in Counter(target for target, _ in pairs).items():
+            self.pipe(target).refuse_unless_room(n)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[R]] = []
         for target, item in pairs:
