@@ -421,13 +421,17 @@ class Connection(asyncio.Protocol):
         ws = self.ws
         end = len(buffer)
         pos = 0
+        pending = False                 # buffer[pos:] is the start of a frame to keep
         while pos < end and ws.state is OPEN and not self.closed:
-            second = buffer[pos + 1] if end - pos > 1 else 0
+            if end - pos < 2:
+                pending = True
+                break
+            second = buffer[pos + 1]
             size = second & 0x7F
             start = pos + 2 + (2 if size == 126 else 8 if size == 127 else 0)
-            if end - pos < 2 or start > end:
-                self.unframed = buffer[pos:]         # the header is not complete yet
-                return b""
+            if start > end:
+                pending = True
+                break
             if size >= 126:
                 size = int.from_bytes(buffer[pos + 2:start], "big")
             limit = ws.max_message_size
@@ -435,21 +439,19 @@ class Connection(asyncio.Protocol):
                 break
             stop = start + 4 + size
             if stop > end:
-                if stop - pos > _SLICE:
-                    break       # a big frame in pieces: websockets' reader appends them
-                self.unframed = buffer[pos:]         # the payload is not complete yet
-                return b""
-            if buffer[pos] == _FIN_BINARY and ws.current_size is None:
-                payload = apply_mask(buffer[start + 4:stop], buffer[start:start + 4])
-                pos = stop
-                self._on_binary(payload, now)
+                # A big frame in pieces goes to websockets, whose reader appends them.
+                pending = stop - pos <= _SLICE
+                break
+            begin, pos = pos, stop
+            if buffer[begin] == _FIN_BINARY and ws.current_size is None:
+                self._on_binary(apply_mask(buffer[start + 4:stop], buffer[start:start + 4]), now)
             else:
-                self._receive(buffer[pos:stop], now)
-                pos = stop
-        if pos < end or ws.state is not OPEN or self.closed:
-            self.unframed = None
-        else:
-            self.unframed = b""
+                self._receive(buffer[begin:stop], now)
+        if pending:
+            self.unframed = buffer[pos:]
+            return b""
+        done = pos == end and ws.state is OPEN and not self.closed
+        self.unframed = b"" if done else None
         return buffer[pos:]
 
     def _receive(self, data: bytes, now: float) -> None:

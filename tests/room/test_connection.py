@@ -44,6 +44,11 @@ BOUNDS = Bounds(ack_max_ids=4, batch_max_packets=3, packet_rate_per_s=50.0, pack
                 pre_auth_max_frame=1024)
 
 
+# A WebSocket upgrade written by hand, for raw-socket tests (the room's handshake fast path).
+REQUEST = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
 @dataclass
 class FakeBackend:
     """Accepts tokens signed with SECRET for APP; records what the room tells it."""
@@ -445,10 +450,7 @@ async def test_the_room_reads_nothing_more_from_a_violator(room: Room) -> None:
     # It ends its side right after the close frame (RFC 6455 §7.1.7) instead of waiting up
     # to the close timeout for the client's: a client that never answers still sees EOF.
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
-    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n"
-                 + raw_frame(0x82, wire.encode_batch([packet(Op.HEARTBEAT, 1)])))
+    writer.write(REQUEST + raw_frame(0x82, wire.encode_batch([packet(Op.HEARTBEAT, 1)])))
     started = time.monotonic()
     received = await read_until_dropped(reader)
     assert time.monotonic() - started < TIMEOUTS.close_s
@@ -471,9 +473,7 @@ async def test_frames_split_anywhere_and_control_frames_between_them_keep_their_
     # read of its own, then one read holds a HEARTBEAT, a PING, an UP with a 16-bit length
     # and another HEARTBEAT; last the client closes.
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
-    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pushwire.v1\r\n\r\n")
+    writer.write(REQUEST)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 101")
     for byte in raw_frame(0x82, auth_packet()):
@@ -558,9 +558,7 @@ async def test_websocket_layer_failures_are_explained_then_closed_4103(
         room: Room, frame: bytes, why: str) -> None:
     before = violations(Violation.WEBSOCKET)
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
-    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n" + frame)
+    writer.write(REQUEST + frame)
     received = await read_until_dropped(reader)
     writer.close()
     head, _, rest = received.partition(b"\r\n\r\n")
@@ -746,9 +744,7 @@ def counted(name: str, **labels: str) -> float:
 async def test_a_client_that_never_answers_the_close_is_cut_off(room: Room) -> None:
     aborted = counted("pushwire_room_aborted_total", reason="close_timeout")
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
-    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    writer.write(REQUEST)
     started = time.monotonic()
     received = await read_until_dropped(reader)      # never sends AUTH nor a close frame
     elapsed = time.monotonic() - started
@@ -794,12 +790,10 @@ async def test_clients_that_leave_before_a_byte_change_nothing_for_the_next(room
     assert await read_until_dropped(reader) == b""          # silent: cut off, no 101
     assert counted("pushwire_room_aborted_total", reason="handshake_timeout") == aborted + 1
     writer.close()
-    request = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", room.server.port)
-    writer.write(request[:20])                                # split: websockets' full path
+    writer.write(REQUEST[:20])                                # split: websockets' full path
     await connections(1)
-    writer.write(request[20:])
+    writer.write(REQUEST[20:])
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     writer.close()
     ws, reply = await authed(room)                            # the fast path
