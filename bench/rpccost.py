@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from bench.peers import cpu_s
+from bench.peers import cpu_fine_s
 from services.kit.pb import saver_pb2
 from services.kit.rpc.credential import HEADER, SCHEME, Attach, Require
 from services.kit.rpc.grpcio import CLIENT_OPTIONS, SERVER_OPTIONS, channel
@@ -156,9 +156,9 @@ async def measure(server_pid: int, port: int, n: int, repeat: int) \
     for _ in range(repeat):
         for name, (chan, phase) in phases.items():
             await phase(chan, request, 200)        # warm up (and open the connection)
-            c0, s0 = cpu_s(os.getpid()), cpu_s(server_pid)
+            c0, s0 = cpu_fine_s(os.getpid()), cpu_fine_s(server_pid)
             await phase(chan, request, n)
-            c1, s1 = cpu_s(os.getpid()), cpu_s(server_pid)
+            c1, s1 = cpu_fine_s(os.getpid()), cpu_fine_s(server_pid)
             samples[name].append(((c1 - c0) / n * 1e6, (s1 - s0) / n * 1e6))
     await attached.close()
     await bare.close()
@@ -282,9 +282,9 @@ async def client_variant(variant: Variant, port: int, server_pid: int) -> None:
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         n = int(line)
         await unary_phase(chan, request, 200)
-        c0, s0 = cpu_s(os.getpid()), cpu_s(server_pid)
+        c0, s0 = cpu_fine_s(os.getpid()), cpu_fine_s(server_pid)
         await unary_phase(chan, request, n)
-        c1, s1 = cpu_s(os.getpid()), cpu_s(server_pid)
+        c1, s1 = cpu_fine_s(os.getpid()), cpu_fine_s(server_pid)
         print(f"{(c1 - c0) / n * 1e6:.1f} {(s1 - s0) / n * 1e6:.1f}", flush=True)
     await chan.close()
 
