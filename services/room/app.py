@@ -115,7 +115,8 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
         channels = Channels(config.rpc_secret())
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
-        saver = SaverClient(host.discovery, channels, options)
+        saver = SaverClient(host.discovery, channels, options, delivered_hold_s=min(
+            config.delivered_hold_s, config.redeliver_min_age_s / 4))
         coordinator = CoordinatorClient(host.discovery, channels, options)
         hub: Hub[Connection] = Hub()
         mover = Mover(config.instance, config.idc, host.discovery,

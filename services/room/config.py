@@ -36,6 +36,10 @@ class RoomConfig(ServiceConfig, TlsConfig):
     rpc_linger_ms: float = 5.0
     redeliver_every_s: float = 30.0    # sweep for overdue messages of online sessions
     redeliver_min_age_s: float = 10.0  # a message unacked this long is overdue
+    # A live write's delivery record waits this long (to twice as long) for the client's ACK
+    # to carry it to saver: one saver call per push instead of two (services/saver/client.py;
+    # capped at a quarter of redeliver_min_age_s). 0: send each record at once.
+    delivered_hold_s: float = 1.0
     # Sessions owed nothing the room knows of are asked about in turn: each this often.
     redeliver_full_every_s: float = 60.0
     # Access policy (services/room/policy.py, docs/operations.md §2); apps add their own.
@@ -84,8 +88,8 @@ class RoomConfig(ServiceConfig, TlsConfig):
             raise ConfigError("ws_port must be a port number")
         if min(self.max_connections, self.max_frame, self.outbound_limit, self.replay_batch) < 1:
             raise ConfigError("room limits must be >= 1")
-        if self.broadcast_view_s < 0:
-            raise ConfigError("broadcast_view_s must be >= 0")
+        if self.broadcast_view_s < 0 or self.delivered_hold_s < 0:
+            raise ConfigError("broadcast_view_s and delivered_hold_s must be >= 0")
         if self.auth_timeout_s <= 0 or self.heartbeat_factor < 1:
             raise ConfigError("auth_timeout_s must be > 0 and heartbeat_factor >= 1")
         if min(self.jwks_max_age_s, self.jwks_refetch_s, self.jwks_timeout_s) <= 0:

@@ -9,11 +9,22 @@ safe in saver), posted from the room's delivery path, which must never wait; a l
 only undercounts the message's status by one and lets the redelivery guard allow one more
 delivery, while waiting or re-sending would hold room memory and compete with the ACKs for
 saver exactly when saver is behind.
+
+Delivery records ride on ACKs. Most clients ACK a live push within milliseconds, so a room
+holds each record for `delivered_hold_s` (one to two periods) before it sends it: an ACK of
+the same message by the same session that comes meanwhile takes the record along
+(AckItem.delivered) and the Delivered call never happens. That is one of the room's two
+outgoing saver calls per push. Records of messages not ACKed in time go out as before, in
+batches. The hold must stay well below the redelivery sweep's minimum age: the sweep's
+load must see the live write counted (the room passes at most a quarter of it).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from pushwire_protocol.errors import Unavailable
 from services.kit.discovery import Discovery
@@ -22,9 +33,83 @@ from services.kit.rpc.grpcio import Channels, no_results, sender, translate_call
 from services.kit.rpc.peers import Peers, user_key
 from services.kit.rpc.pipe import Overflow, PipeOptions, PipeSet
 
+_Write = tuple[str, str, int, str]   # (app, uid, message id, session id)
+
+
+class HeldDeliveries:
+    """Delivery records waiting for their ACK (module docstring): each is released by the
+    first tick of `period_s` after the one that follows its arrival (held one to two
+    periods), or taken by `take` first. At most `max_held`: beyond that the oldest period's
+    records are released early. Not thread-safe: the room's event loop owns it."""
+
+    def __init__(self, period_s: float, max_held: int,
+                 release: Callable[[str, saver_pb2.DeliveredItem], object]) -> None:
+        self.period_s = period_s
+        self.max_held = max_held
+        self._release = release
+        self._new: dict[_Write, list[Any]] = {}        # write -> [target, times written]
+        self._old: dict[_Write, list[Any]] = {}
+        self._tick: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def hold(self, target: str, write: _Write) -> None:
+        held = self._new.get(write) or self._old.get(write)
+        if held is not None:                    # written again (a resume's re-send)
+            held[1] += 1
+            return
+        if len(self) >= self.max_held:
+            self._advance()
+        self._new[write] = [target, 1]
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().call_later(self.period_s, self.tick)
+
+    def take(self, write: _Write) -> bool:
+        """Remove the record of `write` if held; True then. Further writes of it (written
+        more than once) are released now: one ACK carries one record."""
+        held = self._new.pop(write, None) or self._old.pop(write, None)
+        if held is None:
+            return False
+        for _ in range(held[1] - 1):
+            self._send(held[0], write)
+        return True
+
+    def release_all(self) -> None:
+        """Send every held record now (shutdown)."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self._advance()
+        self._advance()
+
+    def tick(self) -> None:
+        """Release the records held since before the last tick (the timer calls this every
+        `period_s` while any are held)."""
+        if self._tick is not None:
+            self._tick.cancel()
+        self._tick = None
+        self._advance()
+        if self:
+            self._tick = asyncio.get_running_loop().call_later(self.period_s, self.tick)
+
+    def _advance(self) -> None:
+        old, self._old, self._new = self._old, self._new, {}
+        for write, (target, times) in old.items():
+            for _ in range(times):
+                self._send(target, write)
+
+    def _send(self, target: str, write: _Write) -> None:
+        app, uid, message_id, session_id = write
+        self._release(target, saver_pb2.DeliveredItem(app=app, uid=uid, id=message_id,
+                                                      session_id=session_id))
+
 
 class SaverClient:
-    def __init__(self, discovery: Discovery, channels: Channels, options: PipeOptions) -> None:
+    def __init__(self, discovery: Discovery, channels: Channels, options: PipeOptions,
+                 delivered_hold_s: float = 0.0) -> None:
+        """`delivered_hold_s` > 0: hold delivery records that long for their ACK to carry
+        them (module docstring); 0: send each at once."""
         self.peers = Peers(discovery, "saver")
         self._channels = channels
         stub = saver_pb2_grpc.SaverStub
@@ -47,6 +132,9 @@ class SaverClient:
                                       lambda items: saver_pb2.DeliveredRequest(items=items),
                                       no_results),
             replace(options, overflow=Overflow.DROP))
+        self._held = HeldDeliveries(delivered_hold_s, options.queue_max,
+                                    self._delivered.post_nowait) \
+            if delivered_hold_s > 0 else None
         self._options = options
         self._pending: dict[int, PipeSet[common_pb2.UserRef, int]] = {}
         # The broadcast log (services/saver/broadcasts.py): appends reject (center answers
@@ -80,21 +168,30 @@ class SaverClient:
             target = self._owner(item.app, item.uid)
         except Unavailable:
             return False
+        if self._held is not None and self._held.take(
+                (item.app, item.uid, item.id, item.session_id)):
+            item.delivered = True
         return self._ack.post_nowait(target, item)
 
     def delivered_nowait(self, message: common_pb2.Message, session_id: str) -> bool:
         """Record that a room wrote `message` to `session_id` outside a load (a live push):
         it counts against the redelivery limit and shows in the message's status. Fire and
-        forget, batched; False when dropped (no saver, queue full)."""
+        forget, batched, held for the ACK to carry when the client has none yet (module
+        docstring); False when dropped (no saver, queue full)."""
         try:
             target = self._owner(message.app, message.uid)
         except Unavailable:
             return False
+        if self._held is not None:
+            self._held.hold(target, (message.app, message.uid, message.id, session_id))
+            return True
         return self._delivered.post_nowait(target, saver_pb2.DeliveredItem(
             app=message.app, uid=message.uid, id=message.id, session_id=session_id))
 
     async def drain(self, timeout_s: float) -> None:
         """Send the queued ACKs and delivery records (at shutdown)."""
+        if self._held is not None:
+            self._held.release_all()
         await self._ack.drain(timeout_s)
         await self._delivered.drain(timeout_s)
 

@@ -93,6 +93,7 @@ class AckItem:
     uid: str
     id: int
     session_id: str = ""
+    delivered: bool = False     # also a live write to session_id (a folded Delivered record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,18 +381,26 @@ class Inboxes:
     # --- ack / load / delivered ---------------------------------------------------------------
 
     async def ack(self, items: Sequence[AckItem]) -> list[bool]:
-        """Consume messages; True where one was pending. The durable row follows behind."""
+        """Consume messages; True where one was pending. The durable row follows behind.
+
+        An item marked `delivered` carries the record `delivered` would have made of its
+        live write (the room folds the two when the ACK comes first): the delivery row is
+        noted ahead of the ACK's, whether or not the message was still pending. The hot
+        store's count is not touched: a consumed message is never loaded again."""
         now = self._now_ms()
         refs = [InboxRef(i.app, i.uid, i.id) for i in items]
-        await self._behind.reserve(len(refs))
+        deliveries: list[Op] = [("deliveries", Delivery(i.app, i.uid, i.id, i.session_id))
+                                for i in items if i.delivered]
+        reserved = len(refs) + len(deliveries)
+        await self._behind.reserve(reserved)
         try:
             removed = await self._hot.ack(refs, now)
         except BaseException:
-            self._behind.release(len(refs))
+            self._behind.release(reserved)
             raise
-        self._behind.append([("acked", (Ref(r.app, r.id), now))
-                             for r, ok in zip(refs, removed, strict=True) if ok],
-                            reserved=len(refs))
+        self._behind.append(deliveries + [("acked", (Ref(r.app, r.id), now))
+                                          for r, ok in zip(refs, removed, strict=True) if ok],
+                            reserved=reserved)
         if self._removed_meanwhile is not None:
             self._removed_meanwhile.extend(refs)
         for app, n in Counter(r.app for r, ok in zip(refs, removed, strict=True) if ok).items():

@@ -48,7 +48,7 @@ class SaverServicer(saver_pb2_grpc.SaverServicer):
 
     @servicer
     async def Ack(self, request: saver_pb2.AckRequest, context: Any) -> saver_pb2.AckReply:
-        items = [AckItem(i.app, i.uid, i.id, i.session_id) for i in request.items]
+        items = [AckItem(i.app, i.uid, i.id, i.session_id, i.delivered) for i in request.items]
         return saver_pb2.AckReply(removed=await self.inboxes.ack(items))
 
     @servicer

@@ -73,8 +73,12 @@ async def test_a_live_push_shows_its_delivery_before_and_after_the_ack(tmp_path:
         assert (after["deliveries"], after["delivered_to"]) == (1, [session])
         assert after["acked_ms"] >= after["created_ms"]
 
-        # ACKed at once: the ACK and the delivery record travel in different batches and
-        # may reach saver in either order; the delivery is counted all the same.
+        # The first record went to saver on its own, after the room held it for an ACK
+        # (delivered_hold_s) that did not come.
+        records = ("room-0", "pushwire_rpc_batch_items_sum")
+        assert await cluster.metric(*records, method="saver.delivered") == 1
+
+        # ACKed at once: the ACK carries the delivery record, and no Delivered call is made.
         code, body = await cluster.push("u1", "fast")
         assert code == 200 and body["online_sessions"] == 1, body
         fast = body["messages"][0]["id"]
@@ -83,6 +87,7 @@ async def test_a_live_push_shows_its_delivery_before_and_after_the_ack(tmp_path:
         done = await until(status_of(cluster, fast),
                            lambda s: s["state"] == "acked" and s["deliveries"] >= 1)
         assert (done["deliveries"], done["delivered_to"]) == (1, [session])
+        assert await cluster.metric(*records, method="saver.delivered") == 1
         await messages.aclose()
 
 

@@ -239,6 +239,18 @@ async def test_a_delivery_recorded_after_its_ack_still_counts(world: World) -> N
     assert (status.state, status.deliveries, status.delivered_to) == ("acked", 1, ("s1",))
 
 
+async def test_an_ack_carrying_its_live_write_counts_the_delivery(world: World) -> None:
+    # The room folds a live write's record into the ACK that came before it was sent; the
+    # user's second device ACKs a message the first already consumed: still its delivery.
+    [m] = await store(world, StoreItem("app", "u1", b"two devices"))
+    assert await world.inboxes.ack([AckItem("app", "u1", m.id, "s1", delivered=True)]) == [True]
+    assert await world.inboxes.ack([AckItem("app", "u1", m.id, "s2", delivered=True)]) == [False]
+    status = await world.inboxes.status("app", m.id)
+    assert status is not None
+    assert (status.state, status.deliveries, status.delivered_to) == ("acked", 2, ("s1", "s2"))
+    assert world.inboxes.stats.apps["app"].acked == 1
+
+
 async def test_a_session_delivered_twice_is_named_once(world: World) -> None:
     [m] = await store(world, StoreItem("app", "u1", b"again"))
     await world.inboxes.delivered([Delivery("app", "u1", m.id, "s1")])

@@ -45,16 +45,18 @@ class StoreReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[StoreResult, _Mapping]]] = ...) -> None: ...
 
 class AckItem(_message.Message):
-    __slots__ = ("app", "uid", "id", "session_id")
+    __slots__ = ("app", "uid", "id", "session_id", "delivered")
     APP_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
     app: str
     uid: str
     id: int
     session_id: str
-    def __init__(self, app: _Optional[str] = ..., uid: _Optional[str] = ..., id: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
+    delivered: bool
+    def __init__(self, app: _Optional[str] = ..., uid: _Optional[str] = ..., id: _Optional[int] = ..., session_id: _Optional[str] = ..., delivered: _Optional[bool] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("items",)
