@@ -20,12 +20,13 @@ dead peer. A check that raises or takes longer than `timeout_s` counts as failed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import Gauge
+
+from services.kit.lifecycle import wait_set
 
 log = logging.getLogger("pushwire.health")
 
@@ -109,8 +110,7 @@ class Health:
         while True:
             self._soon.clear()
             await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._soon.wait(), self.every_s)
+            await wait_set(self._soon, self.every_s)
 
     async def _run(self, check: Check) -> str | None:
         try:

@@ -82,6 +82,20 @@ class Lifecycle:
             task.cancel()
 
 
+async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until `event` is set, at most `timeout_s`; True if it was set. Use it, not
+    `wait_for(event.wait(), t)`: on Python 3.11 wait_for loses a cancellation that arrives
+    as the event is set (CPython bpo-42130, fixed in 3.12), so a loop waiting that way
+    runs on after it was cancelled, and a service's stop waits for it until its supervisor
+    kills it (seen: `health.soon()` at the moment of the stop)."""
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(timeout_s, 0.0)):
+            await event.wait()
+    return event.is_set()
+
+
 async def every(period_s: float, job: Callable[[], Awaitable[object]],
                 logger: logging.Logger = log) -> None:
     """Run `job` every `period_s` until cancelled; a PushwireError is logged and the loop

@@ -28,6 +28,7 @@ from prometheus_client import Counter
 
 from pushwire_protocol.errors import PushwireError, Unavailable
 from services.kit.discovery import Discovery
+from services.kit.lifecycle import wait_set
 from services.kit.pb import common_pb2, room_pb2, room_pb2_grpc
 from services.kit.rpc.grpcio import Channels, sender
 from services.kit.rpc.peers import Peers
@@ -190,8 +191,7 @@ class RoomClient:
             if loop.time() >= deadline:
                 raise Unavailable(f"room {room} is not live")
             self._seen.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._seen.wait(), deadline - loop.time())
+            await wait_set(self._seen, deadline - loop.time())
         return address
 
     async def deliver(self, room: str, delivery: room_pb2.Delivery) -> None:

@@ -34,7 +34,6 @@ bounds the redelivery sweep finds the messages, as it finds those of any failed 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -47,6 +46,7 @@ from prometheus_client import Counter
 
 from pushwire_protocol.errors import NotFound, PushwireError, Unavailable
 from services.kit.discovery import AppConfig, Discovery
+from services.kit.lifecycle import wait_set
 from services.kit.metrics import PUSH_STAGE
 from services.kit.pb import common_pb2, saver_pb2
 from services.kit.tasks import TaskSet
@@ -322,8 +322,7 @@ class Delivery(Generic[R]):
 
     async def _retry_load(self, conn: R, pending: _Retry) -> str:
         for delay in self.backoff.delays():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pending.closed.wait(), delay)
+            await wait_set(pending.closed, delay)
             if conn.closed or conn.state is None:
                 return "closed"
             try:

@@ -8,11 +8,11 @@ when discovery reports a change of that kind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from pushwire_protocol.errors import Unavailable
 from services.kit import shards
 from services.kit.discovery import Discovery, Instance
+from services.kit.lifecycle import wait_set
 
 OWNER_CACHE = 100_000   # keys whose owner is remembered until the next change
 
@@ -77,8 +77,7 @@ class Peers:
                 if left <= 0:
                     raise
                 self._seen.clear()      # no await since owner() looked: no change is missed
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._seen.wait(), left)
+                await wait_set(self._seen, left)
 
     def addresses(self) -> set[str]:
         self.all()
