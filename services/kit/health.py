@@ -9,7 +9,7 @@
             (services/kit/rpc/health.py).
 
     health = Health(lambda: host.state)
-    health.need("saver", peers_answer(...))     # a check: None when fine, else what is wrong
+    health.need("saver", watch.check)           # a check: None when fine, else what is wrong
     life.spawn(health.run(), ...)               # checks every `every_s`, not at each probe
 
 Checks run in a loop, not when a probe asks: probes cost nothing and never pile calls on a

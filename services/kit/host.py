@@ -2,7 +2,7 @@
 announce.
 
     async with hosted("register", config, life, watch=("register", "room")) as host:
-        host.need_peers("saver")                       # readiness: some saver answers
+        host.need_peers("saver")                       # readiness: some saver serves
         server, port = await start_server(..., host.grpc_health)
         seq = await host.announce({"grpc": f"{config.advertise}:{port}"})
         await host.life.stopping.wait()
@@ -35,7 +35,7 @@ from services.kit.discovery import Discovery, Instance, connect
 from services.kit.health import Check, Health
 from services.kit.lifecycle import Lifecycle
 from services.kit.rpc.grpcio import Channels
-from services.kit.rpc.health import GrpcHealth, peers_answer
+from services.kit.rpc.health import GrpcHealth, PeerWatch
 from services.kit.rpc.pipe import Overflow, PipeOptions
 
 TASKS = Gauge("pushwire_asyncio_tasks", "asyncio tasks alive in the process")
@@ -66,6 +66,7 @@ class Host:
     health: Health = field(init=False)
     grpc_health: GrpcHealth = field(init=False)
     _channels: Channels | None = None
+    _watching: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.health = Health(self.config.instance, self.state,
@@ -105,12 +106,16 @@ class Host:
         self.health.need(dependency, check)
 
     def need_peers(self, *kinds: str) -> None:
-        """Ready only while some instance of each of `kinds` answers its gRPC health Check."""
+        """Ready only while some instance of each of `kinds` is SERVING (gRPC health, watched:
+        services/kit/rpc/health.py PeerWatch)."""
+        secret = self.config.rpc_secret()
         if self._channels is None:
-            self._channels = Channels(self.config.rpc_secret())
+            self._channels = Channels(secret)
         for kind in kinds:
-            self.need(kind, peers_answer(self.discovery, kind, self._channels,
-                                         self.health.timeout_s))
+            watch = PeerWatch(self.discovery, kind, self._channels, secret,
+                              changed=self.health.soon)
+            self._watching.append(self.life.spawn(watch.run(), f"{kind}-watch"))
+            self.need(kind, watch.check)
 
     async def publish(self, addresses: dict[str, str]) -> None:
         """Add addresses to the announced instance (e.g. once a server listens)."""
@@ -162,16 +167,27 @@ async def hosted(kind: str, config: ServiceConfig, life: Lifecycle,
     runner, port = await http.start_site(app, config.bind, config.metrics_port)
     host.extra["metrics"] = f"{config.advertise}:{port}"
     checking = life.spawn(host.health.run(), f"{kind}-health")
+    stopping = life.spawn(_not_ready_once_stopping(host), f"{kind}-stopping")
     try:
         yield host
     finally:
         await host.grpc_health.stop()
-        checking.cancel()
-        await asyncio.gather(checking, return_exceptions=True)
+        loops = (checking, stopping, *host._watching)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         await discovery.close()
         await runner.cleanup()
         if host._channels is not None:
             await host._channels.close()
+
+
+async def _not_ready_once_stopping(host: Host) -> None:
+    """Say NOT_SERVING as soon as the service is told to stop, not at the next health period:
+    peers watching this instance's health end their streams, and its gRPC server's grace
+    period waits for nothing but real calls (services/kit/rpc/health.py PeerWatch)."""
+    await host.life.stopping.wait()
+    host.health.soon()
 
 
 def _addressed(discovery: Discovery, kind: str) -> int:
