@@ -86,42 +86,45 @@ class PeerWatch:
     `run` owns the streams (spawn it in the service's task group); `check` only reads."""
 
     def __init__(self, discovery: Discovery, kind: str, channels: Channels, secret: str | None,
-                 changed: Callable[[], None] = lambda: None, retry_s: float = 1.0,
-                 resync_s: float = 1.0) -> None:
+                 changed: Callable[[], None] = lambda: None, retry_s: float = 1.0) -> None:
         self.discovery = discovery
         self.kind = kind
         self._channels = channels
         self._metadata = ((HEADER, SCHEME + secret),) if secret is not None else None
         self._changed = changed
         self.retry_s = retry_s
-        self.resync_s = resync_s
         self._serving: dict[str, bool] = {}
-        self._streams: dict[str, asyncio.Task[None]] = {}
+        self._streams: dict[str, asyncio.Task[None]] = {}   # one per instance in discovery
+        self._view_changed = asyncio.Event()
+        discovery.listen(self._on_view)
 
     async def check(self) -> str | None:
-        addresses = self._addresses()
-        if not addresses:
+        if not self._streams:
             return f"no {self.kind} in discovery"
-        if any(self._serving.get(address) for address in addresses):
+        if any(self._serving.get(address) for address in self._streams):
             return None
         return f"no {self.kind} answers"
 
     async def run(self) -> None:
-        """Hold a stream per instance in discovery until cancelled."""
+        """Hold a stream per instance in discovery until cancelled, following discovery's
+        changes of `kind`."""
         async with asyncio.TaskGroup() as group:
             while True:
-                wanted = self._addresses()
+                self._view_changed.clear()
+                wanted = {i.addresses["grpc"] for i in self.discovery.instances(self.kind)
+                          if "grpc" in i.addresses}
                 for address in wanted - self._streams.keys():
                     self._streams[address] = group.create_task(
                         self._watch(address), name=f"watch-{self.kind}")
                 for address in self._streams.keys() - wanted:
                     self._streams.pop(address).cancel()
                     self._serving.pop(address, None)
-                await asyncio.sleep(self.resync_s)
+                self._changed()
+                await self._view_changed.wait()
 
-    def _addresses(self) -> set[str]:
-        return {i.addresses["grpc"] for i in self.discovery.instances(self.kind)
-                if "grpc" in i.addresses}
+    def _on_view(self, kind: str) -> None:
+        if kind == self.kind:
+            self._view_changed.set()
 
     async def _watch(self, address: str) -> None:
         request = health_pb2.HealthCheckRequest(service="")
