@@ -26,8 +26,8 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "paced": ("last_p50_ms", "last_p99_ms", "first_p50_ms", "deliveries_per_s", "missing",
               "refused", "late"),
     "scale": ("room_kib_per_conn", "register_kib_per_conn", "kernel_kib_per_socket",
-              "connects_per_s", "tail_cpu_pct", "rest_cpu_pct", "push_p50_ms", "push_p99_ms",
-              "lost", "live"),
+              "connects_per_s", "connects_per_s_held", "tail_cpu_pct", "rest_cpu_pct",
+              "push_p50_ms", "push_p99_ms", "lost", "live"),
 }
 LOWER_IS_BETTER = frozenset({"kib_per_conn", "missing", "seconds_to_all", "p50_ms", "p99_ms",
                              "p999_ms", "lost", "last_p50_ms", "last_p99_ms", "first_p50_ms",

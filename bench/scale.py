@@ -12,6 +12,9 @@ n authenticated clients connect (spread over `workers` room processes sharing on
                          / the TCP sockets added (both ends of each connection are on this
                          machine): machine-wide, so noisy on a shared machine;
 - connects_per_s:        connected / seconds from the first connect to the last AUTH_REPLY;
+- connects_per_s_held:   the same for the last tenth of the clients alone, which connect
+                         once the first nine tenths are connected and held (the rate a room
+                         set full of idle connections still takes new ones at);
 - tail_cpu_pct:          CPU of every server process (workers, their supervisor, register,
                          saver, coordinator, center, dispatcher) over `seconds` right after
                          the last connect, in % of one core: the connect storm's tail (the
@@ -27,7 +30,9 @@ n authenticated clients connect (spread over `workers` room processes sharing on
 - lost:                  sampled pushes accepted and never delivered;
 - live:                  the clients' connections still open when the samples are sent (a
                          connection the room closed, e.g. for a missed heartbeat, is not
-                         reconnected: its user's pushes wait in the store and count as lost).
+                         reconnected: its user's pushes wait in the store and count as lost);
+- closed:                the close codes the room sent the clients during the run, how many
+                         of each ({} when it closed none; 4002: a heartbeat missed).
 
 Limits on one box, and how the scenario stays inside them: a process holds at most its
 open-files limit of sockets (the hard `ulimit -n`), so the load is spread over enough
@@ -46,7 +51,7 @@ import resource
 import secrets
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -68,8 +73,13 @@ _ROOM = RoomConfig()
 QUIET_S = 2 * _ROOM.redeliver_min_age_s + _ROOM.redeliver_every_s
 """After the last connect, until no room still watches a new session (services/room/
 redelivery.py) and the sweep after that has asked about it: then the cluster is at rest."""
-SOURCE_SHARE = 0.8              # of a source address's ephemeral ports used at most
+SOURCE_SHARE = 0.4              # of a source address's ephemeral ports used at most: connect()
+                                # takes even ports first (Linux leaves odd ones to bind()), and
+                                # once they are gone each connect scans all of them before an
+                                # odd one (8.9 ms a connect at ~14,000 of 28,232 taken: the
+                                # generators spun on it and connects stopped)
 FD_SHARE = 0.9                  # of a process's open-files limit used for sockets
+HELD_SHARE = 0.9                # of the clients connected before the last ones are timed
 WORKER_SHARE = 0.8              # of a worker's connection ceiling used (the kernel's spread
                                 # over SO_REUSEPORT workers is by hash, not exactly even)
 
@@ -227,17 +237,22 @@ async def _measure(cluster: BenchCluster, fleet: Fleet, layout: Plan,
     spec = Spec("pushwire", opts.n, target=cluster.room_ws(), app=cluster.app.id,
                 secret=cluster.secret, ack=True, heartbeat_s=opts.heartbeat_s,
                 sources=layout.sources, timeout_s=60 + opts.n / 200)
-    opened = await fleet.open(spec)
-    _check_opened(opened.ready, opened.failed, opened.errors, opts)
+    held = int(opts.n * HELD_SHARE)
+    opened = await fleet.open(replace(spec, count=held))
+    last = await fleet.open(replace(spec, count=opts.n - held, first=held))
+    _check_opened(opened.ready + last.ready, opened.failed + last.failed,
+                  opened.errors + last.errors, opts)
     connected_at = time.monotonic()
     await asyncio.sleep(SETTLE_S)
-    connected = opened.ready
+    connected = opened.ready + last.ready
     figures: dict[str, object] = {
         "room_kib_per_conn": round(
             (sum(rss_kib(pid) for pid in cluster.worker_pids()) - rooms_before) / connected, 2),
         "register_kib_per_conn": round((rss_kib(register) - register_before) / connected, 2),
         "kernel_kib_per_socket": Kernel.now().kib_per_socket(kernel_before),
-        "connects_per_s": round(connected / opened.seconds),
+        "connects_per_s": round(connected / ((last.ready_ns or opened.ready_ns)
+                                             - opened.started_ns) * 1e9),
+        "connects_per_s_held": round(last.ready / last.seconds),
         "connected": connected, "failed": opened.failed}
     kinds = cluster.pids_by_kind()
     figures["tail_cpu_pct"], _ = await _cpu_pct(kinds, opts.seconds)
@@ -284,4 +299,5 @@ async def _sample(cluster: BenchCluster, fleet: Fleet, opts: Options) -> dict[st
     await fleet.record(False)
     shown = latency_figures(latencies)
     return {"push_p50_ms": shown["p50_ms"], "push_p99_ms": shown["p99_ms"],
-            "pushes": accepted, "lost": max(0, accepted - stats.deliveries), "live": live}
+            "pushes": accepted, "lost": max(0, accepted - stats.deliveries), "live": live,
+            "closed": (await fleet.stats()).closes}

@@ -136,3 +136,30 @@ async def test_heartbeats_run_while_the_open_phase_still_connects() -> None:
         server.close()
         await server.wait_closed()
         await worker.close()
+
+
+async def test_a_process_late_by_seconds_beats_every_slot_it_missed() -> None:
+    # On a saturated box a generator's seconds run long; counting sleeps stretched the period
+    # past the room's heartbeat deadline and the room closed the idle sessions (4002).
+    beaten: list[int] = []
+
+    class Beating:
+        def __init__(self, slot: int) -> None:
+            self.slot = slot
+
+        def beat(self) -> None:
+            beaten.append(self.slot)
+
+        def close(self) -> None:
+            pass
+    worker = Worker()
+    worker.links = [Beating(slot) for slot in range(4)]   # type: ignore[misc]
+    worker._beats = asyncio.ensure_future(worker._beat(4))
+    try:
+        await asyncio.sleep(0)                  # the beat task starts its clock
+        time.sleep(2.6)  # noqa: ASYNC251 (the point: the process is late, its loop blocked)
+        await asyncio.sleep(0.05)
+        assert {0, 1} <= set(beaten), beaten    # both seconds it missed, at once
+        assert sorted(beaten) == sorted(set(beaten))     # each slot once
+    finally:
+        await worker.close()

@@ -23,7 +23,7 @@ def test_a_million_needs_more_processes_and_sources_each_process_its_own() -> No
     assert layout.processes * 18_000 >= 1_000_000
     assert len(layout.sources) % layout.processes == 0
     per_source = 1_000_000 / len(layout.sources)
-    assert per_source <= 0.8 * 28_232
+    assert per_source <= 0.4 * 28_232      # connect() takes the even half first
     assert len(set(layout.sources)) == len(layout.sources)
 
 
