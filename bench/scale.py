@@ -79,6 +79,10 @@ SOURCE_SHARE = 0.4              # of a source address's ephemeral ports used at 
                                 # odd one (8.9 ms a connect at ~14,000 of 28,232 taken: the
                                 # generators spun on it and connects stopped)
 FD_SHARE = 0.9                  # of a process's open-files limit used for sockets
+IN_FLIGHT = 4096                # clients connecting at once over all generator processes: at
+                                # 256 per process, 56 processes (1M) put 14,336 handshakes in
+                                # the rooms' queues, more than the box completes within the
+                                # room's auth_timeout (10 s), and the rooms closed them (4005)
 HELD_SHARE = 0.9                # of the clients connected before the last ones are timed
 WORKER_SHARE = 0.8              # of a worker's connection ceiling used (the kernel's spread
                                 # over SO_REUSEPORT workers is by hash, not exactly even)
@@ -236,7 +240,8 @@ async def _measure(cluster: BenchCluster, fleet: Fleet, layout: Plan,
     kernel_before = Kernel.now()
     spec = Spec("pushwire", opts.n, target=cluster.room_ws(), app=cluster.app.id,
                 secret=cluster.secret, ack=True, heartbeat_s=opts.heartbeat_s,
-                sources=layout.sources, timeout_s=60 + opts.n / 200)
+                sources=layout.sources, timeout_s=60 + opts.n / 200,
+                concurrency=max(16, min(Spec.concurrency, IN_FLIGHT // layout.processes)))
     held = int(opts.n * HELD_SHARE)
     opened = await fleet.open(replace(spec, count=held))
     last = await fleet.open(replace(spec, count=opts.n - held, first=held))
