@@ -88,6 +88,14 @@ class Opened:
     def seconds(self) -> float:
         return max(self.ready_ns - self.started_ns, 1) / 1e9
 
+    def then(self, later: Opened) -> Opened:
+        """This open and the `later` one after it, as one (from this one's start)."""
+        return Opened(ready=self.ready + later.ready, failed=self.failed + later.failed,
+                      started_ns=self.started_ns, ready_ns=later.ready_ns or self.ready_ns,
+                      errors=self.errors + later.errors,
+                      steps_us={step: self.steps_us.get(step, []) + later.steps_us.get(step, [])
+                                for step in STEPS})
+
 
 @dataclass
 class Stats:

@@ -8,7 +8,16 @@ import time
 import pytest
 
 from bench.adapters import NatsSession, PushwireSession
-from bench.loadgen import SOURCES, STEPS, Arrivals, Spec, Worker, merge_arrivals, split
+from bench.loadgen import (
+    SOURCES,
+    STEPS,
+    Arrivals,
+    Opened,
+    Spec,
+    Worker,
+    merge_arrivals,
+    split,
+)
 from services.kit import token
 
 
@@ -163,3 +172,15 @@ async def test_a_process_late_by_seconds_beats_every_slot_it_missed() -> None:
         assert sorted(beaten) == sorted(set(beaten))     # each slot once
     finally:
         await worker.close()
+
+
+def test_two_opens_in_a_row_count_as_one_from_the_first_start() -> None:
+    first = Opened(ready=90, failed=2, started_ns=1_000, ready_ns=5_000, errors=["a"],
+                   steps_us={"route": [1]})
+    last = Opened(ready=8, failed=1, started_ns=6_000, ready_ns=9_000, errors=["b"],
+                  steps_us={"route": [2]})
+    both = first.then(last)
+    assert (both.ready, both.failed, both.errors) == (98, 3, ["a", "b"])
+    assert (both.started_ns, both.ready_ns) == (1_000, 9_000)
+    assert both.steps_us["route"] == [1, 2]
+    assert first.then(Opened(started_ns=6_000)).ready_ns == 5_000   # none of the last ready
