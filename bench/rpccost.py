@@ -10,7 +10,9 @@ channel with its `Attach` interceptor). Both ends' CPU (every thread) is read fr
 - unary bare:   the same on a channel without interceptors, the credential passed as the
                 call's metadata (what `Attach`, a grpc.aio client interceptor, costs);
 - stream:       one request/reply message pair on an open bidi stream, one at a time;
-- stream x16:   the same with 16 pairs in flight (replies matched by an 8-byte id).
+- stream x16:   the same with 16 pairs in flight (replies matched by an 8-byte id);
+- wire:         the same unary call over the wire (services/kit/rpc/wire.py), one at a time;
+- wire x16:     the same with 16 calls in flight.
 The request and reply are the same protobuf bytes in every mode, so the difference is the
 per-call cost of gRPC itself (issue #15, bench/RESULTS.md "stream: rpc per-call cost").
 
@@ -42,8 +44,9 @@ import grpc.aio
 
 from bench.peers import cpu_fine_s
 from services.kit.pb import saver_pb2
+from services.kit.rpc import wire
 from services.kit.rpc.credential import HEADER, SCHEME, Attach, Require
-from services.kit.rpc.grpcio import CLIENT_OPTIONS, SERVER_OPTIONS, channel
+from services.kit.rpc.grpcio import CLIENT_OPTIONS, SERVER_OPTIONS, channel, rpc_error
 
 SECRET = "bench-rpccost-secret-0123456789abcdef"
 UNARY = "/pushwire.bench.Cost/Call"
@@ -88,7 +91,13 @@ async def serve() -> None:
         "pushwire.bench.Cost", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    print(port, flush=True)
+    methods = wire.Methods()
+    methods.add_registered_method_handlers(
+        "pushwire.bench.Cost", {"Call": grpc.unary_unary_rpc_method_handler(_unary)})
+    require = Require([SECRET])
+    wired = wire.WireServer(methods, lambda secret: require.allows([(HEADER, SCHEME + secret)]),
+                            lambda _peer: None)
+    print(port, await wired.start("127.0.0.1", 0), flush=True)
     await server.wait_for_termination()
 
 
@@ -142,16 +151,34 @@ async def stream16_phase(chan: grpc.aio.Channel, request: bytes, n: int) -> None
     await stream_phase(chan, request, n, in_flight=16)
 
 
-async def measure(server_pid: int, port: int, n: int, repeat: int) \
+async def wire_phase(client: wire.WireClient, request: bytes, n: int,
+                     in_flight: int = 1) -> None:
+    path = UNARY.encode()
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await client.call(path, request, 5.0)
+
+    await asyncio.gather(*(worker(n // in_flight) for _ in range(in_flight)))
+
+
+async def wire16_phase(client: wire.WireClient, request: bytes, n: int) -> None:
+    await wire_phase(client, request, n, in_flight=16)
+
+
+async def measure(server_pid: int, port: int, wire_port: int, n: int, repeat: int) \
         -> dict[str, tuple[float, float]]:
     """{mode: (client µs, server µs)} per round trip, medians of `repeat` rounds in which
     the modes take turns (so a change in the machine's load hits them alike)."""
     request = _request()
     attached = channel(f"127.0.0.1:{port}", SECRET)
     bare = channel(f"127.0.0.1:{port}", None)
-    phases: dict[str, tuple[grpc.aio.Channel, Phase]] = {
+    _, wired = await asyncio.get_running_loop().create_connection(
+        lambda: wire.WireClient("bench", SECRET, rpc_error), "127.0.0.1", wire_port)
+    phases: dict[str, tuple[Any, Callable[[Any, bytes, int], Awaitable[None]]]] = {
         "unary": (attached, unary_phase), "unary bare": (bare, bare_unary_phase),
-        "stream": (bare, stream_phase), "stream x16": (bare, stream16_phase)}
+        "stream": (bare, stream_phase), "stream x16": (bare, stream16_phase),
+        "wire": (wired, wire_phase), "wire x16": (wired, wire16_phase)}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
     for _ in range(repeat):
         for name, (chan, phase) in phases.items():
@@ -162,6 +189,7 @@ async def measure(server_pid: int, port: int, n: int, repeat: int) \
             samples[name].append(((c1 - c0) / n * 1e6, (s1 - s0) / n * 1e6))
     await attached.close()
     await bare.close()
+    wired.close()
     return {name: _median_run(runs) for name, runs in samples.items()}
 
 
@@ -370,8 +398,8 @@ def main() -> None:
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
-        port = int(child.stdout.readline())
-        result = uvloop.run(measure(child.pid, port, args.n, args.repeat))
+        port, wire_port = map(int, child.stdout.readline().split())
+        result = uvloop.run(measure(child.pid, port, wire_port, args.n, args.repeat))
     finally:
         child.terminate()
         child.wait()

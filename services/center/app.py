@@ -56,7 +56,7 @@ async def serve(config: CenterConfig, life: Lifecycle) -> None:
     """Run one center instance until SIGTERM."""
     admin_keys = AdminKeys(config.admin_keys, config.admin_keys_file)   # bad ones: no start
     async with hosted("center", config, life, watch=KINDS) as host:
-        channels = Channels(config.rpc_secret())
+        channels = Channels(config.rpc_secret(), wire=config.rpc_wire)
         options = host.pipe_options()
         saver = SaverClient(host.discovery, channels, options)
         register = RegisterClient(host.discovery, channels, options)

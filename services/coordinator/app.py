@@ -37,7 +37,7 @@ HELD = Gauge("pushwire_coordinator_status_held_events", "Offline events held by 
 async def serve(config: CoordinatorConfig, life: Lifecycle) -> None:
     """Run one coordinator instance until SIGTERM."""
     async with hosted("coordinator", config, life, watch=("register", "room")) as host:
-        channels = Channels(config.rpc_secret())
+        channels = Channels(config.rpc_secret(), wire=config.rpc_wire)
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         rooms = RoomClient(host.discovery, channels, options)

@@ -46,6 +46,7 @@ class ServiceConfig:
     rpc_workers: int = 4               # calls in flight per (target, method)
     rpc_queue: int = 20000             # queued items per (target, method)
     rpc_timeout_s: float = 5.0         # deadline of every internal call
+    rpc_wire: bool = True              # batch calls over the wire beside gRPC (kit/rpc/wire.py)
     shutdown_grace_s: float = 5.0
     # Internal gRPC is authenticated with one secret shared by the cluster (docs/security.md):
     # set it, or name a file holding it, or explicitly run without (fail closed).

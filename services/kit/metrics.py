@@ -30,6 +30,9 @@ RPC_RESENT = Counter("pushwire_rpc_resent_batches_total",
                      "Batches sent again after a failed call (reset, GOAWAY, peer restarting)",
                      PIPE)
 PIPE_METRICS = (RPC_QUEUE_DEPTH, RPC_BATCH_SIZE, RPC_LATENCY, RPC_FAILED, RPC_RESENT)
+RPC_CALLS = Counter("pushwire_rpc_calls_total",
+                    "Batch calls sent by the pipes, by transport: wire or grpc "
+                    "(services/kit/rpc/wire.py)", ["method", "transport"])
 RPC_UNAUTHENTICATED = Counter("pushwire_rpc_unauthenticated_calls_total",
                               "Internal calls refused: no or wrong cluster credential")
 

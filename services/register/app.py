@@ -25,7 +25,7 @@ async def serve(config: RegisterConfig, life: Lifecycle) -> None:
     """Run one register instance until SIGTERM."""
     async with hosted("register", config, life,
                       watch=("room", "register", "coordinator")) as host:
-        channels = Channels(config.rpc_secret())
+        channels = Channels(config.rpc_secret(), wire=config.rpc_wire)
         coordinator = CoordinatorClient(host.discovery, channels, host.pipe_options())
         registers = Peers(host.discovery, "register")
 

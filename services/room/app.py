@@ -112,7 +112,7 @@ async def serve(config: RoomConfig, life: Lifecycle) -> None:
                                  max_connections=connection_ceiling(config.max_connections))
     async with hosted("room", config, life,
                       watch=("register", "saver", "coordinator", "room")) as host:
-        channels = Channels(config.rpc_secret())
+        channels = Channels(config.rpc_secret(), wire=config.rpc_wire)
         options = host.pipe_options()
         register = RegisterClient(host.discovery, channels, options)
         saver = SaverClient(host.discovery, channels, options, delivered_hold_s=min(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-MODES = ("unary", "unary bare", "stream", "stream x16")
+MODES = ("unary", "unary bare", "stream", "stream x16", "wire", "wire x16")
 
 
 def test_every_mode_completes_its_round_trips_and_reports_both_ends() -> None:

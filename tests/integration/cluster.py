@@ -231,6 +231,15 @@ class Cluster:
         proc = self.procs[name]
         return f"127.0.0.1:{proc.env[f'PUSHWIRE_{proc.kind.upper()}_METRICS_PORT']}"
 
+    async def wait_online(self, uid: str, app: str = "demo") -> None:
+        """Until center's status shows `uid` online (its session registered), at most 10 s."""
+        for _ in range(200):
+            status, body = await self.api("GET", f"/v1/apps/{app}/users/{uid}")
+            if status == 200 and body["online"]:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{uid} never online: {self.logs_tail()}")
+
     def token(self, uid: str, device: str = "", ttl_s: int = 3600) -> str:
         return token.mint(self.app.secrets[0], self.app.id, uid, now=time.time(), ttl_s=ttl_s,
                           device=device)

@@ -51,7 +51,7 @@ async def test_every_deliver_cut_by_a_connection_reset_still_arrives(tmp_path: P
                 assert str(message.id) == body["messages"][0]["id"]
                 await client.ack(message)
 
-            await wait_online(cluster, "u1")
+            await cluster.wait_online("u1")
             await push_and_receive("warm-up")        # the channel to the room is up
             for i in range(RESETS):
                 held = proxy.hold()
@@ -64,10 +64,3 @@ async def test_every_deliver_cut_by_a_connection_reset_still_arrives(tmp_path: P
         assert "posted items failed" not in cluster.logs_tail("center-0", lines=1000)
 
 
-async def wait_online(cluster: Cluster, uid: str) -> None:
-    for _ in range(200):
-        status, body = await cluster.api("GET", f"/v1/apps/demo/users/{uid}")
-        if status == 200 and body["online"]:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{uid} never online: {cluster.logs_tail()}")

@@ -21,7 +21,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 import services.kit.pb
 from pushwire_sdk.client import PushClient
-from services.kit.rpc import grpcio
+from services.kit.rpc import grpcio, wire
 from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -90,11 +90,7 @@ async def test_no_internal_method_answers_a_caller_without_the_cluster_secret(
         # The services present the secret to each other: a push still goes through.
         async with PushClient(cluster.dispatcher, "demo", "u1", cluster.token("u1")) as client:
             messages = client.messages()
-            for _ in range(200):
-                status, body = await cluster.api("GET", "/v1/apps/demo/users/u1")
-                if status == 200 and body["online"]:
-                    break
-                await asyncio.sleep(0.05)
+            await cluster.wait_online("u1")
             status, body = await cluster.push("u1", "members only")
             assert status == 200 and body["online_sessions"] == 1, body
             message = await asyncio.wait_for(anext(messages), 30)
@@ -105,3 +101,62 @@ async def test_no_internal_method_answers_a_caller_without_the_cluster_secret(
         async with grpcio.channel(addresses["room"][0], cluster.secret) as member:
             [info] = [m for k, m in METHODS if k == "room" and m.name == "Info"]
             assert await call(member, info) is grpc.StatusCode.OK
+
+
+async def refused_on_the_wire(host: str, port: int, first: bytes) -> bytes:
+    """What the wire at host:port answers a connection that starts with `first`, up to its
+    close."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(first)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_no_wire_answers_a_caller_without_the_cluster_secret(tmp_path: Path) -> None:
+    """The pipes' wire (docs/design-notes.md §18): its port is told only to members, and a
+    connection that does not start with the secret gets a refusal and its close, whatever
+    it sends; the services' own pipes use it."""
+    async with Cluster(tmp_path, real=False) as cluster:
+        assert cluster.discovery is not None
+        refusal = wire.frame(0, wire.FAIL, wire.FAILED.pack(
+            grpc.StatusCode.UNAUTHENTICATED.value[0], 0) + b"cluster credential required")
+        store = "/pushwire.saver.Saver/Store"
+        for kind in ("coordinator", "register", "room", "saver", "center"):
+            for instance in cluster.discovery.instances(kind):
+                address = instance.addresses["grpc"]
+                async with grpc.aio.insecure_channel(address) as anonymous:
+                    with pytest.raises(grpc.aio.AioRpcError) as asked:
+                        await anonymous.unary_unary(wire.PORT_METHOD)(b"", timeout=10)
+                    assert asked.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                async with grpcio.channel(address, cluster.secret) as member:
+                    port = int.from_bytes(
+                        await member.unary_unary(wire.PORT_METHOD)(b"", timeout=10), "big")
+                assert port > 0, f"{kind} serves no wire"
+                host = address.rsplit(":", 1)[0]
+                call = wire.frame(1, wire.CALL, bytes((len(store),)) + store.encode())
+                for first in (wire.frame(0, wire.HELLO, b"not-the-cluster-secret-000"),
+                              wire.frame(0, wire.HELLO, b""), call):
+                    assert await refused_on_the_wire(host, port, first + call) == refusal
+
+        # Pushes cross center's pipes over the wire once it is open (the first goes over
+        # gRPC while center opens it in the background), and arrive.
+        async with PushClient(cluster.dispatcher, "demo", "u2", cluster.token("u2")) as client:
+            messages = client.messages()
+            await cluster.wait_online("u2")
+            sent = 0
+            async with asyncio.timeout(60):
+                while not await cluster.metric("center-0", "pushwire_rpc_calls_total",
+                                               method=store, transport="wire"):
+                    status, body = await cluster.push("u2", f"m{sent}")
+                    assert status == 200, body
+                    message = await anext(messages)
+                    assert message.data == f"m{sent}".encode()
+                    await client.ack(message)
+                    sent += 1
+            status, body = await cluster.push("u2", "over the wire")
+            assert status == 200 and body["online_sessions"] == 1, body
+            message = await asyncio.wait_for(anext(messages), 30)
+            assert message.data == b"over the wire"
+            await messages.aclose()

@@ -5,11 +5,14 @@ in flight on it) that presents the cluster credential; `translate_call` maps Aio
 our tree. Server side: `start_server` refuses calls without the credential
 (services/kit/rpc/credential.py); `servicer` decorates a gRPC method so a PushwireError
 becomes a status with our code in trailing metadata (`pw-code`), and anything else becomes
-INTERNAL without leaking details.
+INTERNAL without leaking details. Beside each gRPC server runs its wire
+(services/kit/rpc/wire.py): the pipes' batch calls go over it once a client's wire to the
+target is open (`Channels(..., wire=True)`), with the same errors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,9 +30,12 @@ from pushwire_protocol.errors import (
     Unavailable,
     from_code,
 )
+from services.kit import metrics
 from services.kit.config import ServiceConfig
-from services.kit.rpc.credential import Attach, Require
+from services.kit.rpc import wire
+from services.kit.rpc.credential import HEADER, SCHEME, WARN_EVERY_S, Attach, Require
 from services.kit.rpc.health import GrpcHealth
+from services.kit.rpc.wire import WireClient, Wires, WireServer
 
 log = logging.getLogger("pushwire.rpc")
 T = TypeVar("T")
@@ -41,6 +47,7 @@ KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
 MESSAGE_MAX = 64 * 1024 * 1024
 BATCH_BYTES = MESSAGE_MAX // 2    # a batch request above this is sent in parts (`sender`)
+WIRE_PORT_TIMEOUT_S = 2.0
 
 Options = list[tuple[str, int]]
 
@@ -95,11 +102,13 @@ def channel(target: str, secret: str | None) -> grpc.aio.Channel:
 
 class Channels:
     """One channel per target address, each presenting the cluster `secret`; stubs built by
-    the caller from `get`."""
+    the caller from `get`. With `wire`, the pipes' batch calls go over each target's wire
+    once it is open (services/kit/rpc/wire.py), over the channel until then."""
 
-    def __init__(self, secret: str | None) -> None:
+    def __init__(self, secret: str | None, wire: bool = False) -> None:
         self._secret = secret
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.wires = Wires(secret, self._wire_port, rpc_error) if wire else None
 
     def get(self, target: str) -> grpc.aio.Channel:
         found = self._channels.get(target)
@@ -107,12 +116,25 @@ class Channels:
             found = self._channels[target] = channel(target, self._secret)
         return found
 
+    def wire(self, target: str) -> WireClient | None:
+        """The open wire to `target`, or None: send over gRPC."""
+        return self.wires.get(target) if self.wires is not None else None
+
+    async def _wire_port(self, target: str) -> bytes:
+        ask = self.get(target).unary_unary(wire.PORT_METHOD)
+        reply: bytes = await translate_call(target, ask(b"", timeout=WIRE_PORT_TIMEOUT_S))
+        return reply
+
     async def drop(self, target: str) -> None:
+        if self.wires is not None:
+            await self.wires.drop(target)
         found = self._channels.pop(target, None)
         if found is not None:
             await found.close()
 
     async def close(self) -> None:
+        if self.wires is not None:
+            await self.wires.close()
         for target in list(self._channels):
             await self.drop(target)
 
@@ -122,31 +144,34 @@ _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
 
 
 async def translate_call(target: str, call: Awaitable[T]) -> T:
-    """Await a stub call, mapping grpc errors into the PushwireError tree.
-
-    UNAVAILABLE without our code in the trailers comes from the transport (connection refused
-    or reset, GOAWAY), not from a servicer: that is Disconnected. Our servicers' own errors
-    carry `pw-code` and are rebuilt as such."""
+    """Await a stub call, mapping grpc errors into the PushwireError tree (`rpc_error`)."""
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        # The peer's address and gRPC's text are internal: kept in `detail` (logs only); the
-        # message may reach a client (an ERROR packet) or a backend (an HTTP error body).
-        detail = f"{target}: {code.name.lower()}: {exc.details() or ''}"
         ours = dict(exc.trailing_metadata() or ()).get("pw-code")
-        if ours is not None:
-            raise from_code(int(ours), exc.details() or "", detail=target) from exc
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise Disconnected("a cluster service is unreachable", detail=detail) from exc
-        if code in _TRANSIENT:
-            raise Unavailable("a cluster service did not answer", detail=detail) from exc
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise Overloaded("a cluster service is overloaded", detail=detail) from exc
-        if code == grpc.StatusCode.UNAUTHENTICATED:     # a misconfigured cluster: not transient
-            raise PushwireError("a cluster service refused the cluster credential",
-                                detail=detail) from exc
-        raise PushwireError("a cluster service failed", detail=detail) from exc
+        raise rpc_error(target, exc.code(), exc.details() or "", int(ours or 0)) from exc
+
+
+def rpc_error(target: str, code: grpc.StatusCode, details: str, ours: int) -> PushwireError:
+    """The PushwireError for a failed call to `target`, over gRPC or the wire.
+
+    UNAVAILABLE without our code (`ours`, 0: none) comes from the transport (connection
+    refused or reset, GOAWAY), not from a servicer: that is Disconnected. Our servicers' own
+    errors carry their code and are rebuilt as such."""
+    if ours:
+        return from_code(ours, details, detail=target)
+    # The peer's address and gRPC's text are internal: kept in `detail` (logs only); the
+    # message may reach a client (an ERROR packet) or a backend (an HTTP error body).
+    detail = f"{target}: {code.name.lower()}: {details}"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Disconnected("a cluster service is unreachable", detail=detail)
+    if code in _TRANSIENT:
+        return Unavailable("a cluster service did not answer", detail=detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Overloaded("a cluster service is overloaded", detail=detail)
+    if code == grpc.StatusCode.UNAUTHENTICATED:     # a misconfigured cluster: not transient
+        return PushwireError("a cluster service refused the cluster credential", detail=detail)
+    return PushwireError("a cluster service failed", detail=detail)
 
 _STATUS = {BadRequest: grpc.StatusCode.INVALID_ARGUMENT, NotFound: grpc.StatusCode.NOT_FOUND,
            Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable: grpc.StatusCode.UNAVAILABLE}
@@ -182,25 +207,59 @@ def servicer(method: Method) -> Method:
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any]
 
 
+class RpcServer:
+    """A service's gRPC server and, beside it, its wire (services/kit/rpc/wire.py)."""
+
+    def __init__(self, grpc_server: grpc.aio.Server, wire_server: WireServer | None) -> None:
+        self.grpc = grpc_server
+        self.wire = wire_server
+
+    async def stop(self, grace_s: float | None) -> None:
+        """Stop both: calls in flight get up to `grace_s` to finish (None: none)."""
+        stops = [self.grpc.stop(grace_s)]
+        if self.wire is not None:
+            stops.append(self.wire.stop(grace_s))
+        await asyncio.gather(*stops)
+
+
 async def start_server(config: ServiceConfig, servicers: Iterable[Registration],
-                       health: GrpcHealth | None = None) -> tuple[grpc.aio.Server, int]:
+                       health: GrpcHealth | None = None) -> tuple[RpcServer, int]:
     """Start a gRPC server with [(add_XServicer_to_server, impl)], grpc.health.v1 (`health`,
     services/kit/rpc/health.py) and the Profiler every service serves
     (services/kit/rpc/profiling.py) on the service's bind address and gRPC port, refusing
-    calls without the cluster secret; return it and its port."""
+    calls without the cluster secret; with `rpc_wire`, the servicers' unary methods also on
+    a wire port (an ephemeral one, told over gRPC). Return it and its gRPC port."""
     from services.kit.rpc import profiling  # it imports this module
 
     accepted = config.rpc_secrets()
+    require = Require(accepted) if accepted is not None else None
     server = grpc.aio.server(options=SERVER_OPTIONS,
-                             interceptors=[Require(accepted)] if accepted is not None else None)
+                             interceptors=[require] if require is not None else None)
+    servicers = list(servicers)
     extra = [health.registration] if health is not None else []
     for add, impl in [*servicers, *extra, profiling.registration()]:
         add(impl, server)
+    wire_server = None
+    if config.rpc_wire:
+        methods = wire.Methods()
+        for add, impl in servicers:
+            add(impl, methods)
+        allows = None if require is None else \
+            (lambda secret: require.allows([(HEADER, SCHEME + secret)]))
+        wire_server = WireServer(methods, allows, wire.refuse_counter(WARN_EVERY_S))
+    server.add_generic_rpc_handlers(
+        (wire.port_handler(lambda: wire_server.port if wire_server is not None else 0),))
     bound = server.add_insecure_port(f"{config.bind}:{config.grpc_port}")
     if bound == 0:
         raise Unavailable(f"cannot bind gRPC on {config.bind}:{config.grpc_port}")
     await server.start()
-    return server, bound
+    if wire_server is not None:
+        try:
+            await wire_server.start(config.bind, 0)
+        except OSError as exc:
+            await server.stop(None)
+            raise Unavailable(f"cannot bind the wire on {config.bind}: {exc.strerror}") from exc
+    return RpcServer(server, wire_server), bound
 
 
 def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], method: str,
@@ -215,6 +274,11 @@ def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], me
     over the limit still fails alone (gRPC's RESOURCE_EXHAUSTED: Overloaded).
     """
 
+    path, serialize, parse = _Recorder.method(stub_class, method)
+    counted = (metrics.RPC_CALLS.labels(method=path, transport="grpc"),
+               metrics.RPC_CALLS.labels(method=path, transport="wire"))
+    raw_path = path.encode()
+
     def make(target: str) -> Callable[[list[Any], float], Awaitable[list[Any]]]:
         rpc = getattr(stub_class(channels.get(target)), method)
 
@@ -223,12 +287,40 @@ def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], me
             if len(items) > 1 and request.ByteSize() > BATCH_BYTES:
                 half = len(items) // 2
                 return [*await send(items[:half], timeout), *await send(items[half:], timeout)]
-            reply = await translate_call(target, rpc(request, timeout=timeout))
+            over = channels.wire(target)
+            if over is not None:
+                counted[1].inc()
+                reply = parse(await over.call(raw_path, serialize(request), timeout))
+            else:
+                counted[0].inc()
+                reply = await translate_call(target, rpc(request, timeout=timeout))
             return split(reply, len(items))
 
         return send
 
     return make
+
+
+class _Recorder:
+    """Stands in for a channel to learn a stub method's path and (de)serializers."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]] = {}
+
+    def unary_unary(self, path: str, request_serializer: Callable[[Any], bytes],
+                    response_deserializer: Callable[[bytes], Any], **_: Any) -> str:
+        self.seen[path.rsplit("/", 1)[1]] = (path, request_serializer, response_deserializer)
+        return path
+
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return lambda *_args, **_kwargs: None     # streaming methods: not used by pipes
+
+    @classmethod
+    def method(cls, stub_class: Callable[[Any], Any], method: str) \
+            -> tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]:
+        recorder = cls()
+        stub_class(recorder)
+        return recorder.seen[method]
 
 
 def no_results(_reply: Any, n: int) -> list[None]:

@@ -1,0 +1,242 @@
+"""services/kit/rpc/wire.py: the pipes' batch calls over the wire, against a real server
+started by `start_server` (gRPC and its wire) on loopback, with a generated servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from pushwire_protocol.errors import Disconnected, NotFound, PushwireError, Unavailable
+from services.kit.config import ServiceConfig
+from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
+from services.kit.rpc import wire
+from services.kit.rpc.grpcio import Channels, RpcServer, sender, servicer, start_server
+
+SECRET = "wire-test-secret-0123456789"
+LOOKUP = "/pushwire.register.Register/Lookup"
+
+
+class Users(register_pb2_grpc.RegisterServicer):
+    """Lookup answers one session per uid, in room "room-<uid>"; some uids misbehave."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+
+    @servicer
+    async def Lookup(self, request: register_pb2.LookupRequest,
+                     context: grpc.aio.ServicerContext) -> register_pb2.LookupReply:
+        self.calls += 1
+        uids = [user.uid for user in request.users]
+        if "missing" in uids:
+            raise NotFound("no such user")
+        if "crash" in uids:
+            raise RuntimeError("secret internals at 10.0.0.7")
+        if "hold" in uids:
+            self.held.set()
+            await self.release.wait()
+        if "slow" in uids:
+            await asyncio.sleep(30)
+        return register_pb2.LookupReply(results=[
+            register_pb2.SessionList(sessions=[common_pb2.Session(uid=uid, room=f"room-{uid}")])
+            for uid in uids])
+
+
+Send = Callable[[list[Any], float], Awaitable[list[Any]]]
+
+
+def lookup(channels: Channels, target: str) -> Send:
+    return sender(channels, register_pb2_grpc.RegisterStub, "Lookup",
+                  lambda uids: register_pb2.LookupRequest(
+                      users=[common_pb2.UserRef(app="demo", uid=uid) for uid in uids]),
+                  lambda reply, _n: [[s.room for s in r.sessions] for r in reply.results])(target)
+
+
+def calls(transport: str) -> float:
+    return REGISTRY.get_sample_value("pushwire_rpc_calls_total",
+                                     {"method": LOOKUP, "transport": transport}) or 0.0
+
+
+async def wire_open(channels: Channels, target: str) -> None:
+    """Until the background open of the target's wire has ended (it asks the port over
+    gRPC, then connects), and it is open."""
+    assert channels.wires is not None
+    assert await channels.wires.opened(target) is not None
+
+
+async def opened_lookup(channels: Channels, target: str) -> Send:
+    """`lookup` once its wire is open: a first call (over gRPC) starts the open."""
+    send = lookup(channels, target)
+    await send(["warm"], 5.0)
+    await asyncio.wait_for(wire_open(channels, target), 5.0)
+    return send
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[RpcServer, str, Users]]:
+    users = Users()
+    server, port = await start_server(
+        ServiceConfig(cluster_secret=SECRET),
+        [(register_pb2_grpc.add_RegisterServicer_to_server, users)])
+    yield server, f"127.0.0.1:{port}", users
+    users.release.set()
+    await server.stop(None)
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[Channels]:
+    channels = Channels(SECRET, wire=True)
+    yield channels
+    await channels.close()
+
+
+async def test_batch_calls_go_over_the_wire_once_it_is_open(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    _, target, users = served
+    send = lookup(channels, target)
+    grpc_before, wire_before = calls("grpc"), calls("wire")
+    assert await send(["a", "b"], 5.0) == [["room-a"], ["room-b"]]   # over gRPC: not open yet
+    assert calls("grpc") == grpc_before + 1
+    await asyncio.wait_for(wire_open(channels, target), 5.0)
+    answers = await asyncio.gather(*(send([f"u{i}"], 5.0) for i in range(50)))
+    assert answers == [[[f"room-u{i}"]] for i in range(50)]    # each reply to its own call
+    assert calls("wire") == wire_before + 50 and calls("grpc") == grpc_before + 1
+    assert users.calls == 51
+
+
+async def test_errors_over_the_wire_are_the_errors_over_grpc(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    _, target, _ = served
+    plain = Channels(SECRET)
+    try:
+        over_wire, over_grpc = await opened_lookup(channels, target), lookup(plain, target)
+        for uid, kind, text in [("missing", NotFound, "no such user"),
+                                ("crash", PushwireError, "a cluster service failed")]:
+            seen = []
+            for send in (over_wire, over_grpc):
+                with pytest.raises(PushwireError) as failed:
+                    await send([uid], 5.0)
+                seen.append((type(failed.value), failed.value.message))
+            assert seen[0] == seen[1] == (kind, text)     # no exception text, no address
+        assert calls("wire") >= 2
+    finally:
+        await plain.close()
+
+
+async def test_a_call_past_its_deadline_is_unavailable_and_the_wire_stays_open(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    _, target, _ = served
+    send = await opened_lookup(channels, target)
+    opened = channels.wire(target)
+    with pytest.raises(Unavailable):
+        await send(["slow"], 0.2)
+    assert channels.wire(target) is opened
+    assert await send(["after"], 5.0) == [["room-after"]]
+
+
+async def test_a_cut_wire_fails_its_calls_in_flight_and_the_next_go_over_grpc(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    server, target, users = served
+    send = await opened_lookup(channels, target)
+    in_flight = asyncio.create_task(send(["hold"], 5.0))
+    await asyncio.wait_for(users.held.wait(), 5.0)
+    assert server.wire is not None
+    await server.wire.stop(0)       # closes the listener and every connection
+    with pytest.raises(Disconnected):     # what an idempotent pipe re-sends
+        await in_flight
+    grpc_before = calls("grpc")
+    users.release.set()
+    assert await send(["next"], 5.0) == [["room-next"]]
+    assert calls("grpc") == grpc_before + 1 and channels.wire(target) is None
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), 5.0)     # b"..." up to EOF
+
+
+async def test_a_connection_without_the_secret_is_refused_and_closed(
+        served: tuple[RpcServer, str, Users]) -> None:
+    server, _, users = served
+    assert server.wire is not None
+    refused_before = REGISTRY.get_sample_value("pushwire_rpc_unauthenticated_calls_total") or 0
+    for hello in [wire.frame(0, wire.HELLO, b"wrong-secret"),
+                  wire.frame(1, wire.CALL, bytes((len(LOOKUP),)) + LOOKUP.encode())]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.wire.port)
+        writer.write(hello)
+        answer = await read_until_closed(reader)
+        writer.close()
+        _, call_id, kind = wire.HEAD.unpack_from(answer)
+        status, ours = wire.FAILED.unpack_from(answer, wire.HEAD.size)
+        assert (call_id, kind, ours) == (0, wire.FAIL, 0)
+        assert status == grpc.StatusCode.UNAUTHENTICATED.value[0]
+        assert answer[wire.HEAD.size + wire.FAILED.size:] == b"cluster credential required"
+    assert users.calls == 0
+    assert REGISTRY.get_sample_value("pushwire_rpc_unauthenticated_calls_total") == \
+        refused_before + 2
+
+
+async def test_an_unknown_method_fails_and_an_oversize_frame_closes_the_connection(
+        served: tuple[RpcServer, str, Users]) -> None:
+    server, _, _ = served
+    assert server.wire is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.wire.port)
+    path = b"/pushwire.register.Register/Nope"
+    writer.write(wire.frame(0, wire.HELLO, SECRET.encode())
+                 + wire.frame(7, wire.CALL, bytes((len(path),)) + path))
+    head = await asyncio.wait_for(reader.readexactly(wire.HEAD.size + wire.FAILED.size), 5.0)
+    _, call_id, kind = wire.HEAD.unpack_from(head)
+    status, _ = wire.FAILED.unpack_from(head, wire.HEAD.size)
+    assert (call_id, kind, status) == (7, wire.FAIL, grpc.StatusCode.UNIMPLEMENTED.value[0])
+    await reader.readexactly(len(b"no such method"))
+    writer.write(wire.HEAD.pack(wire.FRAME_MAX + 1, 8, wire.CALL))
+    assert await read_until_closed(reader) == b""
+    writer.close()
+
+
+async def test_with_rpc_wire_off_the_server_has_no_wire_and_calls_go_over_grpc() -> None:
+    users = Users()
+    server, port = await start_server(
+        ServiceConfig(cluster_secret=SECRET, rpc_wire=False),
+        [(register_pb2_grpc.add_RegisterServicer_to_server, users)])
+    target = f"127.0.0.1:{port}"
+    channels = Channels(SECRET, wire=True)
+    try:
+        assert server.wire is None
+        assert await channels._wire_port(target) == b"\x00\x00"
+        send = lookup(channels, target)
+        grpc_before = calls("grpc")
+        for _ in range(3):
+            assert await send(["a"], 5.0) == [["room-a"]]
+            assert channels.wires is not None
+            assert await channels.wires.opened(target) is None     # port 0: no wire
+        assert calls("grpc") == grpc_before + 3
+    finally:
+        await channels.close()
+        await server.stop(None)
+
+
+def test_frames_are_split_however_the_bytes_arrive() -> None:
+    frames = wire._Frames()
+    sent = [wire.frame(i, wire.OK, bytes(i * 100)) for i in range(1, 6)]
+    stream = b"".join(sent)
+    got: list[tuple[int, int, int]] = []
+    for at in range(0, len(stream), 7):          # 7-byte pieces: headers split too
+        assert frames.feed(stream[at:at + 7], lambda i, k, b: got.append((i, k, len(b))))
+    assert got == [(i, wire.OK, i * 100) for i in range(1, 6)]
+    assert not frames.feed(wire.HEAD.pack(wire.FRAME_MAX + 1, 1, wire.OK), lambda *_: None)
+
+
+def test_keepalive_options_are_set_on_a_wire_socket() -> None:
+    with socket.socket() as sock:
+        wire._tune(sock)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == \
+            wire.USER_TIMEOUT_MS
