@@ -66,6 +66,31 @@ def _tune(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
 
 
+class _Corked:
+    """Frames written in one turn of the event loop leave in one write at its end: the
+    replies of the calls one read brought, the calls of several pipes to one target. A
+    write to a socket is a system call of a few µs, which would otherwise be paid per frame
+    at each end."""
+
+    __slots__ = ("_loop", "_out", "transport")
+
+    def __init__(self) -> None:
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+
+    def write(self, data: bytes) -> None:
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+
 class _Frames:
     """Splits a byte stream into (call id, kind, body) frames; False from `feed` on a frame
     over FRAME_MAX (the connection is then closed)."""
@@ -192,12 +217,13 @@ class _Served(asyncio.Protocol):
         self._server = server
         self._frames = _Frames()
         self._transport: asyncio.Transport | None = None
+        self._out = _Corked()
         self._hello = False
         self._peer = "?"
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)    # uvloop's is not a subclass
+        self._transport = self._out.transport = cast(asyncio.Transport, transport)
         _tune(transport.get_extra_info("socket"))
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
@@ -205,7 +231,7 @@ class _Served(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.removed(self)
-        self._transport = None
+        self._transport = self._out.transport = None
 
     def pause_writing(self) -> None:       # the client does not read its replies: stop
         if self._transport is not None:    # reading its calls until it does
@@ -229,8 +255,9 @@ class _Served(asyncio.Protocol):
                 self._hello = True
                 return
             self._server.refused(self._peer)
-            self._send(frame(0, FAIL, _failure(grpc.StatusCode.UNAUTHENTICATED, 0,
-                                               "cluster credential required")))
+            if self._transport is not None:     # at once: the close follows
+                self._transport.write(frame(0, FAIL, _failure(
+                    grpc.StatusCode.UNAUTHENTICATED, 0, "cluster credential required")))
             self.close()
             return
         if kind != CALL or not body:
@@ -262,8 +289,7 @@ class _Served(asyncio.Protocol):
         self._send(out)
 
     def _send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        self._out.write(data)
 
 
 def _failure(code: grpc.StatusCode, ours: int, details: str) -> bytes:
@@ -282,17 +308,19 @@ class WireClient(asyncio.Protocol):
         self._error = error
         self._frames = _Frames()
         self._transport: asyncio.Transport | None = None
+        self._out = _Corked()
         self._pending: dict[int, asyncio.Future[bytes]] = {}
         self._next = 1
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)    # uvloop's is not a subclass
+        # uvloop's transport is not a subclass of asyncio.Transport
+        self._transport = self._out.transport = cast(asyncio.Transport, transport)
         _tune(transport.get_extra_info("socket"))
-        self._transport.write(frame(0, HELLO, self._secret.encode()))
+        self._out.write(frame(0, HELLO, self._secret.encode()))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._transport = self._out.transport = None
         self._fail_all(Disconnected("a cluster service is unreachable",
                                     detail=f"{self.target}: wire connection lost"))
         if not self.lost.done():
@@ -315,9 +343,8 @@ class WireClient(asyncio.Protocol):
         self._next = call_id % 0xFFFFFFFF + 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        transport.write(HEAD.pack(len(path) + len(payload) + 6, call_id, CALL)
-                        + bytes((len(path),)) + path)
-        transport.write(payload)
+        self._out.write(HEAD.pack(len(path) + len(payload) + 6, call_id, CALL)
+                        + bytes((len(path),)) + path + payload)
         try:
             async with asyncio.timeout(timeout_s):
                 return await future
