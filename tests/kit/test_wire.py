@@ -157,6 +157,21 @@ async def test_a_cut_wire_fails_its_calls_in_flight_and_the_next_go_over_grpc(
     assert calls("grpc") == grpc_before + 1 and channels.wire(target) is None
 
 
+async def test_a_stop_with_grace_lets_the_calls_in_flight_answer(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    server, target, users = served
+    send = await opened_lookup(channels, target)
+    in_flight = asyncio.create_task(send(["hold"], 5.0))
+    await asyncio.wait_for(users.held.wait(), 5.0)
+    assert server.wire is not None
+    stopping = asyncio.create_task(server.wire.stop(5.0))
+    await asyncio.sleep(0.05)
+    assert not stopping.done()          # it waits for the call
+    users.release.set()
+    assert await in_flight == [["room-hold"]]
+    await stopping
+
+
 async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.read(), 5.0)     # b"..." up to EOF
 

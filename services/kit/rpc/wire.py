@@ -87,8 +87,14 @@ class _Corked:
     def _flush(self) -> None:
         out, self._out = self._out, []
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        if out and transport is not None and not transport.is_closing():
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def close(self) -> None:
+        """Write what is held, then close the transport (it sends what it buffered)."""
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Frames:
@@ -246,18 +252,18 @@ class _Served(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        self._out.close()
 
     def _frame(self, call_id: int, kind: int, body: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return          # the rest of a read after a refusal or a bad frame
         if not self._hello:
             if kind == HELLO and self._server.allows(body.decode("utf-8", "replace")):
                 self._hello = True
                 return
             self._server.refused(self._peer)
-            if self._transport is not None:     # at once: the close follows
-                self._transport.write(frame(0, FAIL, _failure(
-                    grpc.StatusCode.UNAUTHENTICATED, 0, "cluster credential required")))
+            self._send(frame(0, FAIL, _failure(grpc.StatusCode.UNAUTHENTICATED, 0,
+                                               "cluster credential required")))
             self.close()
             return
         if kind != CALL or not body:
@@ -383,8 +389,7 @@ class WireClient(asyncio.Protocol):
                 future.set_exception(error)
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        self._out.close()
 
 
 class Wires:
