@@ -64,6 +64,9 @@ from services.room.client import RoomClient
 
 SCENARIOS = ("idle", "fanout", "paced", "unicast", "storm", "scale")
 SERVERS = ("pushwire", "nats-server", "mosquitto")
+IDLE_CORES = 0.1         # a server using less than this share of a core is idle (`settle`)
+SETTLE_FOR_S = 120.0     # `settle` measures anyway after this long
+SETTLE_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -707,6 +710,24 @@ def _cpu(pids: list[int]) -> float:
     return sum(cpu_s(pid) for pid in pids)
 
 
+async def settle(pids: list[int], log: Callable[[str], None],
+                 within_s: float = SETTLE_FOR_S) -> float:
+    """Wait until the processes are idle (under IDLE_CORES over SETTLE_EVERY_S), at most
+    `within_s`; the seconds waited. A phase starts after the last one's tail is done: the
+    durable writes, ACKs and reloads a burst leaves behind would otherwise be measured as the
+    next phase's latency."""
+    started = time.monotonic()
+    used = _cpu(pids)
+    while (waited := time.monotonic() - started) < within_s:
+        await asyncio.sleep(SETTLE_EVERY_S)
+        now = _cpu(pids)
+        if now - used < IDLE_CORES * SETTLE_EVERY_S:
+            return waited
+        used = now
+    log(f"  still busy after {within_s:.0f} s: measuring anyway")
+    return waited
+
+
 async def unicast(server: str, opts: Options) -> list[Result]:
     phases = [(f"{opts.rate}/s", opts.rate), ("full speed", 0)]
     results = [Result("unicast", server, opts.n) for _ in phases]
@@ -721,7 +742,8 @@ async def unicast(server: str, opts: Options) -> list[Result]:
             await fleet.record(True)
             for run in range(opts.runs):
                 for k, ((phase, rate), result) in enumerate(zip(phases, results, strict=True)):
-                    await fleet.reset()
+                    await settle(target.pids(), opts.log)   # before the reset: tails count
+                    await fleet.reset()                     # for no phase
                     async with profiled(opts, target, f"unicast-{rate or 'full'}-{run}",
                                         every=True):
                         figures = await _unicast_phase(target, fleet, opened.ready, rate, opts)
@@ -771,6 +793,7 @@ async def storm(server: str, opts: Options) -> Result:
         result.info["version"] = target.version()
         for run in range(opts.runs):
             spec = target.spec("storm", opts.n, first=run * opts.n)
+            await settle(target.pids(), opts.log)      # the last run's clients are gone
             await target.prepare_storm(spec)
             async with Fleet(opts.processes) as fleet:
                 await fleet.prepare(spec)       # tokens minted before, as real clients'
