@@ -42,8 +42,8 @@ def stamped_ns(payload: bytes | bytearray | memoryview) -> int:
 class Tally:
     """Counters of one load-generator process, shared by all its sessions."""
 
-    __slots__ = ("arrivals", "deliveries", "errors", "first_ns", "last_ns", "latencies",
-                 "per_message", "ready", "ready_ns", "record")
+    __slots__ = ("arrivals", "deliveries", "duplicates", "errors", "first_ns", "last_ns",
+                 "latencies", "per_message", "ready", "ready_ns", "record")
 
     def __init__(self, record: bool = False, per_message: bool = False) -> None:
         self.record = record               # keep each delivery's latency
@@ -55,6 +55,7 @@ class Tally:
     def reset(self) -> None:
         """Zero the delivery counters (not `ready`: that describes the connections)."""
         self.deliveries = 0
+        self.duplicates = 0                # copies of a unicast message a session had
         self.errors = 0
         self.first_ns = 0
         self.last_ns = 0
@@ -109,6 +110,7 @@ class Session:
 # --- pushwire (docs/protocol.md) -------------------------------------------------------------
 
 _OP = struct.Struct(">I")
+SEEN_IDS = 256          # unicast ids a session remembers to drop copies
 _HEAD = wire.HEADER
 
 
@@ -119,8 +121,8 @@ class PushwireSession(Session):
     storm, where that push is the offline message loaded on connect)."""
 
     subprotocol = "pushwire.v1"
-    __slots__ = ("ack", "app", "device", "heartbeat_s", "ready", "ready_on_push", "tally",
-                 "token", "topics", "uid")
+    __slots__ = ("ack", "app", "device", "heartbeat_s", "ready", "ready_on_push", "seen",
+                 "tally", "token", "topics", "uid")
 
     def __init__(self, tally: Tally, app: str, uid: str, device: str, token: str, *,
                  ack: bool = False, topics: tuple[str, ...] = (),
@@ -132,6 +134,7 @@ class PushwireSession(Session):
         self.ready_on_push = ready_on_push
         self.heartbeat_s = heartbeat_s
         self.ready = False
+        self.seen: dict[int, None] | None = None    # the last SEEN_IDS unicast ids
 
     def opening(self) -> list[bytes]:
         auth = wire_pb2.Auth(app=self.app, uid=self.uid, device=self.device, token=self.token,
@@ -178,16 +181,34 @@ class PushwireSession(Session):
             if _OP.unpack_from(packet, 8)[0] != Op.PUSH:
                 continue
             push = wire_pb2.Push.FromString(packet[_HEAD.unpack_from(packet)[1]:])
+            if push.kind == wire_pb2.Push.UNICAST:
+                ids.append(push.id)         # a copy is ACKed again, as the SDKs do
+                if self._copy(push.id):
+                    tally.duplicates += 1
+                    continue
             tally.delivered(1, now_ns)
             if tally.record:
                 tally.latency(push.data, now_ns)
-            if push.kind == wire_pb2.Push.UNICAST:
-                ids.append(push.id)
         if self.ready_on_push and not self.ready and ids:
             self._ready(now_ns)
         if not (self.ack and ids):
             return []
         return [wire.encode(Op.ACK, 0, wire_pb2.Ack(app=self.app, ids=ids).SerializeToString())]
+
+
+    def _copy(self, message_id: int) -> bool:
+        """True for an id this session had among its last SEEN_IDS: a copy (a redelivery
+        or a reload of a message already written), which clients drop (docs/protocol.md
+        §6) and the bench neither counts nor times."""
+        seen = self.seen
+        if seen is None:
+            seen = self.seen = {}
+        elif message_id in seen:
+            return True
+        seen[message_id] = None
+        if len(seen) > SEEN_IDS:
+            del seen[next(iter(seen))]
+        return False
 
 
 def _inner(batch: bytes) -> list[bytes]:

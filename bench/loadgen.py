@@ -102,6 +102,7 @@ class Stats:
     """Counters summed over the processes (times: time.monotonic_ns())."""
 
     deliveries: int = 0
+    duplicates: int = 0         # copies of unicast messages, not in `deliveries`
     errors: int = 0
     ready: int = 0
     live: int = 0
@@ -341,7 +342,8 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         t = self.tally
-        return {"deliveries": t.deliveries, "errors": t.errors + sum(self.notes.values()),
+        return {"deliveries": t.deliveries, "duplicates": t.duplicates,
+                "errors": t.errors + sum(self.notes.values()),
                 "ready": t.ready, "live": self.live, "closes": self.closes,
                 "first_ns": t.first_ns, "last_ns": t.last_ns}
 
@@ -554,6 +556,7 @@ class Fleet:
         answers = await self.ask_all(lambda _w: {"cmd": "stats"})
         firsts = [a["first_ns"] for a in answers if a["first_ns"]]
         return Stats(deliveries=sum(a["deliveries"] for a in answers),
+                     duplicates=sum(a["duplicates"] for a in answers),
                      errors=sum(a["errors"] for a in answers),
                      ready=sum(a["ready"] for a in answers),
                      live=sum(a["live"] for a in answers),

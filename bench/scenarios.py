@@ -781,7 +781,7 @@ async def _unicast_phase(target: Target, fleet: Fleet, users: int, rate: int,
     return {"accepted_per_s": round(accepted / ((t1 - t0) / 1e9)),
             "delivered_per_s": round(stats.deliveries / delivered_s),
             **latency_figures(latencies), "lost": max(0, accepted - stats.deliveries),
-            "accepted": accepted,
+            "accepted": accepted, "duplicates": stats.duplicates,
             "cpu_us_per_msg": round(cpu * 1e6 / max(stats.deliveries, 1), 1), **breakdown}
 
 

@@ -94,6 +94,21 @@ def test_pushwire_acks_unicast_ids_and_records_latency() -> None:
     assert tally.deliveries == 3 and tally.latencies == [2_000_000, 2_000_000]
 
 
+def test_pushwire_acks_a_copy_again_but_neither_counts_nor_times_it() -> None:
+    """A redelivered or reloaded message arrives twice; the SDKs drop the copy, so the bench
+    must not count it as a delivery nor take its (old) send time as a latency."""
+    tally = Tally(record=True)
+    session = PushwireSession(tally, "a", "u1", "", "tok", ack=True)
+    sent = time.monotonic_ns()
+    acks = [session.on_message(push(7, stamp(64, sent)), sent + 1_000),
+            session.on_message(wire.encode_batch([push(7, stamp(64, sent)),
+                                                  push(8, stamp(64, sent))]), sent + 9_000)]
+    acked = [[list(wire_pb2.Ack.FromString(p.body).ids) for p in wire.decode(a[0])] for a in acks]
+    assert acked == [[[7]], [[7, 8]]]
+    assert (tally.deliveries, tally.duplicates) == (2, 1)
+    assert tally.latencies == [1_000, 9_000]
+
+
 def test_per_message_tally_keeps_each_messages_first_and_last_arrival() -> None:
     tally = Tally(record=True, per_message=True)
     one, two = (PushwireSession(tally, "a", f"u{i}", "", "tok", topics=("fan",)) for i in (1, 2))
