@@ -595,7 +595,8 @@ class Fleet:
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):    # it ended meanwhile
+                    proc.kill()
                 await proc.wait()
         self._procs.clear()
 

@@ -225,9 +225,9 @@ async def scale(opts: Options) -> Result:
             opts.log(f"  scale: {opts.n} connections, {opts.workers} workers, "
                      f"{layout.processes} generator processes, {len(layout.sources)} sources")
             result.runs.append(await _measure(cluster, fleet, layout, opts))
+            opts.log(f"  pushwire scale: {result.runs[-1]}")   # before a long teardown
     finally:
         await cluster.stop()
-    opts.log(f"  pushwire scale: {result.runs[-1]}")
     return result
 
 

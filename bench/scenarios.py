@@ -740,8 +740,11 @@ async def unicast(server: str, opts: Options) -> list[Result]:
             opened = await fleet.open(target.spec("unicast", opts.n))
             _check_opened(opened.ready, opened.failed, opened.errors, opts)
             await fleet.record(True)
-            for run in range(opts.runs):
-                for k, ((phase, rate), result) in enumerate(zip(phases, results, strict=True)):
+            # Every run of a phase before the next phase: a full-speed burst leaves messages
+            # unACKed that the redelivery sweep sends again 10-40 s later, and a fixed-rate
+            # run after it would time those copies' load.
+            for k, ((phase, rate), result) in enumerate(zip(phases, results, strict=True)):
+                for run in range(opts.runs):
                     await settle(target.pids(), opts.log)   # before the reset: tails count
                     await fleet.reset()                     # for no phase
                     async with profiled(opts, target, f"unicast-{rate or 'full'}-{run}",
