@@ -301,15 +301,22 @@ def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], me
     return make
 
 
+def _same(data: Any) -> Any:
+    return data
+
+
 class _Recorder:
     """Stands in for a channel to learn a stub method's path and (de)serializers."""
 
     def __init__(self) -> None:
         self.seen: dict[str, tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]] = {}
 
-    def unary_unary(self, path: str, request_serializer: Callable[[Any], bytes],
-                    response_deserializer: Callable[[bytes], Any], **_: Any) -> str:
-        self.seen[path.rsplit("/", 1)[1]] = (path, request_serializer, response_deserializer)
+    def unary_unary(self, path: str, request_serializer: Callable[[Any], bytes] | None = None,
+                    response_deserializer: Callable[[bytes], Any] | None = None,
+                    **_: Any) -> str:
+        """As grpc's: without (de)serializers the request and reply are bytes."""
+        self.seen[path.rsplit("/", 1)[1]] = (path, request_serializer or _same,
+                                             response_deserializer or _same)
         return path
 
     def __getattr__(self, _name: str) -> Callable[..., None]:
