@@ -141,14 +141,22 @@ async def test_a_call_past_its_deadline_is_unavailable_and_the_wire_stays_open(
     assert await send(["after"], 5.0) == [["room-after"]]
 
 
-async def test_a_cut_wire_fails_its_calls_in_flight_and_the_next_go_over_grpc(
-        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+async def held_call(served: tuple[RpcServer, str, Users], channels: Channels) \
+        -> tuple[Send, asyncio.Task[list[Any]], wire.WireServer]:
+    """An open wire's lookup, a call on it that the servicer holds, and the server's wire."""
     server, target, users = served
     send = await opened_lookup(channels, target)
     in_flight = asyncio.create_task(send(["hold"], 5.0))
     await asyncio.wait_for(users.held.wait(), 5.0)
     assert server.wire is not None
-    await server.wire.stop(0)       # closes the listener and every connection
+    return send, in_flight, server.wire
+
+
+async def test_a_cut_wire_fails_its_calls_in_flight_and_the_next_go_over_grpc(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    _, target, users = served
+    send, in_flight, wire_server = await held_call(served, channels)
+    await wire_server.stop(0)       # closes the listener and every connection
     with pytest.raises(Disconnected):     # what an idempotent pipe re-sends
         await in_flight
     grpc_before = calls("grpc")
@@ -159,12 +167,9 @@ async def test_a_cut_wire_fails_its_calls_in_flight_and_the_next_go_over_grpc(
 
 async def test_a_stop_with_grace_lets_the_calls_in_flight_answer(
         served: tuple[RpcServer, str, Users], channels: Channels) -> None:
-    server, target, users = served
-    send = await opened_lookup(channels, target)
-    in_flight = asyncio.create_task(send(["hold"], 5.0))
-    await asyncio.wait_for(users.held.wait(), 5.0)
-    assert server.wire is not None
-    stopping = asyncio.create_task(server.wire.stop(5.0))
+    users = served[2]
+    _, in_flight, wire_server = await held_call(served, channels)
+    stopping = asyncio.create_task(wire_server.stop(5.0))
     await asyncio.sleep(0.05)
     assert not stopping.done()          # it waits for the call
     users.release.set()

@@ -81,11 +81,16 @@ class Require(grpc.aio.ServerInterceptor):
 
     async def _refuse(self, method: str, _request: bytes,
                       context: grpc.aio.ServicerContext) -> None:
+        self.refused(method, context.peer())
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)
+
+    def refused(self, what: str, peer: str) -> None:
+        """Count a refusal of `what` (a method, or the wire) from `peer`; log at most one
+        line per WARN_EVERY_S."""
         self._refused.inc()
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= WARN_EVERY_S:
             log.warning("refused %d internal call(s) without the cluster credential "
-                        "(last: %.100s from %s)", self._unlogged, method, context.peer())
+                        "(last: %.100s from %s)", self._unlogged, what, peer)
             self._unlogged, self._logged_at = 0, now
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSED)

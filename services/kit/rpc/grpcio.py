@@ -33,7 +33,7 @@ from pushwire_protocol.errors import (
 from services.kit import metrics
 from services.kit.config import ServiceConfig
 from services.kit.rpc import wire
-from services.kit.rpc.credential import HEADER, SCHEME, WARN_EVERY_S, Attach, Require
+from services.kit.rpc.credential import HEADER, SCHEME, Attach, Require
 from services.kit.rpc.health import GrpcHealth
 from services.kit.rpc.wire import WireClient, Wires, WireServer
 
@@ -244,9 +244,12 @@ async def start_server(config: ServiceConfig, servicers: Iterable[Registration],
         methods = wire.Methods()
         for add, impl in servicers:
             add(impl, methods)
-        allows = None if require is None else \
-            (lambda secret: require.allows([(HEADER, SCHEME + secret)]))
-        wire_server = WireServer(methods, allows, wire.refuse_counter(WARN_EVERY_S))
+        if require is None:
+            wire_server = WireServer(methods, None, lambda _peer: None)
+        else:
+            wire_server = WireServer(
+                methods, lambda secret: require.allows([(HEADER, SCHEME + secret)]),
+                functools.partial(require.refused, "the wire"))
     server.add_generic_rpc_handlers(
         (wire.port_handler(lambda: wire_server.port if wire_server is not None else 0),))
     bound = server.add_insecure_port(f"{config.bind}:{config.grpc_port}")

@@ -35,7 +35,6 @@ from typing import Any, cast
 import grpc
 
 from pushwire_protocol.errors import Disconnected, Overloaded, PushwireError, Unavailable
-from services.kit import metrics
 
 log = logging.getLogger("pushwire.rpc")
 
@@ -478,20 +477,3 @@ def port_handler(port: Callable[[], int]) -> grpc.GenericRpcHandler:
 
     return grpc.method_handlers_generic_handler(
         "pushwire.Wire", {"Port": grpc.unary_unary_rpc_method_handler(answer)})
-
-
-def refuse_counter(log_every_s: float) -> Callable[[str], None]:
-    """Counts and (at most every `log_every_s`) logs wire connections refused for their
-    credential, as `Require` does for gRPC calls."""
-    state = {"unlogged": 0, "at": float("-inf")}
-
-    def refused(peer: str) -> None:
-        metrics.RPC_UNAUTHENTICATED.inc()
-        state["unlogged"] += 1
-        now = time.monotonic()
-        if now - state["at"] >= log_every_s:
-            log.warning("refused %d wire connection(s) without the cluster credential "
-                        "(last from %s)", state["unlogged"], peer)
-            state["unlogged"], state["at"] = 0, now
-
-    return refused
