@@ -67,6 +67,29 @@ class context:
             _context.reset(self._token)
 
 
+class Sparse:
+    """One line per `every_s` about events that may come by the thousand (refused calls,
+    refused clients): the first at once, then how many came since, with the last one's
+    words. What a reader needs to count them exactly is a metric, not this line."""
+
+    __slots__ = ("_every_s", "_log", "_logged_at", "_unlogged")
+
+    def __init__(self, logger: logging.Logger, every_s: float) -> None:
+        self._log = logger
+        self._every_s = every_s
+        self._unlogged = 0
+        self._logged_at = float("-inf")
+
+    def note(self, fmt: str, *args: object) -> None:
+        """Count one event; log `fmt % (count, *args)` at WARNING when the last line is
+        older than `every_s` (count: the events since that line, this one included)."""
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self._every_s:
+            self._log.warning(fmt, self._unlogged, *args)
+            self._unlogged, self._logged_at = 0, now
+
+
 def safe_url(url: str) -> str:
     """`url` for a log line: without user, password, query and fragment, where a credential
     may be (`https://user:pass@host/path?token=...` -> `https://host/path`)."""

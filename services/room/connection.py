@@ -46,10 +46,18 @@ from websockets.server import ServerProtocol
 from websockets.speedups import apply_mask
 from websockets.typing import Subprotocol
 
-from pushwire_protocol.errors import LimitError, Overloaded, ProtocolError, PushwireError
+from pushwire_protocol.errors import (
+    LimitError,
+    Overloaded,
+    ProtocolError,
+    PushwireError,
+    StoreError,
+    Unavailable,
+)
 from pushwire_protocol.pb import wire_pb2
 from pushwire_protocol.wire import Op
 from services.kit import proxy
+from services.kit.logs import Sparse
 from services.kit.metrics import preset
 from services.kit.networks import NO_PROXIES, TrustedProxies
 from services.kit.pb import common_pb2
@@ -105,11 +113,22 @@ ABORTED = Counter("pushwire_room_aborted_total",
 # connection ended without a close frame, 1006), "other" (another code the client chose).
 CLIENT_CLOSED = Counter("pushwire_room_client_closed_total",
                         "Authenticated sessions the client ended, by how", ["how"])
+# AUTHs the room could not serve for its own want or a dependency's, not for anything the
+# client sent: "busy" (`max_tasks` requests in flight already), "overloaded" and
+# "unavailable" (register, saver or the app's JWKS refused or did not answer: a queue full,
+# a deadline, a lost connection), "internal" (a bug, logged with its traceback). The client
+# is closed 4004 (or 1001 for "internal") and retries; a warning line every
+# UNSERVED_WARN_EVERY_S says how many and the last one's cause, with the internal detail.
+UNSERVED = Counter("pushwire_room_unserved_auths_total",
+                   "AUTHs refused for want of the room or a dependency, by cause", ["cause"])
+UNSERVED_WARN_EVERY_S = 10.0
+_unserved_lines = Sparse(log, UNSERVED_WARN_EVERY_S)
 preset(CLOSED, (str(int(code)) for code in CloseCode if code >= 4000))
 preset(VIOLATIONS, Violation)
 preset(PROXY_REFUSED, ("untrusted", "malformed", "timeout"))
 preset(ABORTED, ("handshake_timeout", "close_timeout"))
 preset(CLIENT_CLOSED, ("normal", "dropped", "other"))
+preset(UNSERVED, ("busy", "overloaded", "unavailable", "internal"))
 
 _HOW: dict[int, str] = {WsCloseCode.NORMAL_CLOSURE: "normal",
                         WsCloseCode.GOING_AWAY: "normal",
@@ -613,12 +632,19 @@ class Connection(asyncio.Protocol):
         auth = event.auth
         self.app, self.uid, self.device = sys.intern(auth.app), auth.uid, auth.device
         if not self.ctx.spawn(self._authenticate(event.seq, auth)):
+            _unserved("busy", f"{self.ctx.limits.max_tasks} requests in flight")
             self.close(CloseCode.OVERLOADED, "room busy")
 
     async def _authenticate(self, seq: int, auth: wire_pb2.Auth) -> None:
         try:
             reply = await self.ctx.backend.authenticate(self, auth)
         except Exception as exc:
+            if isinstance(exc, Overloaded):
+                _unserved("overloaded", str(exc))
+            elif isinstance(exc, (Unavailable, StoreError)):
+                _unserved("unavailable", str(exc))
+            elif not isinstance(exc, PushwireError) or type(exc) is PushwireError:
+                _unserved("internal", type(exc).__name__)
             self._refuse_client(exc)
             return
         self._open(seq, reply)
@@ -739,3 +765,9 @@ def _short(reason: str) -> str:
     # A close frame carries at most 123 bytes of reason (RFC 6455 §5.5).
     raw = reason.encode()
     return reason if len(raw) <= 123 else raw[:123].decode(errors="ignore")
+
+
+def _unserved(cause: str, detail: str) -> None:
+    UNSERVED.labels(cause).inc()
+    _unserved_lines.note("could not serve %d AUTH(s), the clients were told to retry "
+                         "(last: %s: %.200s)", cause, detail)

@@ -692,3 +692,37 @@ async def test_drain_counts_a_lingering_batch(make_pipe: MakePipe) -> None:
     await until(lambda: pipe.depth == 0)  # taken by the worker, now lingering
     assert await pipe.drain(WAIT) is True
     assert send.items == [1]
+
+
+async def test_a_pipes_own_errors_keep_its_target_out_of_the_message() -> None:
+    """A pipe's name holds its target's address; callers pass `message` on to clients (the
+    room's ERROR and close reason), so the address is only in `detail` (for logs)."""
+    targets = Targets()
+    targets.gate.clear()
+    address = "10.9.8.7:9200"
+    pipes: PipeSet[int, str] = PipeSet("saver.store", targets, PipeOptions(
+        workers=1, linger_s=0, batch_max=1, queue_max=1, overflow=Overflow.REJECT))
+    seen: list[PushwireError] = []
+    try:
+        first = spawn(pipes.call_many([(address, 1)]))               # taken into a batch
+        await until(lambda: len(targets.batches) == 1)
+        queued = spawn(pipes.call_many([(address, 2)]))              # fills the queue
+        await until(lambda: pipes.pipe(address).depth == 1)
+        with pytest.raises(Overloaded) as full:
+            await pipes.call_many([(address, 3)])
+        seen.append(full.value)
+        await pipes.close()                                         # fails what waits
+        for task in (first, queued):
+            with pytest.raises(Unavailable) as closed:
+                await asyncio.wait_for(task, WAIT)
+            seen.append(closed.value)
+        idle: Pipe[int, str] = Pipe(f"saver.store@{address}", targets(address), PipeOptions())
+        with pytest.raises(Unavailable) as stopped:
+            await idle.call(4)                                      # never started
+        seen.append(stopped.value)
+    finally:
+        targets.gate.set()
+        await pipes.close()
+    for error in seen:
+        assert address not in error.message and "saver.store" not in error.message, error
+        assert address in error.detail, error

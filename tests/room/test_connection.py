@@ -19,15 +19,25 @@ from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
 from pushwire_protocol import wire
-from pushwire_protocol.errors import AuthError, LimitError, NotFound, ProtocolError
+from pushwire_protocol.errors import (
+    AuthError,
+    LimitError,
+    NotFound,
+    Overloaded,
+    ProtocolError,
+    Unavailable,
+)
 from pushwire_protocol.pb import wire_pb2
 from pushwire_protocol.wire import Op
 from services.kit import token
 from services.kit.discovery.models import AppConfig
+from services.kit.logs import Sparse
 from services.kit.networks import TrustedProxies
 from services.kit.pb import common_pb2
 from services.kit.proxy import V2_SIGNATURE
-from services.room.connection import Connection, Limits, encode_frame
+from services.kit.rpc.pipe import Pipe, PipeOptions
+from services.room import connection
+from services.room.connection import UNSERVED_WARN_EVERY_S, Connection, Limits, encode_frame
 from services.room.protocol import Bounds, CloseCode, Timeouts, Violation, negotiate_heartbeat
 from services.room.server import RoomServer
 from tests.integration.crowd import eventually
@@ -60,6 +70,7 @@ class FakeBackend:
     denied: set[str] = field(default_factory=set)
     admitted: list[tuple[str, str]] = field(default_factory=list)   # (peer, origin)
     sessions: int = 0
+    auth_fails: Exception | None = None     # what authenticate raises after the token check
 
     def admit(self, conn: Connection) -> None:
         self.admitted.append((conn.peer, conn.origin))
@@ -72,6 +83,8 @@ class FakeBackend:
         token.verify(token.Keys(APP.secrets), auth.token, app=auth.app, uid=auth.uid,
                      device=auth.device, now=time.time())
         await asyncio.sleep(self.auth_delay)
+        if self.auth_fails is not None:
+            raise self.auth_fails
         self.sessions += 1
         return wire_pb2.AuthReply(session_id=f"s{self.sessions}", room="room-test",
                                   heartbeat_s=negotiate_heartbeat(auth.heartbeat_s, APP))
@@ -999,3 +1012,87 @@ async def _none_left(room: Room) -> None:
     async def empty() -> bool:
         return room.server.connection_count == 0
     await eventually(empty, timeout=10, every=0.01)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.001)
+
+
+def unserved(cause: str) -> float:
+    return REGISTRY.get_sample_value("pushwire_room_unserved_auths_total",
+                                     {"cause": cause}) or 0.0
+
+
+async def a_full_pipes_error() -> Overloaded:
+    """What a real pipe to register raises when its queue is full (its name holds an
+    address)."""
+    gate = asyncio.Event()
+    sent: list[int] = []
+
+    async def send(items: list[int], timeout_s: float) -> list[int]:
+        sent.extend(items)
+        await gate.wait()
+        return items
+
+    pipe: Pipe[int, int] = Pipe("register.online@10.9.8.7:7100", send,
+                                PipeOptions(workers=1, batch_max=1, linger_s=0, queue_max=1))
+    pipe.start()
+    held = [asyncio.ensure_future(pipe.call(0))]
+    await until(lambda: sent == [0])                              # in a call
+    held.append(asyncio.ensure_future(pipe.call(1)))
+    await until(lambda: pipe.depth == 1)                          # queued
+    try:
+        await pipe.call(2)
+    except Overloaded as exc:
+        return exc
+    finally:
+        gate.set()
+        await asyncio.gather(*held)
+        await pipe.close()
+    raise AssertionError("the full pipe took the item")
+
+
+@pytest.mark.parametrize("cause", ["overloaded", "unavailable"])
+async def test_an_auth_a_dependency_could_not_serve_is_closed_4004_counted_and_logged(
+        room: Room, cause: str, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client learns to retry and nothing internal (the register's address); the
+    operator gets the cause: a counter, and a warning line with the detail."""
+    # The line is once per UNSERVED_WARN_EVERY_S per process: start this test's period.
+    monkeypatch.setattr(connection, "_unserved_lines",
+                        Sparse(connection.log, UNSERVED_WARN_EVERY_S))
+    failure = await a_full_pipes_error() if cause == "overloaded" else Unavailable(
+        "a cluster service did not answer", detail="register.online@10.9.8.7:7100 deadline")
+    room.backend.auth_fails = failure
+    before = unserved(cause)
+    caplog.set_level("WARNING", logger="pushwire.room.connection")
+    ws = await dial(room)
+    await ws.send(auth_packet())
+    error = error_of(await receive(ws))
+    assert await close_code(ws) == CloseCode.OVERLOADED
+    assert (error.code, error.fatal) == (failure.code, True)
+    assert "10.9.8.7" not in error.message and error.message.startswith("a cluster service")
+    assert unserved(cause) == before + 1
+    assert room.server.hub.count() == 0
+    lines = [r.getMessage() for r in caplog.records if "could not serve" in r.getMessage()]
+    assert len(lines) == 1 and f"(last: {cause}: " in lines[0] and "10.9.8.7:7100" in lines[0]
+
+
+async def test_auths_beyond_the_requests_in_flight_are_closed_4004_and_counted() -> None:
+    backend = FakeBackend(auth_delay=0.3)
+    started, sweeper = await start_room(backend, replace(LIMITS, max_tasks=1))
+    try:
+        before = unserved("busy")
+        first, second = await dial(started), await dial(started)
+        await first.send(auth_packet("u1"))
+        await until(lambda: started.server.request_count == 1)    # the first AUTH in flight
+        await second.send(auth_packet("u2"))
+        assert error_of(await receive(second)).message == "room busy"
+        assert await close_code(second) == CloseCode.OVERLOADED
+        assert unserved("busy") == before + 1
+        assert (await receive(first)).op == Op.AUTH_REPLY
+    finally:
+        await stop_room(started, sweeper)

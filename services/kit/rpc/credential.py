@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -23,6 +22,7 @@ import grpc
 import grpc.aio
 
 from services.kit import metrics
+from services.kit.logs import Sparse
 
 log = logging.getLogger("pushwire.rpc")
 
@@ -60,8 +60,7 @@ class Require(grpc.aio.ServerInterceptor):
     def __init__(self, accepted: Sequence[str]) -> None:
         self._expected = [_digest(SCHEME + secret) for secret in accepted]
         self._refused = metrics.RPC_UNAUTHENTICATED
-        self._unlogged = 0
-        self._logged_at = float("-inf")
+        self._lines = Sparse(log, WARN_EVERY_S)
 
     def allows(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
         """True when `metadata` carries the cluster credential."""
@@ -88,9 +87,5 @@ class Require(grpc.aio.ServerInterceptor):
         """Count a refusal of `what` (a method, or the wire) from `peer`; log at most one
         line per WARN_EVERY_S."""
         self._refused.inc()
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= WARN_EVERY_S:
-            log.warning("refused %d internal call(s) without the cluster credential "
-                        "(last: %.100s from %s)", self._unlogged, what, peer)
-            self._unlogged, self._logged_at = 0, now
+        self._lines.note("refused %d internal call(s) without the cluster credential "
+                         "(last: %.100s from %s)", what, peer)

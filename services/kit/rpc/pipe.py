@@ -57,6 +57,11 @@ R = TypeVar("R")
 log = logging.getLogger("pushwire.rpc")
 
 RESEND_BACKOFF_S = 0.05     # first pause before sending a failed batch again; doubles
+# What a pipe's own errors say. A pipe's name holds its target's address, which a caller may
+# pass on to a client (the room's ERROR and close reason): the name goes in `detail`, for
+# logs only (PushwireError.detail).
+OVERLOADED = "a cluster service is overloaded"
+UNAVAILABLE = "a cluster service is unavailable"
 
 Send = Callable[[list[I], float], Awaitable[Sequence[R]]]
 """send(items, timeout_s) -> one result per item, in order; raises PushwireError."""
@@ -130,7 +135,10 @@ class Pipe(Generic[I, R]):
         while not self._queue.empty():
             _, fut = self._queue.get_nowait()
             if fut is not None and not fut.done():
-                fut.set_exception(Unavailable(f"{self.name} closed"))
+                fut.set_exception(self._closed())
+
+    def _closed(self) -> Unavailable:
+        return Unavailable(UNAVAILABLE, detail=f"{self.name} closed")
 
     @property
     def depth(self) -> int:
@@ -163,7 +171,7 @@ class Pipe(Generic[I, R]):
         if self._opts.overflow is Overflow.REJECT and self._workers \
                 and self._queue.maxsize - self._queue.qsize() < n:
             metrics.RPC_REJECTED.labels(self.method, self.target, Overflow.REJECT.value).inc(n)
-            raise Overloaded(f"{self.name} queue full")
+            raise Overloaded(OVERLOADED, detail=f"{self.name}: queue full")
 
     async def post(self, item: I) -> None:
         """Send `item` without waiting for its result; failures are logged and counted."""
@@ -198,7 +206,7 @@ class Pipe(Generic[I, R]):
 
     async def _enqueue(self, entry: _Entry) -> None:
         if not self._workers:
-            raise Unavailable(f"{self.name} is not running")
+            raise Unavailable(UNAVAILABLE, detail=f"{self.name} is not running")
         try:
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
@@ -213,7 +221,7 @@ class Pipe(Generic[I, R]):
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.5)
                 if not self._workers:
-                    raise Unavailable(f"{self.name} closed")
+                    raise self._closed()
                 if not self._queue.full():
                     self._queue.put_nowait(entry)
                     return
@@ -221,9 +229,9 @@ class Pipe(Generic[I, R]):
         if policy is Overflow.DROP:
             self.dropped += 1
             if entry[1] is not None:
-                raise Dropped(f"{self.name} queue full, item dropped")
+                raise Dropped(OVERLOADED, detail=f"{self.name}: queue full, item dropped")
             return
-        raise Overloaded(f"{self.name} queue full")
+        raise Overloaded(OVERLOADED, detail=f"{self.name}: queue full")
 
     async def _work(self) -> None:
         while True:
@@ -242,7 +250,7 @@ class Pipe(Generic[I, R]):
                         self._take(batch)
                 await self._deliver(batch)
             except asyncio.CancelledError:
-                self._fail(batch, Unavailable(f"{self.name} closed"))
+                self._fail(batch, self._closed())
                 raise
             finally:
                 if batch:
@@ -262,11 +270,11 @@ class Pipe(Generic[I, R]):
             return
         except Exception as exc:  # a bug in send(): fail the callers, keep the worker
             log.exception("%s: send failed", self.name)
-            self._fail(batch, Unavailable(f"{self.name} failed", detail=repr(exc)))
+            self._fail(batch, Unavailable(UNAVAILABLE, detail=f"{self.name}: {exc!r}"))
             return
         if len(results) != len(batch):
-            self._fail(batch, Unavailable(f"{self.name} failed",
-                                          detail=f"{len(results)} results for {len(batch)} items"))
+            self._fail(batch, Unavailable(
+                UNAVAILABLE, detail=f"{self.name}: {len(results)} results for {len(batch)} items"))
             return
         for (_, fut), result in zip(batch, results, strict=True):
             if fut is not None and not fut.done():
