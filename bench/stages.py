@@ -14,6 +14,11 @@ question "waiting or working":
 The difference of two scrapes is the phase's own histogram; a quantile is read from its
 buckets (linear within the bucket, the way Prometheus' histogram_quantile does), so it is
 as fine as the buckets are (0.5, 1, 2, 5, 10, 25 ms ...).
+
+Items a pipe did not send are counted too, as a row "unsent METHOD" with `items` when the
+phase had any: refused by its overflow policy (`pushwire_rpc_rejected_items_total`; center's
+deliveries dropped while a room is backed up wait for the room's reload) or failed in their
+call (`pushwire_rpc_failed_items_total`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ STAGE = "pushwire_push_stage_seconds"
 CALL = "pushwire_rpc_call_seconds"
 BATCH = "pushwire_rpc_batch_items"
 FAMILIES = (STAGE, CALL, BATCH)
+UNSENT = ("pushwire_rpc_rejected_items", "pushwire_rpc_failed_items")   # counters (_total)
 
 Key = tuple[str, str]           # (family, row label: the stage, or the pipe's method)
 Buckets = dict[float, float]    # upper bound -> cumulative count (+Inf included)
@@ -41,6 +47,7 @@ class Snapshot:
 
     buckets: dict[Key, Buckets]
     sums: dict[Key, float]
+    unsent: dict[str, float]    # method -> items refused or failed
 
 
 async def scrape(session: aiohttp.ClientSession, urls: list[str]) -> Snapshot:
@@ -48,8 +55,14 @@ async def scrape(session: aiohttp.ClientSession, urls: list[str]) -> Snapshot:
     texts = await asyncio.gather(*(_get(session, url) for url in urls))
     buckets: dict[Key, Buckets] = defaultdict(lambda: defaultdict(float))
     sums: dict[Key, float] = defaultdict(float)
+    unsent: dict[str, float] = defaultdict(float)
     for text in texts:
         for family in text_string_to_metric_families(text):
+            if family.name in UNSENT:
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        unsent[sample.labels.get("method", "")] += sample.value
+                continue
             if family.name not in FAMILIES:
                 continue
             for sample in family.samples:
@@ -58,7 +71,7 @@ async def scrape(session: aiohttp.ClientSession, urls: list[str]) -> Snapshot:
                     buckets[row][float(sample.labels["le"])] += sample.value
                 elif sample.name.endswith("_sum"):
                     sums[row] += sample.value
-    return Snapshot(dict(buckets), dict(sums))
+    return Snapshot(dict(buckets), dict(sums), dict(unsent))
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> str:
@@ -107,12 +120,17 @@ def breakdown(before: Snapshot, after: Snapshot, seconds: float) -> list[dict[st
             items = (after.sums.get((BATCH, label), 0.0) - before.sums.get((BATCH, label), 0.0))
             row["items_per_call"] = round(items / count, 1)
         rows.append(row)
+    for method in sorted(after.unsent):
+        unsent = after.unsent[method] - before.unsent.get(method, 0.0)
+        if unsent > 0:
+            rows.append({"what": f"unsent {method}", "items": int(unsent)})
     return rows
 
 
 def table(rows: list[dict[str, object]]) -> str:
     """The breakdown as aligned columns."""
-    names = ["what", "per_s", "items_per_call", "p50_ms", "p99_ms", "mean_ms", "us_per_msg"]
+    names = ["what", "per_s", "items_per_call", "p50_ms", "p99_ms", "mean_ms", "us_per_msg",
+             "items"]
     cells = [[str(row.get(n, "")) for n in names] for row in rows]
     widths = [max(len(x) for x in col) for col in zip(names, *cells, strict=True)]
     return "\n".join("  ".join(x.ljust(w) if i == 0 else x.rjust(w)

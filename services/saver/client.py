@@ -113,15 +113,16 @@ class SaverClient:
         self.peers = Peers(discovery, "saver")
         self._channels = channels
         stub = saver_pb2_grpc.SaverStub
-        retrying = replace(options, overflow=Overflow.RETRY)
         self._store: PipeSet[saver_pb2.StoreItem, saver_pb2.StoreResult] = PipeSet(
             "saver.store", sender(channels, stub, "Store",
                                   lambda items: saver_pb2.StoreRequest(items=items),
                                   lambda reply, _n: list(reply.results)), options)
+        # ACKs spill rather than drop (services/kit/rpc/pipe.py): a dropped one would have
+        # its message sent again by the sweep.
         self._ack: PipeSet[saver_pb2.AckItem, None] = PipeSet(
             "saver.ack", sender(channels, stub, "Ack",
                                 lambda items: saver_pb2.AckRequest(items=items), no_results),
-            retrying)
+            replace(options, overflow=Overflow.RETRY, spill=True))
         self._load: PipeSet[saver_pb2.LoadItem, saver_pb2.Inbox] = PipeSet(
             "saver.load", sender(channels, stub, "Load",
                                  lambda items: saver_pb2.LoadRequest(items=items),
@@ -163,7 +164,8 @@ class SaverClient:
         await self._ack.post(self._owner(item.app, item.uid), item)
 
     def ack_nowait(self, item: saver_pb2.AckItem) -> bool:
-        """`ack` from a protocol callback; False when dropped (the message is redelivered)."""
+        """`ack` from a protocol callback; past the queue's bound it waits behind it. False
+        when no saver can take it now (the message is redelivered)."""
         try:
             target = self._owner(item.app, item.uid)
         except Unavailable:

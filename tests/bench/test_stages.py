@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from aiohttp import ClientSession, web
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from bench.stages import breakdown, quantile, scrape, table
 from services.kit.http import start_site
@@ -22,9 +22,14 @@ def test_quantile_interpolates_within_the_bucket() -> None:
     assert quantile({.001: 0.0, math.inf: 4.0}, 0.5) == .001     # past the last finite bound
 
 
-def _process(stage_seconds: list[float], calls: list[tuple[float, int]]) -> bytes:
-    """One process's /metrics with the two families the breakdown reads."""
+def _process(stage_seconds: list[float], calls: list[tuple[float, int]],
+             dropped_acks: int = 0) -> bytes:
+    """One process's /metrics with the families the breakdown reads."""
     registry = CollectorRegistry()
+    rejected = Counter("pushwire_rpc_rejected_items", "", ["method", "target", "policy"],
+                       registry=registry)
+    rejected.labels("saver.ack", "10.0.0.1:1", "drop").inc(dropped_acks)
+    rejected.labels("saver.store", "10.0.0.1:1", "reject")      # none: no row
     stage = Histogram("pushwire_push_stage_seconds", "", ["stage"], buckets=BUCKETS,
                       registry=registry)
     call = Histogram("pushwire_rpc_call_seconds", "", ["method", "target"], buckets=BUCKETS,
@@ -41,7 +46,8 @@ def _process(stage_seconds: list[float], calls: list[tuple[float, int]]) -> byte
 
 
 async def test_a_phase_is_the_difference_of_two_scrapes_over_every_process() -> None:
-    pages = {"a": _process([.0015] * 10, [(.003, 4)] * 2), "b": _process([], [])}
+    pages = {"a": _process([.0015] * 10, [(.003, 4)] * 2, dropped_acks=3),
+             "b": _process([], [])}
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=pages[request.match_info["p"]], content_type="text/plain")
@@ -53,8 +59,9 @@ async def test_a_phase_is_the_difference_of_two_scrapes_over_every_process() -> 
     try:
         async with ClientSession() as session:
             before = await scrape(session, urls)
-            pages["a"] = _process([.0015] * 10 + [.02] * 10, [(.003, 4)] * 2 + [(.008, 16)] * 4)
-            pages["b"] = _process([.0015] * 20, [])
+            pages["a"] = _process([.0015] * 10 + [.02] * 10, [(.003, 4)] * 2 + [(.008, 16)] * 4,
+                                  dropped_acks=3)
+            pages["b"] = _process([.0015] * 20, [], dropped_acks=5)
             after = await scrape(session, urls)
     finally:
         await runner.cleanup()
@@ -65,3 +72,5 @@ async def test_a_phase_is_the_difference_of_two_scrapes_over_every_process() -> 
     assert call["per_s"] == 2.0 and call["items_per_call"] == 16.0
     assert 5.0 < float(call["p50_ms"]) <= 10.0       # type: ignore[arg-type]
     assert "items_per_call" in table(list(rows.values())).splitlines()[0]
+    assert rows["unsent saver.ack"] == {"what": "unsent saver.ack", "items": 5}   # b's
+    assert "unsent saver.store" not in rows

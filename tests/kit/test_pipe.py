@@ -656,6 +656,24 @@ async def test_post_nowait_queues_and_drops_when_full(make_pipe: MakePipe) -> No
     await until(lambda: send.items == [0, 1])
 
 
+async def test_a_spilling_pipe_keeps_posts_past_its_queue_and_sends_them_in_order(
+        make_pipe: MakePipe) -> None:
+    send = Recorder()
+    pipe = make_pipe(send, batch_max=2, linger_s=0, workers=1, queue_max=2, spill=True)
+    waiting = await _fill(pipe, send, 0)              # item 0 in a call that waits
+    assert all(pipe.post_nowait(i) for i in range(1, 8))
+    assert pipe.dropped == 0 and pipe.depth == 2      # 3..7 wait behind the queue
+    assert series("pushwire_rpc_queue_items", pipe.method) == {pipe.target: 7}
+    drained = spawn(pipe.drain(WAIT))
+    await asyncio.sleep(0.01)
+    assert not drained.done()                         # spilled items are not sent yet
+    send.gate.set()
+    assert await asyncio.wait_for(drained, WAIT) is True
+    await asyncio.wait_for(asyncio.gather(*waiting), WAIT)
+    assert send.items == list(range(8))
+    assert pipe.dropped == 0
+
+
 async def test_post_nowait_on_a_stopped_pipe_drops() -> None:
     pipe: Pipe[int, int] = Pipe("stopped", Recorder(), PipeOptions())
     assert pipe.post_nowait(1) is False

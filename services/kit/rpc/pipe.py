@@ -15,6 +15,11 @@ right for its interface (SEED-360.md lesson 2):
 - RETRY:  wait for room (and re-send failed batches) with backoff until `retry_for`, then
           raise Overloaded / the last error;
 - DROP:   discard the item and count it; `call` raises Dropped, `post` just counts.
+`post_nowait` (from a protocol callback, which cannot wait) drops whatever the policy, unless
+the pipe `spill`s: then an item past `queue_max` waits in a list behind the queue, unbounded
+by the pipe. Only for items bounded by their caller: the room's ACKs to saver (one per message
+it wrote to a client and holds unACKed, so an ACK spilled is a pending id freed). A dropped
+ACK is not lost, but the sweep sends its message again: a copy the client has to drop.
 
 Re-sending. A batch whose connection failed (Disconnected: reset, GOAWAY, the peer
 restarting) may or may not have been processed by the peer, so only a pipe of an idempotent
@@ -39,6 +44,7 @@ would reach clients twice); their callers see the error and decide.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -89,6 +95,7 @@ class PipeOptions:
     idempotent: bool = False        # a Disconnected batch may be sent again (module docstring)
     resend_attempts: int = 4
     resend_within_s: float = 1.0
+    spill: bool = False             # post_nowait past queue_max: wait in a list, never drop
 
 
 _Entry = tuple[Any, "asyncio.Future[Any] | None"]
@@ -103,11 +110,12 @@ class Pipe(Generic[I, R]):
         self._send = send
         self._opts = options
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue(options.queue_max)
+        self._spill: collections.deque[_Entry] = collections.deque()   # PipeOptions.spill
         self._workers: list[asyncio.Task[None]] = []
         self.method, _, self.target = name.partition("@")
         labels = (self.method, self.target)
         # Read at scrape time: no gauge write on the path of an item.
-        metrics.RPC_QUEUE_DEPTH.labels(*labels).set_function(self._queue.qsize)
+        metrics.RPC_QUEUE_DEPTH.labels(*labels).set_function(self._waiting)
         self._size = metrics.RPC_BATCH_SIZE.labels(*labels)
         self._latency = metrics.RPC_LATENCY.labels(*labels)
         self._failed = metrics.RPC_FAILED.labels(*labels)
@@ -136,6 +144,8 @@ class Pipe(Generic[I, R]):
             _, fut = self._queue.get_nowait()
             if fut is not None and not fut.done():
                 fut.set_exception(self._closed())
+        self.dropped += len(self._spill)        # posts: nobody waits for them
+        self._spill.clear()
 
     def _closed(self) -> Unavailable:
         return Unavailable(UNAVAILABLE, detail=f"{self.name} closed")
@@ -143,6 +153,10 @@ class Pipe(Generic[I, R]):
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def _waiting(self) -> int:
+        """Items not yet taken into a batch: the queue's and those spilled behind it."""
+        return self._queue.qsize() + len(self._spill)
 
     async def call(self, item: I) -> R:
         """Send `item` in a batch and return its result (or raise its error)."""
@@ -184,13 +198,16 @@ class Pipe(Generic[I, R]):
 
     def post_nowait(self, item: I) -> bool:
         """`post` from synchronous code (a protocol callback): when the queue is full the
-        item is dropped and counted whatever the policy; returns False then."""
+        item is dropped and counted whatever the policy, and False returned; a pipe that
+        `spill`s keeps it behind the queue instead (module docstring)."""
         if self._workers:
             try:
                 self._queue.put_nowait((item, None))
                 return True
             except asyncio.QueueFull:
-                pass
+                if self._opts.spill:
+                    self._spill.append((item, None))
+                    return True
         metrics.RPC_REJECTED.labels(self.method, self.target, Overflow.DROP.value).inc()
         self.dropped += 1
         return False
@@ -198,7 +215,7 @@ class Pipe(Generic[I, R]):
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every queued item was sent (for shutdown); False on timeout."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.qsize() or self._busy:
+        while self._queue.qsize() or self._spill or self._busy:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.01)
@@ -257,8 +274,12 @@ class Pipe(Generic[I, R]):
                     self._busy -= 1
 
     def _take(self, batch: list[_Entry]) -> None:
-        while len(batch) < self._opts.batch_max and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+        queue = self._queue
+        while len(batch) < self._opts.batch_max and not queue.empty():
+            batch.append(queue.get_nowait())
+        spill = self._spill
+        while spill and not queue.full():       # in order, behind what was queued
+            queue.put_nowait(spill.popleft())
 
     async def _deliver(self, batch: list[_Entry]) -> None:
         items = [item for item, _ in batch]
