@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import resource
 import socket
 import sys
@@ -137,6 +138,12 @@ class Link(asyncio.Protocol):
         self.opened = False
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[bool] | None = asyncio.get_running_loop().create_future()
+
+    @property
+    def serving(self) -> bool:
+        """Its session is ready and its connection open."""
+        return self.session.ready and self.transport is not None \
+            and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stream = cast(asyncio.Transport, transport)
@@ -347,6 +354,12 @@ class Worker:
                 "ready": t.ready, "live": self.live, "closes": self.closes,
                 "first_ns": t.first_ns, "last_ns": t.last_ns}
 
+    def live_uids(self, k: int) -> list[str]:
+        """Up to `k` users, at random, whose session is ready and whose connection is open."""
+        live = [link.session.uid for link in self.links if link.serving
+                and isinstance(link.session, PushwireSession)]
+        return random.sample(live, min(k, len(live)))
+
     def _errors(self) -> list[str]:
         return [f"{n}× {text}" for text, n in self.notes.items()]
 
@@ -379,6 +392,8 @@ class Worker:
             return {"latencies": self.tally.latencies}
         if cmd == "arrivals":
             return {"arrivals": [[sent, *seen] for sent, seen in self.tally.arrivals.items()]}
+        if cmd == "live_uids":
+            return {"uids": self.live_uids(int(command["k"]))}
         if cmd == "reset":
             self.tally.reset()
             return {"ok": True}
@@ -577,6 +592,12 @@ class Fleet:
         and how many subscribers got it (with `record(True, per_message=True)`)."""
         answers = await self.ask_all(lambda _w: {"cmd": "arrivals"}, 60)
         return merge_arrivals([answer["arrivals"] for answer in answers])
+
+    async def live_uids(self, k: int) -> list[str]:
+        """Up to `k` users, at random over every process, whose session is ready and open."""
+        answers = await self.ask_all(lambda _w: {"cmd": "live_uids", "k": k}, 60)
+        live = [uid for answer in answers for uid in answer["uids"]]
+        return random.sample(live, min(k, len(live)))
 
     async def reset(self) -> None:
         await self.ask_all(lambda _w: {"cmd": "reset"})

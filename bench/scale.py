@@ -25,9 +25,11 @@ n authenticated clients connect (spread over `workers` room processes sharing on
                          about it at the sweep after), i.e. what idle connections cost;
 - rest_cpu_pct_by_kind:  the same per process kind (room workers, supervisor, register, saver,
                          coordinator, center, dispatcher);
-- push_p50_ms/p99_ms:    `samples` single-uid pushes (center's push API) to random connected
-                         users, paced, while the rest idle: from the API call to the client;
-- lost:                  sampled pushes accepted and never delivered;
+- push_p50_ms/p99_ms:    `samples` single-uid pushes (center's push API) to users picked at
+                         random among those whose session is open and ready, paced, while
+                         the rest idle: from the API call to the client;
+- lost:                  sampled pushes accepted and never delivered (a user the room refused
+                         is not picked: its pushes would only wait in the store);
 - live:                  the clients' connections still open when the samples are sent (a
                          connection the room closed, e.g. for a missed heartbeat, is not
                          reconnected: its user's pushes wait in the store and count as lost);
@@ -46,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import resource
 import secrets
 import sys
@@ -287,14 +288,16 @@ async def _sample(cluster: BenchCluster, fleet: Fleet, opts: Options) -> dict[st
     await fleet.record(True)
     await fleet.reset()
     live = (await fleet.stats()).live
-    users = random.sample(range(opts.n), min(opts.samples, opts.n))
+    users = await fleet.live_uids(opts.samples)     # refused users' pushes would wait
+    if not users:
+        raise RuntimeError("no session is open: nothing to push to")
     accepted = 0
     path = f"{cluster.center}/v1/apps/{cluster.app.id}/push"
     async with aiohttp.ClientSession(headers=cluster.headers,
                                      timeout=aiohttp.ClientTimeout(total=30)) as http:
         async def push(k: int) -> None:
             nonlocal accepted
-            body = {"uids": [f"u{users[k % len(users)]}"], "data": stamp(opts.size).decode()}
+            body = {"uids": [users[k % len(users)]], "data": stamp(opts.size).decode()}
             async with http.post(path, json=body) as resp:
                 accepted += resp.status == 200
         await _paced(push, SAMPLE_RATE, opts.samples / SAMPLE_RATE)

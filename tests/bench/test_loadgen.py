@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from bench.adapters import NatsSession, PushwireSession
+from bench.adapters import NatsSession, PushwireSession, Tally
 from bench.loadgen import (
     SOURCES,
     STEPS,
     Arrivals,
+    Link,
     Opened,
     Spec,
     Worker,
@@ -184,3 +185,27 @@ def test_two_opens_in_a_row_count_as_one_from_the_first_start() -> None:
     assert (both.started_ns, both.ready_ns) == (1_000, 9_000)
     assert both.steps_us["route"] == [1, 2]
     assert first.then(Opened(started_ns=6_000)).ready_ns == 5_000   # none of the last ready
+
+
+class _Transport:
+    def __init__(self, closing: bool) -> None:
+        self.closing = closing
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_live_uids_are_those_of_ready_sessions_on_open_connections() -> None:
+    """scale's sampled pushes go to these: a user the room refused is not one of them."""
+    worker = Worker()
+    for uid, ready, closing in [("u0", True, False), ("u1", False, False),
+                                ("u2", True, True), ("u3", True, False)]:
+        session = PushwireSession(Tally(), "a", uid, "d", "t")
+        session.ready = ready
+        link = Link(worker, session, "127.0.0.1")
+        link.transport = _Transport(closing)        # type: ignore[assignment]
+        worker.links.append(link)
+    assert sorted(worker.live_uids(10)) == ["u0", "u3"]
+    assert len(worker.live_uids(1)) == 1
+    answer = await worker.handle({"cmd": "live_uids", "k": 10})
+    assert sorted(answer["uids"]) == ["u0", "u3"]
