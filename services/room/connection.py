@@ -116,9 +116,10 @@ CLIENT_CLOSED = Counter("pushwire_room_client_closed_total",
 # AUTHs the room could not serve for its own want or a dependency's, not for anything the
 # client sent: "busy" (`max_tasks` requests in flight already), "overloaded" and
 # "unavailable" (register, saver or the app's JWKS refused or did not answer: a queue full,
-# a deadline, a lost connection), "internal" (a bug, logged with its traceback). The client
-# is closed 4004 (or 1001 for "internal") and retries; a warning line every
-# UNSERVED_WARN_EVERY_S says how many and the last one's cause, with the internal detail.
+# a deadline, a lost connection; a storage error counts here too), "internal" (a bug, logged
+# with its traceback). The client is closed 4004 (1001 for a storage error or a bug) and
+# retries; a warning line every UNSERVED_WARN_EVERY_S says how many and the last one's
+# cause, with the internal detail.
 UNSERVED = Counter("pushwire_room_unserved_auths_total",
                    "AUTHs refused for want of the room or a dependency, by cause", ["cause"])
 UNSERVED_WARN_EVERY_S = 10.0
