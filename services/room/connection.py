@@ -640,12 +640,9 @@ class Connection(asyncio.Protocol):
         try:
             reply = await self.ctx.backend.authenticate(self, auth)
         except Exception as exc:
-            if isinstance(exc, Overloaded):
-                _unserved("overloaded", str(exc))
-            elif isinstance(exc, (Unavailable, StoreError)):
-                _unserved("unavailable", str(exc))
-            elif not isinstance(exc, PushwireError) or type(exc) is PushwireError:
-                _unserved("internal", type(exc).__name__)
+            cause = _unserved_cause(exc)
+            if cause is not None:
+                _unserved(cause, type(exc).__name__ if cause == "internal" else str(exc))
             self._refuse_client(exc)
             return
         self._open(seq, reply)
@@ -766,6 +763,18 @@ def _short(reason: str) -> str:
     # A close frame carries at most 123 bytes of reason (RFC 6455 §5.5).
     raw = reason.encode()
     return reason if len(raw) <= 123 else raw[:123].decode(errors="ignore")
+
+
+def _unserved_cause(exc: Exception) -> str | None:
+    """The UNSERVED cause of an AUTH that failed with `exc`; None for a refusal of what the
+    client sent (a bad token, a kick, an unknown app)."""
+    if isinstance(exc, Overloaded):
+        return "overloaded"
+    if isinstance(exc, (Unavailable, StoreError)):
+        return "unavailable"
+    if not isinstance(exc, PushwireError) or type(exc) is PushwireError:
+        return "internal"
+    return None
 
 
 def _unserved(cause: str, detail: str) -> None:
