@@ -89,6 +89,15 @@ async def close_all(listeners: list[Listener]) -> None:
     await asyncio.gather(*(x.close() for x in listeners))
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0,
+                every: float = 0.01) -> None:
+    """Return once `condition()` holds; fail the test if it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(every)
+
+
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0,
                      every: float = 0.1) -> T:
     """The first truthy value `probe` returns within `timeout`."""

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from pushwire_protocol.errors import Disconnected, NotFound, Overloaded, PushwireError, Unavailable
 from services.kit import metrics
 from services.kit.rpc.pipe import Dropped, Overflow, Pipe, PipeOptions, PipeSet, Send
+from tests.integration.crowd import until
 
 WAIT = 10.0  # bound on waiting for anything that should happen "now" (a loaded machine is slow)
 T = TypeVar("T")
@@ -47,13 +48,6 @@ class Recorder:
     @property
     def items(self) -> list[int]:
         return [i for batch in self.batches for i in batch]
-
-
-async def until(condition: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
 
 
 MakePipe = Callable[..., Pipe[int, Any]]

@@ -11,8 +11,6 @@ import contextlib
 import os
 import signal
 import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from cli import devca
 from pushwire_protocol.errors import ConfigError
 from pushwire_sdk.trust import client_context
 from services.kit.tls import ServerTls, TlsConfig
+from tests.integration.crowd import until
 
 
 def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[ssl.SSLObject, int]:
@@ -87,13 +86,6 @@ def test_a_client_trusting_another_ca_refuses(files: devca.DevTls, tmp_path: Pat
     stranger = devca.ensure(tmp_path / "stranger")
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(tls.context, client_context(stranger.ca))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_watch_reloads_on_sighup(files: devca.DevTls) -> None:

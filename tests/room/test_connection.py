@@ -40,7 +40,7 @@ from services.room import connection
 from services.room.connection import UNSERVED_WARN_EVERY_S, Connection, Limits, encode_frame
 from services.room.protocol import Bounds, CloseCode, Timeouts, Violation, negotiate_heartbeat
 from services.room.server import RoomServer
-from tests.integration.crowd import eventually
+from tests.integration.crowd import eventually, until
 from tests.integration.rawclient import raw_frame
 
 SECRET = "test-secret"
@@ -1012,13 +1012,6 @@ async def _none_left(room: Room) -> None:
     async def empty() -> bool:
         return room.server.connection_count == 0
     await eventually(empty, timeout=10, every=0.01)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
 
 
 def unserved(cause: str) -> float:

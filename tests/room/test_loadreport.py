@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from services.kit.host import Host
 from services.kit.lifecycle import Lifecycle
 from services.room.config import RoomConfig
 from services.room.loadreport import LoadReport, report_load, routes_differently
+from tests.integration.crowd import until
 
 ROOM = Instance("room", "r1", addresses={"ws": "127.0.0.1:1"}, capacity=100)
 
@@ -41,13 +42,6 @@ def test_a_room_without_capacity_reports_on_the_interval_only() -> None:
     report = LoadReport(every_s=5.0, now=100.0)
     free = Instance("room", "r1", load=0)
     assert not report.due(free, 50_000, 101.0) and report.due(free, 50_000, 105.0)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
