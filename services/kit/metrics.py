@@ -33,6 +33,9 @@ PIPE_METRICS = (RPC_QUEUE_DEPTH, RPC_BATCH_SIZE, RPC_LATENCY, RPC_FAILED, RPC_RE
 RPC_CALLS = Counter("pushwire_rpc_calls_total",
                     "Batch calls sent by the pipes, by transport: wire or grpc "
                     "(services/kit/rpc/wire.py)", ["method", "transport"])
+RPC_EXPIRED = Counter("pushwire_rpc_expired_calls_total",
+                      "Calls this server did not run: their caller's deadline had passed "
+                      "before it got to them (services/kit/rpc/wire.py)", ["method"])
 RPC_UNAUTHENTICATED = Counter("pushwire_rpc_unauthenticated_calls_total",
                               "Internal calls refused: no or wrong cluster credential")
 

@@ -160,7 +160,7 @@ class RoomClient:
         self._deliver: PipeSet[room_pb2.Delivery, int] = PipeSet(
             "room.deliver", sender(channels, stub, "Deliver",
                                    lambda items: room_pb2.DeliverRequest(deliveries=items),
-                                   lambda reply, _n: list(reply.delivered)),
+                                   lambda reply, _n: list(reply.delivered), run_late=True),
             replace(options, overflow=Overflow.DROP, idempotent=True, queue_max=deliver_queue))
         self._kick: PipeSet[room_pb2.KickItem, int] = PipeSet(
             "room.kick", sender(channels, stub, "Kick",

@@ -131,7 +131,7 @@ class SaverClient:
         self._delivered: PipeSet[saver_pb2.DeliveredItem, None] = PipeSet(
             "saver.delivered", sender(channels, stub, "Delivered",
                                       lambda items: saver_pb2.DeliveredRequest(items=items),
-                                      no_results),
+                                      no_results, run_late=True),
             replace(options, overflow=Overflow.DROP))
         self._held = HeldDeliveries(delivered_hold_s, options.queue_max,
                                     self._delivered.post_nowait) \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,14 @@ from pushwire_protocol.errors import Disconnected, NotFound, PushwireError, Unav
 from services.kit.config import ServiceConfig
 from services.kit.pb import common_pb2, register_pb2, register_pb2_grpc
 from services.kit.rpc import wire
-from services.kit.rpc.grpcio import Channels, RpcServer, sender, servicer, start_server
+from services.kit.rpc.grpcio import (
+    Channels,
+    RpcServer,
+    rpc_error,
+    sender,
+    servicer,
+    start_server,
+)
 
 SECRET = "wire-test-secret-0123456789"
 LOOKUP = "/pushwire.register.Register/Lookup"
@@ -44,6 +52,8 @@ class Users(register_pb2_grpc.RegisterServicer):
             await self.release.wait()
         if "slow" in uids:
             await asyncio.sleep(30)
+        if "busy" in uids:
+            time.sleep(0.5)  # noqa: ASYNC251 (holds the loop, as a server short of CPU does)
         return register_pb2.LookupReply(results=[
             register_pb2.SessionList(sessions=[common_pb2.Session(uid=uid, room=f"room-{uid}")])
             for uid in uids])
@@ -52,11 +62,17 @@ class Users(register_pb2_grpc.RegisterServicer):
 Send = Callable[[list[Any], float], Awaitable[list[Any]]]
 
 
-def lookup(channels: Channels, target: str) -> Send:
+def lookup(channels: Channels, target: str, run_late: bool = False) -> Send:
     return sender(channels, register_pb2_grpc.RegisterStub, "Lookup",
                   lambda uids: register_pb2.LookupRequest(
                       users=[common_pb2.UserRef(app="demo", uid=uid) for uid in uids]),
-                  lambda reply, _n: [[s.room for s in r.sessions] for r in reply.results])(target)
+                  lambda reply, _n: [[s.room for s in r.sessions] for r in reply.results],
+                  run_late=run_late)(target)
+
+
+def expired() -> float:
+    return REGISTRY.get_sample_value("pushwire_rpc_expired_calls_total",
+                                     {"method": LOOKUP}) or 0.0
 
 
 def calls(transport: str) -> float:
@@ -71,9 +87,9 @@ async def wire_open(channels: Channels, target: str) -> None:
     assert await channels.wires.opened(target) is not None
 
 
-async def opened_lookup(channels: Channels, target: str) -> Send:
+async def opened_lookup(channels: Channels, target: str, run_late: bool = False) -> Send:
     """`lookup` once its wire is open: a first call (over gRPC) starts the open."""
-    send = lookup(channels, target)
+    send = lookup(channels, target, run_late)
     await send(["warm"], 5.0)
     await asyncio.wait_for(wire_open(channels, target), 5.0)
     return send
@@ -139,6 +155,135 @@ async def test_a_call_past_its_deadline_is_unavailable_and_the_wire_stays_open(
         await send(["slow"], 0.2)
     assert channels.wire(target) is opened
     assert await send(["after"], 5.0) == [["room-after"]]
+
+
+async def test_a_call_whose_caller_gave_up_before_the_server_got_to_it_is_not_run(
+        served: tuple[RpcServer, str, Users], channels: Channels,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _, target, users = served
+    send = await opened_lookup(channels, target)
+    before, expired_before = users.calls, expired()
+    busy = asyncio.create_task(send(["busy"], 5.0))     # both leave in one write
+    late = asyncio.create_task(send(["late"], 0.2))
+    assert await busy == [["room-busy"]]
+    with pytest.raises(Unavailable):
+        await late
+    assert users.calls == before + 1            # "late" never reached the servicer
+    assert expired() == expired_before + 1
+    assert "their callers had stopped waiting" in caplog.text
+    assert LOOKUP in caplog.text
+    assert await send(["after"], 5.0) == [["room-after"]]     # and the wire serves on
+
+
+async def test_a_sender_that_runs_late_has_its_late_calls_run(
+        served: tuple[RpcServer, str, Users], channels: Channels) -> None:
+    """A delivery is still worth making late: its sender says so (`run_late`)."""
+    _, target, users = served
+    send = await opened_lookup(channels, target, run_late=True)
+    before, expired_before = users.calls, expired()
+    busy = asyncio.create_task(send(["busy"], 5.0))
+    late = asyncio.create_task(send(["late"], 0.2))
+    assert await busy == [["room-busy"]]
+    with pytest.raises(Unavailable):
+        await late                  # its caller gave up all the same
+    await asyncio.sleep(0.05)
+    assert users.calls == before + 2 and expired() == expired_before
+
+
+async def test_a_client_told_by_an_older_server_sends_plain_calls_it_runs_late(
+        served: tuple[RpcServer, str, Users]) -> None:
+    """A server before TIMED_CALL answers the port's 2 bytes: its clients send CALL, which
+    carries no deadline, so a late call is run as before."""
+    _, target, users = served
+    plain = Channels(SECRET)
+
+    async def older_answer(asked: str) -> bytes:
+        return (await plain._wire_port(asked))[:2]
+
+    wires = wire.Wires(SECRET, older_answer, rpc_error)
+    try:
+        client = await wires.opened(target)
+        assert client is not None
+        before, expired_before = users.calls, expired()
+        request = register_pb2.LookupRequest(users=[common_pb2.UserRef(app="demo", uid="busy")])
+        late = register_pb2.LookupRequest(users=[common_pb2.UserRef(app="demo", uid="late")])
+        busy_call = asyncio.create_task(client.call(LOOKUP.encode(),
+                                                    request.SerializeToString(), 5.0))
+        late_call = asyncio.create_task(client.call(LOOKUP.encode(),
+                                                    late.SerializeToString(), 0.2))
+        await busy_call
+        with pytest.raises(Unavailable):
+            await late_call
+        await asyncio.sleep(0.05)
+        assert users.calls == before + 2 and expired() == expired_before
+    finally:
+        await wires.close()
+        await plain.close()
+
+
+async def test_the_port_answer_tells_what_the_server_reads_only_to_who_asks(
+        served: tuple[RpcServer, str, Users]) -> None:
+    server, target, _ = served
+    assert server.wire is not None
+    ask = Channels(SECRET)
+    try:
+        port = ask.get(target).unary_unary(wire.PORT_METHOD)
+        assert await port(b"") == server.wire.port.to_bytes(2, "big")     # as before
+        assert await port(wire.ASK_FEATURES) == \
+            server.wire.port.to_bytes(2, "big") + bytes((wire.READS_TIMED,))
+    finally:
+        await ask.close()
+
+
+async def test_a_timed_call_is_judged_by_the_delay_of_its_connection_not_by_its_clock(
+        served: tuple[RpcServer, str, Users]) -> None:
+    """The client's clock is any offset from the server's: only how much later than the
+    quickest call of its connection a call arrives counts against its budget."""
+    server, _, users = served
+    assert server.wire is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.wire.port)
+    clock = 123_456_789_000_000        # µs: nothing like the server's monotonic clock
+
+    def timed(call_id: int, sent_us: int, budget_ms: int, uid: str) -> bytes:
+        request = register_pb2.LookupRequest(users=[common_pb2.UserRef(app="demo", uid=uid)])
+        return wire.frame(call_id, wire.TIMED_CALL,
+                          wire.TIMED.pack(sent_us, budget_ms) + bytes((len(LOOKUP),))
+                          + LOOKUP.encode() + request.SerializeToString())
+
+    async def answer() -> tuple[int, int]:
+        head = await asyncio.wait_for(reader.readexactly(wire.HEAD.size), 5.0)
+        size, call_id, kind = wire.HEAD.unpack(head)
+        await reader.readexactly(size - 5)
+        return call_id, kind
+
+    try:
+        before = users.calls
+        writer.write(wire.frame(0, wire.HELLO, SECRET.encode()) + timed(1, clock, 1000, "a"))
+        assert await answer() == (1, wire.OK)
+        writer.write(timed(2, clock - 3_000_000, 1000, "b"))     # sent 3 s before: too late
+        assert await answer() == (2, wire.FAIL)
+        writer.write(timed(3, clock - 3_000_000, 5000, "c"))     # within a 5 s budget
+        assert await answer() == (3, wire.OK)
+        assert users.calls == before + 2
+    finally:
+        writer.close()
+
+
+def test_lateness_never_counts_more_than_the_wait_beyond_the_quickest_trip() -> None:
+    lateness = wire.Lateness()
+    offset = -987_654_321          # the client's clock against the server's, µs
+    for sent, trip in [(1_000, 300), (2_000, 80), (3_000, 2_500)]:
+        lateness.arrived(sent, sent + offset + trip)
+    # a call sent at 5,000 that the server gets to at 5,000 + offset + 1,080 µs
+    assert lateness.waited_us(5_000, 5_000 + offset + 1_080) == 1_000
+    # a window later, the minimum of the last window still holds...
+    later = int(wire.LATENESS_WINDOW_S * 1e6) + 10_000
+    lateness.arrived(later, later + offset + 400)
+    assert lateness.waited_us(later, later + offset + 400) == 320
+    # ...and two windows later it is forgotten (a drifting clock cannot pin it)
+    latest = 2 * later + 10_000
+    lateness.arrived(latest, latest + offset + 400)
+    assert lateness.waited_us(latest, latest + offset + 400) == 0
 
 
 async def held_call(served: tuple[RpcServer, str, Users], channels: Channels) \

@@ -122,7 +122,8 @@ class Channels:
 
     async def _wire_port(self, target: str) -> bytes:
         ask = self.get(target).unary_unary(wire.PORT_METHOD)
-        reply: bytes = await translate_call(target, ask(b"", timeout=WIRE_PORT_TIMEOUT_S))
+        reply: bytes = await translate_call(target, ask(wire.ASK_FEATURES,
+                                                        timeout=WIRE_PORT_TIMEOUT_S))
         return reply
 
     async def drop(self, target: str) -> None:
@@ -266,11 +267,15 @@ async def start_server(config: ServiceConfig, servicers: Iterable[Registration],
 
 
 def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], method: str,
-           build: Callable[[list[Any]], Any], split: Callable[[Any, int], list[Any]]) \
+           build: Callable[[list[Any]], Any], split: Callable[[Any, int], list[Any]], *,
+           run_late: bool = False) \
         -> Callable[[str], Callable[[list[Any], float], Awaitable[list[Any]]]]:
     """A Pipe send-factory for one batch method: target -> send(items, timeout) -> results.
 
-    `build(items)` makes the request, `split(reply, n)` returns one result per item. A request
+    `build(items)` makes the request, `split(reply, n)` returns one result per item. Over the
+    wire a call carries its deadline, and a server that gets to it after the deadline does not
+    run it (wire.py); `run_late` sends it without, for posts whose effect is still worth having
+    late (a delivery). A request
     over `BATCH_BYTES` (a batch of large messages: an app's `max_body` has no bound of its own)
     goes as two calls of half the items each, recursively, one after the other, so that no
     call passes gRPC's `MESSAGE_MAX` because of the company it was batched with; one item
@@ -293,7 +298,8 @@ def sender(channels: Channels, stub_class: Callable[[grpc.aio.Channel], Any], me
             over = channels.wire(target)
             if over is not None:
                 counted[1].inc()
-                reply = parse(await over.call(raw_path, serialize(request), timeout))
+                reply = parse(await over.call(raw_path, serialize(request), timeout,
+                                              timed=not run_late))
             else:
                 counted[0].inc()
                 reply = await translate_call(target, rpc(request, timeout=timeout))

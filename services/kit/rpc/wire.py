@@ -9,6 +9,8 @@ framed by hand on the event loop, with many calls in flight matched by id:
     frame = length (u32, of what follows) | call id (u32) | kind (u8) | body
     HELLO (id 0)  client -> server, first frame: the cluster secret (UTF-8; empty if none)
     CALL          body = method path length (u8) | method path | request bytes
+    TIMED_CALL    body = sent (u64, the client's monotonic clock, µs) | budget (u32, ms)
+                         | what CALL carries
     OK            body = reply bytes
     FAIL          body = gRPC status code (u16) | pushwire error code (u16, 0: none) | text
 
@@ -19,6 +21,11 @@ The server tells its wire port over gRPC (`/pushwire.Wire/Port`, behind the cred
 discovery records are unchanged. Errors keep gRPC's contract (`translate_call`): a lost
 connection fails the calls in flight with Disconnected, so idempotent pipes re-send them; a
 deadline is Unavailable; a servicer's PushwireError arrives with its code.
+
+A TIMED_CALL carries its caller's deadline, as gRPC's `grpc-timeout` does: a server that
+gets to a call after its caller stopped waiting answers DEADLINE_EXCEEDED without running it
+(`Lateness`, design notes §18). A client sends TIMED_CALLs only to a server that said it
+reads them (its Port answer), so either end may be of a version before them.
 """
 
 from __future__ import annotations
@@ -35,12 +42,21 @@ from typing import Any, cast
 import grpc
 
 from pushwire_protocol.errors import Disconnected, Overloaded, PushwireError, Unavailable
+from services.kit import metrics
+from services.kit.logs import Sparse
 
 log = logging.getLogger("pushwire.rpc")
 
 HEAD = struct.Struct(">IIB")        # length of the rest, call id, kind
 FAILED = struct.Struct(">HH")       # gRPC status code, pushwire error code
-HELLO, CALL, OK, FAIL = 1, 2, 3, 4
+TIMED = struct.Struct(">QI")        # a TIMED_CALL's send time (µs), its budget (ms)
+HELLO, CALL, OK, FAIL, TIMED_CALL = 1, 2, 3, 4, 5
+# The Port answer: the port (2 bytes), then, to a client that asks with ASK_FEATURES, one
+# byte of what this server reads (a server before it answers the 2 bytes whatever it is asked).
+ASK_FEATURES = b"\x01"
+READS_TIMED = 0x01
+LATENESS_WINDOW_S = 60.0            # Lateness: how long one minimum of the delay is kept
+EXPIRED_WARN_EVERY_S = 10.0         # one warning line at most this often about expired calls
 FRAME_MAX = 64 * 1024 * 1024 + 4096     # gRPC's MESSAGE_MAX plus the method path
 PORT_METHOD = "/pushwire.Wire/Port"
 KEEPALIVE = ((socket.TCP_KEEPIDLE, 10), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 1))
@@ -177,6 +193,7 @@ class WireServer:
         self._refused = refused
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Served] = set()
+        self._late = Sparse(log, EXPIRED_WARN_EVERY_S)
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
@@ -191,6 +208,13 @@ class WireServer:
 
     def refused(self, peer: str) -> None:
         self._refused(peer)
+
+    def expired(self, path: str, peer: str, budget_us: int) -> None:
+        """A call was not run: its caller's deadline had passed (the server is behind)."""
+        metrics.RPC_EXPIRED.labels(path).inc()
+        self._late.note("%d calls not run since the last line: their callers had stopped "
+                        "waiting (this server is behind); the last one %s from %s, budget "
+                        "%d ms", path, peer, budget_us // 1000)
 
     def added(self, connection: _Served) -> None:
         self._connections.add(connection)
@@ -215,6 +239,43 @@ class WireServer:
         self._server = None
 
 
+class Lateness:
+    """How long past its quickest trip a caller's call has waited, by this server's clock.
+
+    A TIMED_CALL says when it was sent on the client's monotonic clock, which is any offset
+    from ours (another host, another boot). On one connection, the smallest (arrival - sent)
+    seen is that offset plus the quickest trip, so `waited_us` (now - sent - smallest) is how
+    long the call has waited beyond the quickest trip: never more than it really waited, so
+    no call is refused before its caller gave up. The smallest is kept over the last two
+    windows of LATENESS_WINDOW_S, so that a drift between the two clocks cannot keep an old
+    minimum for ever."""
+
+    __slots__ = ("_before", "_least", "_until")
+
+    def __init__(self) -> None:
+        self._least: int | None = None     # this window's smallest (arrival - sent), µs
+        self._before: int | None = None    # the last window's
+        self._until = 0
+
+    def arrived(self, sent_us: int, now_us: int) -> None:
+        seen = now_us - sent_us
+        if self._least is None or now_us >= self._until:
+            self._before, self._least = self._least, seen
+            self._until = now_us + int(LATENESS_WINDOW_S * 1e6)
+        elif seen < self._least:
+            self._least = seen
+
+    def waited_us(self, sent_us: int, now_us: int) -> int:
+        least = self._least if self._least is not None else now_us - sent_us
+        if self._before is not None:
+            least = min(least, self._before)
+        return now_us - sent_us - least
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
 class _Served(asyncio.Protocol):
     """One client connection of a WireServer."""
 
@@ -225,6 +286,7 @@ class _Served(asyncio.Protocol):
         self._out = _Corked()
         self._hello = False
         self._peer = "?"
+        self._lateness = Lateness()
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -265,7 +327,13 @@ class _Served(asyncio.Protocol):
                                                "cluster credential required")))
             self.close()
             return
-        if kind != CALL or not body:
+        sent_us = budget_us = 0
+        if kind == TIMED_CALL and len(body) > TIMED.size:
+            sent_us, budget_ms = TIMED.unpack_from(body)
+            budget_us = budget_ms * 1000
+            self._lateness.arrived(sent_us, _now_us())
+            body = body[TIMED.size:]
+        elif kind != CALL or not body:
             self.close()
             return
         path = body[1:1 + body[0]].decode("utf-8", "replace")
@@ -275,11 +343,17 @@ class _Served(asyncio.Protocol):
                                                      "no such method")))
             return
         task = asyncio.get_running_loop().create_task(
-            self._call(call_id, handler, body[1 + body[0]:]))
+            self._call(call_id, handler, body[1 + body[0]:], path, sent_us, budget_us))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _call(self, call_id: int, handler: grpc.RpcMethodHandler, payload: bytes) -> None:
+    async def _call(self, call_id: int, handler: grpc.RpcMethodHandler, payload: bytes,
+                    path: str, sent_us: int, budget_us: int) -> None:
+        if budget_us and self._lateness.waited_us(sent_us, _now_us()) >= budget_us:
+            self._server.expired(path, self._peer, budget_us)
+            self._send(frame(call_id, FAIL, _failure(grpc.StatusCode.DEADLINE_EXCEEDED, 0,
+                                                     "deadline exceeded before it ran")))
+            return
         try:
             parse = handler.request_deserializer
             request = parse(payload) if parse is not None else payload
@@ -307,9 +381,11 @@ class WireClient(asyncio.Protocol):
     """One connection to a target's WireServer, many calls in flight on it."""
 
     def __init__(self, target: str, secret: str | None,
-                 error: Callable[[str, grpc.StatusCode, str, int], PushwireError]) -> None:
+                 error: Callable[[str, grpc.StatusCode, str, int], PushwireError],
+                 timed: bool = False) -> None:
         self.target = target
         self._secret = secret or ""
+        self._timed = timed             # the server reads TIMED_CALL (its Port answer)
         self._error = error
         self._frames = _Frames()
         self._transport: asyncio.Transport | None = None
@@ -335,8 +411,10 @@ class WireClient(asyncio.Protocol):
     def usable(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
-    async def call(self, path: bytes, payload: bytes, timeout_s: float) -> bytes:
-        """Send one call and wait for its reply's bytes, at most `timeout_s`."""
+    async def call(self, path: bytes, payload: bytes, timeout_s: float,
+                   timed: bool = True) -> bytes:
+        """Send one call and wait for its reply's bytes, at most `timeout_s`; `timed`: tell
+        the server the deadline (when it reads it), so that it does not run the call late."""
         transport = self._transport
         if transport is None or transport.is_closing():
             raise Disconnected("a cluster service is unreachable",
@@ -348,8 +426,14 @@ class WireClient(asyncio.Protocol):
         self._next = call_id % 0xFFFFFFFF + 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
-        self._out.write(HEAD.pack(len(path) + len(payload) + 6, call_id, CALL)
-                        + bytes((len(path),)) + path + payload)
+        if timed and self._timed:
+            self._out.write(HEAD.pack(len(path) + len(payload) + 6 + TIMED.size, call_id,
+                                      TIMED_CALL)
+                            + TIMED.pack(_now_us(), min(int(timeout_s * 1000), 0xFFFFFFFF))
+                            + bytes((len(path),)) + path + payload)
+        else:
+            self._out.write(HEAD.pack(len(path) + len(payload) + 6, call_id, CALL)
+                            + bytes((len(path),)) + path + payload)
         try:
             async with asyncio.timeout(timeout_s):
                 return await future
@@ -398,7 +482,7 @@ class Wires:
     def __init__(self, secret: str | None, ask_port: Callable[[str], Any],
                  error: Callable[[str, grpc.StatusCode, str, int], PushwireError]) -> None:
         self._secret = secret
-        self._ask_port = ask_port        # target -> awaitable of the port's 2 bytes
+        self._ask_port = ask_port        # target -> awaitable of the Port answer
         self._error = error
         self._open: dict[str, WireClient] = {}
         self._next_try: dict[str, tuple[float, float]] = {}   # target -> (at, backoff)
@@ -425,14 +509,16 @@ class Wires:
 
     async def _connect(self, target: str) -> None:
         try:
-            port = int.from_bytes(await self._ask_port(target), "big")
+            answer = await self._ask_port(target)
+            port = int.from_bytes(answer[:2], "big")
             if port == 0:
                 self._failed(target, RETRY_MAX_S)
                 return
+            timed = len(answer) > 2 and bool(answer[2] & READS_TIMED)
             host = target.rsplit(":", 1)[0].strip("[]")
             loop = asyncio.get_running_loop()
             _, client = await loop.create_connection(
-                lambda: WireClient(target, self._secret, self._error), host, port)
+                lambda: WireClient(target, self._secret, self._error, timed), host, port)
             self._open[target] = client
             self._next_try.pop(target, None)
             client.lost.add_done_callback(lambda _: self._lost(target, client))
@@ -470,10 +556,13 @@ class Wires:
 
 
 def port_handler(port: Callable[[], int]) -> grpc.GenericRpcHandler:
-    """`/pushwire.Wire/Port`: the wire's port as 2 bytes (0: no wire), served over gRPC."""
+    """`/pushwire.Wire/Port`: the wire's port as 2 bytes (0: no wire), served over gRPC;
+    asked with ASK_FEATURES, then a byte of what the server reads (READS_TIMED)."""
 
-    async def answer(_request: bytes, _context: Any) -> bytes:
-        return port().to_bytes(2, "big")
+    async def answer(request: bytes, _context: Any) -> bytes:
+        number = port()
+        asked = number and request[:1] == ASK_FEATURES
+        return number.to_bytes(2, "big") + (bytes((READS_TIMED,)) if asked else b"")
 
     return grpc.method_handlers_generic_handler(
         "pushwire.Wire", {"Port": grpc.unary_unary_rpc_method_handler(answer)})
