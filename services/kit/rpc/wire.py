@@ -87,16 +87,16 @@ class _Corked:
     write to a socket is a system call of a few µs, which would otherwise be paid per frame
     at each end."""
 
-    __slots__ = ("_loop", "_out", "transport")
+    __slots__ = ("_out", "loop", "transport")
 
     def __init__(self) -> None:
         self._out: list[bytes] = []
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
 
     def write(self, data: bytes) -> None:
         if not self._out:
-            self._loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self._out.append(data)
 
     def _flush(self) -> None:
@@ -424,7 +424,7 @@ class WireClient(asyncio.Protocol):
                              detail=f"{self.target}: request too large for one call")
         call_id = self._next
         self._next = call_id % 0xFFFFFFFF + 1
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = self._out.loop.create_future()
         self._pending[call_id] = future
         if timed and self._timed:
             self._out.write(HEAD.pack(len(path) + len(payload) + 6 + TIMED.size, call_id,
@@ -434,14 +434,25 @@ class WireClient(asyncio.Protocol):
         else:
             self._out.write(HEAD.pack(len(path) + len(payload) + 6, call_id, CALL)
                             + bytes((len(path),)) + path + payload)
+        timer = self._out.loop.call_later(timeout_s, self._due, future)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            raise Unavailable("a cluster service did not answer",
-                              detail=f"{self.target}: wire deadline exceeded") from None
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(call_id, None)
+
+    def _due(self, future: asyncio.Future[bytes]) -> None:
+        """A call's deadline passed. A loop that was held up (short of CPU) runs the timers
+        that fell due before it reads its sockets (uvloop: timers, then the callbacks ready
+        at that moment, then the poll), so a reply that came in time may be unread yet: the
+        call gives up two callback turns later, after the loop has read what was waiting."""
+        if not future.done():
+            self._out.loop.call_soon(self._out.loop.call_soon, self._give_up, future)
+
+    def _give_up(self, future: asyncio.Future[bytes]) -> None:
+        if not future.done():
+            future.set_exception(Unavailable("a cluster service did not answer",
+                                             detail=f"{self.target}: wire deadline exceeded"))
 
     def data_received(self, data: bytes) -> None:
         if not self._frames.feed(data, self._reply):
