@@ -24,11 +24,14 @@ services/kit/redis.py, SQLite errors in services/kit/sqlite.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from pushwire_protocol.errors import StoreError
 from services.kit import redis, sqlite
 
 User = tuple[str, str]          # (app, uid)
@@ -60,6 +63,15 @@ class Mark:
             return self
         return replace(self, at_ms=max(self.at_ms, older.at_ms),
                        expires_ms=max(self.expires_ms, older.expires_ms))
+
+
+_CLOSED = StoreError("kick mark store unavailable", detail="kick mark store closed")
+
+
+def _fail(batch: Sequence[tuple[Any, Any, asyncio.Future[Any]]], exc: Exception) -> None:
+    for _, _, answer in batch:
+        if not answer.done():
+            answer.set_exception(exc)
 
 
 def _unscope(scope: str) -> tuple[str, str]:
@@ -271,11 +283,19 @@ _IN_CHUNK = 500
 
 
 class SqliteKickStore:
-    """KickStore in one SQLite file; several register processes may share it."""
+    """KickStore in one SQLite file; several register processes may share it.
+
+    Reads of marks are one at a time (the connection's lock), and each is two hops to
+    aiosqlite's thread and back, so every register Online call queued behind the others:
+    at 1,000,000 connections register sat in these reads while the rooms' AUTHs timed out
+    (bench/RESULTS.md, session 9). The reads asked while one is running now wait for it and
+    then go as one (`_read_waiting`): one read per turn, whatever the number of callers."""
 
     def __init__(self, path: str, *, timeout_s: float = 5.0) -> None:
         self.path = path
         self._db = sqlite.Database(path, "kick mark store unavailable", timeout_s=timeout_s)
+        self._waiting: list[tuple[Sequence[User], int, asyncio.Future[list[list[Mark]]]]] = []
+        self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._db.open()
@@ -299,6 +319,40 @@ class SqliteKickStore:
         return True
 
     async def marks(self, users: Sequence[User], now_ms: int) -> list[list[Mark]]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[list[Mark]]] = loop.create_future()
+        self._waiting.append((users, now_ms, answer))
+        if self._reader is None:
+            self._reader = loop.create_task(self._read_waiting(), name="kick marks read")
+        return await answer
+
+    async def _read_waiting(self) -> None:
+        """Read the marks of every caller waiting, in one read; again for those who came
+        meanwhile; until none waits. A caller's marks are those live at its own `now_ms`."""
+        batch: list[tuple[Sequence[User], int, asyncio.Future[list[list[Mark]]]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    found = await self._read([u for users, _, _ in batch for u in users],
+                                             min(now_ms for _, now_ms, _ in batch))
+                except StoreError as exc:
+                    _fail(batch, exc)
+                    continue
+                for users, now_ms, answer in batch:
+                    if not answer.done():
+                        answer.set_result([[m for m in found.get(user, ())
+                                            if m.expires_ms > now_ms] for user in users])
+        finally:        # closed (cancelled) or a bug: no caller waits for ever
+            self._reader = None
+            _fail(batch, _CLOSED)
+            self._fail_waiting()
+
+    def _fail_waiting(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        _fail(waiting, _CLOSED)
+
+    async def _read(self, users: Sequence[User], now_ms: int) -> dict[User, list[Mark]]:
         by_user: dict[User, list[Mark]] = defaultdict(list)
         uids: dict[str, list[str]] = defaultdict(list)
         for app, uid in dict.fromkeys(users):
@@ -313,7 +367,7 @@ class SqliteKickStore:
                     device, except_device = _unscope(scope)
                     by_user[(app, uid)].append(Mark(app, uid, device, except_device, at,
                                                     expires))
-        return [by_user.get(user, []) for user in users]
+        return by_user
 
     async def count(self, app: str, now_ms: int) -> int:
         rows = await self._db.select("SELECT COUNT(*) FROM kick_marks WHERE app = ?"
@@ -321,4 +375,9 @@ class SqliteKickStore:
         return int(rows[0][0])
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._fail_waiting()        # a reader cancelled before its first step ran no finally
         await self._db.close()

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pushwire_protocol.errors import StoreError
 from services.register.kickstore import KickStore, Mark, MemoryKickStore, SqliteKickStore
 
 NOW = 1_700_000_000_000
@@ -107,3 +110,45 @@ async def test_the_sqlite_file_keeps_marks_for_the_next_process(tmp_path: Path) 
     await second.start()
     assert await second.marks([("chat", "u1")], NOW) == [[mark(device="phone")]]
     await second.close()
+
+
+async def test_sqlite_reads_asked_at_once_go_as_one_read_and_each_caller_gets_its_own(
+        tmp_path: Path) -> None:
+    """register's Online calls each read the marks of their users: those asked while a read
+    runs wait for it and go as one, and each caller still gets the marks live at its own
+    time, in its own order."""
+    mark = marker(NOW)
+    store = SqliteKickStore(str(tmp_path / "kicks.db"))
+    await store.start()
+    try:
+        short = mark("u1", device="phone", ttl=1_000)       # live at NOW, gone at NOW + 1 s
+        assert await store.add([short, mark("u2")], NOW, quota=10) == [True, True]
+        reads = 0
+        select = store._db.select
+
+        async def counted(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            nonlocal reads
+            reads += 1
+            return await select(sql, params)
+
+        store._db.select = counted      # type: ignore[method-assign]
+        asks = [([("chat", "u1"), ("chat", "u2")], NOW), ([("chat", "u1")], NOW + 1_000),
+                ([("chat", "u3"), ("chat", "u1")], NOW)] * 20
+        answers = await asyncio.gather(*(store.marks(users, now) for users, now in asks))
+        assert answers == [[[short], [mark("u2")]], [[]], [[], [short]]] * 20
+        assert reads <= 2       # the first alone, then all that came while it ran
+    finally:
+        await store.close()
+
+
+async def test_closing_the_sqlite_store_fails_the_reads_waiting_instead_of_leaving_them(
+        tmp_path: Path) -> None:
+    store = SqliteKickStore(str(tmp_path / "kicks.db"))
+    await store.start()
+    waiting = [asyncio.create_task(store.marks([("chat", f"u{i}")], NOW)) for i in range(5)]
+    await asyncio.sleep(0)          # all asked; the first read is running
+    await store.close()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    for result in results:          # each read either finished or failed: none hangs
+        assert result == [[]] or isinstance(result, StoreError)
+    assert any(isinstance(result, StoreError) for result in results)
