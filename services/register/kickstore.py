@@ -65,13 +65,13 @@ class Mark:
                        expires_ms=max(self.expires_ms, older.expires_ms))
 
 
-_CLOSED = StoreError("kick mark store unavailable", detail="kick mark store closed")
-
-
-def _fail(batch: Sequence[tuple[Any, Any, asyncio.Future[Any]]], exc: Exception) -> None:
+def _fail(batch: Sequence[tuple[Any, Any, asyncio.Future[Any]]],
+          exc: Exception | None = None) -> None:
+    """Fail the callers of `batch` still waiting with `exc` (None: the store was closed)."""
     for _, _, answer in batch:
         if not answer.done():
-            answer.set_exception(exc)
+            answer.set_exception(exc or StoreError("kick mark store unavailable",
+                                                   detail="kick mark store closed"))
 
 
 def _unscope(scope: str) -> tuple[str, str]:
@@ -345,12 +345,12 @@ class SqliteKickStore:
                                             if m.expires_ms > now_ms] for user in users])
         finally:        # closed (cancelled) or a bug: no caller waits for ever
             self._reader = None
-            _fail(batch, _CLOSED)
+            _fail(batch)
             self._fail_waiting()
 
     def _fail_waiting(self) -> None:
         waiting, self._waiting = self._waiting, []
-        _fail(waiting, _CLOSED)
+        _fail(waiting)
 
     async def _read(self, users: Sequence[User], now_ms: int) -> dict[User, list[Mark]]:
         by_user: dict[User, list[Mark]] = defaultdict(list)
