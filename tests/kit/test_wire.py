@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
+import uvloop
 from prometheus_client import REGISTRY
 
 from pushwire_protocol.errors import Disconnected, NotFound, PushwireError, Unavailable
@@ -292,10 +294,6 @@ def test_a_reply_that_came_in_time_counts_though_the_loop_was_held_up_past_the_d
     reply that arrived within the deadline, while the caller's loop was held up (short of
     CPU), must still be read before the call gives up. The server runs in a thread, on its
     own loop, so that it answers while the caller's loop is held."""
-    import threading
-
-    import uvloop
-
     ready: dict[str, Any] = {}
     up = threading.Event()
     users = Users()
